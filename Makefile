@@ -1,0 +1,30 @@
+# Every target installs what it needs first: a fresh clone needs only Python 3.11, Go and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TESTBED = cd hack && ../$(BIN)/python -m testbed
+
+.PHONY: setup testbed-build up down lint test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+testbed-build: setup
+	$(TESTBED) build
+
+up: testbed-build
+	$(TESTBED) up
+
+down: setup
+	$(TESTBED) down
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: testbed-build lint
+	$(BIN)/pytest

@@ -1,0 +1,279 @@
+"""Start and stop the test bed: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+with fake nodes, every listener on 127.0.0.1, pod IPs from 127.80.0.0/16 (loopback, so end-to-end
+tests can run real processes at pod IPs on this machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pki
+from .versions import binary, cache_root
+
+POD_CIDR = "127.80.0.0/16"
+NODE_COUNT = 2
+SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are only allocated, never routed: no kube-proxy here.
+STATE_FILE = "state.json"
+START_TIMEOUT = 60.0
+
+
+class StartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Testbed:
+    dir: Path
+    server: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    def log(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    def save(self) -> None:
+        state = {"server": self.server, "pids": self.pids, "ports": self.ports}
+        (self.dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> Testbed:
+        state = json.loads((directory / STATE_FILE).read_text())
+        return cls(directory, state["server"], state["pids"], state["ports"])
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(binary("kubectl")), "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin, capture_output=True, text=True, check=check, timeout=timeout,
+        )
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("MTA_TESTBED_STATE", cache_root() / "run")).expanduser()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: a test session that dies must not leave a control plane behind.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _kubeconfig(path: Path, server: str, ca: Path, client: pki.Pair) -> None:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "testbed",
+        "clusters": [{"name": "testbed",
+                      "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "testbed", "user": {"client-certificate": str(client.cert),
+                                               "client-key": str(client.key)}}],
+        "contexts": [{"name": "testbed", "context": {"cluster": "testbed", "user": "testbed"}}],
+    }, indent=2))
+    path.chmod(0o600)
+
+
+def _wait(what: str, check: Callable[[], bool], tb: Testbed, component: str,
+          timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    pid = tb.pids.get(component)
+    while time.monotonic() < deadline:
+        if pid is not None and _exited(pid):
+            raise StartError(f"{component} exited during start; log: {tb.log(component)}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.2)
+    raise StartError(f"{component}: {what} not reached in {timeout:.0f}s; log: {tb.log(component)}")
+
+
+def _exited(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child (started by another process): probe it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return done == pid
+
+
+def _https_ok(url: str, ctx: ssl.SSLContext) -> bool:
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310 (https only)
+        return resp.status == 200
+
+
+def _node_manifest(index: int) -> dict:
+    name = f"kwok-node-{index}"
+    resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "amd64", "type": "kwok",
+                       "topology.kubernetes.io/zone": f"zone-{index}"},
+        },
+        "spec": {"podCIDR": f"127.80.{index}.0/24"},
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testbed:
+    """Start a test bed in state_dir (wiped first). Raises StartError and stops everything on failure."""
+    directory = (state_dir or default_state_dir()).resolve()
+    if (directory / STATE_FILE).exists():
+        down(directory)
+    for sub in ("pki", "logs", "etcd"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    for stale in (directory / "etcd").glob("*"):
+        subprocess.run(["rm", "-rf", str(stale)], check=True)
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+        if not binary(name).exists():
+            raise StartError(f"{name} is not built ({binary(name)}); run `python -m testbed build`")
+
+    tb = Testbed(directory)
+    try:
+        _start_all(tb, die_with_parent)
+    except BaseException:
+        down(directory)
+        raise
+    return tb
+
+
+def _spawn(tb: Testbed, component: str, args: list[str], die_with_parent: bool) -> None:
+    log = tb.log(component).open("ab")
+    proc = subprocess.Popen(  # noqa: S603 (fixed binaries from our own cache)
+        [str(binary(component)), *args], stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+    )
+    log.close()
+    tb.pids[component] = proc.pid
+    tb.save()
+
+
+def _start_all(tb: Testbed, die_with_parent: bool) -> None:
+    d, p = tb.dir, tb.dir / "pki"
+    ca = pki.CA(p)
+    serving = ca.issue("apiserver", "kube-apiserver", server=True,
+                       hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
+                              "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                              "10.96.0.1"))
+    sa = pki.service_account_keys(p)
+    clients = {
+        "admin": ca.issue("admin", "testbed-admin", org="system:masters"),
+        "kube-controller-manager": ca.issue("kcm", "system:kube-controller-manager"),
+        "kube-scheduler": ca.issue("scheduler", "system:kube-scheduler"),
+        "kwok": ca.issue("kwok", "kwok-controller", org="system:masters"),
+    }
+    tb.ports = {name: _free_port() for name in ("etcd-client", "etcd-peer", "apiserver")}
+    tb.server = f"https://127.0.0.1:{tb.ports['apiserver']}"
+    for name, pair in clients.items():
+        target = tb.kubeconfig if name == "admin" else d / f"{name}.kubeconfig"
+        _kubeconfig(target, tb.server, ca.pair.cert, pair)
+
+    etcd_url = f"http://127.0.0.1:{tb.ports['etcd-client']}"
+    peer_url = f"http://127.0.0.1:{tb.ports['etcd-peer']}"
+    _spawn(tb, "etcd", [
+        "--name=testbed", f"--data-dir={d / 'etcd'}", f"--listen-client-urls={etcd_url}",
+        f"--advertise-client-urls={etcd_url}", f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}", f"--initial-cluster=testbed={peer_url}",
+        "--unsafe-no-fsync", "--log-level=warn", "--listen-metrics-urls=",
+    ], die_with_parent)
+    _wait("health", lambda: b'"health":"true"' in urllib.request.urlopen(  # noqa: S310
+        f"{etcd_url}/health", timeout=2).read(), tb, "etcd")
+
+    _spawn(tb, "kube-apiserver", [
+        f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={tb.ports['apiserver']}", f"--tls-cert-file={serving.cert}",
+        f"--tls-private-key-file={serving.key}", f"--client-ca-file={ca.pair.cert}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
+        "--authorization-mode=RBAC", f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--endpoint-reconciler-type=none", "--allow-privileged=false", "--profiling=false",
+        "--v=1",
+    ], die_with_parent)
+    ctx = ssl.create_default_context(cafile=str(ca.pair.cert))
+    ctx.load_cert_chain(str(clients["admin"].cert), str(clients["admin"].key))
+    _wait("/readyz", lambda: _https_ok(f"{tb.server}/readyz", ctx), tb, "kube-apiserver")
+
+    kcm_cfg = str(d / "kube-controller-manager.kubeconfig")
+    _spawn(tb, "kube-controller-manager", [
+        f"--kubeconfig={kcm_cfg}", f"--authentication-kubeconfig={kcm_cfg}",
+        f"--authorization-kubeconfig={kcm_cfg}", "--bind-address=127.0.0.1", "--secure-port=0",
+        "--leader-elect=false", "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={sa.key}", f"--root-ca-file={ca.pair.cert}",
+        f"--cluster-signing-cert-file={ca.pair.cert}", f"--cluster-signing-key-file={ca.pair.key}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}", "--v=1",
+    ], die_with_parent)
+    sched_cfg = str(d / "kube-scheduler.kubeconfig")
+    _spawn(tb, "kube-scheduler", [
+        f"--kubeconfig={sched_cfg}", f"--authentication-kubeconfig={sched_cfg}",
+        f"--authorization-kubeconfig={sched_cfg}", "--bind-address=127.0.0.1", "--secure-port=0",
+        "--leader-elect=false", "--v=1",
+    ], die_with_parent)
+    _spawn(tb, "kwok", [
+        f"--kubeconfig={d / 'kwok.kubeconfig'}",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+    ], die_with_parent)
+
+    nodes = {"apiVersion": "v1", "kind": "List",
+             "items": [_node_manifest(i) for i in range(NODE_COUNT)]}
+    tb.kubectl("apply", "-f", "-", stdin=json.dumps(nodes))
+    _wait("nodes Ready", lambda: _nodes_ready(tb), tb, "kwok")
+    _wait("default ServiceAccount", lambda: tb.kubectl(
+        "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
+        tb, "kube-controller-manager")
+    for component in ("kube-scheduler",):
+        if _exited(tb.pids[component]):
+            raise StartError(f"{component} exited during start; log: {tb.log(component)}")
+
+
+def _nodes_ready(tb: Testbed) -> bool:
+    out = tb.kubectl("get", "nodes", "-o",
+                     "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}"
+                     "{'\\n'}{end}", check=False)
+    statuses = out.stdout.split()
+    return out.returncode == 0 and len(statuses) == NODE_COUNT and set(statuses) == {"True"}
+
+
+def down(state_dir: Path | None = None, grace: float = 10.0) -> None:
+    """Stop every process of the test bed in state_dir (reverse start order) and wait for them."""
+    directory = (state_dir or default_state_dir()).resolve()
+    if not (directory / STATE_FILE).exists():
+        return
+    tb = Testbed.load(directory)
+    for pid in reversed(list(tb.pids.values())):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for pid in reversed(list(tb.pids.values())):
+        while not _exited(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _exited(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while not _exited(pid):
+                time.sleep(0.05)
+    (directory / STATE_FILE).unlink()

@@ -1,0 +1,83 @@
+"""Shared fixtures: the local Kubernetes test bed, an API client and a fresh namespace per test.
+
+``MTA_USE_EXISTING_CLUSTER=true`` points the suite at the cluster of ``$KUBECONFIG`` (a kind cluster, say)
+instead of starting the test bed, as envtest's USE_EXISTING_CLUSTER does.
+In CI (``CI=true``) a test that needs the test bed fails when it is missing; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack"))
+
+from testbed import cluster, versions  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+USE_EXISTING = os.environ.get("MTA_USE_EXISTING_CLUSTER", "").lower() in {"1", "true", "yes"}
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+@dataclass(frozen=True)
+class Kube:
+    """A reachable cluster: its kubeconfig and a kubectl bound to it."""
+
+    kubeconfig: Path
+    kubectl_path: str
+    testbed: cluster.Testbed | None  # None when the suite runs against an existing cluster
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *args],
+                              input=stdin, capture_output=True, text=True, check=check,
+                              timeout=timeout)
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"test bed required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    if USE_EXISTING:
+        kubeconfig = Path(os.environ.get("KUBECONFIG", "~/.kube/config")).expanduser()
+        path = shutil.which("kubectl") or str(versions.binary("kubectl"))
+        yield Kube(kubeconfig, path, None)
+        return
+    missing = [name for name in CONTROL_PLANE if not versions.binary(name).exists()]
+    if missing:
+        _unavailable(f"binaries not built: {', '.join(missing)} (run `make testbed-build`)")
+    tb = cluster.up(tmp_path_factory.mktemp("testbed"), die_with_parent=True)
+    try:
+        yield Kube(tb.kubeconfig, str(versions.binary("kubectl")), tb)
+    finally:
+        cluster.down(tb.dir)
+
+
+@pytest.fixture(scope="session")
+def api_client(kube: Kube):
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(kube.kubeconfig))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
