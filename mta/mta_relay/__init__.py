@@ -1,0 +1,1 @@
+"""mta-relay: the SMTP + HTTP submission relay every MTA pod runs."""

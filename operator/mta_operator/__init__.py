@@ -1,0 +1,1 @@
+"""mta-operator: the kopf operator that reconciles Cluster, SendingDomain and SmtpCredential."""
