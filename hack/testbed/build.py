@@ -49,7 +49,8 @@ def staging_replaces(gomod: str, kube_version: str) -> dict[str, str]:
     """``k8s.io/*`` modules required at v0.0.0 -> the published staging version for kube_version."""
     major_minor_patch = kube_version.lstrip("v").split(".")
     staging = "v0." + ".".join(major_minor_patch[1:3])
-    found = re.findall(r"^\s*(k8s\.io/[\w.\-/]+)\s+v0\.0\.0(?=\s|$)", gomod, flags=re.MULTILINE)
+    pattern = r"^\s*(?:require\s+)?(k8s\.io/[\w.\-/]+)\s+v0\.0\.0(?=\s|$)"
+    found = re.findall(pattern, gomod, flags=re.MULTILINE)
     return {mod: staging for mod in sorted(set(found))}
 
 

@@ -162,10 +162,10 @@ def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testb
 
 def _spawn(tb: Testbed, component: str, args: list[str], die_with_parent: bool) -> None:
     log = tb.log(component).open("ab")
-    proc = subprocess.Popen(  # noqa: S603 (fixed binaries from our own cache)
+    proc = subprocess.Popen(
         [str(binary(component)), *args], stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509
+        preexec_fn=_die_with_parent if die_with_parent else None,
     )
     log.close()
     tb.pids[component] = proc.pid
