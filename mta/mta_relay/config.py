@@ -1,0 +1,235 @@
+"""The relay's configuration model, version 1: everything `mta-relay` needs to serve, and nothing else.
+
+The operator renders this format; the relay only reads it (see ``config_loader`` for the files). Field
+names are camelCase in files (Kubernetes style) and snake_case in Python; unknown fields are refused, so
+a config from a newer operator is rejected as a whole (and the relay keeps the one in force) rather than
+half-understood.
+
+Secrets: ``Credential`` carries only password *verifiers*, except ``cramMd5Secret`` (CRAM-MD5 needs a
+recoverable secret). Credentials are therefore only ever read from the credential shard files, which the
+operator renders into Secrets, never into the ConfigMap that holds ``RelaySettings``.
+
+Parts other components use:
+- ``delivery``, ``queue``, ``rate_limit``, ``domains[].dkim``: plain settings for the delivery side
+  (issue #5); the front door does not interpret them.
+- ``mtas``: how many MTAs share each credential's quota (see ``quota``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+CONFIG_VERSION = 1
+USERNAME_PATTERN = r"^[A-Za-z0-9+=,.@_-]{1,255}$"
+# RFC 1035 names (lower-case enforced by the validators below), no trailing dot.
+DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class SmtpListener(_Model):
+    """One SMTP port. ``port`` is where the process listens (unprivileged in a pod); ``public_port`` is the
+    port clients see through the Service (25, 587, 2587), used only in logs and metrics labels."""
+
+    port: Port
+    public_port: Port | None = None
+    address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its addresses; tests use loopback
+
+
+class HttpListener(_Model):
+    enabled: bool = True
+    port: Port = 8080
+    address: str = "0.0.0.0"  # noqa: S104 - see SmtpListener
+
+
+class TlsFiles(_Model):
+    """PEM files as mounted from a kubernetes.io/tls Secret. Reloaded with the rest of the config."""
+
+    cert_file: str
+    key_file: str
+
+
+class Limits(_Model):
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=100, ge=1)
+    idle_timeout_seconds: float = Field(default=300, gt=0)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    # Failed AUTH throttling, per source IP and per username, over a sliding window.
+    auth_failure_window_seconds: float = Field(default=300, gt=0)
+    auth_failures_before_delay: int = Field(default=3, ge=1)
+    auth_failures_before_disconnect: int = Field(default=10, ge=1)
+    auth_failure_delay_seconds: float = Field(default=1.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=20, ge=0)
+
+
+class Dns(_Model):
+    """Resolver for SPF checks (AnyDomain). Empty ``nameservers`` = the system resolver."""
+
+    nameservers: list[str] = Field(default_factory=list)
+    port: Port = 53
+    timeout_seconds: float = Field(default=3, gt=0)
+
+
+class DkimKey(_Model):
+    selector: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    key_file: str
+
+
+class SendingDomain(_Model):
+    domain: Annotated[str, Field(pattern=DOMAIN_PATTERN, max_length=253)]
+    dkim: DkimKey | None = None
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Quota(_Model):
+    """Messages per period for the whole cluster (0 = unlimited)."""
+
+    messages: int = Field(ge=0)
+    period_seconds: int = Field(default=86400, ge=1)
+
+
+class Domains(_Model):
+    mode: Literal["Specific", "AllClusterDomains", "AnyDomain"] = "Specific"
+    names: list[str] = Field(default_factory=list)
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [name.lower() for name in value] if isinstance(value, list) else value
+
+
+Mechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
+
+
+class Credential(_Model):
+    """One SmtpCredential as the relay enforces it.
+
+    ``password_verifier``: ``hmac-sha256$<salt b64>$<digest b64>`` for operator-generated 32-character
+    random passwords (about 190 bits: a fast salted hash cannot be brute-forced, and keeps AUTH cheap), or
+    an argon2id PHC string for user-supplied passwords (possibly weak: memory-hard, checked in a worker
+    thread and cached). See ``passwords``.
+    """
+
+    username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
+    authentication: Literal["Password", "SourceIP"] = "Password"
+    password_verifier: str | None = None
+    mechanisms: list[Mechanism] = Field(default_factory=lambda: ["PLAIN", "LOGIN"])
+    cram_md5_secret: str | None = Field(default=None, repr=False)
+    domains: Domains = Field(default_factory=Domains)
+    allowed_ips: list[IPNetwork] = Field(default_factory=list, alias="allowedIPs")  # empty = any source
+    quota: Quota | None = None
+    allow_sender_header: bool = False
+
+    @field_validator("allowed_ips", mode="before")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[IPNetwork]:
+        if not isinstance(value, list):
+            return value
+        return [ipaddress.ip_network(str(item), strict=False) for item in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Credential:
+        if self.authentication == "Password" and not self.password_verifier:
+            raise ValueError("Password credentials need passwordVerifier")
+        if self.authentication == "SourceIP":
+            if not self.allowed_ips:
+                raise ValueError("SourceIP credentials need allowedIPs")
+            if any(net.prefixlen == 0 for net in self.allowed_ips):
+                raise ValueError("SourceIP credentials may not allow 0.0.0.0/0 or ::/0")
+        if "CRAM-MD5" in self.mechanisms and not self.cram_md5_secret:
+            raise ValueError("CRAM-MD5 needs cramMd5Secret")
+        if self.domains.mode == "Specific" and not self.domains.names:
+            raise ValueError("domains.mode Specific needs domains.names")
+        return self
+
+
+class CredentialShard(_Model):
+    """One credentials file (one Secret key). Shards are merged; a username may appear only once."""
+
+    version: Literal[1] = CONFIG_VERSION
+    credentials: list[Credential] = Field(default_factory=list)
+
+
+class Smarthost(_Model):
+    host: str
+    port: Port = 587
+    tls: Literal["STARTTLS", "Implicit", "None"] = "STARTTLS"
+    username_file: str | None = None
+    password_file: str | None = None
+
+
+class Delivery(_Model):
+    mode: Literal["MX", "Smarthost"] = "MX"
+    smarthost: Smarthost | None = None
+    concurrency: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _smarthost(self) -> Delivery:
+        if self.mode == "Smarthost" and self.smarthost is None:
+            raise ValueError("delivery.mode Smarthost needs delivery.smarthost")
+        return self
+
+
+class Queue(_Model):
+    path: str = "/var/spool/mta"
+    max_retry_age_seconds: int = Field(default=5 * 86400, ge=60)
+
+
+class RateLimit(_Model):
+    """Per-MTA outbound limit; over it, mail waits in the queue (never rejected)."""
+
+    messages: int = Field(ge=1)
+    period_seconds: int = Field(default=60, ge=1)
+
+
+class RelaySettings(_Model):
+    """The ConfigMap part (``relay.yaml``): everything but the credentials."""
+
+    version: Literal[1] = CONFIG_VERSION
+    hostname: str
+    mtas: int = Field(default=1, ge=1)
+    smtp_listeners: list[SmtpListener] = Field(min_length=1)
+    http: HttpListener = Field(default_factory=HttpListener)
+    tls: TlsFiles
+    # Relative to the config directory unless absolute: where the credential shard files are.
+    credentials_dir: str = "credentials"
+    # The SPF include name of this cluster; AnyDomain senders must reference it (``include:<it>``).
+    spf_include: str | None = None
+    dns: Dns = Field(default_factory=Dns)
+    domains: list[SendingDomain] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    delivery: Delivery = Field(default_factory=Delivery)
+    queue: Queue = Field(default_factory=Queue)
+    rate_limit: RateLimit | None = None
+
+
+class RelayConfig(_Model):
+    """What the relay serves: settings plus the merged credentials, validated together."""
+
+    settings: RelaySettings
+    credentials: tuple[Credential, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_usernames(self) -> RelayConfig:
+        seen: set[str] = set()
+        for cred in self.credentials:
+            if cred.username in seen:
+                raise ValueError(f"duplicate credential username {cred.username!r}")
+            seen.add(cred.username)
+        if any(c.domains.mode == "AnyDomain" for c in self.credentials) and not self.settings.spf_include:
+            raise ValueError("AnyDomain credentials need spfInclude")
+        return self
