@@ -1,0 +1,45 @@
+"""The mta-operator.io/v1alpha1 API: typed models of Cluster, SendingDomain and SmtpCredential.
+
+Parse a custom resource as the API server returns it with ``SmtpCredential.model_validate(obj)``; the models
+apply the schema defaults and the same rules the CRDs enforce (except transition rules). The CRDs in crds/
+are generated from these models: ``python -m mta_operator.api.crdgen``.
+"""
+
+from .base import API_VERSION, CATEGORY, GROUP, VERSION, Condition, ConditionStatus, ObjectMeta, Resource
+from .cluster import (
+    AuthMechanism,
+    Cluster,
+    ClusterSpec,
+    ClusterStatus,
+    DeliveryMode,
+    RatePeriod,
+    SmarthostTls,
+)
+from .sending_domain import (
+    DkimAlgorithm,
+    DnsRecord,
+    RecordPurpose,
+    SendingDomain,
+    SendingDomainSpec,
+    SendingDomainStatus,
+)
+from .smtp_credential import (
+    Authentication,
+    DomainsMode,
+    QuotaPeriod,
+    SmtpCredential,
+    SmtpCredentialSpec,
+    SmtpCredentialStatus,
+)
+from .strings import duration_seconds
+
+KINDS: tuple[type[Resource], ...] = (Cluster, SendingDomain, SmtpCredential)
+
+__all__ = [
+    "API_VERSION", "CATEGORY", "GROUP", "KINDS", "VERSION",
+    "AuthMechanism", "Authentication", "Cluster", "ClusterSpec", "ClusterStatus", "Condition",
+    "ConditionStatus", "DeliveryMode", "DkimAlgorithm", "DnsRecord", "DomainsMode", "ObjectMeta",
+    "QuotaPeriod", "RatePeriod", "RecordPurpose", "Resource", "SendingDomain", "SendingDomainSpec",
+    "SendingDomainStatus", "SmarthostTls", "SmtpCredential", "SmtpCredentialSpec", "SmtpCredentialStatus",
+    "duration_seconds",
+]

@@ -1,0 +1,297 @@
+"""Cluster: a dedicated MTA cluster (the relay pods, their Services, TLS and delivery settings)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .base import (
+    ApiModel,
+    Conditions,
+    CrdInfo,
+    ObservedGeneration,
+    PrinterColumn,
+    Resource,
+    SecretRef,
+    ready_columns,
+    section,
+)
+from .rules import UNIQUE, Rule
+from .strings import DNS_NAME_RE, DnsName, Duration, Quantity, is_dns_name, is_ip
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class AuthMechanism(StrEnum):
+    """A SASL mechanism offered after STARTTLS."""
+
+    PLAIN = "PLAIN"
+    LOGIN = "LOGIN"
+    CRAM_MD5 = "CRAM-MD5"
+
+
+class SmtpSettings(ApiModel):
+    """SMTP submission."""
+
+    ports: Annotated[list[Port], UNIQUE] = Field(
+        default_factory=lambda: [25, 587, 2587], min_length=1, max_length=8,
+        json_schema_extra={"default": [25, 587, 2587]},
+        description="Ports the Service offers SMTP on (STARTTLS required on every one). The container "
+                    "listens on unprivileged ports; the Service maps these onto them.")
+    max_message_size: int = Field(
+        26214400, ge=1024, le=1073741824,
+        description="Largest message accepted, in bytes (advertised as SIZE); default 25 MiB.")
+    auth_mechanisms: Annotated[list[AuthMechanism], UNIQUE] = Field(
+        default_factory=lambda: [AuthMechanism.PLAIN, AuthMechanism.LOGIN], min_length=1, max_length=3,
+        json_schema_extra={"default": ["PLAIN", "LOGIN"]},
+        description="SASL mechanisms offered. CRAM-MD5 is opt-in: it needs the relay to keep a password-"
+                    "equivalent secret instead of a one-way hash.")
+
+
+class HttpSettings(ApiModel):
+    """HTTP submission (POST /api/inject/v1 with Basic auth)."""
+
+    enabled: bool = Field(True, description="Serve the HTTP submission API next to SMTP.")
+
+
+class IssuerKind(StrEnum):
+    """Kind of a cert-manager issuer."""
+
+    ISSUER = "Issuer"
+    CLUSTER_ISSUER = "ClusterIssuer"
+
+
+class IssuerRef(ApiModel):
+    """A cert-manager issuer."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the issuer.")
+    kind: IssuerKind = Field(IssuerKind.ISSUER, description="Issuer (in this namespace) or ClusterIssuer.")
+    group: str = Field("cert-manager.io", max_length=253, description="API group of the issuer.")
+
+
+class TlsSettings(ApiModel):
+    """Where the SMTP/HTTP server certificate comes from; neither field set: an operator-managed CA."""
+
+    rules = (Rule("!(has(self.secretName) && has(self.issuerRef))",
+                  "tls: set secretName or issuerRef, not both",
+                  lambda s: s.secret_name is None or s.issuer_ref is None),)
+
+    secret_name: str | None = Field(
+        None, min_length=1, max_length=253,
+        description="A kubernetes.io/tls Secret in this namespace with the certificate for spec.hostname.")
+    issuer_ref: IssuerRef | None = Field(
+        None, description="A cert-manager issuer the operator requests a Certificate for spec.hostname from.")
+
+
+class RatePeriod(StrEnum):
+    """Period of a rate limit."""
+
+    SECOND = "Second"
+    MINUTE = "Minute"
+    HOUR = "Hour"
+    DAY = "Day"
+
+
+class RateLimit(ApiModel):
+    """Outgoing rate per MTA. Over the limit, mail waits in the queue; it is never refused."""
+
+    messages: int = Field(ge=1, le=1_000_000_000, description="Messages each MTA delivers per period.")
+    period: RatePeriod = Field(RatePeriod.MINUTE, description="Second, Minute, Hour or Day.")
+
+
+class DeliveryMode(StrEnum):
+    """How mail leaves the cluster."""
+
+    MX = "MX"
+    SMARTHOST = "Smarthost"
+
+
+class SmarthostTls(StrEnum):
+    """TLS towards the smarthost."""
+
+    REQUIRED = "Required"
+    IMPLICIT = "Implicit"
+    OPPORTUNISTIC = "Opportunistic"
+
+
+def _host(value: str) -> bool:
+    return is_dns_name(value) or is_ip(value)
+
+
+class Smarthost(ApiModel):
+    """The relay every message is handed to when delivery.mode is Smarthost."""
+
+    host: Annotated[str, Rule(f"isIP(self) || self.matches('{DNS_NAME_RE}')",
+                              "host must be a lower-case DNS name or an IP address", _host)] = Field(
+        min_length=1, max_length=253, description="DNS name or IP address of the smarthost.")
+    port: int = Field(587, ge=1, le=65535, description="Port of the smarthost.")
+    tls: SmarthostTls = Field(
+        SmarthostTls.REQUIRED,
+        description="Required: STARTTLS with a verified certificate; Implicit: TLS from the first byte "
+                    "(port 465); Opportunistic: STARTTLS when offered (not recommended).")
+    credentials_secret_ref: SecretRef | None = Field(
+        None, description="A Secret with keys username and password for AUTH at the smarthost.")
+
+
+class Delivery(ApiModel):
+    """Onward delivery."""
+
+    # has(self.mode): the API server checks the schema default {} against these rules before filling in mode.
+    rules = (Rule("has(self.smarthost) == (has(self.mode) && self.mode == 'Smarthost')",
+                  "delivery.smarthost is required when delivery.mode is Smarthost and not allowed otherwise",
+                  lambda d: (d.mode == DeliveryMode.SMARTHOST) == (d.smarthost is not None),
+                  field_path=".smarthost"),)
+
+    mode: DeliveryMode = Field(
+        DeliveryMode.MX,
+        description="MX: look up each recipient domain's MX records; Smarthost: hand all mail to one relay.")
+    smarthost: Smarthost | None = Field(None, description="The smarthost (mode Smarthost only).")
+
+
+class QueueStorage(ApiModel):
+    """The spool volume of each MTA."""
+
+    size: Quantity = Field("1Gi", description="Size of the spool volume, such as 1Gi.")
+    storage_class_name: str | None = Field(
+        None, min_length=1, max_length=253,
+        description="StorageClass for a PersistentVolumeClaim per MTA; unset: an emptyDir of that size.")
+
+
+class Queue(ApiModel):
+    """The durable queue."""
+
+    storage: QueueStorage = section(QueueStorage, "The spool volume of each MTA.")
+    max_retry_age: Duration = Field("120h", description="How long a message is retried before it bounces, "
+                                                        "such as 120h (the RFC 5321 suggestion: 4-5 days).")
+
+
+class ServiceType(StrEnum):
+    """Type of the client Service."""
+
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+class TrafficPolicy(StrEnum):
+    """externalTrafficPolicy of the Service."""
+
+    CLUSTER = "Cluster"
+    LOCAL = "Local"
+
+
+class ServiceSettings(ApiModel):
+    """The Service clients connect to."""
+
+    rules = (Rule("!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'",
+                  "service.externalTrafficPolicy needs service.type NodePort or LoadBalancer",
+                  lambda s: s.type != ServiceType.CLUSTER_IP or s.external_traffic_policy is None,
+                  field_path=".externalTrafficPolicy"),)
+
+    type: ServiceType = Field(ServiceType.CLUSTER_IP, description="ClusterIP, NodePort or LoadBalancer.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, max_length=64,
+        description="Annotations for the Service (load balancer settings, external-dns hostname).")
+    external_traffic_policy: TrafficPolicy | None = Field(
+        None, description="Local keeps the client's source IP, which allowedIPs checks rely on behind a "
+                          "NodePort or LoadBalancer.")
+
+
+IntOrString = int | str
+
+
+class Resources(ApiModel):
+    """Compute resources of the relay container, as in a Pod."""
+
+    requests: dict[str, IntOrString] = Field(default_factory=dict, max_length=8,
+                                             description="Minimum resources, such as cpu: 100m.")
+    limits: dict[str, IntOrString] = Field(default_factory=dict, max_length=8,
+                                           description="Maximum resources, such as memory: 256Mi.")
+
+
+class Toleration(ApiModel):
+    """A Pod toleration."""
+
+    key: str | None = Field(None, max_length=316, description="Taint key; empty with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty: all effects.")
+    toleration_seconds: int | None = Field(None, description="For NoExecute: how long the pod stays bound.")
+
+
+class PodSettings(ApiModel):
+    """Scheduling and resources of the MTA pods."""
+
+    resources: Resources = section(Resources, "Compute resources of the relay container.")
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=32,
+                                          description="Node labels the MTA pods must run on.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32,
+                                          description="Tolerations of the MTA pods.")
+
+
+class ClusterSpec(ApiModel):
+    """Desired state of an MTA cluster."""
+
+    hostname: DnsName = Field(description="Public name of the cluster: SMTP greeting, EHLO name and TLS "
+                                          "certificate name, such as smtp.example.com.")
+    mtas: int = Field(2, ge=1, le=100, description="Number of MTA pods (replicas).")
+    smtp: SmtpSettings = section(SmtpSettings, "SMTP submission.")
+    http: HttpSettings = section(HttpSettings, "HTTP submission API.")
+    tls: TlsSettings = section(TlsSettings, "TLS certificate source.")
+    rate_limit: RateLimit | None = Field(None, description="Outgoing rate per MTA; unset: unlimited.")
+    delivery: Delivery = section(Delivery, "Onward delivery.")
+    queue: Queue = section(Queue, "The durable queue.")
+    service: ServiceSettings = section(ServiceSettings, "The client Service.")
+    pod: PodSettings = section(PodSettings, "Pod settings of the MTAs.")
+
+
+class MtaCounts(ApiModel):
+    """MTA pods desired and ready."""
+
+    desired: int = Field(0, ge=0, description="MTA pods wanted (spec.mtas).")
+    ready: int = Field(0, ge=0, description="MTA pods ready (serving and in the Service's endpoints).")
+    summary: str = Field("", max_length=32, description="ready/desired, such as 2/3 (the MTAs column).")
+
+
+class Connection(ApiModel):
+    """Where applications connect."""
+
+    smtp_host: str = Field("", max_length=253, description="Host name of the SMTP Service.")
+    smtp_ports: list[int] = Field(default_factory=list, max_length=8, description="SMTP ports.")
+    http_endpoint: str = Field("", max_length=512, description="URL of the HTTP submission API (empty: off).")
+
+
+class ClusterStatus(ApiModel):
+    """Observed state of an MTA cluster."""
+
+    observed_generation: ObservedGeneration
+    conditions: Conditions
+    mtas: MtaCounts = Field(default_factory=MtaCounts, description="MTA pods desired and ready.")
+    connection: Connection = Field(default_factory=Connection, description="Where applications connect.")
+    sending_domains: int = Field(0, ge=0, description="SendingDomains that reference this cluster.")
+    smtp_credentials: int = Field(0, ge=0, description="SmtpCredentials that reference this cluster.")
+
+
+class Cluster(Resource):
+    """A dedicated MTA cluster."""
+
+    crd = CrdInfo(
+        kind="Cluster", plural="clusters", short_name="mtacluster",
+        description="A dedicated MTA cluster: SMTP + HTTP submission relays, their Service, TLS, delivery.",
+        columns=(
+            PrinterColumn("Hostname", ".spec.hostname", "Public host name"),
+            PrinterColumn("MTAs", ".status.mtas.summary", "MTA pods ready/desired"),
+            *ready_columns()[:1],
+            PrinterColumn("Domains", ".status.sendingDomains", "SendingDomains", type="integer", priority=1),
+            PrinterColumn("Credentials", ".status.smtpCredentials", "SmtpCredentials", type="integer",
+                          priority=1),
+            *ready_columns()[1:],
+        ),
+        scale={"specReplicasPath": ".spec.mtas", "statusReplicasPath": ".status.mtas.ready"},
+    )
+
+    spec: ClusterSpec = Field(description="Desired state.")
+    status: ClusterStatus | None = Field(None, description="Observed state, written by the operator.")

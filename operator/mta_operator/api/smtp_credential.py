@@ -1,0 +1,187 @@
+"""SmtpCredential: what one application may send through a Cluster, and how it authenticates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from .base import (
+    ApiModel,
+    Conditions,
+    CrdInfo,
+    ImmutableClusterRef,
+    ObservedGeneration,
+    PrinterColumn,
+    Resource,
+    SecretKeyRef,
+    ready_columns,
+)
+from .rules import UNIQUE, Rule
+from .strings import DnsName, IPOrCIDR, Username, parse_cidr
+
+
+class DomainsMode(StrEnum):
+    """Which sender domains a credential may use."""
+
+    SPECIFIC = "Specific"
+    ALL_CLUSTER_DOMAINS = "AllClusterDomains"
+    ANY_DOMAIN = "AnyDomain"
+
+
+class DomainRestriction(ApiModel):
+    """Sender domains the credential may use in MAIL FROM and the From/Sender headers."""
+
+    rules = (
+        Rule("self.mode != 'Specific' || (has(self.names) && size(self.names) > 0)",
+             "domains.names must list at least one domain when domains.mode is Specific",
+             lambda d: d.mode != DomainsMode.SPECIFIC or bool(d.names),
+             field_path=".names", reason="FieldValueRequired"),
+        Rule("self.mode == 'Specific' || !has(self.names) || size(self.names) == 0",
+             "domains.names is only allowed when domains.mode is Specific",
+             lambda d: d.mode == DomainsMode.SPECIFIC or not d.names,
+             field_path=".names", reason="FieldValueForbidden"),
+    )
+
+    mode: DomainsMode = Field(
+        DomainsMode.SPECIFIC,
+        description="Specific: only the domains in names. AllClusterDomains: every SendingDomain of the "
+                    "cluster, including ones added later. AnyDomain: any domain whose SPF record "
+                    "authorises the cluster.")
+    names: Annotated[list[DnsName], UNIQUE] = Field(
+        default_factory=list, max_length=100,
+        description="Lower-case domains (each a SendingDomain of the cluster) for mode Specific.")
+
+
+class QuotaPeriod(StrEnum):
+    """Period of a quota."""
+
+    HOUR = "Hour"
+    DAY = "Day"
+    MONTH = "Month"
+
+
+class Quota(ApiModel):
+    """How many messages the credential may send per period; over it, SMTP answers 452 4.7.1."""
+
+    messages: int = Field(ge=0, le=1_000_000_000, description="Messages per period; 0 = unlimited.")
+    period: QuotaPeriod = Field(QuotaPeriod.DAY, description="Hour, Day or Month (calendar, UTC).")
+
+
+class Authentication(StrEnum):
+    """How a client proves it may use the credential."""
+
+    PASSWORD = "Password"  # noqa: S105 - the name of a mode, not a secret
+    SOURCE_IP = "SourceIP"
+
+
+def _not_open(spec: SmtpCredentialSpec) -> bool:
+    nets = [parse_cidr(a) for a in spec.allowed_ips]
+    return spec.authentication != Authentication.SOURCE_IP or all(n is None or n.prefixlen for n in nets)
+
+
+class SmtpCredentialSpec(ApiModel):
+    """Desired state of an SMTP credential."""
+
+    rules = (
+        Rule("self.authentication != 'SourceIP' || (has(self.allowedIPs) && size(self.allowedIPs) > 0)",
+             "allowedIPs must list at least one address or CIDR when authentication is SourceIP",
+             lambda s: s.authentication != Authentication.SOURCE_IP or bool(s.allowed_ips),
+             field_path=".allowedIPs", reason="FieldValueRequired"),
+        Rule("self.authentication != 'SourceIP' || !has(self.allowedIPs) || "
+             "self.allowedIPs.all(a, !isCIDR(a) || cidr(a).prefixLength() != 0)",
+             "allowedIPs may not contain 0.0.0.0/0 or ::/0 when authentication is SourceIP: "
+             "that would make an open relay",
+             _not_open, field_path=".allowedIPs", reason="FieldValueForbidden"),
+        Rule("self.authentication == 'Password' || !has(self.passwordSecretRef)",
+             "passwordSecretRef is only allowed when authentication is Password",
+             lambda s: s.authentication == Authentication.PASSWORD or s.password_secret_ref is None,
+             field_path=".passwordSecretRef", reason="FieldValueForbidden"),
+    )
+
+    cluster_ref: ImmutableClusterRef
+    username: Username | None = Field(
+        None, description="SMTP/HTTP username: 1-255 letters, digits and +=,.@_- ; unique within the "
+                          "cluster. Default: metadata.name. Immutable.")
+    description: str | None = Field(None, max_length=1024, description="What the credential is for.")
+    domains: DomainRestriction = Field(
+        description="Sender domains the credential may use in MAIL FROM and the From/Sender headers.")
+    allowed_ips: Annotated[list[IPOrCIDR], UNIQUE] = Field(
+        default_factory=list, max_length=64, alias="allowedIPs",
+        description="Source addresses the credential may connect from: IPv4 or IPv6 addresses and CIDRs "
+                    "(network address, no host bits), such as 192.0.2.10, 10.0.0.0/8, 2001:db8::/32, ::1. "
+                    "Empty: any address. Required with authentication SourceIP, where 0.0.0.0/0 and ::/0 "
+                    "are refused. A connection from elsewhere gets 535 5.7.8 IP not authorized.")
+    quota: Quota | None = Field(None, description="Messages per period; unset: unlimited.")
+    authentication: Authentication = Field(
+        Authentication.PASSWORD,
+        description="Password: AUTH with username and password. SourceIP: no password; a connection from "
+                    "allowedIPs may send without AUTH.")
+    password_secret_ref: SecretKeyRef | None = Field(
+        None, description="Bring your own password: a key of a Secret in this namespace. Unset: the "
+                          "operator generates a 32-character password.")
+    allow_sender_header: bool = Field(
+        False, description="Accept a message whose From header domain is not allowed when its Sender "
+                           "header domain is (sending on behalf of someone else).")
+
+
+class QuotaUsage(ApiModel):
+    """Messages sent against the quota in the current period."""
+
+    used: int = Field(0, ge=0, description="Messages sent in the current period.")
+    period_start: datetime | None = Field(None, description="Start of the current period (UTC).")
+
+
+class SmtpCredentialStatus(ApiModel):
+    """Observed state of an SMTP credential."""
+
+    observed_generation: ObservedGeneration
+    conditions: Conditions
+    username: str = Field("", max_length=255, description="The username in effect (spec.username or "
+                                                          "metadata.name).")
+    summary: str = Field("", max_length=256, description="What the credential allows, such as "
+                                                         "'All domains, all IPs' or '2 domains, 3 IPs'.")
+    connection_secret_name: str = Field(
+        "", max_length=253,
+        description="Secret with username, password, host and port that applications mount.")
+    quota: QuotaUsage = Field(default_factory=QuotaUsage, description="Messages sent against the quota.")
+
+
+# The effective username is spec.username or metadata.name; comparing it (not the optional field) also
+# catches adding, removing or changing spec.username after creation. Root rules may read metadata.name.
+_EFFECTIVE = "(has({o}.spec.username) ? {o}.spec.username : {o}.metadata.name)"
+USERNAME_IMMUTABLE = Rule(
+    f"{_EFFECTIVE.format(o='self')} == {_EFFECTIVE.format(o='oldSelf')}",
+    "spec.username is immutable (it defaults to metadata.name): create a new SmtpCredential instead",
+    field_path=".spec.username", reason="FieldValueForbidden")
+
+
+class SmtpCredential(Resource):
+    """Credentials an application sends with, and what they allow."""
+
+    crd = CrdInfo(
+        kind="SmtpCredential", plural="smtpcredentials", short_name="smtpcred",
+        description="SMTP/HTTP submission credentials for one application of an MTA Cluster, with the "
+                    "sender domains, source IPs and quota they allow.",
+        columns=(
+            PrinterColumn("Username", ".status.username", "Username in effect"),
+            PrinterColumn("Cluster", ".spec.clusterRef.name", "MTA Cluster"),
+            PrinterColumn("Summary", ".status.summary", "Allowed domains and IPs"),
+            *ready_columns()[:1],
+            PrinterColumn("Auth", ".spec.authentication", "Password or SourceIP", priority=1),
+            PrinterColumn("Secret", ".status.connectionSecretName", "Connection Secret", priority=1),
+            *ready_columns()[1:],
+        ),
+        root_rules=(USERNAME_IMMUTABLE,),
+        selectable_fields=(".spec.clusterRef.name",),
+    )
+
+    spec: SmtpCredentialSpec = Field(description="Desired state.")
+    status: SmtpCredentialStatus | None = Field(None, description="Observed state, written by the operator.")
+
+    @property
+    def effective_username(self) -> str:
+        """spec.username, defaulting to metadata.name (a CRD default cannot read metadata)."""
+        return self.spec.username or self.metadata.name
