@@ -1,0 +1,94 @@
+"""Per-destination connection limits and reuse of idle SMTP connections.
+
+A destination is a smarthost or an MX domain. At most ``per_destination`` transactions run against one
+destination at once; a connection that finished cleanly waits up to ``idle_timeout`` seconds for the
+next message to the same destination, which saves the TCP, TLS and AUTH round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiosmtplib
+
+
+@dataclass
+class Lease:
+    """A slot at a destination, possibly with a live connection. Set ``keep`` when it may be reused."""
+
+    session: aiosmtplib.SMTP | None = None
+    remote: str = ""
+    keep: bool = False
+
+
+@dataclass
+class _Idle:
+    session: aiosmtplib.SMTP
+    remote: str
+    since: float
+
+
+class ConnectionPool:
+    def __init__(self, per_destination: int = 10, idle_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_destination = per_destination
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_destination))
+        self._idle: dict[str, list[_Idle]] = defaultdict(list)
+        self.reused = 0  # idle connections handed out again, for tests and metrics
+
+    @contextlib.asynccontextmanager
+    async def lease(self, destination: str) -> AsyncIterator[Lease]:
+        async with self._slots[destination]:
+            lease = Lease()
+            while self._idle[destination] and lease.session is None:
+                idle = self._idle[destination].pop()
+                if await _alive(idle.session):
+                    lease.session, lease.remote = idle.session, idle.remote
+                    self.reused += 1
+            try:
+                yield lease
+            finally:
+                if lease.session is not None and lease.keep and lease.session.is_connected:
+                    self._idle[destination].append(_Idle(lease.session, lease.remote, self._clock()))
+                elif lease.session is not None:
+                    lease.session.close()
+
+    async def reap(self) -> None:
+        """Close connections idle for longer than ``idle_timeout``."""
+        cutoff = self._clock() - self.idle_timeout
+        for destination, idles in list(self._idle.items()):
+            stale = [idle for idle in idles if idle.since <= cutoff]
+            self._idle[destination] = [idle for idle in idles if idle.since > cutoff]
+            for idle in stale:
+                await _quit(idle.session)
+
+    async def close(self) -> None:
+        idles = [idle for group in self._idle.values() for idle in group]
+        self._idle.clear()
+        await asyncio.gather(*(_quit(idle.session) for idle in idles))
+
+
+async def _alive(session: aiosmtplib.SMTP) -> bool:
+    """The next hop may have dropped an idle connection; a NOOP finds out before a transaction does."""
+    if not session.is_connected:
+        return False
+    try:
+        await session.noop(timeout=10)
+    except (aiosmtplib.SMTPException, OSError):
+        session.close()
+        return False
+    return True
+
+
+async def _quit(session: aiosmtplib.SMTP) -> None:
+    try:
+        await session.quit(timeout=5)
+    except (aiosmtplib.SMTPException, OSError):
+        session.close()

@@ -1,0 +1,191 @@
+"""A real receiving SMTP server for tests (aiosmtpd on loopback).
+
+It records every transaction as the next hop saw it and, per connection, every byte the client
+sent (decrypted after STARTTLS), so a test can count MAIL FROM commands on the wire to prove that
+nothing a sender wrote started a second transaction. Replies are scriptable per stage, e.g.
+``receiver.script("data", "451 4.3.0 try later", times=3)`` answers DATA with 451 three times and
+then accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """One accepted message: envelope, content as received after DATA (dot-unstuffed) and how it came."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    tls: bool
+    login: str | None
+    local: tuple[str, int]
+
+
+@dataclass
+class WireLog:
+    """Every byte one client sent on one connection, in order."""
+
+    local: tuple[str, int]
+    data: bytearray = field(default_factory=bytearray)
+
+    def commands(self, verb: str) -> int:
+        """How many ``verb`` commands the most lenient server could read here.
+
+        Lines end at CRLF, lone LF or lone CR alike, and a "." line ends DATA, as a server that is
+        sloppy about line ends would see it (the SMTP smuggling attacks); body lines are not commands.
+        """
+        prefix, count, in_data = verb.upper().encode(), 0, False
+        for line in _LINE_END.split(bytes(self.data)):
+            if in_data:
+                in_data = line != b"."
+            elif line.upper().startswith(prefix):
+                count += 1
+            elif line.upper() == b"DATA":
+                in_data = True
+        return count
+
+
+class _Handler:
+    def __init__(self, receiver: SmtpReceiver) -> None:
+        self.receiver = receiver
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        reply = self.receiver._next_reply("mail")
+        if reply is None:
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+            return "250 2.1.0 OK"
+        return reply
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                          options: list[str]) -> str:
+        reply = self.receiver._next_reply(f"rcpt:{address.lower()}") or self.receiver._next_reply("rcpt")
+        if reply is None:
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
+        return reply
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.receiver.data_delay:
+            await asyncio.sleep(self.receiver.data_delay)
+        reply = self.receiver._next_reply("data")
+        if reply is not None:
+            return reply
+        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        sock = server.transport.get_extra_info("sockname") if server.transport else ("", 0)
+        self.receiver.transactions.append(Transaction(
+            mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
+            data=envelope.original_content or b"", tls=session.ssl is not None, login=login,
+            local=(sock[0], sock[1])))
+        return "250 2.0.0 OK queued"
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's SMTP that also keeps the raw client bytes; after STARTTLS they arrive decrypted."""
+
+    def __init__(self, receiver: SmtpReceiver, **kwargs: Any) -> None:
+        super().__init__(_Handler(receiver), **kwargs)
+        self._log: WireLog | None = None
+        self._receiver = receiver
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._log is None:
+            sock = transport.get_extra_info("sockname")
+            self._log = WireLog(local=(sock[0], sock[1]))
+            self._receiver.connections.append(self._log)
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._log is not None
+        self._log.data.extend(data)
+        super().data_received(data)
+
+
+class SmtpReceiver:
+    """``async with SmtpReceiver(host="127.0.0.1") as rx:`` listens on ``rx.host``/``rx.port``.
+
+    ``tls`` (a server SSLContext) offers STARTTLS (required when ``require_tls``); ``users`` turns on
+    AUTH PLAIN/LOGIN (required, after TLS).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
+                 require_tls: bool = False, users: dict[str, str] | None = None,
+                 data_delay: float = 0.0) -> None:
+        self.host, self.port = host, port
+        self.tls, self.require_tls, self.users = tls, require_tls, users
+        self.data_delay = data_delay
+        self.transactions: list[Transaction] = []
+        self.connections: list[WireLog] = []
+        self._replies: dict[str, deque[str]] = defaultdict(deque)
+        self._server: asyncio.Server | None = None
+        self._protocols: list[SMTP] = []
+
+    def script(self, stage: str, reply: str, times: int = 1) -> None:
+        """Answer ``stage`` ("mail", "rcpt", "rcpt:<address>", "data") with ``reply``, ``times`` times."""
+        self._replies[stage].extend([reply] * times)
+
+    def _next_reply(self, stage: str) -> str | None:
+        queue = self._replies.get(stage)
+        return queue.popleft() if queue else None
+
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                      data: Any) -> AuthResult:
+        ok = (isinstance(data, LoginPassword) and self.users is not None
+              and self.users.get(data.login.decode()) == data.password.decode())
+        return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+    def _protocol(self) -> SMTP:
+        protocol = _RecordingSMTP(
+            self, hostname="receiver.test", tls_context=self.tls, require_starttls=self.require_tls,
+            enable_SMTPUTF8=True, auth_required=self.users is not None,
+            auth_require_tls=self.tls is not None,
+            authenticator=self._authenticate if self.users is not None else None)
+        self._protocols.append(protocol)
+        return protocol
+
+    async def start(self) -> SmtpReceiver:
+        self._server = await asyncio.get_running_loop().create_server(self._protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for protocol in self._protocols:
+                if protocol.transport is not None:
+                    protocol.transport.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> SmtpReceiver:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Transaction]:
+        """Wait until at least ``count`` transactions arrived; fail saying how many did otherwise."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while len(self.transactions) < count:
+            if loop.time() > end:
+                raise AssertionError(f"expected {count} transactions, got {len(self.transactions)}")
+            await asyncio.sleep(0.02)
+        return self.transactions
+
+    def mail_commands(self) -> int:
+        """MAIL FROM commands seen on the wire across all connections."""
+        return sum(log.commands("MAIL FROM") for log in self.connections)
