@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-TESTBED = cd hack && ../$(BIN)/python -m testbed
+TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
 .PHONY: setup testbed-build up down lint test
 
@@ -26,5 +26,6 @@ down: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
 test: testbed-build lint
-	$(BIN)/pytest
+	$(TESTBED) run -- $(BIN)/pytest

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from testbed import cluster, versions
+from testbed import cluster, netns, versions
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 USE_EXISTING = os.environ.get("MTA_USE_EXISTING_CLUSTER", "").lower() in {"1", "true", "yes"}
@@ -76,3 +76,12 @@ def namespace(kube: Kube) -> Iterator[str]:
     kube.kubectl("create", "namespace", name)
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def pod_network() -> str:
+    """The pod CIDR, when pod IPs are local addresses here (the suite runs under `python -m testbed run`)."""
+    if not netns.pod_network_ready():
+        _unavailable(f"pod IPs ({cluster.POD_CIDR}) are not local here: run the suite with "
+                     "`make test` (or `PYTHONPATH=hack python -m testbed run -- pytest ...`)")
+    return cluster.POD_CIDR

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import build, cluster
+from . import build, cluster, netns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,12 +20,21 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("--state-dir", type=Path, default=None,
                        help="where the test bed keeps its state (default $MTA_TESTBED_STATE)")
+    r = sub.add_parser("run", help="run a command in the test host's own network namespace, where "
+                       "pod IPs are local addresses (e.g. `run -- pytest`)")
+    r.add_argument("command", nargs="+")
+    i = sub.add_parser("_inside")  # internal: the re-exec inside the namespace
+    i.add_argument("command", nargs="+")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
             started = time.monotonic()
             build.build_all(args.components or None)
             print(f"testbed: all binaries ready ({time.monotonic() - started:.0f}s)")
+        elif args.cmd == "run":
+            return netns.run(args.command)
+        elif args.cmd == "_inside":
+            netns.inside(args.command)
         elif args.cmd == "up":
             started = time.monotonic()
             tb = cluster.up(args.state_dir)

@@ -1,6 +1,11 @@
 """Start and stop the test bed: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-with fake nodes, every listener on 127.0.0.1, pod IPs from 127.80.0.0/16 (loopback, so end-to-end
-tests can run real processes at pod IPs on this machine)."""
+with fake nodes, every control-plane listener on 127.0.0.1.
+
+Pod IPs come from POD_CIDR (198.18.0.0/16, the RFC 2544 range reserved for test networks), not from
+127.0.0.0/8: the API server refuses loopback addresses in EndpointSlices (ValidateEndpointIP), so
+Services over loopback pods would never get endpoints. Under ``python -m testbed run`` (see netns.py)
+the test bed lives in a private network namespace where POD_CIDR is a local route on ``lo``, so real
+processes can listen at pod IPs exactly as they would on 127.0.0.0/8."""
 
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from pathlib import Path
 from . import pki
 from .versions import binary, cache_root
 
-POD_CIDR = "127.80.0.0/16"
+POD_CIDR = "198.18.0.0/16"
 NODE_COUNT = 2
 SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are only allocated, never routed: no kube-proxy here.
 STATE_FILE = "state.json"
@@ -133,7 +138,7 @@ def _node_manifest(index: int) -> dict:
                        "kubernetes.io/arch": "amd64", "type": "kwok",
                        "topology.kubernetes.io/zone": f"zone-{index}"},
         },
-        "spec": {"podCIDR": f"127.80.{index}.0/24"},
+        "spec": {"podCIDR": f"198.18.{index}.0/24"},
         "status": {"allocatable": resources, "capacity": resources},
     }
 

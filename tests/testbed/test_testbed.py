@@ -74,6 +74,7 @@ def test_deployment_pods_run_ready_on_loopback_ips_and_are_garbage_collected(kub
     for pod in pods:
         assert pod["spec"]["nodeName"].startswith("kwok-node-")
         assert ipaddress.ip_address(pod["status"]["podIP"]) in POD_NET
+    assert len({p["status"]["podIP"] for p in pods}) == 2
     assert len(kget(kube, "replicasets", "-n", namespace, "-l", "app=web")["items"]) == 1
 
     kube.kubectl("delete", "deployment", "web", "-n", namespace, "--wait=false")
@@ -104,6 +105,20 @@ def test_service_gets_endpointslices_with_the_pod_ips(kube, namespace):
     eventually(lambda: len(pod_ips()) == 2 and slice_ips() == pod_ips(),
                what="EndpointSlices list both pod IPs")
     assert all(ipaddress.ip_address(ip) in POD_NET for ip in slice_ips())
+
+
+def test_a_real_process_listens_and_is_reached_at_a_pod_ip(kube, namespace, pod_network):
+    kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=deployment("echo", 1))
+    pod_ip = eventually(lambda: next((p["status"].get("podIP") for p in kget(
+        kube, "pods", "-n", namespace, "-l", "app=echo")["items"]), None), what="a pod IP")
+    with socket.create_server((pod_ip, 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection((pod_ip, port), timeout=5) as client:
+            conn, (peer_ip, _) = server.accept()
+            with conn:
+                client.sendall(b"EHLO")
+                assert conn.recv(4) == b"EHLO"
+            assert peer_ip == pod_ip  # source address selection stays on the pod network
 
 
 SAMPLE_CRD = {
