@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class Transaction:
     tls: bool
     login: str | None
     local: tuple[str, int]
+    at: float  # time.monotonic() when DATA was accepted
 
 
 @dataclass
@@ -89,7 +91,7 @@ class _Handler:
         self.receiver.transactions.append(Transaction(
             mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos),
             data=envelope.original_content or b"", tls=session.ssl is not None, login=login,
-            local=(sock[0], sock[1])))
+            local=(sock[0], sock[1]), at=time.monotonic()))
         return "250 2.0.0 OK queued"
 
 

@@ -6,6 +6,7 @@ commands, so nothing in an envelope or body can end DATA early or start a second
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from enum import Enum
@@ -15,6 +16,15 @@ from aiosmtplib import SMTPResponseException
 
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import RecipientOutcome, everyone, outcome
+
+_LINE_END = re.compile(rb"\r\n|\n|\r")
+
+
+def wire_form(message: bytes) -> bytes:
+    """CRLF line ends only, ending in CRLF: what DATA carries (before dot-stuffing). DKIM signs this form,
+    so what is signed is exactly what is sent."""
+    message = _LINE_END.sub(b"\r\n", message)
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
 
 
 class TlsMode(Enum):

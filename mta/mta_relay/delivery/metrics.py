@@ -1,0 +1,69 @@
+"""Delivery metrics (prometheus-client, ``mta_`` prefix).
+
+Queue depth by state and the oldest message's age are read from the queue when scraped, so they are
+never stale; counters and the latency histogram are updated as deliveries happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+QUEUE_STATES = ("active", "ready", "held", "deferred")
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    by_state: Mapping[str, int]  # every key of QUEUE_STATES
+    oldest_age: float  # seconds; 0 when the queue is empty
+
+
+class _QueueCollector(Collector):
+    def __init__(self, snapshot: Callable[[], QueueSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        depth = GaugeMetricFamily("mta_queue_messages",
+                                  "Messages in the queue by state: active (being delivered), ready (due, "
+                                  "waiting for a delivery slot), held (due, waiting for the rate limit), "
+                                  "deferred (waiting to retry)", labels=["state"])
+        for state in QUEUE_STATES:
+            depth.add_metric([state], snap.by_state.get(state, 0))
+        yield depth
+        yield GaugeMetricFamily("mta_queue_oldest_message_age_seconds",
+                                "Age of the oldest message in the queue", value=snap.oldest_age)
+
+
+class DeliveryMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._registry = registry
+        self.attempts = Counter("mta_delivery_attempts", "Delivery attempts (one per message and try)",
+                                registry=registry)
+        self.results = Counter("mta_delivery_results", "Recipient outcomes of delivery attempts",
+                               ["result", "reply_class"], registry=registry)
+        self.latency = Histogram("mta_delivery_latency_seconds", "From acceptance to delivery at next hop",
+                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600,
+                                          86400), registry=registry)
+        self.bounces = Counter("mta_delivery_bounces", "Recipients failed permanently or expired",
+                               ["reason"], registry=registry)
+        self.dsns = Counter("mta_dsn_generated", "Delivery status notifications queued to senders",
+                            registry=registry)
+        self.held = Counter("mta_ratelimit_held", "Times the rate limit made due mail wait",
+                            registry=registry)
+        self.quarantined = Counter("mta_queue_quarantined", "Spool entries quarantined as corrupt",
+                                   registry=registry)
+        self._collector: _QueueCollector | None = None
+
+    def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:
+        self._collector = _QueueCollector(snapshot)
+        self._registry.register(self._collector)
+
+    def unwatch_queue(self) -> None:
+        if self._collector is not None:
+            self._registry.unregister(self._collector)
+            self._collector = None

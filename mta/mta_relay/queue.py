@@ -1,0 +1,273 @@
+"""The queue runner: schedules spooled messages for delivery, records outcomes, retries and bounces.
+
+The relay starts one ``QueueRunner`` after ``Spool.recover()`` and before serving, calls ``notify`` after
+each 250, and ``drain`` on SIGTERM. The spool is the only durable state (see docs/delivery.md):
+
+- every complete entry in the spool is scheduled on start, so nothing acknowledged is lost;
+- a recipient's final outcome is written (fsync) right after the next hop answers; an entry whose
+  recipients are all final is removed. A crash between a next hop's 250 and that write is the one
+  window in which a message can be delivered twice;
+- retry counts and the rate-limit window live in memory: after a restart, pending mail is tried at once
+  and the backoff starts over; the max retry age counts from acceptance and survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mta_relay.delivery.backoff import RetryPolicy
+from mta_relay.delivery.client import wire_form
+from mta_relay.delivery.metrics import QUEUE_STATES, DeliveryMetrics, QueueSnapshot
+from mta_relay.delivery.outcome import RecipientOutcome, Result
+from mta_relay.delivery.router import Deliverer
+from mta_relay.dkim_sign import DkimSigner
+from mta_relay.dsn import build_dsn
+from mta_relay.ratelimit import SlidingWindowLimit
+from mta_relay.spool import CorruptEntry, Spool, SpoolEntry
+
+log = logging.getLogger("mta_relay.queue")
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    reporting_mta: str  # this MTA's host name, for DSNs
+    concurrency: int = 20  # messages in delivery at once
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    rate_limit: tuple[int, float] | None = None  # (messages, period seconds) per MTA; None = unlimited
+    drain_margin: float = 2.0  # seconds before the drain deadline at which delivery stops
+
+
+class QueueRunner:
+    def __init__(self, spool: Spool, deliverer: Deliverer, settings: QueueSettings, *,
+                 signer: DkimSigner | None = None, metrics: DeliveryMetrics | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 rng: random.Random | None = None) -> None:
+        self.spool, self.deliverer, self.settings = spool, deliverer, settings
+        self.signer = signer
+        self.metrics = metrics or DeliveryMetrics()
+        self._clock, self._wall = clock, wall
+        self._rng = rng or random.Random()  # noqa: S311 - retry jitter, not security
+        self._limit = SlidingWindowLimit(*settings.rate_limit) if settings.rate_limit else None
+        self._heap: list[tuple[float, int, str]] = []
+        self._due_at: dict[str, float] = {}  # queue id → its live heap entry's time
+        self._seq = itertools.count()
+        self._received: dict[str, float] = {}  # queue id → acceptance (Unix time), for the oldest age
+        self._failures: dict[str, int] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # the scheduler has something new to look at
+        self._progress = asyncio.Event()  # an attempt finished (drain watches this)
+        self._task: asyncio.Task[None] | None = None
+        self._held = False
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Schedule every complete entry in the spool now and start delivering."""
+        now = self._clock()
+        for queue_id in await asyncio.to_thread(self.spool.queue_ids):
+            self._schedule(queue_id, now)
+        self.metrics.watch_queue(self.snapshot)
+        self._task = asyncio.create_task(self._run(), name="queue-runner")
+
+    def notify(self, queue_id: str) -> None:
+        """A new entry was made durable: deliver it as soon as limits allow."""
+        if queue_id not in self._inflight and queue_id not in self._due_at:
+            self._schedule(queue_id, self._clock())
+
+    async def drain(self, deadline: float) -> None:
+        """Keep delivering until nothing is due or in flight, or ``drain_margin`` before ``deadline``
+        (a ``clock()`` time); then stop. Whatever is left stays in the spool for the next start."""
+        stop_at = deadline - self.settings.drain_margin
+        while self._clock() < stop_at and (self._inflight or self._due_count(self._clock())):
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout=min(0.25, stop_at - self._clock()))
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop at once: in-flight transactions are cut off (the next hop discards a message whose
+        DATA did not end), outcomes already received are still written."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for task in list(self._inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.deliverer.pool.close()
+        self.metrics.unwatch_queue()
+
+    # --- scheduling ------------------------------------------------------------------------------
+    def _schedule(self, queue_id: str, when: float) -> None:
+        self._received.setdefault(queue_id, accepted_at(queue_id))
+        self._due_at[queue_id] = when
+        heapq.heappush(self._heap, (when, next(self._seq), queue_id))
+        self._wake.set()
+
+    def _pop_due(self, now: float) -> str | None:
+        while self._heap and self._heap[0][0] <= now:
+            when, _seq, queue_id = heapq.heappop(self._heap)
+            if self._due_at.get(queue_id) == when:  # else superseded by a later _schedule
+                del self._due_at[queue_id]
+                return queue_id
+        return None
+
+    def _due_count(self, now: float) -> int:
+        return sum(1 for when in self._due_at.values() if when <= now)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = self._clock()
+            wait: float | None = None
+            while self._heap and self._heap[0][0] <= now and len(self._inflight) < self.settings.concurrency:
+                if self._limit is not None and not self._limit.try_acquire(now):
+                    if not self._held:
+                        self._held = True
+                        self.metrics.held.inc()
+                    wait = self._limit.next_free(now) - now
+                    break
+                self._held = False
+                queue_id = self._pop_due(now)
+                if queue_id is not None:
+                    self._start_attempt(queue_id)
+            if wait is None and self._heap and len(self._inflight) < self.settings.concurrency:
+                wait = max(0.0, self._heap[0][0] - now)
+            await self.deliverer.pool.reap()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 5.0) if wait is not None else 5.0)
+
+    def _start_attempt(self, queue_id: str) -> None:
+        task = asyncio.create_task(self._attempt(queue_id), name=f"deliver-{queue_id}")
+        self._inflight[queue_id] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(queue_id, None)
+            self._wake.set()
+            self._progress.set()
+        task.add_done_callback(done)
+
+    def snapshot(self) -> QueueSnapshot:
+        now = self._clock()
+        due = self._due_count(now)
+        rate_limited = self._limit is not None and self._limit.next_free(now) > now
+        by_state = dict.fromkeys(QUEUE_STATES, 0)
+        by_state["active"] = len(self._inflight)
+        by_state["held" if rate_limited else "ready"] = due
+        by_state["deferred"] = len(self._due_at) - due
+        oldest = min(self._received.values(), default=None)
+        return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0)
+
+    # --- one attempt ------------------------------------------------------------------------------
+    async def _attempt(self, queue_id: str) -> None:
+        try:
+            entry = await asyncio.to_thread(self.spool.read, queue_id)
+        except FileNotFoundError:
+            self._forget(queue_id)
+            return
+        except CorruptEntry as error:
+            await asyncio.to_thread(self.spool.quarantine, queue_id)
+            self.metrics.quarantined.inc()
+            log.error(json.dumps({"event": "quarantined", "queue_id": queue_id, "reason": str(error)}))
+            self._forget(queue_id)
+            return
+        pending = await asyncio.to_thread(self.spool.pending_rcpts, entry)
+        outcomes: list[RecipientOutcome] = []
+        if pending:
+            self.metrics.attempts.inc()
+            try:
+                message = await asyncio.to_thread(self._outgoing, entry.message)
+                outcomes = await self.deliverer.deliver(entry.envelope.mail_from, pending, message)
+            except Exception:  # a bug must not strand the message: log it and try again later
+                log.exception(json.dumps({"event": "attempt_error", "queue_id": queue_id}))
+                self._retry_later(entry, [])
+                return
+        # Outcomes just received are written even if we are being stopped: that keeps the duplicate
+        # window to the time of this write.
+        settle = asyncio.create_task(self._settle(entry, outcomes))
+        self._settling.add(settle)
+        settle.add_done_callback(self._settling.discard)
+        await asyncio.shield(settle)
+
+    def _outgoing(self, message: bytes) -> bytes:
+        message = wire_form(message)
+        return self.signer.sign(message) if self.signer else message
+
+    async def _settle(self, entry: SpoolEntry, outcomes: list[RecipientOutcome]) -> None:
+        env = entry.envelope
+        age = self._wall() - env.received_at
+        expired = self.settings.retry.expired(age)
+        delivered = [o for o in outcomes if o.result is Result.DELIVERED]
+        deferred = [o for o in outcomes if o.result is Result.DEFERRED]
+        failed = [o for o in outcomes if o.result is Result.FAILED]
+        for o in outcomes:
+            self.metrics.results.labels(o.result.value, f"{str(o.code)[0]}xx").inc()
+        if delivered:
+            self.metrics.latency.observe(max(0.0, age))
+        if expired and deferred:
+            failed, deferred = failed + deferred, []
+        if failed:
+            await self._bounce(entry, failed, expired)
+        if not deferred:
+            await asyncio.to_thread(self.spool.remove, env.queue_id)
+            self._forget(env.queue_id)
+            return
+        for o in delivered + failed:
+            await asyncio.to_thread(self.spool.record_outcome, env.queue_id, o.recipient,
+                                    "delivered" if o.result is Result.DELIVERED else "failed", _detail(o))
+        self._retry_later(entry, deferred)
+
+    def _retry_later(self, entry: SpoolEntry, deferred: list[RecipientOutcome]) -> None:
+        env = entry.envelope
+        failures = self._failures[env.queue_id] = self._failures.get(env.queue_id, 0) + 1
+        delay = self.settings.retry.delay(failures, self._rng)
+        until_expiry = env.received_at + self.settings.retry.max_age - self._wall()
+        # The last try happens at the max retry age, so expiry is noticed then, not a backoff step later.
+        self._schedule(env.queue_id, self._clock() + max(0.0, min(delay, until_expiry)))
+        log.info(json.dumps({"event": "deferred", "queue_id": env.queue_id, "recipients": len(deferred),
+                             "retry_in": round(max(0.0, min(delay, until_expiry)), 3),
+                             "reply": _detail(deferred[0]) if deferred else ""}))
+
+    async def _bounce(self, entry: SpoolEntry, failed: list[RecipientOutcome], expired: bool) -> None:
+        """DSN first (durable in the spool), then the failures are recorded: a crash in between can
+        repeat the DSN, never lose it."""
+        env = entry.envelope
+        reason = "expired" if expired else "rejected"
+        for o in failed:
+            self.metrics.bounces.labels(reason).inc()
+            log.warning(json.dumps({"event": "bounced", "queue_id": env.queue_id, "recipient": o.recipient,
+                                    "reason": reason, "status": o.status, "reply": _detail(o),
+                                    "remote": o.remote, "dsn": bool(env.mail_from)}))
+        if not env.mail_from:  # never answer a bounce with a bounce
+            return
+        dsn = build_dsn(original=entry.message, envelope_sender=env.mail_from, failures=failed,
+                        reporting_mta=self.settings.reporting_mta, queue_id=env.queue_id,
+                        arrival=datetime.fromtimestamp(env.received_at, UTC), expired=expired)
+        bounce = await self.spool.put(mail_from="", rcpts=[env.mail_from], credential="", client_ip="",
+                                      source="smtp", smtputf8=not env.mail_from.isascii(), message=dsn)
+        self.metrics.dsns.inc()
+        self.notify(bounce.queue_id)
+
+    def _forget(self, queue_id: str) -> None:
+        self._received.pop(queue_id, None)
+        self._failures.pop(queue_id, None)
+
+
+def accepted_at(queue_id: str) -> float:
+    """Acceptance time (Unix) from a queue id: its first 16 hex digits are nanoseconds (see spool)."""
+    return int(queue_id[:16], 16) / 1e9
+
+
+def _detail(o: RecipientOutcome) -> str:
+    return f"{o.code} {o.text}"
