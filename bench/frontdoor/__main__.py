@@ -1,0 +1,43 @@
+"""``python -m bench.frontdoor [--quick] [--no-relay] [--keep]``: run every peer side by side and write
+bench/results/frontdoor.md (and the raw figures as frontdoor.json). Needs root (a private Postfix
+instance), postfix, dovecot-core and strace: see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from bench.frontdoor import machine, run
+from bench.frontdoor.report import render
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help=f"short runs ({run.QUICK.bounds()})")
+    parser.add_argument("--no-relay", action="store_true", help="only Postfix and the ceiling")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, strace logs)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "frontdoor.md")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("run as root: the Postfix peer is a private instance that starts as root")
+    plan = run.QUICK if args.quick else run.FULL
+    about = machine.describe(Path(tempfile.gettempdir()))
+    done = run.execute(plan, with_relay=not args.no_relay, keep=args.keep)
+    about["load average at end"] = machine.load_average()
+    notes = done.notes + ([f"Kept: {done.workdir}"] if args.keep else [])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(done.results, about, plan.bounds(), notes))
+    raw = {"machine": about, "plan": dataclasses.asdict(plan), "notes": notes,
+           "results": [dataclasses.asdict(r) for r in done.results]}
+    args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The peers' processes: each runs under strace (see syscalls), in its own session, with its output in a
+log file; it is stopped by a signal to the traced process itself, then, failing that, killed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from bench.frontdoor import proctree
+from bench.frontdoor.syscalls import SyncTrace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where ``python -m bench.frontdoor.*`` resolves
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    trace: SyncTrace
+    log: Path
+
+    def traced_pid(self) -> int:
+        """The peer's own process: strace's child."""
+        deadline = time.monotonic() + 5
+        while not (found := proctree.children(self.proc.pid)):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: no process under strace; see {self.log}")
+            time.sleep(0.05)
+        return found[0]
+
+    def cpu_seconds(self) -> float:
+        return proctree.tree_cpu_seconds(self.proc.pid)
+
+    def read_json_line(self, timeout: float) -> dict[str, Any]:
+        stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline() if ready else b""
+        if not line:
+            raise RuntimeError(f"{self.name}: no output within {timeout:.0f} s; see {self.log}")
+        return json.loads(line)
+
+    def stop(self, timeout: float = 15) -> bytes:
+        """SIGTERM to the peer, wait; returns what it still printed on stdout."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(RuntimeError, ProcessLookupError):
+                os.kill(self.traced_pid(), signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            out, _ = self.proc.communicate(timeout=5)
+        return out or b""
+
+
+def spawn(name: str, argv: list[str], workdir: Path, *, json_stdout: bool = False,
+          env: dict[str, str] | None = None) -> Child:
+    log = workdir / f"{name}.log"
+    trace = SyncTrace(workdir / f"{name}.strace")
+    with log.open("wb") as sink:  # the child keeps its own descriptor
+        proc = subprocess.Popen(trace.wrap(argv), stdout=subprocess.PIPE if json_stdout else sink,
+                                stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                cwd=REPO_ROOT)
+    return Child(name, proc, trace, log)
+
+
+def wait_for_port(child: Child, port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if child.proc.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {child.log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name}: port {port} not open after {timeout:.0f} s; see {child.log}")
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    """A loopback port that is free now (the peer binds it a moment later)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,43 @@
+"""A peer under test: where it listens, how to log in, its processes (for CPU and sync syscalls), and
+how to wait for its background work (Postfix delivering its queue) between runs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.frontdoor.certs import CertFiles
+from bench.frontdoor.children import Child, spawn
+
+CEILING, POSTFIX, RELAY = "aiosmtpd ceiling", "Postfix", "mta-relay"
+
+
+@dataclass
+class Peer:
+    name: str
+    port: int
+    username: str
+    password: str
+    children: list[Child]
+    settle: Callable[[], None] = lambda: None
+    notes: list[str] = field(default_factory=list)
+
+    def cpu_seconds(self) -> float:
+        return sum(child.cpu_seconds() for child in self.children)
+
+    def sync_calls(self) -> int:
+        return sum(child.trace.count() for child in self.children)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
+def start_ceiling(workdir: Path, certs: CertFiles) -> Peer:
+    argv = [sys.executable, "-m", "bench.frontdoor.ceiling", "--cert", str(certs.cert_chain),
+            "--key", str(certs.key)]
+    child = spawn("ceiling", argv, workdir, json_stdout=True)
+    ready = child.read_json_line(timeout=20)
+    return Peer(CEILING, int(ready["port"]), "bench", "any-password", [child])

@@ -1,0 +1,79 @@
+"""The relay peer: ``mta-relay --config DIR`` with a config directory written here through the relay's own
+config model (``mta_relay.config``, version 1), so the format is the documented one by construction:
+SMTP and HTTP on loopback, TLS from the bench CA, one credential with a generated 32-character password
+(the fast verifier the operator renders for generated passwords) that may send from example.com, the
+spool under the bench's temp dir, delivery by smarthost to the bench's null sink.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+from mta_relay import config, passwords
+
+from bench.frontdoor.certs import CertFiles
+from bench.frontdoor.children import free_port, spawn, wait_for_port
+from bench.frontdoor.peers import RELAY, Peer
+
+USERNAME = "bench"
+SENDER_DOMAIN = "example.com"
+# All the load comes from 127.0.0.1: the per-IP connection limit must not be what is measured (Postfix
+# exempts $mynetworks from its per-client limits the same way).
+MAX_CONNECTIONS_PER_IP = 500
+
+
+def available() -> str | None:
+    """Why the relay cannot be benchmarked yet, or None when it can."""
+    if importlib.util.find_spec("mta_relay.cli") is None:
+        return "mta_relay.cli is not there yet"
+    if _executable() is None:
+        return "the mta-relay console script is not installed (pip install -e .)"
+    return None
+
+
+def write_config(config_dir: Path, *, smtp_port: int, http_port: int, certs: CertFiles, spool: Path,
+                 sink_port: int, password: str) -> None:
+    settings = config.RelaySettings(
+        hostname="relay.bench.localhost",
+        smtp_listeners=[config.SmtpListener(port=smtp_port, address="127.0.0.1")],
+        http=config.HttpListener(port=http_port, address="127.0.0.1"),
+        tls=config.TlsFiles(cert_file=str(certs.cert_chain), key_file=str(certs.key)),
+        domains=[config.SendingDomain(domain=SENDER_DOMAIN)],
+        limits=config.Limits(max_connections_per_ip=MAX_CONNECTIONS_PER_IP),
+        delivery=config.Delivery(mode="Smarthost",
+                                 smarthost=config.Smarthost(host="127.0.0.1", port=sink_port, tls="None")),
+        queue=config.Queue(path=str(spool)),
+    )
+    credential = config.Credential(username=USERNAME, password_verifier=passwords.fast_verifier(password),
+                                   domains=config.Domains(mode="Specific", names=[SENDER_DOMAIN]))
+    config_dir.mkdir(parents=True)
+    (config_dir / "relay.json").write_text(settings.model_dump_json(by_alias=True))
+    shard_dir = config_dir / settings.credentials_dir
+    shard_dir.mkdir()
+    shard = shard_dir / "credentials-000.json"
+    shard.write_text(config.CredentialShard(credentials=[credential]).model_dump_json(by_alias=True))
+    shard.chmod(0o600)
+
+
+def generated_password() -> str:
+    return passwords.generate_password(32)
+
+
+def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Peer:
+    port = free_port()
+    config_dir = workdir / "relay-config"
+    write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs,
+                 spool=workdir / "relay-spool", sink_port=sink_port, password=password)
+    executable = _executable()
+    assert executable is not None  # checked by available()
+    child = spawn("relay", [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir)
+    wait_for_port(child, port)
+    return Peer(RELAY, port, USERNAME, password, [child])
+
+
+def _executable() -> str | None:
+    beside = Path(sys.executable).parent / "mta-relay"
+    return str(beside) if beside.exists() else shutil.which("mta-relay")
