@@ -28,9 +28,9 @@ def certs(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ceiling(certs: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
-    server = subprocess.Popen([sys.executable, "-m", "bench.frontdoor.ceiling",
-                               "--cert", str(certs / "server-chain.pem"), "--key", str(certs / "server-key.pem")],
-                              cwd=REPO, text=True, stdout=subprocess.PIPE)
+    argv = [sys.executable, "-m", "bench.frontdoor.ceiling", "--cert", str(certs / "server-chain.pem"),
+            "--key", str(certs / "server-key.pem")]
+    server = subprocess.Popen(argv, cwd=REPO, text=True, stdout=subprocess.PIPE)
     try:
         ready = json.loads(server.stdout.readline())  # type: ignore[union-attr]
         yield int(ready["port"]), server
