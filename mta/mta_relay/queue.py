@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from mta_relay.delivery.backoff import RetryPolicy
 from mta_relay.delivery.client import wire_form
@@ -108,6 +108,22 @@ class QueueRunner:
         await self.deliverer.pool.close()
         self.metrics.unwatch_queue()
 
+    def reconfigure(self, deliverer: Deliverer, signer: DkimSigner | None, settings: QueueSettings) -> None:
+        """A new config generation: attempts from now on use its route, keys and limits."""
+        old, self.deliverer = self.deliverer, deliverer
+        self.signer = signer
+        if settings.rate_limit != self.settings.rate_limit:
+            self._limit = SlidingWindowLimit(*settings.rate_limit) if settings.rate_limit else None
+        self.settings = settings
+        if old is not deliverer:
+            self._background(old.pool.close())
+        self._wake.set()
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     # --- scheduling ------------------------------------------------------------------------------
     def _schedule(self, queue_id: str, when: float) -> None:
         self._received.setdefault(queue_id, accepted_at(queue_id))
@@ -179,7 +195,8 @@ class QueueRunner:
         except CorruptEntry as error:
             await asyncio.to_thread(self.spool.quarantine, queue_id)
             self.metrics.quarantined.inc()
-            log.error(json.dumps({"event": "quarantined", "queue_id": queue_id, "reason": str(error)}))
+            log.error("spool entry quarantined", extra={"fields": {
+                "event": "quarantined", "queue_id": queue_id, "reason": str(error)}})
             self._forget(queue_id)
             return
         pending = await asyncio.to_thread(self.spool.pending_rcpts, entry)
@@ -190,7 +207,8 @@ class QueueRunner:
                 message = await asyncio.to_thread(self._outgoing, entry.message)
                 outcomes = await self.deliverer.deliver(entry.envelope.mail_from, pending, message)
             except Exception:  # a bug must not strand the message: log it and try again later
-                log.exception(json.dumps({"event": "attempt_error", "queue_id": queue_id}))
+                log.exception("delivery attempt failed", extra={"fields": {"event": "attempt_error",
+                                                                           "queue_id": queue_id}})
                 self._retry_later(entry, [])
                 return
         # Outcomes just received are written even if we are being stopped: that keeps the duplicate
@@ -235,9 +253,10 @@ class QueueRunner:
         until_expiry = env.received_at + self.settings.retry.max_age - self._wall()
         # The last try happens at the max retry age, so expiry is noticed then, not a backoff step later.
         self._schedule(env.queue_id, self._clock() + max(0.0, min(delay, until_expiry)))
-        log.info(json.dumps({"event": "deferred", "queue_id": env.queue_id, "recipients": len(deferred),
-                             "retry_in": round(max(0.0, min(delay, until_expiry)), 3),
-                             "reply": _detail(deferred[0]) if deferred else ""}))
+        log.info("delivery deferred", extra={"fields": {
+            "event": "deferred", "queue_id": env.queue_id, "recipients": len(deferred),
+            "retry_in": round(max(0.0, min(delay, until_expiry)), 3),
+            "reply": _detail(deferred[0]) if deferred else ""}})
 
     async def _bounce(self, entry: SpoolEntry, failed: list[RecipientOutcome], expired: bool) -> None:
         """DSN first (durable in the spool), then the failures are recorded: a crash in between can
@@ -246,9 +265,9 @@ class QueueRunner:
         reason = "expired" if expired else "rejected"
         for o in failed:
             self.metrics.bounces.labels(reason).inc()
-            log.warning(json.dumps({"event": "bounced", "queue_id": env.queue_id, "recipient": o.recipient,
-                                    "reason": reason, "status": o.status, "reply": _detail(o),
-                                    "remote": o.remote, "dsn": bool(env.mail_from)}))
+            log.warning("delivery failed permanently", extra={"fields": {
+                "event": "bounced", "queue_id": env.queue_id, "recipient": o.recipient, "reason": reason,
+                "status": o.status, "reply": _detail(o), "remote": o.remote, "dsn": bool(env.mail_from)}})
         if not env.mail_from:  # never answer a bounce with a bounce
             return
         dsn = build_dsn(original=entry.message, envelope_sender=env.mail_from, failures=failed,

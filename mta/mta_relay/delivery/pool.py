@@ -42,6 +42,7 @@ class ConnectionPool:
         self._slots: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_destination))
         self._idle: dict[str, list[_Idle]] = defaultdict(list)
         self.reused = 0  # idle connections handed out again, for tests and metrics
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def lease(self, destination: str) -> AsyncIterator[Lease]:
@@ -55,7 +56,8 @@ class ConnectionPool:
             try:
                 yield lease
             finally:
-                if lease.session is not None and lease.keep and lease.session.is_connected:
+                reusable = lease.keep and not self._closed
+                if lease.session is not None and reusable and lease.session.is_connected:
                     self._idle[destination].append(_Idle(lease.session, lease.remote, self._clock()))
                 elif lease.session is not None:
                     lease.session.close()
@@ -70,6 +72,8 @@ class ConnectionPool:
                 await _quit(idle.session)
 
     async def close(self) -> None:
+        """Close idle connections; connections in use are closed when their lease ends."""
+        self._closed = True
         idles = [idle for group in self._idle.values() for idle in group]
         self._idle.clear()
         await asyncio.gather(*(_quit(idle.session) for idle in idles))

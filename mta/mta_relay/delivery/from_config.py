@@ -1,0 +1,68 @@
+"""Builds the delivery side (route, DKIM signer, queue settings) from the relay's config.
+
+Files the settings name (smarthost credentials, DKIM keys) are read here, relative to the config
+directory unless absolute; errors name the file, never its content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mta_relay.config import RelaySettings
+from mta_relay.config_loader import ConfigError, resolve_path
+from mta_relay.delivery.backoff import RetryPolicy
+from mta_relay.delivery.client import Credentials, HopPolicy, TlsMode
+from mta_relay.delivery.mx import make_resolver
+from mta_relay.delivery.pool import ConnectionPool
+from mta_relay.delivery.router import Deliverer, Route, mx_route, smarthost_route
+from mta_relay.dkim_sign import DkimKey, DkimSigner
+from mta_relay.queue import QueueSettings
+
+MX_PORT = 25
+PER_DESTINATION = 10  # concurrent connections to one smarthost or one MX domain
+_SMARTHOST_TLS = {"STARTTLS": TlsMode.REQUIRED, "Implicit": TlsMode.IMPLICIT, "None": TlsMode.NONE}
+
+
+def _read(config_dir: Path, path: str) -> bytes:
+    try:
+        return resolve_path(config_dir, path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def route(settings: RelaySettings, config_dir: Path) -> Route:
+    delivery = settings.delivery
+    if delivery.mode == "Smarthost":
+        host = delivery.smarthost
+        assert host is not None  # the model requires it in Smarthost mode
+        credentials = None
+        if host.username_file and host.password_file:
+            credentials = Credentials(_read(config_dir, host.username_file).decode().strip(),
+                                      _read(config_dir, host.password_file).decode().strip())
+        return smarthost_route(host.host, HopPolicy(helo_name=settings.hostname, port=host.port,
+                                                    tls=_SMARTHOST_TLS[host.tls], credentials=credentials))
+    resolver = make_resolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout_seconds)
+    return mx_route(resolver, HopPolicy(helo_name=settings.hostname, port=MX_PORT, tls=TlsMode.OPPORTUNISTIC))
+
+
+def deliverer(settings: RelaySettings, config_dir: Path) -> Deliverer:
+    return Deliverer(route(settings, config_dir), ConnectionPool(per_destination=PER_DESTINATION))
+
+
+def signer(settings: RelaySettings, config_dir: Path) -> DkimSigner:
+    keys = []
+    for domain in settings.domains:
+        if domain.dkim is not None:
+            pem = _read(config_dir, domain.dkim.key_file)
+            keys.append(DkimKey(domain.domain, domain.dkim.selector, pem))
+    try:
+        return DkimSigner(keys)
+    except ValueError as error:
+        raise ConfigError(f"DKIM keys: {error}") from None
+
+
+def queue_settings(settings: RelaySettings) -> QueueSettings:
+    limit = settings.rate_limit
+    return QueueSettings(reporting_mta=settings.hostname, concurrency=settings.delivery.concurrency,
+                         retry=RetryPolicy(max_age=settings.queue.max_retry_age_seconds),
+                         rate_limit=(limit.messages, float(limit.period_seconds)) if limit else None)
