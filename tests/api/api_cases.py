@@ -64,6 +64,7 @@ class Invalid:
     id: str
     manifest: Manifest
     field: str  # the field the API server's message names, e.g. spec.allowedIPs[0]
+    # (server-side apply reports duplicates in a set before validation, on the list itself)
     message: str  # text in the API server's message
     rule_message: bool = False  # message comes from our CEL rule, so pydantic gives the same text
 
@@ -102,8 +103,8 @@ INVALID: tuple[Invalid, ...] = (
     Invalid(
         "ip-duplicate",
         cred("ip-dup", allowedIPs=["192.0.2.1", "192.0.2.1"]),
-        "spec.allowedIPs[1]",
-        "Duplicate value",
+        "spec.allowedIPs",
+        "duplicate entries",
     ),
     Invalid(
         "ip-too-many",
@@ -201,8 +202,8 @@ INVALID: tuple[Invalid, ...] = (
     Invalid(
         "domain-duplicate",
         cred("d9", domains={"names": ["example.com", "example.com"]}),
-        "spec.domains.names[1]",
-        "Duplicate value",
+        "spec.domains.names",
+        "duplicate entries",
     ),
     # quota, references
     Invalid(
