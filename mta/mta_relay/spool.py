@@ -164,12 +164,12 @@ class Spool:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # --- writing (front door) ---------------------------------------------------------------------
-    async def put(self, *, mail_from: str, rcpts: list[str] | tuple[str, ...], credential: str,
-                  client_ip: str, source: Literal["smtp", "http"], smtputf8: bool,
+    async def put(self, *, queue_id: str | None = None, mail_from: str, rcpts: list[str] | tuple[str, ...],
+                  credential: str, client_ip: str, source: Literal["smtp", "http"], smtputf8: bool,
                   message: bytes) -> Envelope:
         """Make the message durable; return its envelope. Raises SpoolError: then never answer 250."""
-        envelope = Envelope(new_queue_id(), mail_from, tuple(rcpts), credential, client_ip, time.time(),
-                            source, smtputf8, len(message))
+        envelope = Envelope(queue_id or new_queue_id(), mail_from, tuple(rcpts), credential, client_ip,
+                            time.time(), source, smtputf8, len(message))
         try:
             await asyncio.to_thread(self._write_entry, envelope, message)
         except OSError as error:

@@ -64,9 +64,16 @@ class DnsServer:
 
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         udp_class = type("UdpServer", (socketserver.ThreadingUDPServer,), {"address_family": family})
-        self._udp = udp_class((address, 0), Udp)
-        self.port = self._udp.server_address[1]
-        self._tcp = _bind_tcp(family, address, self.port, Tcp)
+        for _ in range(50):  # the same port number must be free for TCP too
+            self._udp = udp_class((address, 0), Udp)
+            self.port = self._udp.server_address[1]
+            try:
+                self._tcp = _bind_tcp(family, address, self.port, Tcp)
+                break
+            except OSError:
+                self._udp.server_close()
+        else:
+            raise OSError("no port free for both UDP and TCP")
         self._threads: list[threading.Thread] = []
 
     def add(self, name: str, rdtype: str, *values: str, ttl: int = 60) -> None:

@@ -1,0 +1,57 @@
+"""Submission steps shared by SMTP and HTTP: the MAIL FROM checks and durable acceptance, with the one
+log line and the metrics every accepted or rejected message gets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from mta_relay import replies
+from mta_relay.config import Credential
+from mta_relay.relay import Relay
+from mta_relay.replies import Reply
+from mta_relay.spool import Envelope, SpoolError
+
+log = logging.getLogger("mta_relay.messages")
+Source = Literal["smtp", "http"]
+
+
+def rejected(relay: Relay, source: Source, reply: Reply, **fields: Any) -> Reply:
+    relay.metrics.rejected.labels(source, reply.reason).inc()
+    log.info("message rejected", extra={"fields": {"event": "rejected", "source": source,
+                                                    "reason": reply.reason, "reply": reply.smtp, **fields}})
+    return reply
+
+
+async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply | None:
+    """MAIL FROM: quota first (cheap, and a used-up quota is temporary), then the sender domain."""
+    if relay.quota.exhausted(cred.username, cred.quota, relay.settings.mtas):
+        return replies.QUOTA
+    if mail_from in ("", "<>"):
+        return replies.SENDER_DOMAIN  # the null sender: see policy
+    return await relay.gen.policy.check_sender(cred, mail_from, relay.gen.spf)
+
+
+async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: str, queue_id: str,
+                 mail_from: str, rcpts: list[str], message: bytes, smtputf8: bool) -> Reply | Envelope:
+    """End of DATA: header domains, quota, then the spool. An Envelope means durable: answer 250."""
+    fields = {"queue_id": queue_id, "credential": cred.username, "client_ip": client_ip,
+              "mail_from": mail_from, "rcpt_count": len(rcpts), "size": len(message)}
+    reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf)
+    if reply is not None:
+        return rejected(relay, source, reply, **fields)
+    mtas = relay.settings.mtas
+    if not relay.quota.charge(cred.username, cred.quota, mtas):
+        return rejected(relay, source, replies.QUOTA, **fields)
+    try:
+        envelope = await relay.spool.put(queue_id=queue_id, mail_from=mail_from, rcpts=rcpts,
+                                         credential=cred.username, client_ip=client_ip, source=source,
+                                         smtputf8=smtputf8, message=message)
+    except SpoolError as error:
+        relay.quota.refund(cred.username, cred.quota)
+        relay.spool_ok = False
+        log.error("spool write failed", extra={"fields": {"event": "spool_error", "error": str(error)}})
+        return rejected(relay, source, replies.SPOOL_FAILED, **fields)
+    relay.metrics.accepted.labels(source).inc()
+    log.info("message accepted", extra={"fields": {"event": "accepted", "source": source, **fields}})
+    return envelope

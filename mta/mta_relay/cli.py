@@ -1,0 +1,49 @@
+"""``mta-relay``: the process each MTA pod runs.
+
+    mta-relay --config DIR [--log-level INFO]
+
+Exit status 2 when the config cannot be used at start (the reason is logged); SIGTERM/SIGINT shut down
+gracefully; SIGHUP reloads the config at once (it is also reloaded when its files change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from mta_relay import logs
+from mta_relay.config_loader import ConfigError
+from mta_relay.server import RelayServer
+
+log = logging.getLogger("mta_relay")
+
+
+async def serve(config_dir: Path) -> int:
+    server = RelayServer(config_dir)
+    try:
+        await server.start()
+    except ConfigError as error:
+        log.error("config unusable, not starting", extra={"fields": {"event": "config_refused",
+                                                                      "reason": str(error)}})
+        return 2
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
+    await stop.wait()
+    await server.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta-relay", description=__doc__.splitlines()[1].strip())
+    parser.add_argument("--config", type=Path, required=True,
+                        help="config directory (relay.yaml, credentials/)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    return asyncio.run(serve(args.config))

@@ -1,0 +1,157 @@
+"""HTTP on its own port, in the relay's loop: ``POST /api/inject/v1``, ``/healthz``, ``/readyz``,
+``/metrics``.
+
+The injection API applies the SMTP policy with the same replies: Basic auth by the same credentials
+(SourceIP credentials need no header), then source IP, sender domain, header domains, quota, spool.
+Refusals are JSON ``{"error", "reason", "reply"}`` where ``reply`` is the SMTP reply SMTP would give:
+401 bad or missing credentials, 403 not authorised, 400 malformed, 413 too big, 429 temporary (quota,
+throttling; Retry-After), 503 spool unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from mta_relay import acceptance, inject_format, replies
+from mta_relay.config import Credential
+from mta_relay.policy import ip_in
+from mta_relay.relay import Relay
+from mta_relay.replies import Reply
+from mta_relay.spool import Envelope, new_queue_id
+
+log = logging.getLogger("mta_relay.http")
+RELAY_KEY = web.AppKey("relay", Relay)
+
+
+def _status(reply: Reply) -> int:
+    if reply in (replies.AUTH_FAILED, replies.AUTH_REQUIRED):
+        return 401
+    if reply == replies.SPOOL_FAILED:
+        return 503
+    if reply.temporary:
+        return 429
+    if reply in (replies.TOO_BIG,):
+        return 413
+    if reply in (replies.BAD_MESSAGE, replies.NEEDS_SMTPUTF8):
+        return 400
+    return 403
+
+
+def _error(reply: Reply, message: str | None = None) -> web.Response:
+    headers = {"WWW-Authenticate": 'Basic realm="mta-relay"'} if _status(reply) == 401 else {}
+    if _status(reply) == 429:
+        headers["Retry-After"] = "60"
+    body = {"error": message or reply.text, "reason": reply.reason, "reply": reply.smtp}
+    return web.json_response(body, status=_status(reply), headers=headers)
+
+
+def _basic(request: web.Request) -> tuple[str, bytes] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, blob = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        username, sep, password = base64.b64decode(blob.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return None
+    return (username.decode("utf-8", "replace"), password) if sep else None
+
+
+async def _authenticate(relay: Relay, request: web.Request, ip: str) -> Credential | Reply:
+    basic = _basic(request)
+    policy = relay.gen.policy
+    if basic is None:
+        cred = policy.source_ip_credential(ip)
+        return cred if cred is not None else replies.AUTH_REQUIRED
+    username, password = basic
+    verdict = relay.throttle.verdict(ip, username)
+    if verdict.disconnect:
+        return replies.AUTH_THROTTLED
+    if verdict.delay:
+        await asyncio.sleep(verdict.delay)
+    cred = policy.password_credential(username)
+    if cred is None or not await relay.passwords.check(cred.password_verifier, password):
+        relay.throttle.failed(ip, username)
+        relay.metrics.auth_failures.labels(replies.AUTH_FAILED.reason).inc()
+        return replies.AUTH_FAILED
+    if cred.allowed_ips and not ip_in(ip, cred.allowed_ips):
+        relay.metrics.auth_failures.labels(replies.IP_NOT_AUTHORIZED.reason).inc()
+        return replies.IP_NOT_AUTHORIZED
+    return cred
+
+
+async def inject(request: web.Request) -> web.Response:
+    relay = request.app[RELAY_KEY]
+    ip = request.remote or ""
+    cred = await _authenticate(relay, request, ip)
+    if isinstance(cred, Reply):
+        return _error(acceptance.rejected(relay, "http", cred, client_ip=ip))
+    limit = relay.settings.limits.max_message_size
+    if request.content_length is not None and request.content_length > 2 * limit:
+        return _error(replies.TOO_BIG)
+    try:
+        body = await request.read()  # capped by client_max_size: JSON and base64 inflate a message
+    except web.HTTPRequestEntityTooLarge:
+        return _error(replies.TOO_BIG)
+    try:
+        payload = inject_format.InjectRequest.model_validate_json(body)
+        messages = inject_format.messages(payload, relay.settings.hostname)
+    except (ValidationError, inject_format.BadRequest) as error:
+        detail = (error.errors(include_input=False, include_url=False)[0]["msg"]
+                  if isinstance(error, ValidationError) else str(error))
+        return _error(replies.BAD_MESSAGE, f"bad request: {detail}")
+    if any(len(message) > limit for _, message in messages):
+        return _error(replies.TOO_BIG)
+    sender = payload.envelope_sender
+    reply = await acceptance.check_sender(relay, cred, sender)
+    if reply is not None:
+        return _error(acceptance.rejected(relay, "http", reply, client_ip=ip, credential=cred.username,
+                                          mail_from=sender))
+    result = {"success_count": 0, "fail_count": 0, "failed_recipients": [], "errors": []}
+    last: Reply | None = None
+    for rcpts, message in messages:
+        outcome = await acceptance.accept(relay, source="http", cred=cred, client_ip=ip,
+                                          queue_id=new_queue_id(), mail_from=sender, rcpts=rcpts,
+                                          message=message, smtputf8=not all(r.isascii() for r in rcpts))
+        if isinstance(outcome, Envelope):
+            result["success_count"] += len(rcpts)
+        else:
+            last = outcome
+            result["fail_count"] += len(rcpts)
+            result["failed_recipients"].extend(rcpts)
+            result["errors"].append(outcome.smtp)
+    if result["success_count"] == 0 and last is not None:
+        return web.json_response({**result, "reason": last.reason}, status=_status(last))
+    return web.json_response(result)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"alive": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = request.app[RELAY_KEY].readiness()
+    ready = all(checks.values())
+    return web.json_response({"ready": ready, **checks}, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[RELAY_KEY].metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_app(relay: Relay) -> web.Application:
+    app = web.Application(client_max_size=2 * relay.settings.limits.max_message_size + 1)
+    app[RELAY_KEY] = relay
+    app.router.add_post("/api/inject/v1", inject)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,36 @@
+"""JSON logs, one object per line, on stderr.
+
+Callers pass structured fields with ``extra={"fields": {...}}``; only those, plus the time, level, logger
+and message, are written. Nothing here ever receives a password, an AUTH blob or a message body: callers
+log addresses, usernames of existing credentials, queue ids and reasons. aiosmtpd's own logger logs every
+command line (AUTH blobs included) at INFO and DEBUG, so it is held at WARNING whatever our level is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                 + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            # the type and where, not str(exc): exception texts can quote client input
+            entry["error"] = record.exc_info[0].__name__
+            entry["trace"] = self.formatStack(self.formatException(record.exc_info)).splitlines()[-3:]
+        return json.dumps(entry, default=str)
+
+
+def setup(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

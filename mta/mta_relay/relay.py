@@ -1,0 +1,56 @@
+"""The relay's shared state on its one event loop: the config generation in force, the spool, quotas,
+AUTH throttling, password checks, connection counts, metrics, readiness."""
+
+from __future__ import annotations
+
+import collections
+import logging
+from pathlib import Path
+
+from mta_relay import config_loader
+from mta_relay.auth_throttle import AuthThrottle
+from mta_relay.generation import Generation, tls_context
+from mta_relay.metrics import Metrics
+from mta_relay.passwords import PasswordChecker
+from mta_relay.quota import QuotaTracker
+from mta_relay.spool import Spool
+
+log = logging.getLogger("mta_relay")
+
+
+class Relay:
+    def __init__(self, config_dir: Path, generation: Generation, spool: Spool) -> None:
+        self.config_dir = config_dir
+        self.gen = generation
+        self.spool = spool
+        self.quota = QuotaTracker()
+        self.throttle = AuthThrottle(generation.config.settings.limits)
+        self.passwords = PasswordChecker()
+        self.metrics = Metrics()
+        self.connections: collections.Counter[str] = collections.Counter()  # open sessions per client IP
+        self.sessions: set[object] = set()  # open SMTP protocols, for graceful shutdown
+        self.draining = False
+        self.spool_ok = spool.probe(generation.config.settings.limits.max_message_size)
+        tls = generation.config.settings.tls
+        # aiohttp keeps the context it started with: reloads load the new certificate into this one
+        self.http_tls = tls_context(config_dir, tls.cert_file, tls.key_file)
+
+    @property
+    def settings(self):
+        return self.gen.config.settings
+
+    def install(self, generation: Generation) -> None:
+        self.gen = generation
+        self.throttle.limits = generation.config.settings.limits
+        tls = generation.config.settings.tls
+        self.http_tls.load_cert_chain(config_loader.resolve_path(self.config_dir, tls.cert_file),
+                                      config_loader.resolve_path(self.config_dir, tls.key_file))
+
+    def refresh_spool_health(self) -> None:
+        self.spool_ok = self.spool.probe(self.settings.limits.max_message_size)
+
+    def readiness(self) -> dict[str, bool]:
+        """Each condition /readyz requires (the config and TLS are loaded once a generation exists)."""
+        checks = {"config": True, "tls": True, "spool": self.spool_ok, "not_draining": not self.draining}
+        self.metrics.ready.set(1 if all(checks.values()) else 0)
+        return checks

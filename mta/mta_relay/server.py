@@ -1,0 +1,136 @@
+"""Serving: SMTP listeners and the HTTP site on one event loop, config reload, graceful shutdown.
+
+``RelayServer(config_dir)`` needs nothing but a config directory (and the TLS files it names), so the
+pod, the local mode and the benchmark all start the relay the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from mta_relay import config_loader, generation
+from mta_relay.config_loader import ConfigError
+from mta_relay.http_api import make_app
+from mta_relay.relay import Relay
+from mta_relay.smtp_handler import SubmissionHandler
+from mta_relay.smtp_session import RelaySession
+from mta_relay.spool import Spool
+
+log = logging.getLogger("mta_relay")
+RELOAD_POLL_SECONDS = 0.5  # a removed credential must stop working within 2 s
+HEALTH_POLL_SECONDS = 2.0
+
+
+class RelayServer:
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+        self.relay: Relay | None = None
+        self._servers: list[asyncio.Server] = []
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fingerprint: tuple[object, ...] = ()
+
+    async def start(self) -> Relay:
+        """Load the config (ConfigError if unusable), recover the spool, open every listener."""
+        gen = await asyncio.to_thread(generation.build, self.config_dir)
+        settings = gen.config.settings
+        self._fingerprint = config_loader.fingerprint(self.config_dir, settings)
+        spool = Spool(config_loader.resolve_path(self.config_dir, settings.queue.path))
+        report = await asyncio.to_thread(spool.recover)
+        log.info("spool recovered", extra={"fields": {"event": "spool_recovered",
+                                                      "entries": len(report.entries),
+                                                      "quarantined": list(report.quarantined)}})
+        relay = self.relay = Relay(self.config_dir, gen, spool)
+        handler = SubmissionHandler(relay)
+        loop = asyncio.get_running_loop()
+        for listener in settings.smtp_listeners:
+            label = str(listener.public_port or listener.port)
+            server = await loop.create_server(lambda label=label: RelaySession(relay, handler, label),
+                                              listener.address, listener.port)
+            self._servers.append(server)
+        if settings.http.enabled:
+            self._http = web.AppRunner(make_app(relay), access_log=None, handle_signals=False)
+            await self._http.setup()
+            await web.TCPSite(self._http, settings.http.address, settings.http.port,
+                              ssl_context=relay.http_tls if settings.http.tls else None).start()
+        self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health())]
+        log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
+                                              "http": settings.http.port if settings.http.enabled else None}})
+        return relay
+
+    @property
+    def smtp_ports(self) -> list[int]:
+        return [s.sockets[0].getsockname()[1] for s in self._servers]
+
+    @property
+    def http_port(self) -> int | None:
+        return self._http.addresses[0][1] if self._http is not None and self._http.addresses else None
+
+    async def reload(self) -> bool:
+        """Build a new generation; on any error keep the one in force and say why in one log line."""
+        assert self.relay is not None
+        try:
+            gen = await asyncio.to_thread(generation.build, self.config_dir)
+        except ConfigError as error:
+            self.relay.metrics.config_reloads.labels("refused").inc()
+            log.error("config refused, previous config stays in force",
+                      extra={"fields": {"event": "config_refused", "reason": str(error)}})
+            return False
+        if gen.config.settings.smtp_listeners != self.relay.settings.smtp_listeners:
+            log.warning("listener changes take effect at the next restart",
+                        extra={"fields": {"event": "config_restart_needed"}})
+        self.relay.install(gen)
+        self.relay.metrics.config_reloads.labels("applied").inc()
+        log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
+                                                      "credentials": len(gen.config.credentials)}})
+        return True
+
+    async def _watch_config(self) -> None:
+        assert self.relay is not None
+        while True:
+            await asyncio.sleep(RELOAD_POLL_SECONDS)
+            current = await asyncio.to_thread(config_loader.fingerprint, self.config_dir, self.relay.settings)
+            if current != self._fingerprint:
+                self._fingerprint = current
+                await self.reload()
+
+    async def _watch_health(self) -> None:
+        assert self.relay is not None
+        relay = self.relay
+        while True:
+            await asyncio.to_thread(relay.refresh_spool_health)
+            relay.metrics.queue_depth.set(await asyncio.to_thread(relay.spool.depth))
+            relay.metrics.spool_fsyncs.set(relay.spool.fsyncs)
+            relay.metrics.spool_writes.set(relay.spool.entries_written)
+            relay.readiness()
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+    async def shutdown(self) -> None:
+        """Not ready at once; stop accepting; let sessions finish their transaction within the grace time;
+        then close what is left."""
+        relay = self.relay
+        if relay is None:
+            return
+        relay.draining = True
+        relay.readiness()
+        for server in self._servers:
+            server.close()
+        deadline = time.monotonic() + relay.settings.limits.shutdown_grace_seconds
+        while relay.sessions and time.monotonic() < deadline:
+            for session in list(relay.sessions):
+                session.close_if_idle()
+            await asyncio.sleep(0.05)
+        for session in list(relay.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        for task in self._tasks:
+            task.cancel()
+        if self._http is not None:
+            await self._http.cleanup()
+        relay.passwords.close()
+        log.info("stopped", extra={"fields": {"event": "stopped"}})

@@ -1,0 +1,81 @@
+"""aiosmtpd handler hooks: the per-transaction policy (MAIL, RCPT, DATA) for an authenticated session."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiosmtpd.smtp import Envelope, Session
+
+from mta_relay import acceptance, replies
+from mta_relay.config import Credential
+from mta_relay.relay import Relay
+from mta_relay.replies import Reply
+from mta_relay.smtp_session import RelaySession
+from mta_relay.spool import new_queue_id
+
+log = logging.getLogger("mta_relay.smtp")
+
+
+def _ascii(address: str) -> bool:
+    return address.isascii()
+
+
+class SubmissionHandler:
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+
+    def _credential(self, server: RelaySession, session: Session) -> Credential | Reply:
+        """Looked up per command, so a credential removed or narrowed by a reload stops at once."""
+        result = self.relay.gen.policy.current(str(session.auth_data), server.client_ip)
+        if isinstance(result, Reply):
+            session.authenticated = False  # the client may AUTH again with a valid credential
+        return result
+
+    def _refuse(self, server: RelaySession, envelope: Envelope, reply: Reply, **fields: Any) -> str:
+        acceptance.rejected(self.relay, "smtp", reply, client_ip=server.client_ip, port=server.port_label,
+                            queue_id=getattr(envelope, "queue_id", None), **fields)
+        return reply.smtp
+
+    async def handle_MAIL(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        envelope.queue_id = new_queue_id()  # assigned here so refusals carry an id too
+        cred = self._credential(server, session)
+        if isinstance(cred, Reply):
+            return self._refuse(server, envelope, cred)
+        smtputf8 = "SMTPUTF8" in mail_options
+        if not smtputf8 and not _ascii(address):
+            return self._refuse(server, envelope, replies.NEEDS_SMTPUTF8, credential=cred.username)
+        reply = await acceptance.check_sender(self.relay, cred, address)
+        if reply is not None:
+            return self._refuse(server, envelope, reply, credential=cred.username, mail_from=address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.relay.settings.limits.max_recipients:
+            return replies.TOO_MANY_RCPTS.smtp
+        if not envelope.smtp_utf8 and not _ascii(address):
+            return replies.NEEDS_SMTPUTF8.smtp
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: RelaySession, session: Session, envelope: Envelope) -> str:
+        cred = self._credential(server, session)
+        if isinstance(cred, Reply):
+            return self._refuse(server, envelope, cred)
+        result = await acceptance.accept(
+            self.relay, source="smtp", cred=cred, client_ip=server.client_ip, queue_id=envelope.queue_id,
+            mail_from=envelope.mail_from, rcpts=list(envelope.rcpt_tos), message=envelope.original_content,
+            smtputf8=envelope.smtp_utf8)
+        if isinstance(result, Reply):
+            return result.smtp
+        return f"250 2.0.0 OK queued as {result.queue_id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # the reply and the log carry the error type only: its text may quote client input
+        log.error("session error", exc_info=error, extra={"fields": {"event": "error"}})
+        return replies.INTERNAL.smtp

@@ -1,0 +1,218 @@
+"""The SMTP session: aiosmtpd's protocol, hardened and bound to the relay's state.
+
+What this subclass adds to aiosmtpd (configured with require_starttls, auth_required, auth_require_tls):
+- a framing guard on the byte stream (``framing``): bare CR/LF or NUL → 521 and disconnect;
+- the connection limit per source IP, and 421 while shutting down;
+- AUTH PLAIN / LOGIN / CRAM-MD5 checked asynchronously (argon2id off the loop), with throttling, the
+  credential's mechanisms and its allowedIPs; SourceIP credentials authenticate by address at MAIL;
+- the design's reply wording where aiosmtpd's stock text differs.
+aiosmtpd itself discards plaintext buffered behind STARTTLS (RFC 3207 §4.2) when TLS comes up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult
+
+from mta_relay import replies
+from mta_relay.framing import LineFraming
+from mta_relay.policy import ip_in
+from mta_relay.relay import Relay
+from mta_relay.replies import Reply
+
+log = logging.getLogger("mta_relay.smtp")
+_REWORDED = {"530 Must issue a STARTTLS command first": replies.STARTTLS_FIRST.smtp,
+             "552 Error: Too much mail data": replies.TOO_BIG.smtp,
+             "552 Error: message size exceeds fixed maximum message size": replies.TOO_BIG.smtp}
+
+
+class RelaySession(SMTP):
+    def __init__(self, relay: Relay, handler: Any, port_label: str) -> None:
+        settings = relay.settings
+        limits = settings.limits
+        super().__init__(handler, hostname=settings.hostname, ident="ESMTP", tls_context=relay.gen.tls,
+                         require_starttls=True, auth_required=True, auth_require_tls=True,
+                         data_size_limit=limits.max_message_size, enable_SMTPUTF8=True,
+                         timeout=limits.idle_timeout_seconds,
+                         auth_exclude_mechanism=[] if relay.gen.policy.cram_md5 else ["CRAM-MD5"])
+        self.relay = relay
+        self.port_label = port_label
+        self.client_ip = ""
+        self._framing = LineFraming()
+        self._admitted = False
+        self.in_data = False
+
+    # --- connection life cycle ---------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None  # called again by aiosmtpd when STARTTLS completes
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.client_ip = str(peer[0]) if peer else ""
+            relay = self.relay
+            limit = relay.settings.limits.max_connections_per_ip
+            self._admitted = not relay.draining and relay.connections[self.client_ip] < limit
+            if self._admitted:
+                relay.connections[self.client_ip] += 1
+                relay.sessions.add(self)
+                relay.metrics.sessions.inc()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            relay = self.relay
+            relay.connections[self.client_ip] -= 1
+            if relay.connections[self.client_ip] <= 0:
+                del relay.connections[self.client_ip]
+            relay.sessions.discard(self)
+            relay.metrics.sessions.dec()
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if not self._admitted:
+            reply = replies.SHUTTING_DOWN if self.relay.draining else replies.TOO_MANY_CONNECTIONS
+            self.relay.metrics.connections_refused.labels(reply.reason).inc()
+            await self.push(reply.smtp)
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    def data_received(self, data: bytes) -> None:
+        if self._framing.feed(data):
+            super().data_received(data)
+            return
+        self.relay.metrics.rejected.labels("smtp", replies.BARE_LINE_END.reason).inc()
+        log.info("bare line end", extra={"fields": {"event": "rejected", "client_ip": self.client_ip,
+                                                     "reason": replies.BARE_LINE_END.reason}})
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(replies.BARE_LINE_END.smtp.encode() + b"\r\n")
+            self.transport.close()
+
+    def close_if_idle(self) -> bool:
+        """Shutdown: end a session between transactions (421 first); True if it was closed."""
+        if self.in_data or (self.envelope is not None and self.envelope.mail_from):
+            return False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(replies.SHUTTING_DOWN.smtp.encode() + b"\r\n")
+            self.transport.close()
+        return True
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.in_data = True  # shutdown waits for a message in flight
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+
+    async def push(self, status: str | bytes) -> None:
+        await super().push(_REWORDED.get(status, status) if isinstance(status, str) else status)
+
+    # --- authentication ----------------------------------------------------------------------------
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        session = self.session
+        if not session.authenticated and session.ssl is not None:
+            cred = self.relay.gen.policy.source_ip_credential(self.client_ip)
+            if cred is not None:
+                session.authenticated, session.auth_data = True, cred.username
+        return await super().check_auth_needed(caller_method)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        blob = await self._initial_or_challenge(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Can't split auth value")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        if authzid and authzid != login:  # acting as someone else is not a thing here
+            return await self._verified("PLAIN", login, None)
+        return await self._verified("PLAIN", login, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        login = await self._initial_or_challenge(args, "User Name\0")
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self._challenge("Password\0")
+        if password is None:
+            return AuthResult(success=False, handled=True)
+        return await self._verified("LOGIN", login, password)
+
+    async def auth_CRAM__MD5(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) != 1:
+            await self.push("501 5.5.4 CRAM-MD5 takes no initial response")
+            return AuthResult(success=False, handled=True)
+        challenge = f"<{secrets.token_hex(8)}.{int(time.time())}@{self.hostname}>".encode()
+        response = await self._challenge(challenge)
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        login, _, digest = response.rpartition(b" ")
+        return await self._verified("CRAM-MD5", login, (challenge, digest))
+
+    async def _initial_or_challenge(self, args: list[str], prompt: str) -> bytes | None:
+        if len(args) == 1:
+            return await self._challenge(prompt)
+        if args[1] == "=":
+            return b""
+        try:
+            return base64.b64decode(args[1], validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def _challenge(self, prompt: str | bytes) -> bytes | None:
+        answer = await self.challenge_auth(prompt)
+        return answer if isinstance(answer, bytes) else None
+
+    async def _verified(self, mechanism: str, login: bytes, secret: bytes | tuple[bytes, bytes] | None
+                        ) -> AuthResult:
+        relay, ip = self.relay, self.client_ip
+        username = login.decode("utf-8", "replace")
+        verdict = relay.throttle.verdict(ip, username)
+        if verdict.disconnect:
+            return await self._refuse_throttled()
+        if verdict.delay:
+            await asyncio.sleep(verdict.delay)
+        cred = relay.gen.policy.password_credential(username)
+        ok = False
+        if cred is not None and mechanism in cred.mechanisms and secret is not None:
+            if isinstance(secret, tuple):
+                challenge, digest = secret
+                expected = hmac.new(cred.cram_md5_secret.encode(), challenge, hashlib.md5).hexdigest()
+                ok = hmac.compare_digest(expected.encode(), digest.lower())
+            else:
+                ok = await relay.passwords.check(cred.password_verifier, secret)
+        fields = {"client_ip": ip, "mechanism": mechanism, "port": self.port_label,
+                  # an unknown "username" may be a mistyped password: only known usernames are logged
+                  "credential": username if cred is not None else None}
+        if not ok:
+            relay.throttle.failed(ip, username)
+            return self._auth_refused(replies.AUTH_FAILED, fields)
+        if cred.allowed_ips and not ip_in(ip, cred.allowed_ips):
+            return self._auth_refused(replies.IP_NOT_AUTHORIZED, fields)
+        log.info("authenticated", extra={"fields": {"event": "auth", **fields}})
+        return AuthResult(success=True, auth_data=username)
+
+    def _auth_refused(self, reply: Reply, fields: dict[str, Any]) -> AuthResult:
+        self.relay.metrics.auth_failures.labels(reply.reason).inc()
+        log.info("authentication refused", extra={"fields": {"event": "auth_refused",
+                                                              "reason": reply.reason, **fields}})
+        return AuthResult(success=False, handled=False, message=reply.smtp)
+
+    async def _refuse_throttled(self) -> AuthResult:
+        self.relay.metrics.auth_failures.labels(replies.AUTH_THROTTLED.reason).inc()
+        log.warning("authentication throttled", extra={"fields": {"event": "auth_refused",
+                                                                   "reason": replies.AUTH_THROTTLED.reason,
+                                                                   "client_ip": self.client_ip}})
+        await self.push(replies.AUTH_THROTTLED.smtp)
+        self.transport.close()
+        return AuthResult(success=False, handled=True)
