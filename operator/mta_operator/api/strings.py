@@ -27,16 +27,19 @@ def _full(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern.removeprefix("^").removesuffix("$"))
 
 
+_DNS_NAME, _DNS_LABEL, _USERNAME = _full(DNS_NAME_RE), _full(DNS_LABEL_RE), _full(USERNAME_RE)
+
+
 def is_dns_name(value: str) -> bool:
-    return _full(DNS_NAME_RE).fullmatch(value) is not None
+    return _DNS_NAME.fullmatch(value) is not None
 
 
 def is_dns_label(value: str) -> bool:
-    return _full(DNS_LABEL_RE).fullmatch(value) is not None
+    return _DNS_LABEL.fullmatch(value) is not None
 
 
 def is_username(value: str) -> bool:
-    return _full(USERNAME_RE).fullmatch(value) is not None
+    return _USERNAME.fullmatch(value) is not None
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
