@@ -20,7 +20,6 @@ from testbed import cluster, netns, versions
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 USE_EXISTING = os.environ.get("MTA_USE_EXISTING_CLUSTER", "").lower() in {"1", "true", "yes"}
-CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         path = shutil.which("kubectl") or str(versions.binary("kubectl"))
         yield Kube(kubeconfig, path, None)
         return
-    missing = [name for name in CONTROL_PLANE if not versions.binary(name).exists()]
+    missing = [name for name in cluster.COMPONENTS if not versions.binary(name).exists()]
     if missing:
         _unavailable(f"binaries not built: {', '.join(missing)} (run `make testbed-build`)")
     tb = cluster.up(tmp_path_factory.mktemp("testbed"), die_with_parent=True)

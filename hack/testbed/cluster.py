@@ -23,13 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pki
+from . import pki, stages
 from .versions import binary, cache_root
 
 POD_CIDR = "198.18.0.0/16"
 NODE_COUNT = 2
 SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are only allocated, never routed: no kube-proxy here.
 STATE_FILE = "state.json"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "coredns")
+CLUSTER_DOMAIN = "cluster.local"
 START_TIMEOUT = 60.0
 
 
@@ -76,6 +78,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_port_udp_tcp() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 (DNS listens on both)."""
+    while True:
+        port = _free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def _die_with_parent() -> None:
@@ -152,7 +166,7 @@ def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testb
         (directory / sub).mkdir(parents=True, exist_ok=True)
     for stale in (directory / "etcd").glob("*"):
         subprocess.run(["rm", "-rf", str(stale)], check=True)
-    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+    for name in COMPONENTS:
         if not binary(name).exists():
             raise StartError(f"{name} is not built ({binary(name)}); run `python -m testbed build`")
 
@@ -237,8 +251,9 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
         f"--authorization-kubeconfig={sched_cfg}", "--bind-address=127.0.0.1", "--secure-port=0",
         "--leader-elect=false", "--v=1",
     ], die_with_parent)
+    (d / "kwok-stages.yaml").write_text(stages.config_text())
     _spawn(tb, "kwok", [
-        f"--kubeconfig={d / 'kwok.kubeconfig'}",
+        f"--kubeconfig={d / 'kwok.kubeconfig'}", f"--config={d / 'kwok-stages.yaml'}",
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
         f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
     ], die_with_parent)
@@ -250,9 +265,47 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
     _wait("default ServiceAccount", lambda: tb.kubectl(
         "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
         tb, "kube-controller-manager")
-    for component in ("kube-scheduler",):
-        if _exited(tb.pids[component]):
-            raise StartError(f"{component} exited during start; log: {tb.log(component)}")
+    _start_coredns(tb, die_with_parent)
+    if _exited(tb.pids["kube-scheduler"]):
+        raise StartError(f"kube-scheduler exited during start; log: {tb.log('kube-scheduler')}")
+
+
+def _start_coredns(tb: Testbed, die_with_parent: bool) -> None:
+    """Cluster DNS: CoreDNS's kubernetes plugin over the test bed's API server, on a loopback port.
+    ``loadbalance`` shuffles A records per answer, as cluster DNS does for headless Services."""
+    tb.ports["dns"] = _free_port_udp_tcp()
+    corefile = tb.dir / "Corefile"
+    corefile.write_text(
+        f".:{tb.ports['dns']} {{\n"
+        "    bind 127.0.0.1\n"
+        "    errors\n"
+        f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
+        f"        kubeconfig {tb.dir / 'kwok.kubeconfig'} testbed\n"
+        "        pods insecure\n"
+        "        ttl 5\n"
+        "    }\n"
+        "    loadbalance\n"
+        "}\n")
+    _spawn(tb, "coredns", ["-conf", str(corefile)], die_with_parent)
+    _wait("answers for kubernetes.default", lambda: bool(resolve(
+        tb, f"kubernetes.default.svc.{CLUSTER_DOMAIN}")), tb, "coredns")
+
+
+def resolve(tb: Testbed, name: str, rdtype: str = "A") -> list[str]:
+    """Ask the test bed's cluster DNS; [] for NXDOMAIN or no answer."""
+    import dns.exception
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = tb.ports["dns"]
+    resolver.lifetime = 2
+    try:
+        return sorted(r.to_text() for r in resolver.resolve(name, rdtype))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+    except dns.exception.DNSException:
+        return []
 
 
 def _nodes_ready(tb: Testbed) -> bool:

@@ -105,6 +105,10 @@ def test_service_gets_endpointslices_with_the_pod_ips(kube, namespace):
     eventually(lambda: len(pod_ips()) == 2 and slice_ips() == pod_ips(),
                what="EndpointSlices list both pod IPs")
     assert all(ipaddress.ip_address(ip) in POD_NET for ip in slice_ips())
+    if kube.testbed is not None:  # cluster DNS of the test bed answers with the Ready pods
+        name = f"mta.{namespace}.svc.{cluster.CLUSTER_DOMAIN}"
+        eventually(lambda: set(cluster.resolve(kube.testbed, name)) == pod_ips(),
+                   what="headless Service name resolves to both pod IPs")
 
 
 def test_a_real_process_listens_and_is_reached_at_a_pod_ip(kube, namespace, pod_network):
