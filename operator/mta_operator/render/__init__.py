@@ -1,0 +1,1 @@
+"""Pure renderers: custom resources (plus what they reference) in, complete desired objects out. No I/O."""

@@ -1,0 +1,152 @@
+"""Cluster, SendingDomains and SmtpCredentials → the relay's own config model (``mta_relay.config``).
+
+Pure, and usable without an API server (``relay_files`` renders a whole config directory), so the same
+code serves the operator and a local run. Paths are where the rendered Deployment mounts things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import yaml
+from mta_relay import config as rc
+from mta_relay.shards import render_shards
+
+from mta_operator.api import (
+    Authentication,
+    AuthMechanism,
+    Cluster,
+    DeliveryMode,
+    DkimAlgorithm,
+    SmarthostTls,
+    SmtpCredential,
+    duration_seconds,
+)
+
+CONFIG_DIR = "/etc/mta-relay/config"
+TLS_DIR = "/etc/mta-relay/tls"
+DKIM_DIR = "/etc/mta-relay/dkim"
+SMARTHOST_DIR = "/etc/mta-relay/smarthost"
+CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
+SPOOL_DIR = "/var/spool/mta"
+HTTP_PORT = 8080
+PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Month": 30 * 86400}
+# CRAM-MD5 needs the password itself in the table; the operator keeps only verifiers (see docs/operator.md).
+TABLE_MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def container_port(public: int) -> int:
+    """Unprivileged port the relay listens on for a public SMTP port (25 → 10025, 2587 → 12587)."""
+    return 10000 + public
+
+
+def spf_include(cluster: Cluster) -> str:
+    return f"_spf.{cluster.spec.hostname}"
+
+
+@dataclass(frozen=True)
+class DomainEntry:
+    """A SendingDomain as the relay needs it; ``dkim`` False when signing is off or no key exists yet."""
+
+    domain: str
+    selector: str
+    algorithm: DkimAlgorithm
+    dkim: bool
+
+
+def dkim_file_name(domain: str) -> str:
+    return f"{domain}.pem"
+
+
+def _delivery(cluster: Cluster) -> rc.Delivery:
+    spec = cluster.spec.delivery
+    if spec.mode != DeliveryMode.SMARTHOST or spec.smarthost is None:
+        return rc.Delivery(mode="MX")
+    host = spec.smarthost
+    # The relay has no opportunistic mode; STARTTLS-required is the safe reading of it.
+    tls = {SmarthostTls.IMPLICIT: "Implicit"}.get(host.tls, "STARTTLS")
+    creds = host.credentials_secret_ref is not None
+    return rc.Delivery(mode="Smarthost", smarthost=rc.Smarthost(
+        host=host.host, port=host.port, tls=tls,
+        username_file=f"{SMARTHOST_DIR}/username" if creds else None,
+        password_file=f"{SMARTHOST_DIR}/password" if creds else None))
+
+
+def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry]) -> rc.RelaySettings:
+    spec = cluster.spec
+    rate = spec.rate_limit
+    return rc.RelaySettings(
+        hostname=spec.hostname,
+        mtas=spec.mtas,
+        smtp_listeners=[rc.SmtpListener(port=container_port(p), public_port=p) for p in spec.smtp.ports],
+        http=rc.HttpListener(enabled=spec.http.enabled, port=HTTP_PORT, tls=True),
+        tls=rc.TlsFiles(cert_file=f"{TLS_DIR}/tls.crt", key_file=f"{TLS_DIR}/tls.key"),
+        credentials_dir=CREDENTIALS_DIR,
+        spf_include=spf_include(cluster),
+        domains=[rc.SendingDomain(domain=d.domain, dkim=rc.DkimKey(
+            selector=d.selector,
+            algorithm="ed25519-sha256" if d.algorithm == DkimAlgorithm.ED25519 else "rsa-sha256",
+            key_file=f"{DKIM_DIR}/{dkim_file_name(d.domain)}") if d.dkim else None)
+            for d in sorted(domains, key=lambda d: d.domain)],
+        limits=rc.Limits(max_message_size=spec.smtp.max_message_size),
+        delivery=_delivery(cluster),
+        queue=rc.Queue(path=SPOOL_DIR, max_retry_age_seconds=duration_seconds(spec.queue.max_retry_age)),
+        rate_limit=rc.RateLimit(messages=rate.messages, period_seconds=PERIOD_SECONDS[rate.period])
+        if rate else None,
+    )
+
+
+def settings_yaml(settings: rc.RelaySettings) -> str:
+    return yaml.safe_dump(settings.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+def settings_fingerprint_source(settings: rc.RelaySettings) -> str:
+    """Settings whose change must restart the pods: everything but the domain list, which the relay
+    reloads (domain changes must not roll the Deployment)."""
+    return settings.model_copy(update={"domains": []}).model_dump_json(by_alias=True)
+
+
+def mechanisms(cluster: Cluster) -> list[str]:
+    offered = [str(m) for m in cluster.spec.smtp.auth_mechanisms if m != AuthMechanism.CRAM_MD5]
+    return [m for m in offered if m in TABLE_MECHANISMS] or list(TABLE_MECHANISMS)
+
+
+def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str]) -> rc.Credential:
+    """The table entry of one SmtpCredential; ``verifier`` is None for SourceIP."""
+    spec = cred.spec
+    quota = spec.quota
+    return rc.Credential(
+        username=cred.effective_username,
+        authentication=str(spec.authentication),
+        password_verifier=verifier if spec.authentication == Authentication.PASSWORD else None,
+        mechanisms=mechs,
+        domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
+        allowed_ips=list(spec.allowed_ips),
+        quota=rc.Quota(messages=quota.messages, period_seconds=PERIOD_SECONDS[quota.period])
+        if quota and quota.messages else None,
+        allow_sender_header=spec.allow_sender_header,
+    )
+
+
+def summary(cred: SmtpCredential) -> str:
+    """What a person checks first: 'All domains, all IPs', '2 domains, 3 IPs', 'Cluster domains, 1 IP'."""
+    domains = cred.spec.domains
+    if domains.mode == "AnyDomain":
+        left = "All domains"
+    elif domains.mode == "AllClusterDomains":
+        left = "Cluster domains"
+    else:
+        count = len(domains.names)
+        left = f"{count} domain{'s' if count != 1 else ''}"
+    ips = len(cred.spec.allowed_ips)
+    right = "all IPs" if not ips else f"{ips} IP{'s' if ips != 1 else ''}"
+    return f"{left}, {right}"
+
+
+def relay_files(settings: rc.RelaySettings, credentials: Iterable[rc.Credential]) -> dict[str, str]:
+    """A complete config directory (relative path → text), as the relay's loader reads it."""
+    local = settings.model_copy(update={"credentials_dir": "credentials"})
+    files = {"relay.yaml": settings_yaml(local)}
+    files.update({f"credentials/{name}": text for name, text in render_shards(credentials).items()})
+    return files

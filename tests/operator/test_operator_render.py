@@ -1,0 +1,206 @@
+"""Pure renderer tests: CRs in, desired objects out, no API server."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mta_operator import dkim_keys, managed_tls, naming
+from mta_operator.api import Cluster, DkimAlgorithm, SendingDomain, SmtpCredential
+from mta_operator.render import conditions, dns_records, relay_config, secrets, services, workload
+from mta_relay import config_loader
+from mta_relay.passwords import fast_verifier, verify_fast
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def _examples(kind: str) -> list[dict]:
+    docs = [d for f in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _with_uid(doc: dict) -> dict:
+    return {**doc, "metadata": {**doc["metadata"], "uid": f"uid-{doc['metadata']['name']}"}}
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return Cluster.model_validate(_with_uid(_examples("Cluster")[0]))
+
+
+@pytest.fixture
+def creds() -> list[SmtpCredential]:
+    return [SmtpCredential.model_validate(_with_uid(d)) for d in _examples("SmtpCredential")]
+
+
+def _entries() -> list[relay_config.DomainEntry]:
+    return [relay_config.DomainEntry("example.com", "mta2025", DkimAlgorithm.RSA, True),
+            relay_config.DomainEntry("notify.example.org", "mta", DkimAlgorithm.ED25519, False)]
+
+
+def test_operator_relay_files_load_in_the_relay(cluster: Cluster, creds: list[SmtpCredential],
+                                               tmp_path: Path) -> None:
+    settings = relay_config.relay_settings(cluster, _entries())
+    mechs = relay_config.mechanisms(cluster)
+    entries = [relay_config.credential(c, fast_verifier("pw-" + c.metadata.name), mechs) for c in creds]
+    for path, text in relay_config.relay_files(settings, entries).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    loaded = config_loader.load(tmp_path)
+    assert loaded.settings.hostname == "smtp.example.com"
+    assert [(s.port, s.public_port) for s in loaded.settings.smtp_listeners] == [
+        (10025, 25), (10587, 587), (12587, 2587)]
+    assert loaded.settings.rate_limit is not None
+    assert loaded.settings.rate_limit.period_seconds == 60
+    assert loaded.settings.domains[0].dkim is not None
+    assert loaded.settings.domains[0].dkim.key_file == "/etc/mta-relay/dkim/example.com.pem"
+    assert loaded.settings.domains[1].dkim is None
+    by_user = {c.username: c for c in loaded.credentials}
+    assert set(by_user) == {"billing", "newsletter@example.com", "helpdesk", "scanner-3rd-floor",
+                            "crm+mailer@example.com"}
+    assert verify_fast(by_user["billing"].password_verifier or "", b"pw-billing")
+    assert by_user["billing"].quota is not None
+    assert by_user["billing"].quota.messages == 10000
+    assert by_user["scanner-3rd-floor"].password_verifier is None
+    assert [str(n) for n in by_user["newsletter@example.com"].allowed_ips] == ["10.20.0.0/16",
+                                                                              "2001:db8:20::/48"]
+
+
+def test_operator_summary(creds: list[SmtpCredential]) -> None:
+    got = {c.metadata.name: relay_config.summary(c) for c in creds}
+    assert got == {"billing": "1 domain, all IPs", "newsletter": "Cluster domains, 2 IPs",
+                   "helpdesk": "All domains, all IPs", "scanner-3rd-floor": "1 domain, 2 IPs",
+                   "crm": "2 domains, all IPs"}
+
+
+def test_operator_settings_fingerprint_ignores_domains_only(cluster: Cluster) -> None:
+    a = relay_config.relay_settings(cluster, _entries())
+    b = relay_config.relay_settings(cluster, _entries()[:1])
+    assert relay_config.settings_fingerprint_source(a) == relay_config.settings_fingerprint_source(b)
+    bigger = cluster.model_copy(update={"spec": cluster.spec.model_copy(update={"mtas": 5})})
+    c = relay_config.relay_settings(bigger, _entries())
+    assert relay_config.settings_fingerprint_source(a) != relay_config.settings_fingerprint_source(c)
+
+
+def test_operator_deployment_is_restricted_and_owned(cluster: Cluster) -> None:
+    dep = workload.deployment(cluster, "main-mta-tls", "abc", workload.Image("relay:1"))
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
+    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 3
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    relay = pod["containers"][0]
+    assert all(p["containerPort"] >= 1024 for p in relay["ports"])
+    assert relay["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert relay["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                  "limits": {"memory": "512Mi"}}
+    assert pod["initContainers"][0]["restartPolicy"] == "Always"
+    assert dep["spec"]["template"]["metadata"]["annotations"][naming.SETTINGS_HASH] == "abc"
+    mounts = {m["mountPath"] for m in relay["volumeMounts"]}
+    assert {"/var/spool/mta", "/tmp", relay_config.CREDENTIALS_DIR} <= mounts
+
+
+def test_operator_role_is_limited_to_the_table(cluster: Cluster) -> None:
+    rules = workload.role(cluster)["rules"]
+    assert len(rules) == 1
+    assert rules[0]["resources"] == ["secrets"]
+    assert set(rules[0]["verbs"]) == {"get", "list", "watch"}
+    assert rules[0]["resourceNames"][:2] == ["main-mta-credentials", "main-mta-credentials-000"]
+    assert len(rules[0]["resourceNames"]) == naming.MAX_SHARDS + 1
+
+
+def test_operator_services(cluster: Cluster) -> None:
+    svc = services.client_service(cluster)
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert [p["port"] for p in svc["spec"]["ports"]] == [25, 587, 2587, 8443]
+    head = services.headless_service(cluster)
+    assert head["spec"]["clusterIP"] == "None"
+    assert head["spec"]["publishNotReadyAddresses"] is False
+    assert "annotations" not in head["metadata"]  # LoadBalancer publishes its own address
+    internal = cluster.model_copy(update={"spec": cluster.spec.model_copy(update={
+        "service": cluster.spec.service.model_copy(update={"type": "ClusterIP",
+                                                           "external_traffic_policy": None})})})
+    assert services.headless_service(internal)["metadata"]["annotations"] == {
+        services.EXTERNAL_DNS: "smtp.example.com"}
+    assert services.EXTERNAL_DNS not in services.client_service(internal)["metadata"].get("annotations", {})
+    assert services.disruption_budget(cluster) is not None
+    single = cluster.model_copy(update={"spec": cluster.spec.model_copy(update={"mtas": 1})})
+    assert services.disruption_budget(single) is None
+
+
+def test_operator_table_manifest_names_digests(cluster: Cluster, creds: list[SmtpCredential]) -> None:
+    from mta_relay.shards import render_shards
+
+    entries = [relay_config.credential(c, fast_verifier("x"), ["PLAIN"]) for c in creds]
+    shards = render_shards(entries)
+    objects, manifest = secrets.table(cluster, shards)
+    listing = json.loads(base64.b64decode(manifest["data"][secrets.MANIFEST_KEY]))
+    assert [e["secret"] for e in listing["shards"]] == sorted(objects)
+    for entry in listing["shards"]:
+        text = base64.b64decode(objects[entry["secret"]]["data"][entry["key"]]).decode()
+        assert secrets.digest(text) == entry["sha256"]
+
+
+def test_operator_connection_secret(cluster: Cluster, creds: list[SmtpCredential]) -> None:
+    newsletter = next(c for c in creds if c.metadata.name == "newsletter")
+    obj = secrets.connection_secret(newsletter, cluster, "p@ss/word")
+    data = {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
+    assert data["username"] == "newsletter@example.com"
+    assert data["port"] == "587"
+    assert data["url"] == "smtp://newsletter%40example.com:p%40ss%2Fword@smtp.example.com:587"
+    assert obj["metadata"]["ownerReferences"][0]["kind"] == "SmtpCredential"
+    byo = secrets.connection_secret(newsletter, cluster, None)
+    assert "password" not in byo["data"]
+
+
+@pytest.mark.parametrize("algorithm", [DkimAlgorithm.RSA, DkimAlgorithm.ED25519])
+def test_operator_dkim_records_verify(algorithm: DkimAlgorithm) -> None:
+    domain = SendingDomain.model_validate({"kind": "SendingDomain", "metadata": {"name": "d", "uid": "u1"},
+                                           "spec": {"clusterRef": {"name": "main"}, "domain": "example.com",
+                                                    "dkim": {"algorithm": str(algorithm)}}})
+    pem = dkim_keys.generate(algorithm, 2048)
+    assert dkim_keys.algorithm_of(pem) == algorithm
+    wanted = dns_records.records(domain, "_spf.smtp.example.com", dkim_keys.txt_value(pem))
+    published = {r.name: [r.value] for r in wanted}
+    checked, message = dns_records.verify(wanted, published)
+    assert all(r.verified for r in checked)
+    assert message == ""
+    other = dkim_keys.txt_value(dkim_keys.generate(algorithm, 2048))
+    published["mta._domainkey.example.com"] = [other]
+    del published["_mta-operator.example.com"]
+    checked, message = dns_records.verify(wanted, published)
+    assert [r.purpose for r in checked if not r.verified] == ["DKIM", "Ownership"]
+    assert "DKIM TXT at mta._domainkey.example.com does not match" in message
+    assert "Ownership TXT at _mta-operator.example.com is missing" in message
+
+
+def test_operator_managed_tls_renews_before_expiry() -> None:
+    ca = managed_tls.new_ca("main CA", NOW)
+    serving = managed_tls.issue(ca, "smtp.example.com", NOW)
+    assert not managed_tls.needs_reissue(serving, ca, "smtp.example.com", NOW)
+    assert managed_tls.needs_reissue(serving, ca, "other.example.com", NOW)
+    assert managed_tls.needs_reissue(serving, ca, "smtp.example.com", NOW + dt.timedelta(days=61))
+    assert managed_tls.needs_reissue(serving, managed_tls.new_ca("x", NOW), "smtp.example.com", NOW)
+    assert not managed_tls.needs_new_ca(ca, NOW)
+
+
+def test_operator_condition_transition_time_changes_only_on_flip() -> None:
+    first = conditions.put([], "Ready", False, "Reconciling", "", 1, NOW)
+    later = NOW + dt.timedelta(minutes=1)
+    same = conditions.put(first, "Ready", False, "Waiting", "x", 2, later)
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    flipped = conditions.put(same, "Ready", True, "Ready", "", 2, later)
+    assert flipped[0]["lastTransitionTime"] == conditions.now_text(later)
+    assert conditions.flipped(same, flipped, "Ready")
