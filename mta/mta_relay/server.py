@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mta_relay import config_loader, generation
 from mta_relay.config_loader import ConfigError
+from mta_relay.delivery import service as delivery
 from mta_relay.http_api import make_app
 from mta_relay.relay import Relay
 from mta_relay.smtp_handler import SubmissionHandler
@@ -46,6 +47,7 @@ class RelayServer:
                                                       "entries": len(report.entries),
                                                       "quarantined": list(report.quarantined)}})
         relay = self.relay = Relay(self.config_dir, gen, spool)
+        relay.queue = await delivery.start(settings, self.config_dir, spool, relay.metrics.registry)
         handler = SubmissionHandler(relay)
         loop = asyncio.get_running_loop()
         for listener in settings.smtp_listeners:
@@ -85,6 +87,8 @@ class RelayServer:
             log.warning("listener changes take effect at the next restart",
                         extra={"fields": {"event": "config_restart_needed"}})
         self.relay.install(gen)
+        if self.relay.queue is not None:
+            delivery.reconfigure(self.relay.queue, gen.config.settings, self.config_dir)
         self.relay.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
                                                       "credentials": len(gen.config.credentials)}})
@@ -128,6 +132,8 @@ class RelayServer:
         for session in list(relay.sessions):
             if session.transport is not None:
                 session.transport.close()
+        if relay.queue is not None:
+            await relay.queue.drain(deadline)  # keeps delivering until the grace time is nearly over
         for task in self._tasks:
             task.cancel()
         if self._http is not None:
