@@ -4,6 +4,7 @@ how to wait for its background work (Postfix delivering its queue) between runs.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,19 @@ class Peer:
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
+
+
+def wait_drained(queued: Callable[[], int], stall_seconds: float = 10) -> None:
+    """Until ``queued()`` is 0, or stops going down for ``stall_seconds`` (delivery not running: the run
+    goes on rather than hangs, and the next measurement shows it)."""
+    best, since = queued(), time.monotonic()
+    while best:
+        time.sleep(0.1)
+        now = queued()
+        if now < best:
+            best, since = now, time.monotonic()
+        elif time.monotonic() - since > stall_seconds:
+            return
 
 
 def start_ceiling(workdir: Path, certs: CertFiles) -> Peer:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import free_port, spawn, wait_for_port
-from bench.frontdoor.peers import POSTFIX, Peer
+from bench.frontdoor.peers import POSTFIX, Peer, wait_drained
 
 MASTER = "/usr/lib/postfix/sbin/master"
 QUEUE_DIRS = ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private",
@@ -185,7 +185,7 @@ def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Pee
     _wait_for(lambda: (instance.root / "queue/private/auth").exists(), 20, "Dovecot's auth socket")
     master = spawn("postfix", instance.master_argv(), workdir)
     peer = Peer(POSTFIX, instance.port, instance.username, password, [dovecot, master],
-                settle=lambda: _wait_for(lambda: instance.queued() == 0, 120, "Postfix's queue to drain"))
+                settle=lambda: wait_drained(instance.queued))
     wait_for_port(master, instance.port)
     return peer
 

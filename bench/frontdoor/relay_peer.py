@@ -16,7 +16,7 @@ from mta_relay import config, passwords
 
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import free_port, spawn, wait_for_port
-from bench.frontdoor.peers import RELAY, Peer
+from bench.frontdoor.peers import RELAY, Peer, wait_drained
 
 USERNAME = "bench"
 SENDER_DOMAIN = "example.com"
@@ -64,14 +64,16 @@ def generated_password() -> str:
 
 def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Peer:
     port = free_port()
-    config_dir = workdir / "relay-config"
-    write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs,
-                 spool=workdir / "relay-spool", sink_port=sink_port, password=password)
+    config_dir, spool = workdir / "relay-config", workdir / "relay-spool"
+    write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs, spool=spool,
+                 sink_port=sink_port, password=password)
     executable = _executable()
     assert executable is not None  # checked by available()
     child = spawn("relay", [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir)
     wait_for_port(child, port)
-    return Peer(RELAY, port, USERNAME, password, [child])
+    # Spool entries still in active/ are accepted mail not yet delivered to the sink (mta_relay.spool).
+    return Peer(RELAY, port, USERNAME, password, [child],
+                settle=lambda: wait_drained(lambda: sum(1 for _ in (spool / "active").glob("*.msg"))))
 
 
 def _executable() -> str | None:

@@ -100,8 +100,8 @@ def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False,
             peer.stop()
         if sink is not None:
             counts = sink.stop().decode().strip().splitlines()
-            notes.append(f"The null sink received {counts[-1] if counts else 'nothing'} (all relayed mail; "
-                         "the relay delivers only if its delivery side is in the same process).")
+            notes.append(f"The null sink received {counts[-1] if counts else 'nothing'}: what Postfix and "
+                         "mta-relay delivered by the end of the run.")
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(results, notes, workdir)

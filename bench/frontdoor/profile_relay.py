@@ -1,0 +1,98 @@
+"""Where the relay's time goes under load: starts the sink and the relay as the benchmark does, samples
+the relay with py-spy (bench/requirements.txt; --nonblocking, since strace already traces it) while the
+load generator runs one scenario, and prints the functions with the most samples, self and total.
+
+``python -m bench.frontdoor.profile_relay [--clients 10] [--per-connection 100] [--seconds 10]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from bench.frontdoor import relay_peer
+from bench.frontdoor.certs import write_certs
+from bench.frontdoor.children import spawn
+from bench.frontdoor.loadgen import Load, run_load
+from bench.frontdoor.smtp_client import Target
+
+PY_SPY = Path(__file__).resolve().parents[1] / ".venv/bin/py-spy"
+_LINE_NUMBER = re.compile(r":\d+\)$")
+
+
+def top_frames(folded: str, limit: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]], int]:
+    """From py-spy's raw (folded) output: (self samples, total samples) per function, and all samples."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        samples += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            total[frame] += int(count)
+    return own.most_common(limit), total.most_common(limit), samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--per-connection", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        parser.error(f"{PY_SPY} missing: python -m venv bench/.venv && bench/.venv/bin/pip install -r "
+                     "bench/requirements.txt")
+    workdir = Path(tempfile.mkdtemp(prefix="mta-frontdoor-profile-"))
+    sink = spawn("sink", [sys.executable, "-m", "bench.frontdoor.sink"], workdir, json_stdout=True)
+    relay = None
+    try:
+        certs = write_certs(workdir / "certs")
+        relay = relay_peer.start(workdir, certs, int(sink.read_json_line(20)["port"]),
+                                 relay_peer.generated_password())
+        target = Target("127.0.0.1", relay.port, relay.username, relay.password, "bench@example.com",
+                        "sink@example.net")
+        tls = ssl.create_default_context(cafile=str(certs.ca))
+        asyncio.run(run_load(target, tls, Load(2, 1, 20, 20)))  # warm-up
+        folded = workdir / "relay.folded"
+        spy_log = workdir / "py-spy.log"
+        with spy_log.open("w") as log:  # py-spy samples for --duration, the time the load runs
+            argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", "--duration",
+                    str(math.ceil(args.seconds)), "--output", str(folded),
+                    "--pid", str(relay.children[0].traced_pid())]
+            spy = subprocess.Popen(argv, stdout=log, stderr=log)
+        outcome = asyncio.run(run_load(target, tls, Load(args.clients, args.per_connection, 10**9,
+                                                          args.seconds)))
+        spy.wait(timeout=60)
+        if not folded.exists():
+            raise RuntimeError(f"py-spy wrote nothing: {spy_log.read_text()[-500:]}")
+        own, total, samples = top_frames(folded.read_text(), args.top)
+        print(f"load: {outcome.summary()}\nsamples: {samples}\n\nself:")
+        for frame, count in own:
+            print(f"{100 * count / samples:5.1f}%  {frame}")
+        print("\ntotal (inclusive):")
+        for frame, count in total:
+            print(f"{100 * count / samples:5.1f}%  {frame}")
+    finally:
+        if relay is not None:
+            relay.stop()
+        sink.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
