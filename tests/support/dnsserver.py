@@ -119,7 +119,7 @@ class DnsServer:
 
     def start(self) -> DnsServer:
         for srv in (self._udp, self._tcp):
-            thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+            thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
