@@ -44,7 +44,8 @@ def test_smuggling_never_yields_two_messages(relay: RelayThread, tls_client: ssl
     assert relay.relay.spool.queue_ids() == []
 
 
-def test_well_formed_pipelining_still_gives_two_messages(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
+def test_well_formed_pipelining_still_gives_two_messages(relay: RelayThread,
+                                                        tls_client: ssl.SSLContext) -> None:
     """The control for the test above: the guard refuses smuggling, not pipelining."""
     raw = _session(relay, tls_client)
     _start_data(raw)
@@ -54,7 +55,8 @@ def test_well_formed_pipelining_still_gives_two_messages(relay: RelayThread, tls
     assert len(relay.relay.spool.queue_ids()) == 2
 
 
-@pytest.mark.parametrize("line", [b"NOOP\n", b"NOOP\rNOOP\r\n", b"NO\rOP\r\n", b"EHLO a\nb\r\n", b"NOOP\x00\r\n"])
+@pytest.mark.parametrize("line", [b"NOOP\n", b"NOOP\rNOOP\r\n", b"NO\rOP\r\n", b"EHLO a\nb\r\n",
+                                  b"NOOP\x00\r\n"])
 def test_bare_line_ends_in_commands_refused(relay: RelayThread, line: bytes) -> None:
     raw = RawSmtp(relay.ports[1])
     raw.send(line)
@@ -148,7 +150,8 @@ def test_idle_timeout(relay_setup: RelaySetup) -> None:
         thread.stop()
 
 
-def test_tls_handshake_garbage_does_not_hurt_the_server(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
+def test_tls_handshake_garbage_does_not_hurt_the_server(relay: RelayThread,
+                                                        tls_client: ssl.SSLContext) -> None:
     sock = socket.create_connection(("127.0.0.1", relay.ports[0]), timeout=5)
     sock.recv(1024)
     sock.sendall(b"STARTTLS\r\n")

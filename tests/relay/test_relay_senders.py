@@ -101,7 +101,8 @@ def test_all_cluster_domains(relay: RelayThread, tls_client: ssl.SSLContext) -> 
     ("spf-ok.example", 250), ("nested.example", 250), ("spf-other.example", 550),
     ("no-spf.example", 550), ("spf-broken.example", 451),
 ])
-def test_any_domain_checks_spf(relay: RelayThread, tls_client: ssl.SSLContext, domain: str, code: int) -> None:
+def test_any_domain_checks_spf(relay: RelayThread, tls_client: ssl.SSLContext, domain: str,
+                               code: int) -> None:
     client = _login(relay, tls_client, "any-domain")
     reply_code, text = client.mail(f"a@{domain}")
     assert reply_code == code, text
