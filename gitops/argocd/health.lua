@@ -2,19 +2,13 @@
 -- Healthy: Ready=True for the current generation. Degraded: Ready=False with a reason that needs a person
 -- (TERMINAL below, listed in gitops/README.md). Progressing: anything else, i.e. the operator has not
 -- observed the latest spec yet, Ready is Unknown or missing, or Ready=False with a reason that resolves
--- by itself (MTAs starting, waiting for DNS or a certificate).
+-- by itself (MTAs starting, a referenced Cluster or Secret not created yet, DNS records not published).
 local TERMINAL = {
-  InvalidSpec = true,
-  ClusterNotFound = true,
   UsernameConflict = true,
-  PasswordSecretNotFound = true,
-  PasswordSecretInvalid = true,
-  TLSSecretNotFound = true,
-  TLSSecretInvalid = true,
-  CertManagerNotInstalled = true,
-  SmarthostSecretNotFound = true,
-  DKIMKeyInvalid = true,
-  NotOwned = true,
+  SecretNotOwned = true,
+  DkimSecretNotOwned = true,
+  DkimKeyUnreadable = true,
+  DkimKeyMismatch = true,
 }
 
 local hs = {status = "Progressing", message = "Waiting for the operator to reconcile"}
