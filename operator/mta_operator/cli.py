@@ -1,0 +1,75 @@
+"""``mta-operator``: the operator's command line.
+
+    mta-operator run [--kubeconfig PATH] [--namespace NS] [--relay-image IMAGE] ...
+
+``run`` starts the kopf operator (standalone: one replica, no peering). Rendering CRs into relay config
+needs no API access (``mta_operator.render.relay_config.relay_files``), for subcommands that run locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+from kubernetes import config
+
+from .controller import Controller
+from .handlers import register
+from .kube_api import Kube
+from .options import Options
+
+
+def _api_client(kubeconfig: str | None, workers: int):  # type: ignore[no-untyped-def]
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+        client = config.new_client_from_config(config_file=kubeconfig)
+    else:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        from kubernetes import client as k8s
+
+        client = k8s.ApiClient()
+    client.rest_client.pool_manager.connection_pool_kw["maxsize"] = workers + 4
+    return client
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = Options(relay_image=args.relay_image, image_pull_policy=args.image_pull_policy,
+                      namespace=args.namespace, workers=args.workers, table_debounce=args.table_debounce,
+                      resync_seconds=args.resync_seconds, dns_nameserver=args.dns_nameserver,
+                      dns_check_seconds=args.dns_check_seconds)
+    kopf.configure(debug=args.log_level == "DEBUG", verbose=args.log_level in {"DEBUG", "INFO"},
+                   log_format=kopf.LogFormat.JSON)
+    logging.getLogger().setLevel(args.log_level)
+    controller = Controller(Kube(_api_client(args.kubeconfig, args.workers)), options)
+    registry = kopf.OperatorRegistry()
+    register(registry, controller)
+    namespaces = [args.namespace] if args.namespace else []
+    asyncio.run(kopf.operator(registry=registry, standalone=True, clusterwide=not namespaces,
+                              namespaces=namespaces, liveness_endpoint=args.liveness))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta-operator", description=__doc__.splitlines()[0].strip("`: "))
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator against a cluster")
+    run.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG / ~/.kube/config")
+    run.add_argument("--namespace", help="watch one namespace (default: all)")
+    run.add_argument("--relay-image", default=Options.relay_image)
+    run.add_argument("--image-pull-policy", default=Options.image_pull_policy)
+    run.add_argument("--workers", type=int, default=Options.workers)
+    run.add_argument("--table-debounce", type=float, default=Options.table_debounce,
+                     help="seconds to coalesce credential changes into one table write")
+    run.add_argument("--resync-seconds", type=float, default=Options.resync_seconds)
+    run.add_argument("--dns-nameserver", help="host[:port] for DNS record checks (default: system resolver)")
+    run.add_argument("--dns-check-seconds", type=float, default=Options.dns_check_seconds)
+    run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    return _run(args)

@@ -1,0 +1,200 @@
+"""The operator's core, independent of kopf: watch events update the in-memory index and queue keys;
+workers reconcile them (API calls in a bounded thread pool); one debounced writer per Cluster writes the
+credential table. State changes happen on the event loop only, so no locks are needed."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from mta_operator.api import Cluster, SendingDomain, SmtpCredential
+
+from . import reconcile_cluster, reconcile_credential, reconcile_domain, startup, table_writer
+from .apply import Applier
+from .credential_table import Table
+from .kube_api import Kube
+from .options import Options
+from .render.conditions import now_text
+from .state import Index, Key
+
+log = logging.getLogger("mta_operator")
+T = TypeVar("T")
+KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
+    "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
+
+
+class Controller:
+    def __init__(self, kube: Kube, options: Options) -> None:
+        self.kube = kube
+        self.options = options
+        self.applier = Applier(kube)
+        self.index = Index()
+        self.tables: dict[Key, Table] = {}
+        self.known_verifiers: dict[tuple[Key, str], str] = {}  # from the shards found at start
+        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="api")
+        self.queue = table_writer.make_queue(self)
+        self.synced = False
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+
+    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking API call in the bounded pool."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args))
+
+    @staticmethod
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
+    def now_text(self) -> str:
+        return now_text(self.now())
+
+    async def event(self, regarding: dict[str, Any], type_: str, reason: str, note: str) -> None:
+        try:
+            await self.io(self.kube.event, regarding, type_, reason, note, self.now_text())
+        except Exception as error:  # an Event is best effort: never fail a reconcile over it
+            log.info("event not posted", extra={"reason": reason, "error": str(error)})
+
+    def schedule(self, item: Hashable, delay: float) -> None:
+        """Queue ``item`` after ``delay``, replacing an earlier schedule of it (periodic checks)."""
+        old = self._timers.pop(item, None)
+        if old is not None:
+            old.cancel()
+        self._timers[item] = asyncio.get_running_loop().call_later(delay, self.queue.add, item)
+
+    def table(self, ck: Key) -> Table:
+        table = self.tables.get(ck)
+        if table is None:
+            table = self.tables[ck] = Table()
+            table.task = asyncio.create_task(table_writer.run(self, ck), name=f"table-{ck[0]}/{ck[1]}")
+        return table
+
+    async def start(self) -> None:
+        await startup.sync(self)
+        self.synced = True
+        self.queue.start()
+        for ck in self.index.clusters:
+            self.queue.add(("cluster", ck))
+        for key in self.index.domains:
+            self.queue.add(("domain", key))
+            self.queue.add(("verify", key))
+        for key in self.index.creds:
+            self.queue.add(("cred", key))
+        self._resync = asyncio.create_task(self._resync_loop())
+
+    async def stop(self) -> None:
+        self._resync.cancel()
+        await self.queue.stop()
+        for table in self.tables.values():
+            if table.task:
+                table.task.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            try:
+                await startup.resync(self)
+            except Exception as error:  # the next round tries again
+                log.warning("resync failed", extra={"error": str(error)})
+
+    # --- watch events (called from kopf's event handlers, on the loop) ---
+
+    def on_object(self, kind: str, event_type: str, raw: dict[str, Any]) -> None:
+        meta = raw.get("metadata", {})
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        if kind == "Cluster":
+            self._on_cluster(key, event_type, raw)
+        elif kind == "SendingDomain":
+            self._on_domain(key, event_type, raw)
+        elif kind == "SmtpCredential":
+            self._on_cred(key, event_type, raw)
+
+    def _on_cluster(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+        old = self.index.clusters.get(key)
+        if event_type == "DELETED":
+            self.index.clusters.pop(key, None)
+            table = self.tables.pop(key, None)
+            if table and table.task:
+                table.task.cancel()
+            self.applier.forget(key[0], f"{key[1]}-mta")
+        else:
+            cluster = Cluster.model_validate(raw)
+            self.index.clusters[key] = cluster
+            if old is not None and old.metadata.generation == cluster.metadata.generation:
+                return  # our own status write
+        self.queue.add(("cluster", key))
+        # Host, ports and mechanisms reach every credential; domains need the SPF include name.
+        for cred in self.index.creds_of(key):
+            self.queue.add(("cred", cred))
+        for domain in self.index.domains_of(key):
+            self.queue.add(("domain", domain))
+
+    def _on_domain(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+        old = self.index.domains.get(key)
+        if event_type == "DELETED":
+            self.index.domains.pop(key, None)
+            self.index.dkim.pop(key, None)
+            if old is not None:
+                self.queue.add(("cluster", self.index.cluster_of(old)))
+            return
+        domain = SendingDomain.model_validate(raw)
+        self.index.domains[key] = domain
+        if old is None or old.metadata.generation != domain.metadata.generation:
+            self.queue.add(("domain", key))
+            if old is None:
+                self.queue.add(("verify", key))
+
+    def _on_cred(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+        old = self.index.creds.get(key)
+        if event_type == "DELETED":
+            ck = self.index.drop_cred(key)
+            if ck is not None and ck in self.tables:
+                self.tables[ck].remove(key)  # out of the table at the next write, within the debounce
+            if old is not None and ck is not None:
+                for other in self.index.claimants(ck, old.effective_username):
+                    self.queue.add(("cred", other))  # the next claimant may now own the username
+                self.queue.add(("cluster-status", ck))
+            return
+        cred = SmtpCredential.model_validate(raw)
+        if old is not None and old.metadata.generation == cred.metadata.generation:
+            self.index.creds[key] = cred  # status only: keep the newest body, nothing to do
+            return
+        self.index.put_cred(cred, raw["metadata"].get("creationTimestamp", ""))
+        self.queue.add(("cred", key))
+        if old is None:
+            self.queue.add(("cluster-status", self.index.cluster_of(cred)))
+
+    def on_deployment(self, event_type: str, raw: dict[str, Any]) -> None:
+        meta = raw.get("metadata", {})
+        cluster = meta.get("labels", {}).get("app.kubernetes.io/instance")
+        if not cluster:
+            return
+        ck: Key = (meta.get("namespace", ""), cluster)
+        ready = 0 if event_type == "DELETED" else int(raw.get("status", {}).get("readyReplicas") or 0)
+        if event_type == "DELETED":
+            self.applier.forget(ck[0], meta.get("name", ""))
+            self.queue.add(("cluster", ck))
+        if self.index.ready_mtas.get(ck) != ready:
+            self.index.ready_mtas[ck] = ready
+            self.queue.add(("cluster-status", ck))
+
+    # --- work ---
+
+    async def handle(self, item: Hashable) -> None:
+        kind, key = item  # type: ignore[misc]
+        if kind == "cluster":
+            await reconcile_cluster.reconcile(self, key)
+        elif kind == "cluster-status":
+            await reconcile_cluster.write_status(self, key)
+        elif kind == "domain":
+            await reconcile_domain.reconcile(self, key)
+        elif kind == "verify":
+            await reconcile_domain.verify(self, key)
+        elif kind == "cred":
+            await reconcile_credential.reconcile(self, key)
+        elif kind == "cred-status":
+            await reconcile_credential.write_status(self, key)

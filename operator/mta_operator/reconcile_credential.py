@@ -1,0 +1,192 @@
+"""SmtpCredential → its connection Secret, its entry in the Cluster's credential table, and its status.
+
+A new credential costs three API calls (Ready=False, the connection Secret, Ready=True); an unchanged one
+after a restart costs none. Password verifiers come from the relay's ``passwords`` module."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mta_relay import passwords
+
+from . import naming
+from .api import API_VERSION, Authentication, Cluster, SmtpCredential, SmtpCredentialStatus
+from .apply import owner_uids
+from .kube_api import ApiError
+from .render import conditions, relay_config, secrets
+from .state import Key
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+log = logging.getLogger("mta_operator.credential")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    reason: str
+    message: str
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def reconcile(ctl: Controller, key: Key) -> None:
+    cred = ctl.index.creds.get(key)
+    if cred is None:
+        return
+    ck = ctl.index.cluster_of(cred)
+    cluster = ctl.index.clusters.get(ck)
+    table = ctl.table(ck) if cluster is not None else None
+    try:
+        if cluster is None:
+            raise Refused("ClusterNotFound", f"Cluster {ck[1]} not found in namespace {ck[0]}")
+        winner = ctl.index.winner(ck, cred.effective_username)
+        if winner != key:
+            raise Refused("UsernameConflict",
+                          f"username {cred.effective_username} is already used by SmtpCredential "
+                          f"{winner[1] if winner else '?'} of Cluster {ck[1]}; this credential is not served")
+        if not _has_status(cred):
+            await _patch(ctl, cred, _status(ctl, cred, Outcome(False, "Reconciling", "Adding to the table")))
+        verifier = await _verifier(ctl, cred, cluster, ck, table)
+    except Refused as refused:
+        if table is not None:
+            table.remove(key)  # a credential that stops being served leaves the table at the next write
+        await _refuse(ctl, cred, refused)
+        return
+    assert table is not None
+    entry = relay_config.credential(cred, verifier, relay_config.mechanisms(cluster))
+    if not table.put(key, entry) and table.served(key):
+        await write_status(ctl, key)
+
+
+async def _refuse(ctl: Controller, cred: SmtpCredential, refused: Refused) -> None:
+    before = next((c for c in _conditions(cred) if c["type"] == "Ready"), {})
+    await _patch(ctl, cred, _status(ctl, cred, Outcome(False, refused.reason, str(refused))))
+    if before.get("reason") != refused.reason:
+        await ctl.event(_ref(cred), "Warning", refused.reason, str(refused))
+
+
+async def write_status(ctl: Controller, key: Key) -> None:
+    """Ready=True once the entry is in the written table (called by the table writer)."""
+    cred = ctl.index.creds.get(key)
+    if cred is None:
+        return
+    table = ctl.tables.get(ctl.index.cluster_of(cred))
+    if table is None or not table.served(key):
+        return
+    await _patch(ctl, cred, _status(ctl, cred, Outcome(True, "Serving",
+                                                       f"In the credential table of Cluster "
+                                                       f"{cred.spec.cluster_ref.name}")))
+
+
+def _ref(cred: SmtpCredential) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "SmtpCredential",
+            "metadata": {"name": cred.metadata.name, "namespace": cred.metadata.namespace,
+                         "uid": cred.metadata.uid}}
+
+
+def _conditions(cred: SmtpCredential) -> list[dict[str, Any]]:
+    if cred.status is None:
+        return []
+    return [c.model_dump(mode="json", exclude_none=True) for c in cred.status.conditions]
+
+
+def _has_status(cred: SmtpCredential) -> bool:
+    return cred.status is not None and cred.status.observed_generation == cred.metadata.generation \
+        and any(c.type == "Ready" for c in cred.status.conditions)
+
+
+def _status(ctl: Controller, cred: SmtpCredential, outcome: Outcome) -> dict[str, Any]:
+    conds = conditions.put(_conditions(cred), "Ready", outcome.ok, outcome.reason, outcome.message,
+                           cred.metadata.generation, ctl.now())
+    return {"observedGeneration": cred.metadata.generation, "conditions": conds,
+            "username": cred.effective_username, "summary": relay_config.summary(cred),
+            "connectionSecretName": naming.connection(cred.metadata.name)}
+
+
+async def _patch(ctl: Controller, cred: SmtpCredential, status: dict[str, Any]) -> bool:
+    current = cred.status.model_dump(mode="json", exclude_none=True) if cred.status else {}
+    if all(current.get(k) == v for k, v in status.items()):
+        return False
+    try:
+        await ctl.io(ctl.kube.patch_status, API_VERSION, "SmtpCredential", cred.metadata.namespace,
+                     cred.metadata.name, status)
+    except ApiError as error:
+        if error.status == 404:  # deleted meanwhile
+            return False
+        raise
+    # Remember what we wrote: the watch event confirming it may come later than our next look.
+    key = (cred.metadata.namespace or "", cred.metadata.name)
+    if ctl.index.creds.get(key) is cred:
+        ctl.index.creds[key] = cred.model_copy(
+            update={"status": SmtpCredentialStatus.model_validate({**current, **status})})
+    return True
+
+
+async def _verifier(ctl: Controller, cred: SmtpCredential, cluster: Cluster, ck: Key,
+                    table: Any) -> str | None:
+    spec = cred.spec
+    old = table.entries.get((cred.metadata.namespace, cred.metadata.name))
+    known = (old.password_verifier if old else None) or ctl.known_verifiers.get((ck, cred.effective_username))
+    if spec.authentication == Authentication.SOURCE_IP:
+        await _connection(ctl, cred, cluster, generate=False)
+        return None
+    if spec.password_secret_ref is not None:
+        password = await _user_password(ctl, cred)
+        await _connection(ctl, cred, cluster, generate=False)
+        if known and not known.startswith(passwords.FAST_SCHEME) and \
+                await ctl.io(passwords._verify_argon2, known, password.encode()):
+            return known
+        return await ctl.io(passwords.argon2_verifier, password)
+    password = await _connection(ctl, cred, cluster, generate=True)
+    assert password is not None
+    if known and passwords.verify_fast(known, password.encode()):
+        return known
+    return passwords.fast_verifier(password)
+
+
+async def _user_password(ctl: Controller, cred: SmtpCredential) -> str:
+    ref = cred.spec.password_secret_ref
+    assert ref is not None
+    secret = await ctl.io(ctl.kube.get, "v1", "Secret", cred.metadata.namespace, ref.name)
+    value = (secret or {}).get("data", {}).get(ref.key)
+    if not value:
+        raise Refused("PasswordSecretNotFound",
+                      f"passwordSecretRef: Secret {ref.name} " + ("has no key " + ref.key if secret
+                                                                   else "not found"))
+    return base64.b64decode(value).decode()
+
+
+async def _connection(ctl: Controller, cred: SmtpCredential, cluster: Cluster,
+                      generate: bool) -> str | None:
+    """Ensure the connection Secret; returns the generated password (kept in it) when ``generate``."""
+    key = (cred.metadata.namespace or "", naming.connection(cred.metadata.name))
+    known = ctl.index.connections.get(key)
+    if known is None:
+        live = await ctl.io(ctl.kube.get, "v1", "Secret", key[0], key[1])
+        if live is not None:
+            known = (owner_uids(live), {k: base64.b64decode(v).decode()
+                                        for k, v in (live.get("data") or {}).items()})
+    if known is not None and cred.metadata.uid not in known[0]:
+        raise Refused("SecretNotOwned", f"Secret {key[1]} exists and is not owned by this SmtpCredential: "
+                                        "delete or rename it, the operator does not adopt objects")
+    password = (known[1].get("password") if known else None) or (
+        passwords.generate_password() if generate else None)
+    desired = secrets.connection_secret(cred, cluster, password if generate else None)
+    data = {k: base64.b64decode(v).decode() for k, v in desired["data"].items()}
+    if known is None:
+        # POST, not apply: if it appeared meanwhile, 409 (retried: the next round reads it) rather than
+        # overwriting a password an app may already use.
+        await ctl.io(ctl.kube.create, desired)
+    elif known[1] != data:
+        await ctl.io(ctl.kube.apply, desired)
+    ctl.index.connections[key] = ({cred.metadata.uid or ""}, data)
+    return password if generate else None

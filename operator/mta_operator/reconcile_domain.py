@@ -1,0 +1,149 @@
+"""SendingDomain → its DKIM key Secret (generated once, never silently replaced), the DNS records to
+publish in status, and the timed DNS check that sets Verified."""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+
+from . import dkim_keys, dns_check, naming
+from .api import API_VERSION, SendingDomain
+from .apply import owner_uids
+from .kube_api import ApiError
+from .render import conditions, dns_records, relay_config, secrets
+from .state import DkimState, Key
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def _key(ctl: Controller, domain: SendingDomain) -> DkimState:
+    ns, name = domain.metadata.namespace or "", naming.dkim_key(domain.metadata.name)
+    live = await ctl.io(ctl.kube.get, "v1", "Secret", ns, name)
+    if live is None:
+        pem = await ctl.io(dkim_keys.generate, domain.spec.dkim.algorithm, domain.spec.dkim.key_size)
+        try:
+            await ctl.io(ctl.kube.create, secrets.dkim_key_secret(domain, pem))
+        except ApiError as error:
+            if error.status != 409:
+                raise
+            live = await ctl.io(ctl.kube.get, "v1", "Secret", ns, name)  # a restart raced us: use it
+    if live is not None:
+        if domain.metadata.uid not in owner_uids(live):
+            raise Refused("DkimSecretNotOwned", f"Secret {name} exists and is not owned by this "
+                                                "SendingDomain: delete or rename it")
+        pem = base64.b64decode((live.get("data") or {}).get("private.pem", "")).decode()
+    algorithm = dkim_keys.algorithm_of(pem)
+    if algorithm is None:
+        raise Refused("DkimKeyUnreadable", f"Secret {name} has no readable RSA or Ed25519 key in "
+                                           "private.pem: delete it to generate a new key")
+    return DkimState(pem, algorithm)
+
+
+def _conds(domain: SendingDomain) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json", exclude_none=True) for c in domain.status.conditions] \
+        if domain.status else []
+
+
+async def reconcile(ctl: Controller, key: Key) -> None:
+    domain = ctl.index.domains.get(key)
+    if domain is None:
+        return
+    ck = ctl.index.cluster_of(domain)
+    cluster = ctl.index.clusters.get(ck)
+    gen = domain.metadata.generation
+    conds = _conds(domain)
+    if not any(c["type"] == "Ready" for c in conds):
+        conds = conditions.put(conds, "Ready", False, "Reconciling", "", gen, ctl.now())
+        conds = conditions.put(conds, "Verified", None, "NotChecked", "DNS not checked yet", gen, ctl.now())
+        await _patch(ctl, domain, {"observedGeneration": gen, "conditions": conds})
+    records: list[dict[str, Any]] = []
+    try:
+        if cluster is None:
+            raise Refused("ClusterNotFound", f"Cluster {ck[1]} not found in namespace {ck[0]}")
+        txt = None
+        if domain.spec.dkim.enabled:
+            state = await _key(ctl, domain)
+            ctl.index.dkim[key] = state
+            txt = dkim_keys.txt_value(state.pem)
+            if state.algorithm != domain.spec.dkim.algorithm:
+                raise Refused("DkimKeyMismatch",
+                              f"the key in Secret {naming.dkim_key(key[1])} is {state.algorithm}, spec.dkim."
+                              f"algorithm is {domain.spec.dkim.algorithm}; the published key keeps signing. "
+                              "Delete the Secret to generate a new key (then publish the new DKIM record)")
+        else:
+            ctl.index.dkim.pop(key, None)
+        wanted = dns_records.records(domain, relay_config.spf_include(cluster), txt)
+        old = {(r.purpose, r.name, r.value): r.verified for r in (domain.status.dns_records
+                                                                 if domain.status else [])}
+        records = [r.model_copy(update={"verified": old.get((r.purpose, r.name, r.value), False)})
+                   .model_dump(mode="json") for r in wanted]
+        outcome = (True, "Reconciled", f"Signing for Cluster {ck[1]}; publish status.dnsRecords")
+    except Refused as refused:
+        outcome = (False, refused.reason, str(refused))
+    ctl.queue.add(("cluster", ck))  # domains and keys enter the relay settings
+    before = conditions.status_of(conds, "Ready")
+    conds = conditions.put(conds, "Ready", *outcome, gen, ctl.now())
+    status: dict[str, Any] = {"observedGeneration": gen, "conditions": conds,
+                              "dkimSecretName": naming.dkim_key(key[1]) if domain.spec.dkim.enabled else ""}
+    if records:
+        status["dnsRecords"] = records
+    await _patch(ctl, domain, status)
+    if before != conditions.status_of(conds, "Ready"):
+        await ctl.event(_ref(domain), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+    if records:
+        ctl.queue.add(("verify", key))
+
+
+async def verify(ctl: Controller, key: Key) -> None:
+    """Check the published records; runs again every dns_check_seconds while the domain exists."""
+    domain = ctl.index.domains.get(key)
+    if domain is None:
+        return
+    ctl.schedule(("verify", key), ctl.options.dns_check_seconds)
+    wanted = domain.status.dns_records if domain.status else []
+    if not wanted:
+        return
+    res = dns_check.resolver(ctl.options.dns_nameserver)
+    found = await ctl.io(dns_check.txt, res, [r.name for r in wanted])
+    checked, missing = dns_records.verify(wanted, found)
+    conds = _conds(domain)
+    before = conditions.status_of(conds, "Verified")
+    ok = not missing
+    conds = conditions.put(conds, "Verified", ok, "RecordsFound" if ok else "RecordsMissing",
+                           "All DNS records are published" if ok else missing, domain.metadata.generation,
+                           ctl.now())
+    await _patch(ctl, domain, {"conditions": conds,
+                               "dnsRecords": [r.model_dump(mode="json") for r in checked]})
+    if before != conditions.status_of(conds, "Verified"):
+        await ctl.event(_ref(domain), "Normal" if ok else "Warning", "Verified" if ok else "NotVerified",
+                        missing or "All DNS records are published")
+
+
+def _ref(domain: SendingDomain) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "SendingDomain",
+            "metadata": {"name": domain.metadata.name, "namespace": domain.metadata.namespace,
+                         "uid": domain.metadata.uid}}
+
+
+async def _patch(ctl: Controller, domain: SendingDomain, status: dict[str, Any]) -> None:
+    current = domain.status.model_dump(mode="json", exclude_none=True) if domain.status else {}
+    if all(current.get(k) == v for k, v in status.items()):
+        return
+    try:
+        await ctl.io(ctl.kube.patch_status, API_VERSION, "SendingDomain", domain.metadata.namespace,
+                     domain.metadata.name, status)
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        return
+    key = (domain.metadata.namespace or "", domain.metadata.name)
+    if ctl.index.domains.get(key) is domain:
+        merged = {**domain.model_dump(mode="json"), "status": {**current, **status}}
+        ctl.index.domains[key] = SendingDomain.model_validate(merged)

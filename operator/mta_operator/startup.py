@@ -1,0 +1,116 @@
+"""Before the first reconcile: list the custom resources and the operator's own Secrets, so a restart
+reuses every password verifier and serves the same table instead of rebuilding it from nothing; and the
+periodic resync that catches what watches cannot (deletes missed while the operator was down)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mta_relay.config import CredentialShard
+from pydantic import ValidationError
+
+from . import naming
+from .api import API_VERSION, SendingDomain, SmtpCredential
+from .apply import owner_uids
+from .dkim_keys import algorithm_of
+from .state import DkimState, Key
+from .table_writer import decode_shard
+
+if TYPE_CHECKING:
+    from .controller import Controller
+
+log = logging.getLogger("mta_operator.startup")
+OWN_SECRETS = (f"app.kubernetes.io/managed-by=mta-operator,"
+               f"{naming.COMPONENT} in (credentials,connection,dkim-key)")
+
+
+def _decode(data: dict[str, str] | None) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
+
+
+async def sync(ctl: Controller) -> None:
+    ns = ctl.options.namespace
+    clusters = await ctl.io(ctl.kube.list, API_VERSION, "Cluster", ns)
+    domains = await ctl.io(ctl.kube.list, API_VERSION, "SendingDomain", ns)
+    creds = await ctl.io(ctl.kube.list, API_VERSION, "SmtpCredential", ns)
+    own = await ctl.io(ctl.kube.list, "v1", "Secret", ns, OWN_SECRETS)
+    for raw in clusters:
+        ctl.on_object("Cluster", "ADDED", raw)
+    for raw in domains:
+        ctl.index.domains[(raw["metadata"]["namespace"], raw["metadata"]["name"])] = \
+            SendingDomain.model_validate(raw)
+    for raw in creds:
+        ctl.index.put_cred(SmtpCredential.model_validate(raw), raw["metadata"].get("creationTimestamp", ""))
+    shard_texts: dict[Key, dict[str, str]] = {}
+    manifests: dict[Key, str] = {}
+    for secret in own:
+        _remember(ctl, secret, shard_texts, manifests)
+    for ck, texts in shard_texts.items():
+        if ck not in ctl.index.clusters:
+            continue
+        table = ctl.table(ck)
+        table.written = dict(texts)
+        table.manifest_written = manifests.get(ck)
+        _carry_over(ctl, ck, texts)
+    log.info("synced", extra={"clusters": len(clusters), "domains": len(domains), "credentials": len(creds)})
+
+
+def _remember(ctl: Controller, secret: dict[str, Any], shard_texts: dict[Key, dict[str, str]],
+              manifests: dict[Key, str]) -> None:
+    meta = secret["metadata"]
+    labels = meta.get("labels", {})
+    component = labels.get(naming.COMPONENT)
+    ns = meta["namespace"]
+    if component == "connection":
+        ctl.index.connections[(ns, meta["name"])] = (owner_uids(secret), _decode(secret.get("data")))
+    elif component == "dkim-key":
+        pem = _decode(secret.get("data")).get("private.pem", "")
+        algorithm = algorithm_of(pem)
+        owner = next((r for r in meta.get("ownerReferences", []) if r.get("kind") == "SendingDomain"), None)
+        if owner and algorithm:
+            ctl.index.dkim[(ns, owner["name"])] = DkimState(pem, algorithm)
+    elif component == "credentials":
+        ck = (ns, labels.get(naming.CLUSTER_LABEL, ""))
+        if meta["name"] == naming.manifest(ck[1]):
+            manifests[ck] = _decode(secret.get("data")).get("manifest.json", "")
+            return
+        shard = decode_shard(secret)
+        if shard:
+            shard_texts.setdefault(ck, {})[shard[0]] = shard[1]
+
+
+def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
+    """Keep serving what the table served: each entry goes to the credential that now owns its username;
+    usernames nobody claims any more drop out at the first write."""
+    table = ctl.tables[ck]
+    for text in texts.values():
+        try:
+            shard = CredentialShard.model_validate(json.loads(text))
+        except (ValueError, ValidationError):
+            continue  # unreadable: the next write replaces it
+        for entry in shard.credentials:
+            if entry.password_verifier:
+                ctl.known_verifiers[(ck, entry.username)] = entry.password_verifier
+            owner = ctl.index.winner(ck, entry.username)
+            if owner is not None:
+                table.entries[owner] = entry
+
+
+async def resync(ctl: Controller) -> None:
+    """Re-list the custom resources: forget what vanished unseen, re-check everything else."""
+    ns = ctl.options.namespace
+    for kind, store in (("Cluster", ctl.index.clusters), ("SendingDomain", ctl.index.domains),
+                        ("SmtpCredential", ctl.index.creds)):
+        items = await ctl.io(ctl.kube.list, API_VERSION, kind, ns)
+        live = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+        for key in [k for k in store if k not in live]:
+            ctl.on_object(kind, "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
+    ctl.applier.forget_all()
+    for ck in ctl.index.clusters:
+        ctl.queue.add(("cluster", ck))
+    for key in ctl.index.domains:
+        ctl.queue.add(("domain", key))
+

@@ -1,0 +1,80 @@
+"""What the operator knows in memory, fed by watch events: the custom resources, username claims, DKIM
+keys, Ready MTA counts, and the caches that let an unchanged object cost no API calls."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from mta_operator.api import Cluster, DkimAlgorithm, SendingDomain, SmtpCredential
+
+Key = tuple[str, str]  # namespace, name
+
+
+@dataclass
+class DkimState:
+    """A SendingDomain's key as stored in its Secret (algorithm of the stored key, not of the spec)."""
+
+    pem: str
+    algorithm: DkimAlgorithm
+
+
+@dataclass
+class Index:
+    clusters: dict[Key, Cluster] = field(default_factory=dict)
+    domains: dict[Key, SendingDomain] = field(default_factory=dict)
+    creds: dict[Key, SmtpCredential] = field(default_factory=dict)
+    dkim: dict[Key, DkimState] = field(default_factory=dict)
+    ready_mtas: dict[Key, int] = field(default_factory=dict)
+    # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
+    connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
+    _cred_cluster: dict[Key, Key] = field(default_factory=dict)
+    _by_cluster: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
+    _claims: dict[tuple[Key, str], dict[Key, tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(dict))
+
+    @staticmethod
+    def key(obj: Any) -> Key:
+        return obj.metadata.namespace or "", obj.metadata.name
+
+    def cluster_of(self, obj: SendingDomain | SmtpCredential) -> Key:
+        return obj.metadata.namespace or "", obj.spec.cluster_ref.name
+
+    def put_cred(self, cred: SmtpCredential, created: str) -> None:
+        key = self.key(cred)
+        ck = self.cluster_of(cred)
+        self.creds[key] = cred
+        self._cred_cluster[key] = ck
+        self._by_cluster[ck].add(key)
+        self._claims[(ck, cred.effective_username)][key] = (created, cred.metadata.name)
+
+    def drop_cred(self, key: Key) -> Key | None:
+        """Forget a deleted credential; returns its cluster key."""
+        cred = self.creds.pop(key, None)
+        ck = self._cred_cluster.pop(key, None)
+        if ck is not None:
+            self._by_cluster[ck].discard(key)
+        if cred is not None and ck is not None:
+            claims = self._claims.get((ck, cred.effective_username), {})
+            claims.pop(key, None)
+            if not claims:
+                self._claims.pop((ck, cred.effective_username), None)
+        return ck
+
+    def claimants(self, ck: Key, username: str) -> list[Key]:
+        return list(self._claims.get((ck, username), {}))
+
+    def winner(self, ck: Key, username: str) -> Key | None:
+        """The oldest claimant of a username in a cluster owns it (ties: by name); the rest conflict."""
+        claims = self._claims.get((ck, username))
+        return min(claims, key=lambda k: claims[k]) if claims else None
+
+    def creds_of(self, ck: Key) -> list[Key]:
+        return list(self._by_cluster.get(ck, ()))
+
+    def cluster_of_cred(self, key: Key) -> Key | None:
+        return self._cred_cluster.get(key)
+
+    def domains_of(self, ck: Key) -> list[Key]:
+        return [k for k, d in self.domains.items() if self.cluster_of(d) == ck]
