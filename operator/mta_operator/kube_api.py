@@ -106,11 +106,11 @@ class Kube:
         assert out is not None
         return out
 
-    def apply(self, obj: Obj) -> Obj:
+    def apply(self, obj: Obj, manager: str = FIELD_MANAGER) -> Obj:
         """Server-side apply as the one field manager; force: the operator owns these fields."""
         meta = obj["metadata"]
         out = self.request("PATCH", path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"]),
-                           obj, query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                           obj, query={"fieldManager": manager, "force": "true"},
                            content_type="application/apply-patch+yaml")
         assert out is not None
         return out
