@@ -7,37 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 from install_kit import CHART, CRDS, KUBE_VERSION, by_kind, crd_files, helm, render
+from install_options import OPTIONS
 
 pytestmark = pytest.mark.usefixtures("helm_bin")
 
 HELM_ANNOTATIONS = {"helm.sh/resource-policy"}
-# Every option values.yaml documents, each set to something other than its default (a test checks
-# that no documented key is left out, so a new value needs a case here and a dry run on the server).
-OPTIONS: dict[str, dict] = {
-    "image": {"image": {"repository": "registry.example/mta", "tag": "1.2.3", "pullPolicy": "Always"}},
-    "imagePullSecrets": {"imagePullSecrets": [{"name": "regcred"}]},
-    "crds": {"crds": {"install": False}},
-    "watchNamespaces": {"watchNamespaces": ["mail"]},
-    "serviceAccount": {"serviceAccount": {"create": True, "name": "mta-op",
-                                          "annotations": {"a.example/b": "c"}}},
-    "rbac": {"rbac": {"create": False}},
-    "logLevel": {"logLevel": "DEBUG"},
-    "healthPort": {"healthPort": 9090},
-    "resources": {"resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "1Gi"}}},
-    "podAnnotations": {"podAnnotations": {"example.com/note": "x"}},
-    "podLabels": {"podLabels": {"team": "mail"}},
-    "nodeSelector": {"nodeSelector": {"kubernetes.io/os": "linux"}},
-    "tolerations": {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mail",
-                                     "effect": "NoSchedule"}]},
-    "affinity": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-        {"weight": 1, "preference": {"matchExpressions": [
-            {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}}]}}},
-    "priorityClassName": {"priorityClassName": "system-cluster-critical"},
-    "podMonitor": {"podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}}},
-    "test": {"test": {"namespace": "mail", "credential": "billing", "connectionSecret": "billing-smtp",
-                      "from": "check@example.com", "to": "postmaster@example.net",
-                      "caSecret": "main-mta-ca"}},
-}
 
 
 def _leaf_keys(values: dict, prefix: str = "") -> set[str]:
