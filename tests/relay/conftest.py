@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trustme
 from mta_relay.passwords import argon2_verifier
-from relaykit import CANARY, PASSWORD, RelayThread, password_credential, settings, write_config
+from relaykit import CANARY, PASSWORD, RelayThread, free_port, password_credential, settings, write_config
 from support.dnsserver import DnsServer
 from support.tls import client_context, make_ca, write_server_cert
 
@@ -83,6 +83,10 @@ def relay_setup(tmp_path: Path, ca: trustme.CA, dns_server: DnsServer) -> RelayS
     relay_settings = settings([0, 0, 0], 0, cert, key, spool, spfInclude=SPF_INCLUDE,
                               dns={"nameservers": ["127.0.0.1"], "port": dns_server.port,
                                    "timeoutSeconds": 2},
+                              # delivery (issue #5) runs in the relay: point it at a closed port so
+                              # accepted mail stays deferred in the spool for the tests to inspect
+                              delivery={"mode": "Smarthost",
+                                        "smarthost": {"host": "127.0.0.1", "port": free_port(), "tls": "None"}},
                               limits={"maxMessageSize": 64 * 1024, "maxConnectionsPerIp": 20,
                                       "authFailureDelaySeconds": 0.05, "shutdownGraceSeconds": 0.2})
     setup = RelaySetup(tmp_path / "config", relay_settings, standard_credentials(), spool)
