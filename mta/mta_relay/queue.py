@@ -68,7 +68,8 @@ class QueueRunner:
         self._wake = asyncio.Event()  # the scheduler has something new to look at
         self._progress = asyncio.Event()  # an attempt finished (drain watches this)
         self._task: asyncio.Task[None] | None = None
-        self._held = False
+        self._held = False  # the rate limit is holding due mail (counted once per hold)
+        self._stopping = False
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -88,15 +89,19 @@ class QueueRunner:
         """Keep delivering until nothing is due or in flight, or ``drain_margin`` before ``deadline``
         (a ``clock()`` time); then stop. Whatever is left stays in the spool for the next start."""
         stop_at = deadline - self.settings.drain_margin
+        log.info("draining", extra={"fields": {"event": "draining", "in_flight": len(self._inflight),
+                                               "queued": len(self._due_at)}})
         while self._clock() < stop_at and (self._inflight or self._due_count(self._clock())):
             self._progress.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), timeout=min(0.25, stop_at - self._clock()))
+                async with asyncio.timeout(min(0.25, stop_at - self._clock())):
+                    await self._progress.wait()
         await self.stop()
 
     async def stop(self) -> None:
         """Stop at once: in-flight transactions are cut off (the next hop discards a message whose
         DATA did not end), outcomes already received are still written."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -107,6 +112,8 @@ class QueueRunner:
         await asyncio.gather(*self._settling, return_exceptions=True)
         await self.deliverer.pool.close()
         self.metrics.unwatch_queue()
+        log.info("delivery stopped", extra={"fields": {"event": "delivery_stopped",
+                                                       "left": len(self._due_at)}})
 
     def reconfigure(self, deliverer: Deliverer, signer: DkimSigner | None, settings: QueueSettings) -> None:
         """A new config generation: attempts from now on use its route, keys and limits."""
@@ -131,23 +138,29 @@ class QueueRunner:
         heapq.heappush(self._heap, (when, next(self._seq), queue_id))
         self._wake.set()
 
-    def _pop_due(self, now: float) -> str | None:
+    def _next_due(self, now: float) -> str | None:
+        """The queue id at the head of the schedule if it is due; stale heap entries are dropped."""
         while self._heap and self._heap[0][0] <= now:
-            when, _seq, queue_id = heapq.heappop(self._heap)
-            if self._due_at.get(queue_id) == when:  # else superseded by a later _schedule
-                del self._due_at[queue_id]
+            when, _seq, queue_id = self._heap[0]
+            if self._due_at.get(queue_id) == when:
                 return queue_id
+            heapq.heappop(self._heap)  # superseded by a later _schedule
         return None
 
     def _due_count(self, now: float) -> int:
         return sum(1 for when in self._due_at.values() if when <= now)
 
     async def _run(self) -> None:
-        while True:
+        # The flag as well as the cancel: Python 3.11's wait primitives can swallow a cancellation that
+        # races with the event being set, and the loop must not outlive stop().
+        while not self._stopping:
             self._wake.clear()
             now = self._clock()
             wait: float | None = None
-            while self._heap and self._heap[0][0] <= now and len(self._inflight) < self.settings.concurrency:
+            while len(self._inflight) < self.settings.concurrency:
+                queue_id = self._next_due(now)
+                if queue_id is None:
+                    break
                 if self._limit is not None and not self._limit.try_acquire(now):
                     if not self._held:
                         self._held = True
@@ -155,14 +168,15 @@ class QueueRunner:
                     wait = self._limit.next_free(now) - now
                     break
                 self._held = False
-                queue_id = self._pop_due(now)
-                if queue_id is not None:
-                    self._start_attempt(queue_id)
+                heapq.heappop(self._heap)
+                del self._due_at[queue_id]
+                self._start_attempt(queue_id)
             if wait is None and self._heap and len(self._inflight) < self.settings.concurrency:
                 wait = max(0.0, self._heap[0][0] - now)
             await self.deliverer.pool.reap()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 5.0) if wait is not None else 5.0)
+                async with asyncio.timeout(min(wait, 5.0) if wait is not None else 5.0):
+                    await self._wake.wait()
 
     def _start_attempt(self, queue_id: str) -> None:
         task = asyncio.create_task(self._attempt(queue_id), name=f"deliver-{queue_id}")

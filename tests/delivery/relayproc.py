@@ -1,0 +1,103 @@
+"""The real ``mta-relay`` process for end-to-end delivery tests: config directory, start, kill, submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from deliverykit import free_port
+from mta_relay.passwords import fast_verifier
+from support.tls import client_context, make_ca, write_server_cert
+
+USERNAME, PASSWORD = "app", "Pw-" + "y" * 29
+RELAY_BIN = str(Path(sys.executable).parent / "mta-relay")
+
+
+class RelayProcess:
+    """One relay process over a config directory; ``restart`` keeps the config and the spool."""
+
+    def __init__(self, workdir: Path, smarthost_port: int, *, dkim_pem: bytes | None = None,
+                 grace: float = 5.0, **extra: Any) -> None:
+        self.dir = workdir / "config"  # only config files: the relay reloads when anything in it changes
+        self.dir.mkdir(parents=True)
+        self.ca = make_ca()
+        self.client_tls: ssl.SSLContext = client_context(self.ca)
+        cert, key = write_server_cert(self.ca, workdir / "tls")
+        self.smtp_port, self.http_port = free_port(), free_port()
+        self.spool = workdir / "spool"
+        domain: dict[str, Any] = {"domain": "example.com"}
+        if dkim_pem is not None:
+            (workdir / "dkim.pem").write_bytes(dkim_pem)
+            domain["dkim"] = {"selector": "sel", "keyFile": str(workdir / "dkim.pem")}
+        settings = {
+            "version": 1, "hostname": "mta.test.example",
+            "smtpListeners": [{"port": self.smtp_port, "address": "127.0.0.1"}],
+            "http": {"enabled": True, "port": self.http_port, "address": "127.0.0.1"},
+            "tls": {"certFile": str(cert), "keyFile": str(key)},
+            "queue": {"path": str(self.spool)}, "domains": [domain],
+            "limits": {"shutdownGraceSeconds": grace},
+            "delivery": {"mode": "Smarthost", "smarthost": {"host": "127.0.0.1", "port": smarthost_port,
+                                                            "tls": "None"}},
+            **extra,
+        }
+        (self.dir / "relay.yaml").write_text(yaml.safe_dump(settings))
+        (self.dir / "credentials").mkdir()
+        credential = {"username": USERNAME, "passwordVerifier": fast_verifier(PASSWORD),
+                      "domains": {"mode": "Specific", "names": ["example.com"]}}
+        (self.dir / "credentials" / "credentials-000.json").write_text(
+            json.dumps({"version": 1, "credentials": [credential]}))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "relay.log"
+        self.starts = 0
+
+    def start(self) -> RelayProcess:
+        self.starts += 1
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([RELAY_BIN, "--config", str(self.dir)], stdout=log, stderr=log,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text()[-2000:]
+                raise AssertionError(f"relay exited with {self.proc.returncode}: {tail}")
+            try:
+                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("relay did not start listening")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, within: float) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(within)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def submit(self, mail_from: str, rcpts: list[str], message: bytes) -> None:
+        """One message over SMTP (STARTTLS + AUTH PLAIN); returns when the relay answered 250."""
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as smtp:
+            smtp.starttls(context=self.client_tls)
+            smtp.login(USERNAME, PASSWORD)
+            smtp.sendmail(mail_from, rcpts, message)
+
+    def spool_entries(self) -> list[str]:
+        return sorted(p.name for p in (self.spool / "active").glob("*.msg"))
