@@ -85,8 +85,8 @@ def relay_setup(tmp_path: Path, ca: trustme.CA, dns_server: DnsServer) -> RelayS
                                    "timeoutSeconds": 2},
                               # delivery (issue #5) runs in the relay: point it at a closed port so
                               # accepted mail stays deferred in the spool for the tests to inspect
-                              delivery={"mode": "Smarthost",
-                                        "smarthost": {"host": "127.0.0.1", "port": free_port(), "tls": "None"}},
+                              delivery={"mode": "Smarthost", "smarthost": {
+                                  "host": "127.0.0.1", "port": free_port(), "tls": "None"}},
                               limits={"maxMessageSize": 64 * 1024, "maxConnectionsPerIp": 20,
                                       "authFailureDelaySeconds": 0.05, "shutdownGraceSeconds": 0.2})
     setup = RelaySetup(tmp_path / "config", relay_settings, standard_credentials(), spool)

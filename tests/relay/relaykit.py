@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import os
 import shutil
@@ -186,3 +187,22 @@ class RawSmtp:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def https(port: int, tls: ssl.SSLContext, path: str, *, method: str = "GET", body: bytes | None = None,
+          headers: dict[str, str] | None = None, user: str | None = None,
+          password: str | None = None, source: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTPS request to the relay's HTTP port: (status, headers, body)."""
+    all_headers = dict(headers or {})
+    if user is not None:
+        all_headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    if body is not None:
+        all_headers.setdefault("Content-Type", "application/json")
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=tls, timeout=10,
+                                             source_address=(source, 0) if source else None)
+    try:
+        connection.request(method, path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
