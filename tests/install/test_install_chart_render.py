@@ -54,8 +54,9 @@ def test_defaults_render_one_restricted_operator() -> None:
     (container,) = pod["containers"]
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
-    assert container["command"] == ["mta-operator"]
-    assert "--all-namespaces" in container["args"]
+    assert container["command"] == ["mta-operator", "run"]
+    assert not any(a.startswith("--namespace") for a in container["args"])
+    assert f"--relay-image={container['image']}" in container["args"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["port"] == "health"
     assert any(a.endswith(f":8080{probe['path']}") for a in container["args"] if a.startswith("--liveness="))
@@ -106,20 +107,19 @@ def _rules(obj: dict) -> set[tuple[str, str, str]]:
 
 def test_namespaced_mode_grants_namespaced_rules_only_in_watched_namespaces() -> None:
     cluster_wide = render()
-    namespaced = render({"watchNamespaces": ["mail", "mail-stage"]})
+    namespaced = render({"watchNamespaces": ["mail"]})
     (all_rules,) = [_rules(o) for o in by_kind(cluster_wide, "ClusterRole")]
     roles = by_kind(namespaced, "Role")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == ["mail", "mail-stage"]
+    assert [r["metadata"]["namespace"] for r in roles] == ["mail"]
     bindings = by_kind(namespaced, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["mail", "mail-stage"]
+    assert [b["metadata"]["namespace"] for b in bindings] == ["mail"]
     (cluster_rules,) = [_rules(o) for o in by_kind(namespaced, "ClusterRole")]
     role_rules = _rules(roles[0])
     assert ("", "secrets", "get") in role_rules
     assert not any(resource == "secrets" for _, resource, _ in cluster_rules)
     assert cluster_rules | role_rules == all_rules
     (container,) = by_kind(namespaced, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
-    assert "--all-namespaces" not in container["args"]
-    assert {"--namespace=mail", "--namespace=mail-stage"} <= set(container["args"])
+    assert "--namespace=mail" in container["args"]
 
 
 def test_podmonitor_only_when_the_prometheus_operator_api_is_served() -> None:
@@ -127,8 +127,10 @@ def test_podmonitor_only_when_the_prometheus_operator_api_is_served() -> None:
     with_api = render({"podMonitor": {"enabled": True, "interval": "15s"}}, "mta", "mta-system",
                       "--api-versions", "monitoring.coreos.com/v1/PodMonitor")
     (monitor,) = by_kind(with_api, "PodMonitor")
-    endpoint = {"port": "health", "path": "/metrics", "interval": "15s"}
-    assert monitor["spec"]["podMetricsEndpoints"] == [endpoint]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "mta-relay"
     assert not by_kind(render({"podMonitor": {"enabled": False}}, "mta", "mta-system", "--api-versions",
                               "monitoring.coreos.com/v1/PodMonitor"), "PodMonitor")
 

@@ -1,12 +1,10 @@
-{{/* Command-line arguments of mta-operator: what it watches, its health endpoint, its log level. */}}
+{{/* Arguments of `mta-operator run`: what it watches, the image of the MTA pods, health, log level. */}}
 {{- define "mta-operator.args" -}}
-{{- if .Values.watchNamespaces }}
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}
-{{- else }}
-- --all-namespaces
-{{- end }}
+- --relay-image={{ include "mta-operator.image" . }}
+- --image-pull-policy={{ .Values.image.pullPolicy }}
 - --liveness=http://0.0.0.0:{{ .Values.healthPort }}/healthz
 - --log-level={{ .Values.logLevel }}
 {{- end -}}

@@ -1,31 +1,53 @@
 {{/*
-The operator's permissions, verb by verb as docs/rbac.md lists them (a test compares what the
-ServiceAccount can do with that page). Namespaced rules go into a Role per watched namespace, or into
-the ClusterRole in cluster-wide mode; cluster rules always go into a ClusterRole.
+The operator's permissions, verb by verb (docs/rbac.md explains each). Namespaced rules go into a Role
+per watched namespace, or into the ClusterRole in cluster-wide mode; cluster rules always go into a
+ClusterRole. A test checks that `kubectl auth can-i --list` for the ServiceAccount shows exactly these,
+and another runs the operator with the ServiceAccount's token against the examples.
 */}}
 
 {{- define "mta-operator.rules.namespaced" -}}
+# The three kinds: watched (kopf), status written through the status subresource only.
 - apiGroups: ["mta-operator.io"]
   resources: ["clusters", "sendingdomains", "smtpcredentials"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["mta-operator.io"]
   resources: ["clusters/status", "sendingdomains/status", "smtpcredentials/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
+# Children, by server-side apply (create + patch) after reading the live object (get) to refuse taking
+# over objects the operator does not own.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps", "services", "serviceaccounts"]
+  resources: ["configmaps", "services", "serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+# Secrets: the operator's own (listed at start-up), users' TLS and password Secrets (get), DKIM keys
+# (create), credential table shards no longer needed (delete); watch only because the MTA pods' Role
+# grants it on their table Secrets, and RBAC lets nobody grant what they do not hold.
+- apiGroups: [""]
+  resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The MTA Deployment: readiness is followed by a watch.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Removed again when mtas drops to 1.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: [""]
+  verbs: ["get", "create", "patch", "delete"]
+# The MTA pods' Role (read their credential table Secrets, by name) and its binding. Granting a Role
+# needs the operator to hold its permissions (secrets get/list/watch) or `bind`/`escalate`.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch"]
+# TLS from spec.tls.issuerRef (only used when cert-manager is installed).
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 {{- end -}}
 
 {{- define "mta-operator.rules.cluster" -}}
+# kopf notices CRDs appearing and changing (without it, only at restart).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
