@@ -27,7 +27,8 @@ class RelayProcess:
     """One relay process over a config directory; ``restart`` keeps the config and the spool."""
 
     def __init__(self, workdir: Path, smarthost_port: int, *, dkim_pem: bytes | None = None,
-                 grace: float = 5.0, **extra: Any) -> None:
+                 grace: float = 5.0, smarthost: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None, **extra: Any) -> None:
         self.dir = workdir / "config"  # only config files: the relay reloads when anything in it changes
         self.dir.mkdir(parents=True)
         self.ca = make_ca()
@@ -47,7 +48,7 @@ class RelayProcess:
             "queue": {"path": str(self.spool)}, "domains": [domain],
             "limits": {"shutdownGraceSeconds": grace},
             "delivery": {"mode": "Smarthost", "smarthost": {"host": "127.0.0.1", "port": smarthost_port,
-                                                            "tls": "None"}},
+                                                            "tls": "None", **(smarthost or {})}},
             **extra,
         }
         (self.dir / "relay.yaml").write_text(yaml.safe_dump(settings))
@@ -56,6 +57,7 @@ class RelayProcess:
                       "domains": {"mode": "Specific", "names": ["example.com"]}}
         (self.dir / "credentials" / "credentials-000.json").write_text(
             json.dumps({"version": 1, "credentials": [credential]}))
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "relay.log"
         self.starts = 0
@@ -64,7 +66,7 @@ class RelayProcess:
         self.starts += 1
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([RELAY_BIN, "--config", str(self.dir)], stdout=log, stderr=log,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                         env=self.env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -8,6 +8,7 @@ import base64
 import random
 import re
 import smtplib
+import ssl
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from deliverykit import message, rsa_key
 from mta_relay.spool import Spool
 from relayproc import PASSWORD, USERNAME, RelayProcess
 from support.smtp_receiver import SmtpReceiver
+from support.tls import make_ca, write_ca_file
 
 TRACE = re.compile(rb"^(DKIM-Signature|Received):.*\r\n([ \t].*\r\n)*", re.IGNORECASE)
 
@@ -235,3 +237,52 @@ async def test_sigterm_drains_and_restart_delivers_the_rest(tmp_path: Path) -> N
     assert first_round > 0
     assert left  # some mail was still queued at exit, and went out after the restart
     assert set(tokens) <= set(delivered)
+
+
+async def test_smarthost_with_required_starttls_and_auth(tmp_path: Path) -> None:
+    ca = make_ca()
+    (tmp_path / "smarthost").mkdir()
+    (tmp_path / "smarthost" / "username").write_text("relay-user\n")
+    (tmp_path / "smarthost" / "password").write_text("smarthost-Secret-1\n")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    async with SmtpReceiver(tls=context, require_tls=True, users={"relay-user": "smarthost-Secret-1"}) as rx:
+        relay = RelayProcess(
+            tmp_path, rx.port,
+            smarthost={"tls": "STARTTLS", "usernameFile": str(tmp_path / "smarthost" / "username"),
+                       "passwordFile": str(tmp_path / "smarthost" / "password")},
+            env={"SSL_CERT_FILE": str(write_ca_file(ca, tmp_path / "smarthost-ca.pem"))})
+        await started(relay)
+        try:
+            await asyncio.to_thread(relay.submit, "app@example.com", ["bob@example.net"], message())
+            [tx] = await rx.wait_for(1)
+        finally:
+            relay.stop()
+    assert tx.tls
+    assert tx.login == "relay-user"
+    assert strip_trace(tx.data) == message()
+    assert b"smarthost-Secret-1" not in relay.log.read_bytes()
+
+
+async def test_rate_limit_through_the_relay_accepts_all_and_paces_delivery(tmp_path: Path,
+                                                                          receiver: SmtpReceiver) -> None:
+    period = 2.0
+    relay = await started(RelayProcess(tmp_path, receiver.port,
+                                       rateLimit={"messages": 10, "periodSeconds": int(period)}))
+    try:
+        tokens = [f"r{i}" for i in range(30)]
+        await asyncio.gather(*(asyncio.to_thread(relay.submit, "app@example.com", ["bob@example.net"],
+                                                 body_for(t)) for t in tokens))  # raises on any refusal
+        accepted_at = time.monotonic()
+        first = await receiver.wait_for(1)
+        began = first[0].at
+        counts = []
+        for checkpoint in (0.5, 1.5, 2.5):
+            await asyncio.sleep(max(0.0, began + checkpoint * period - time.monotonic()))
+            counts.append(len(receiver.transactions))
+        await receiver.wait_for(30, within=2 * period)
+    finally:
+        relay.stop()
+    assert began - accepted_at < period / 2  # the first batch did not wait for the submissions
+    assert counts == [10, 20, 30]
+    assert set(tokens_delivered(receiver)) == set(tokens)
