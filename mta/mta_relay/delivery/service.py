@@ -4,6 +4,7 @@ recovery, reconfigured on reload, drained on shutdown. The server calls these; s
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -16,6 +17,7 @@ from mta_relay.queue import QueueRunner
 from mta_relay.spool import Spool
 
 log = logging.getLogger("mta_relay.delivery")
+_route_inputs: weakref.WeakKeyDictionary[QueueRunner, tuple[object, ...]] = weakref.WeakKeyDictionary()
 
 
 async def start(settings: RelaySettings, config_dir: Path, spool: Spool,
@@ -24,17 +26,25 @@ async def start(settings: RelaySettings, config_dir: Path, spool: Spool,
     runner = QueueRunner(spool, from_config.deliverer(settings, config_dir),
                          from_config.queue_settings(settings),
                          signer=from_config.signer(settings, config_dir), metrics=DeliveryMetrics(registry))
+    _route_inputs[runner] = _route_key(settings)
     await runner.start()
     return runner
 
 
 def reconfigure(runner: QueueRunner, settings: RelaySettings, config_dir: Path) -> None:
     """Apply a reloaded config; if its delivery files cannot be read, keep delivering with the old one."""
+    key = _route_key(settings)
     try:
-        deliverer = from_config.deliverer(settings, config_dir)
+        # Same route: keep the deliverer and its open connections (reloads happen for credential edits).
+        deliverer = None if _route_inputs.get(runner) == key else from_config.deliverer(settings, config_dir)
         signer = from_config.signer(settings, config_dir)
     except ConfigError as error:
         log.error("delivery config refused, previous one stays in force",
                   extra={"fields": {"event": "delivery_config_refused", "reason": str(error)}})
         return
-    runner.reconfigure(deliverer, signer, from_config.queue_settings(settings))
+    _route_inputs[runner] = key
+    runner.reconfigure(deliverer or runner.deliverer, signer, from_config.queue_settings(settings))
+
+
+def _route_key(settings: RelaySettings) -> tuple[object, ...]:
+    return (settings.delivery, settings.dns, settings.hostname)
