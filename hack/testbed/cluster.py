@@ -17,13 +17,14 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pki, stages
+from . import pki, podrunner, stages
 from .versions import binary, cache_root
 
 POD_CIDR = "198.18.0.0/16"
@@ -179,12 +180,13 @@ def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testb
     return tb
 
 
-def _spawn(tb: Testbed, component: str, args: list[str], die_with_parent: bool) -> None:
+def _spawn(tb: Testbed, component: str, args: list[str], die_with_parent: bool,
+           argv0: list[str] | None = None, env: dict[str, str] | None = None) -> None:
     log = tb.log(component).open("ab")
     proc = subprocess.Popen(
-        [str(binary(component)), *args], stdout=log, stderr=subprocess.STDOUT,
+        [*(argv0 or [str(binary(component))]), *args], stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=_die_with_parent if die_with_parent else None,
+        preexec_fn=_die_with_parent if die_with_parent else None, env=env,
     )
     log.close()
     tb.pids[component] = proc.pid
@@ -266,6 +268,9 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
         "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
         tb, "kube-controller-manager")
     _start_coredns(tb, die_with_parent)
+    _spawn(tb, "podrunner", [str(tb.dir)], die_with_parent,
+           argv0=[sys.executable, "-m", "testbed.podrunner"],
+           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     if _exited(tb.pids["kube-scheduler"]):
         raise StartError(f"kube-scheduler exited during start; log: {tb.log('kube-scheduler')}")
 
@@ -334,4 +339,5 @@ def down(state_dir: Path | None = None, grace: float = 10.0) -> None:
                 os.killpg(pid, signal.SIGKILL)
             while not _exited(pid):
                 time.sleep(0.05)
+    podrunner.remove_created_mountpoints(directory)
     (directory / STATE_FILE).unlink()

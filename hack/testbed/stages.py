@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-RUNNABLE = ("mta-relay", "mta-operator")
+# The product's entry points, and python3 for the runner's own tests.
+RUNNABLE = ("mta-relay", "mta-operator", "python3")
 _COMMAND = ".spec.containers.[0].command.[0]"
 
 _NOT_DELETED = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}

@@ -1,0 +1,376 @@
+"""The pod runner: kubelet for the pods kwok leaves to us (see stages.py).
+
+For each such pod bound to a fake node it materialises the volumes from the real Secrets and
+ConfigMaps (atomic symlink swaps, refreshed every VOLUME_SYNC seconds like kubelet's sync loop),
+runs every container's command and args with its env in a private mount namespace (volumes bind-mounted
+at their mountPaths, / read-only when readOnlyRootFilesystem, all capabilities dropped, runAsUser where
+the interpreter is reachable by that user), runs readiness and liveness probes against the pod IP and
+writes the pod's Ready condition and container statuses. A deleted pod's processes get SIGTERM, then
+SIGKILL after the grace period, and the pod object is removed, as kubelet does.
+
+Runs as a test-bed component: ``python -m testbed.podrunner STATE_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from . import podspec, podvolumes
+from .stages import RUNNABLE
+
+log = logging.getLogger("podrunner")
+# kubelet refreshes mounted Secrets about once a minute; 30 s keeps tests short and still far
+# slower than anything that must react within seconds (that must come from a watch, not a mount).
+VOLUME_SYNC = float(os.environ.get("MTA_TESTBED_VOLUME_SYNC", "30"))
+TICK = 0.25
+RESTART_BACKOFF = 1.0
+
+
+@dataclass
+class Container:
+    spec: dict
+    proc: subprocess.Popen | None = None
+    started_at: str = ""
+    restarts: int = 0
+    ready: bool = False
+    exit_code: int | None = None
+    next_start: float = 0.0
+    ready_probe: podspec.Probe | None = None
+    live_probe: podspec.Probe | None = None
+    probe_due: dict[str, float] = field(default_factory=dict)
+    streak: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PodRun:
+    pod: dict
+    dir: Path
+    containers: dict[str, Container]
+    volumes: dict[str, Path] = field(default_factory=dict)
+    volumes_synced: float = 0.0
+    last_status: str = ""
+    terminating_since: float | None = None
+    error: str = ""
+
+
+class Runner:
+    def __init__(self, state_dir: Path, api_server_port: int) -> None:
+        self.dir = state_dir / "pods"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.api = client.CoreV1Api(config.new_client_from_config(str(state_dir / "kubeconfig")))
+        self.service_env = {
+            "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api_server_port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(api_server_port),
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/", "LANG": "C.UTF-8",
+        }
+        self.created_dirs = state_dir / "created-mountpoints.txt"
+        self.runs: dict[str, PodRun] = {}
+        self.stopping = threading.Event()
+
+    # --- lookups for env and volumes ---------------------------------------------------------
+    def _values(self, namespace: str, kind: str, name: str) -> dict[str, bytes] | None:
+        try:
+            if kind == "secret":
+                obj = self.api.read_namespaced_secret(name, namespace)
+                return podvolumes.decode(obj.data, binary=True)
+            obj = self.api.read_namespaced_config_map(name, namespace)
+            return {**podvolumes.decode(obj.data, binary=False),
+                    **podvolumes.decode(obj.binary_data, binary=True)}
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _token(self, pod: dict, source: dict) -> str:
+        meta = pod["metadata"]
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[source["audience"]] if source.get("audience") else [],
+            expiration_seconds=source.get("expirationSeconds", 3607),
+            bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1",
+                                                           name=meta["name"], uid=meta["uid"])))
+        sa = pod["spec"].get("serviceAccountName") or "default"
+        return self.api.create_namespaced_service_account_token(sa, meta["namespace"], body).status.token
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        while not self.stopping.is_set():
+            try:
+                self._sync_pods()
+            except Exception:
+                log.exception("sync failed")
+            self.stopping.wait(TICK)
+        for run in list(self.runs.values()):
+            self._kill(run, grace=2)
+
+    def _sync_pods(self) -> None:
+        pods = self.api.api_client.sanitize_for_serialization(
+            self.api.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
+        seen = set()
+        for pod in pods:
+            containers = pod["spec"]["containers"]
+            if (containers[0].get("command") or [""])[0] not in RUNNABLE:
+                continue
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            run = self.runs.get(uid)
+            if run is None:
+                if pod.get("metadata", {}).get("deletionTimestamp") or not pod["status"].get("podIP"):
+                    if pod["metadata"].get("deletionTimestamp"):
+                        self._finish_delete(pod)
+                    continue
+                run = self._admit(pod)
+            run.pod = pod
+            self._tick(run)
+        for uid in set(self.runs) - seen:  # force-deleted behind our back
+            self._kill(self.runs.pop(uid), grace=0)
+
+    def _admit(self, pod: dict) -> PodRun:
+        meta = pod["metadata"]
+        run = PodRun(pod, self.dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}", {
+            c["name"]: Container(c, ready_probe=podspec.probe(c, "readinessProbe"),
+                                 live_probe=podspec.probe(c, "livenessProbe"))
+            for c in pod["spec"]["containers"]})
+        run.dir.mkdir(parents=True, exist_ok=True)
+        self.runs[meta["uid"]] = run
+        log.info("admitted pod %s/%s at %s", meta["namespace"], meta["name"], pod["status"]["podIP"])
+        return run
+
+    def _tick(self, run: PodRun) -> None:
+        now = time.monotonic()
+        if run.pod["metadata"].get("deletionTimestamp"):
+            self._terminate(run)
+            return
+        try:
+            if now - run.volumes_synced >= VOLUME_SYNC or not run.volumes:
+                ns = run.pod["metadata"]["namespace"]
+                run.volumes = podvolumes.sync_volumes(
+                    run.pod, run.dir / "volumes",
+                    lambda kind, name: self._values(ns, kind, name), self._token)
+                run.volumes_synced = now
+            for c in run.containers.values():
+                self._supervise(run, c, now)
+            run.error = ""
+        except (podvolumes.VolumeError, LookupError, ValueError, ApiException) as exc:
+            run.error = str(exc)
+            log.warning("pod %s: %s", run.pod["metadata"]["name"], exc)
+        self._write_status(run)
+
+    def _supervise(self, run: PodRun, c: Container, now: float) -> None:
+        if c.proc is not None and c.proc.poll() is not None:
+            c.exit_code, c.proc, c.ready = c.proc.returncode, None, False
+            c.restarts += 1
+            c.next_start = now + min(RESTART_BACKOFF * 2 ** min(c.restarts, 5), 30)
+            log.info("container %s of %s exited %s", c.spec["name"], run.pod["metadata"]["name"],
+                     c.exit_code)
+        if c.proc is None:
+            if now >= c.next_start:
+                self._start(run, c)
+            return
+        for kind, probe in (("readiness", c.ready_probe), ("liveness", c.live_probe)):
+            if probe is None or now < c.probe_due.get(kind, 0):
+                continue
+            c.probe_due[kind] = now + probe.period
+            ok = self._probe(run.pod["status"]["podIP"], probe)
+            streak = c.streak.get(kind, 0)
+            streak = max(streak, 0) + 1 if ok else min(streak, 0) - 1
+            c.streak[kind] = streak
+            if kind == "readiness":
+                if ok and streak >= probe.success_threshold:
+                    c.ready = True
+                elif not ok and -streak >= probe.failure_threshold:
+                    c.ready = False
+            elif not ok and -streak >= probe.failure_threshold:
+                log.info("liveness failed: restarting %s", c.spec["name"])
+                self._signal(c, signal.SIGKILL)
+        if c.ready_probe is None:
+            c.ready = True
+
+    @staticmethod
+    def _probe(ip: str, probe: podspec.Probe) -> bool:
+        try:
+            if probe.kind == "tcpSocket":
+                import socket
+
+                with socket.create_connection((ip, probe.port), timeout=probe.timeout):
+                    return True
+            scheme = "https" if probe.scheme == "HTTPS" else "http"
+            with urllib.request.urlopen(  # noqa: S310 (the pod's own probe endpoint)
+                    f"{scheme}://{ip}:{probe.port}{probe.path}", timeout=probe.timeout) as resp:
+                return 200 <= resp.status < 400
+        except OSError:
+            return False
+
+    def _start(self, run: PodRun, c: Container) -> None:
+        pod, spec = run.pod, c.spec
+        ns = pod["metadata"]["namespace"]
+
+        def lookup(kind: str, name: str, key: str | None) -> object:
+            values = self._values(ns, kind, name)
+            if values is None:
+                return None
+            if key is None:
+                return {k: v.decode() for k, v in values.items()}
+            return values[key].decode() if key in values else None
+
+        env = podspec.container_env(pod, spec, lookup, self.service_env)
+        argv = podspec.command_line(spec, env)
+        mounts = []
+        for vm in spec.get("volumeMounts") or []:
+            src = run.volumes[vm["name"]] / vm.get("subPath", "")
+            dst = Path(vm["mountPath"])
+            self._ensure_mountpoint(dst, is_dir=src.is_dir())
+            mounts.append({"src": str(src), "dst": str(dst), "readOnly": bool(vm.get("readOnly"))})
+        sec = {**(pod["spec"].get("securityContext") or {}), **(spec.get("securityContext") or {})}
+        uid, gid = sec.get("runAsUser", 0), sec.get("runAsGroup", sec.get("runAsUser", 0))
+        if uid and not _reachable_by_others(Path(sys.executable)):
+            log.info("runAsUser %s not applied: the interpreter is not reachable by that user; "
+                     "running as uid 0 with every capability dropped", uid)
+            uid = gid = 0
+        for path in run.volumes.values():  # fsGroup-like: the pod's user can use its volumes
+            if uid:
+                _chown_tree(path, uid, sec.get("fsGroup", gid))
+        spec_file = run.dir / f"{spec['name']}.exec.json"
+        spec_file.touch(mode=0o600)  # env may hold Secret values
+        spec_file.write_text(json.dumps({
+            "argv": argv, "env": env, "mounts": mounts, "uid": uid, "gid": gid,
+            "readOnlyRoot": bool(sec.get("readOnlyRootFilesystem")),
+            "workdir": spec.get("workingDir") or "/"}))
+        out = (run.dir / f"{spec['name']}.log").open("ab")
+        c.proc = subprocess.Popen(  # the container's own command, in its own namespace
+            ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-m",
+             "testbed.podexec", str(spec_file)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": os.environ["PATH"]})
+        out.close()
+        c.started_at, c.exit_code, c.ready, c.streak = podspec.now(), None, False, {}
+        delay = max(p.initial_delay for p in (c.ready_probe, c.live_probe) if p) if (
+            c.ready_probe or c.live_probe) else 0
+        c.probe_due = {"readiness": time.monotonic() + (c.ready_probe.initial_delay if c.ready_probe
+                                                        else 0),
+                       "liveness": time.monotonic() + max(delay, 0)}
+        log.info("started %s of %s: %s", spec["name"], pod["metadata"]["name"], argv[0])
+
+    def _ensure_mountpoint(self, path: Path, is_dir: bool) -> None:
+        if path.exists():
+            return
+        missing = [p for p in reversed(path.parents) if not p.exists()]
+        if is_dir:
+            missing.append(path)
+            path.mkdir(parents=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            missing.append(path)
+        with self.created_dirs.open("a") as f:  # removed again by `testbed down`
+            f.writelines(f"{p}\n" for p in missing)
+
+    def _write_status(self, run: PodRun) -> None:
+        view = {name: {"running": c.proc is not None, "ready": c.ready and c.proc is not None,
+                       "restarts": c.restarts, "started_at": c.started_at, "exit_code": c.exit_code}
+                for name, c in run.containers.items()}
+        patch = podspec.status_patch(run.pod, view)
+        key = json.dumps([view, run.error], sort_keys=True)
+        if key == run.last_status:
+            return
+        meta = run.pod["metadata"]
+        try:
+            self.api.patch_namespaced_pod_status(meta["name"], meta["namespace"], patch)
+            run.last_status = key
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # --- stopping ----------------------------------------------------------------------------
+    @staticmethod
+    def _signal(c: Container, sig: int) -> None:
+        if c.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, sig)
+
+    def _terminate(self, run: PodRun) -> None:
+        if run.terminating_since is None:
+            run.terminating_since = time.monotonic()
+            for c in run.containers.values():
+                self._signal(c, signal.SIGTERM)
+        grace = run.pod["metadata"].get("deletionGracePeriodSeconds") or 0
+        alive = [c for c in run.containers.values() if c.proc is not None and c.proc.poll() is None]
+        if alive and time.monotonic() - run.terminating_since < grace:
+            return
+        self._kill(run, grace=0)
+        self._finish_delete(run.pod)
+        self.runs.pop(run.pod["metadata"]["uid"], None)
+
+    def _kill(self, run: PodRun, grace: float) -> None:
+        for c in run.containers.values():
+            self._signal(c, signal.SIGTERM if grace else signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        for c in run.containers.values():
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._signal(c, signal.SIGKILL)
+                c.proc.wait()
+            c.proc = None
+        podvolumes.remove(run.dir)
+
+    def _finish_delete(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiException):
+            self.api.delete_namespaced_pod(meta["name"], meta["namespace"], grace_period_seconds=0,
+                                           body=client.V1DeleteOptions(
+                                               grace_period_seconds=0,
+                                               preconditions=client.V1Preconditions(uid=meta["uid"])))
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Can a non-root user without capabilities execute path (every parent directory searchable)?"""
+    real = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [real, *real.parents])
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    for p in [path, *path.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chown(p, uid, gid, follow_symlinks=False)
+
+
+def remove_created_mountpoints(state_dir: Path) -> None:
+    """Undo the mount points the runner had to create on this machine (deepest first)."""
+    record = state_dir / "created-mountpoints.txt"
+    if not record.exists():
+        return
+    for line in sorted(set(record.read_text().split()), key=len, reverse=True):
+        p = Path(line)
+        with contextlib.suppress(OSError):
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+    record.unlink()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    state_dir = Path(sys.argv[1])
+    Runner(state_dir, int(json.loads((state_dir / "state.json").read_text())["ports"]["apiserver"])
+           ).run()
+
+
+if __name__ == "__main__":
+    main()

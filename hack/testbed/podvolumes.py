@@ -1,0 +1,153 @@
+"""Materialise a pod's volumes on disk the way kubelet does.
+
+Secret, ConfigMap, downwardAPI and projected volumes are written with kubelet's AtomicWriter layout:
+the files live in a timestamped directory, ``..data`` is a symlink to it and every visible name is a
+symlink through ``..data``. An update writes a new directory and swaps ``..data`` with one rename, so a
+reader never sees half of an update. emptyDir is a plain directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .podspec import Pod, field_ref
+
+# (kind, name) -> {key: bytes} or None when missing; kind is "secret" or "configMap"
+Lookup = Callable[[str, str], dict[str, bytes] | None]
+TokenSource = Callable[[Pod, dict], str]
+
+
+class VolumeError(RuntimeError):
+    pass
+
+
+def atomic_write(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
+    """Make target hold exactly files (relative path -> (content, mode)); False when unchanged."""
+    target.mkdir(parents=True, exist_ok=True)
+    data = target / "..data"
+    if data.exists() and _same(data, files):
+        return False
+    stamp = Path(tempfile.mkdtemp(prefix=time.strftime("..%Y_%m_%d_%H_%M_%S."), dir=target))
+    for rel, (content, mode) in files.items():
+        path = stamp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode)
+    stamp.chmod(0o755)
+    old = data.resolve() if data.is_symlink() else None
+    tmp = target / "..data_tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(stamp.name)
+    tmp.rename(data)  # the atomic step
+    top = {rel.split("/", 1)[0] for rel in files}
+    for entry in target.iterdir():
+        if not entry.name.startswith("..") and entry.name not in top:
+            entry.unlink()
+    for name in top:
+        link = target / name
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{name}")
+    if old is not None and old != stamp.resolve():
+        shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def _same(data: Path, files: dict[str, tuple[bytes, int]]) -> bool:
+    present = {str(p.relative_to(data.resolve())) for p in data.resolve().rglob("*") if p.is_file()}
+    if present != set(files):
+        return False
+    return all((data / rel).read_bytes() == content for rel, (content, _) in files.items())
+
+
+def _keyed(values: dict[str, bytes], source: dict, default_mode: int, kind: str) -> dict:
+    items = source.get("items")
+    if not items:
+        return {key: (value, default_mode) for key, value in values.items()}
+    out = {}
+    for item in items:
+        if item["key"] not in values:
+            if source.get("optional"):
+                continue
+            raise VolumeError(f"{kind} {source.get('name') or source.get('secretName')} has no key "
+                              f"{item['key']}")
+        out[item["path"]] = (values[item["key"]], item.get("mode", default_mode))
+    return out
+
+
+def _referenced(kind: str, source: dict, lookup: Lookup, default_mode: int) -> dict:
+    name = source.get("secretName") if kind == "secret" else source.get("name")
+    values = lookup(kind, name)
+    if values is None:
+        if source.get("optional"):
+            return {}
+        raise VolumeError(f"{kind} {name} not found")
+    return _keyed(values, source, default_mode, kind)
+
+
+def _downward(pod: Pod, source: dict, default_mode: int) -> dict:
+    return {item["path"]: (field_ref(pod, item["fieldRef"]["fieldPath"]).encode(),
+                           item.get("mode", default_mode))
+            for item in source.get("items") or [] if "fieldRef" in item}
+
+
+def volume_files(pod: Pod, volume: dict, lookup: Lookup, token: TokenSource) -> dict | None:
+    """Files of one volume; None for emptyDir (a plain directory)."""
+    if "emptyDir" in volume:
+        return None
+    for kind in ("secret", "configMap"):
+        if kind in volume:
+            src = volume[kind]
+            return _referenced(kind, src, lookup, src.get("defaultMode", 0o644))
+    if "downwardAPI" in volume:
+        src = volume["downwardAPI"]
+        return _downward(pod, src, src.get("defaultMode", 0o644))
+    if "projected" in volume:
+        src = volume["projected"]
+        mode = src.get("defaultMode", 0o644)
+        files: dict[str, tuple[bytes, int]] = {}
+        for part in src.get("sources") or []:
+            if "secret" in part:
+                files.update(_referenced("secret", {**part["secret"],
+                                                    "secretName": part["secret"]["name"]},
+                                         lookup, mode))
+            elif "configMap" in part:
+                files.update(_referenced("configMap", part["configMap"], lookup, mode))
+            elif "downwardAPI" in part:
+                files.update(_downward(pod, part["downwardAPI"], mode))
+            elif "serviceAccountToken" in part:
+                sat = part["serviceAccountToken"]
+                files[sat["path"]] = (token(pod, sat).encode(), mode)
+        return files
+    raise VolumeError(f"volume {volume['name']}: unsupported type {sorted(set(volume) - {'name'})}")
+
+
+def sync_volumes(pod: Pod, root: Path, lookup: Lookup, token: TokenSource) -> dict[str, Path]:
+    """Create or update every volume of pod under root; returns volume name -> directory."""
+    dirs = {}
+    for volume in pod["spec"].get("volumes") or []:
+        path = root / volume["name"]
+        files = volume_files(pod, volume, lookup, token)
+        if files is None:
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)  # emptyDir is writable by the pod's user, whoever that is
+        else:
+            atomic_write(path, files)
+        dirs[volume["name"]] = path
+    return dirs
+
+
+def decode(data: dict[str, Any] | None, binary: bool) -> dict[str, bytes]:
+    """Secret .data is base64; ConfigMap .data is text and .binaryData base64."""
+    if not data:
+        return {}
+    return {k: base64.b64decode(v) if binary else v.encode() for k, v in data.items()}
+
+
+def remove(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
