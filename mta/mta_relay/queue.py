@@ -33,7 +33,7 @@ from mta_relay.delivery.router import Deliverer
 from mta_relay.dkim_sign import DkimSigner
 from mta_relay.dsn import build_dsn
 from mta_relay.ratelimit import SlidingWindowLimit
-from mta_relay.spool import CorruptEntry, Spool, SpoolEntry
+from mta_relay.spool import CorruptEntry, Spool, SpoolEntry, SpoolError, Status
 
 log = logging.getLogger("mta_relay.queue")
 
@@ -249,16 +249,24 @@ class QueueRunner:
             self.metrics.latency.observe(max(0.0, age))
         if expired and deferred:
             failed, deferred = failed + deferred, []
-        if failed:
-            await self._bounce(entry, failed, expired)
-        if not deferred:
-            await asyncio.to_thread(self.spool.remove, env.queue_id)
-            self._forget(env.queue_id)
-            return
-        for o in delivered + failed:
-            await asyncio.to_thread(self.spool.record_outcome, env.queue_id, o.recipient,
-                                    "delivered" if o.result is Result.DELIVERED else "failed", _detail(o))
+        try:
+            if delivered and (failed or deferred):  # the entry outlives this step: deliveries first
+                await self._record(env.queue_id, delivered, "delivered")
+            if failed:
+                await self._bounce(entry, failed, expired)
+            if not deferred:
+                await asyncio.to_thread(self.spool.remove, env.queue_id)
+                self._forget(env.queue_id)
+                return
+            await self._record(env.queue_id, failed, "failed")
+        except (OSError, SpoolError) as error:  # disk trouble: whatever was not recorded is tried again
+            log.error("spool update failed", extra={"fields": {
+                "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
         self._retry_later(entry, deferred)
+
+    async def _record(self, queue_id: str, outcomes: list[RecipientOutcome], status: Status) -> None:
+        for o in outcomes:
+            await asyncio.to_thread(self.spool.record_outcome, queue_id, o.recipient, status, _detail(o))
 
     def _retry_later(self, entry: SpoolEntry, deferred: list[RecipientOutcome]) -> None:
         env = entry.envelope

@@ -253,3 +253,22 @@ async def test_queue_metrics_report_depth_states_and_oldest_age(spool: Spool) ->
         assert h.metric("mta_queue_oldest_message_age_seconds") >= 0.2
         await h.runner.stop()
     assert spool.depth() == 2
+
+
+async def test_mixed_outcomes_deliver_bounce_and_retry_each_recipient_once(spool: Spool) -> None:
+    async with SmtpReceiver() as rx:
+        rx.script("rcpt:gone@example.net", "550 5.1.1 no such user")
+        rx.script("rcpt:later@example.net", "451 4.2.0 greylisted")
+        h = Harness(spool, smarthost_route("127.0.0.1", policy(rx.port)))
+        await h.runner.start()
+        await h.put(rcpts=("now@example.net", "gone@example.net", "later@example.net"))
+        await rx.wait_for(3)
+        await wait_until(lambda: spool.depth() == 0)
+        await asyncio.sleep(0.3)
+        await h.runner.stop()
+    by_rcpt = sorted((t.mail_from, t.rcpt_tos) for t in rx.transactions)
+    assert by_rcpt == [("<>", ("app@example.com",)), ("app@example.com", ("later@example.net",)),
+                       ("app@example.com", ("now@example.net",))]
+    dsn = next(t for t in rx.transactions if t.mail_from == "<>")
+    assert b"Final-Recipient: rfc822; gone@example.net" in dsn.data
+    assert b"later@example.net" not in dsn.data.split(b"text/rfc822-headers")[0]
