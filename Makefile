@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down lint test
+.PHONY: setup testbed-build up down crds lint test
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ up: testbed-build
 down: setup
 	$(TESTBED) down
 
+# The CRDs in crds/ are generated from the pydantic models (one source of truth).
+crds: setup
+	$(BIN)/python -m mta_operator.api.crdgen
+
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/python -m mta_operator.api.crdgen --check
 
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
 test: testbed-build lint
