@@ -47,6 +47,11 @@ and another runs the operator with the ServiceAccount's token against the exampl
 {{- end -}}
 
 {{- define "mta-operator.rules.cluster" -}}
+# kopf lists and watches namespaces even when told which one to serve (names only; without it, it retries
+# at every start).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 # kopf notices CRDs appearing and changing (without it, only at restart).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]

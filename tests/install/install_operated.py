@@ -1,0 +1,100 @@
+"""A namespace as a platform team gets it: the chart installed in namespaced mode, the operator running
+with the chart's ServiceAccount token (not the admin's), and the examples applied and reconciled."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from install_kit import CHART, REPO, helm, set_args
+
+EXAMPLES = REPO / "examples"
+
+
+@dataclass
+class Operated:
+    namespace: str
+    release: str
+    admin_kubeconfig: Path
+    operator_log: Path
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.release}-mta-operator"
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def examples(namespace: str) -> list[dict[str, Any]]:
+    """examples/ moved into ``namespace``; the Cluster uses the operator-managed CA (no cert-manager here)."""
+    docs = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc["kind"] != "Namespace":
+                doc = copy.deepcopy(doc)
+                doc["metadata"]["namespace"] = namespace
+                if doc["kind"] == "Cluster":
+                    doc["spec"]["tls"] = {}
+                docs.append(doc)
+    return docs
+
+
+def token_kubeconfig(admin: Path, token: str, namespace: str, path: Path) -> Path:
+    """The admin kubeconfig's server and CA, authenticated with ``token`` instead."""
+    config = yaml.safe_load(admin.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "operator",
+                                                       "namespace": namespace}}],
+        "current-context": "operator"}))
+    path.chmod(0o600)
+    return path
+
+
+def operate(kube: Any, namespace: str, release: str, workdir: Path) -> Iterator[Operated]:
+    """Install the chart watching ``namespace``, run the operator as its ServiceAccount, apply examples."""
+    helm("install", release, str(CHART), "--namespace", namespace, "--take-ownership",
+         "--kubeconfig", str(kube.kubeconfig), *set_args({"watchNamespaces": [namespace]}), timeout=180)
+    operated = Operated(namespace, release, kube.kubeconfig, workdir / "operator.log")
+    token = kube.kubectl("create", "token", operated.service_account, "-n", namespace,
+                         "--duration=1h").stdout.strip()
+    sa_config = token_kubeconfig(kube.kubeconfig, token, namespace, workdir / "operator.kubeconfig")
+    exe = Path(sys.executable).parent / "mta-operator"
+    command = [str(exe), "run", "--kubeconfig", str(sa_config), "--namespace", namespace,
+               "--relay-image", "mta-operator:test", "--log-level", "DEBUG"]
+    with operated.operator_log.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        kube.kubectl("apply", "--server-side", "-f", "-",
+                     stdin="\n---\n".join(json.dumps(d) for d in examples(namespace)))
+        yield operated
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        helm("uninstall", release, "--namespace", namespace, "--kubeconfig", str(kube.kubeconfig),
+             check=False)

@@ -1,0 +1,175 @@
+"""The operator as the chart runs it (its ServiceAccount's token, namespaced mode) reconciles the examples;
+then `kubectl mta` reads what it made: status, credentials, DNS records, and sends through STARTTLS + AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.zone
+import pytest
+import yaml
+from install_operated import Operated, operate, wait_until
+from support.smtp_receiver import SmtpReceiver
+from support.tls import make_ca, write_ca_file
+
+pytestmark = pytest.mark.testbed
+
+KUBECTL_MTA = str(Path(sys.executable).parent / "kubectl-mta")
+CREDENTIALS = ("billing", "newsletter", "helpdesk", "scanner-3rd-floor", "crm")
+
+
+@pytest.fixture(scope="module")
+def operated(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
+    namespace = f"inst-op-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("create", "namespace", namespace)
+    try:
+        release = f"mta-{uuid.uuid4().hex[:6]}"
+        yield from operate(kube, namespace, release, tmp_path_factory.mktemp("operated"))
+    finally:
+        kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def _get(kube: Any, namespace: str, resource: str, name: str) -> dict[str, Any]:
+    out = kube.kubectl("get", resource, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) and \
+        obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+
+
+@pytest.fixture(scope="module")
+def converged(kube: Any, operated: Operated) -> Operated:
+    ns = operated.namespace
+    try:
+        wait_until(lambda: _ready(_get(kube, ns, "clusters.mta-operator.io", "main")), 90, "Cluster Ready")
+        for name in ("example-com", "notify-example-org"):
+            wait_until(lambda n=name: _ready(_get(kube, ns, "sendingdomains.mta-operator.io", n)), 60, name)
+        for name in CREDENTIALS:
+            wait_until(lambda n=name: _ready(_get(kube, ns, "smtpcredentials.mta-operator.io", n)), 60, name)
+    except AssertionError:
+        print(operated.operator_log.read_text(errors="replace")[-6000:])
+        raise
+    return operated
+
+
+def test_operator_as_the_charts_service_account_reconciles_examples(kube: Any, converged: Operated) -> None:
+    ns = converged.namespace
+    mtas = lambda: _get(kube, ns, "clusters.mta-operator.io", "main")["status"]["mtas"]["summary"]  # noqa: E731
+    wait_until(lambda: mtas() == "3/3", 60, "3/3 MTAs")  # a rollout briefly counts old and new pods
+    for kind, name in [("deployment", "main-mta"), ("service", "main-mta"), ("secret", "billing-smtp"),
+                       ("role", "main-mta"), ("rolebinding", "main-mta")]:
+        assert _get(kube, ns, kind, name), f"{kind} {name} missing"
+    log = converged.operator_log.read_text(errors="replace")
+    assert "403" not in log
+    assert "forbidden" not in log.lower()
+
+
+def _kubectl_mta(op: Operated, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    async def run() -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            KUBECTL_MTA, "--kubeconfig", str(op.admin_kubeconfig), *args, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})})
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+    return asyncio.run(run())
+
+
+def _secret(kube: Any, namespace: str, name: str) -> dict[str, str]:
+    data = _get(kube, namespace, "secret", name)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def test_kubectl_mta_status_shows_clusters_domains_credentials(converged: Operated) -> None:
+    code, out, _ = _kubectl_mta(converged, "-n", converged.namespace, "status")
+    assert code == 0
+    clusters, domains, credentials = out.split("\n\n")
+    assert clusters.splitlines()[2].split()[:3] == ["main", "smtp.example.com", "3/3"]
+    assert {line.split()[1] for line in domains.splitlines()[2:]} == {"example.com", "notify.example.org"}
+    rows = {line.split()[0]: line for line in credentials.splitlines()[2:]}
+    assert set(rows) == set(CREDENTIALS)
+    assert "newsletter@example.com" in rows["newsletter"]
+    assert "True" in rows["billing"]
+
+
+def test_kubectl_mta_uses_the_contexts_namespace(converged: Operated, tmp_path: Path) -> None:
+    config = yaml.safe_load(converged.admin_kubeconfig.read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = converged.namespace
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    op = Operated(converged.namespace, converged.release, path, converged.operator_log)
+    code, out, _ = _kubectl_mta(op, "status")
+    assert code == 0
+    assert "smtp.example.com" in out
+
+
+def test_kubectl_mta_credential_show_prints_the_password_when_asked(kube: Any, converged: Operated) -> None:
+    ns = converged.namespace
+    password = _secret(kube, ns, "billing-smtp")["password"]
+    code, hidden, _ = _kubectl_mta(converged, "-n", ns, "credential", "show", "billing")
+    assert code == 0
+    assert password not in hidden  # stdout is a pipe here, not a terminal
+    assert "--reveal" in hidden
+    code, shown, _ = _kubectl_mta(converged, "-n", ns, "credential", "show", "billing", "--reveal")
+    assert f"Password:       {password}" in shown.splitlines()
+    assert "Username:       billing" in shown.splitlines()
+    assert "Host:           smtp.example.com" in shown.splitlines()
+    own = _secret(kube, ns, "crm-smtp-password")["password"]
+    _, crm, _ = _kubectl_mta(converged, "-n", ns, "credential", "show", "crm", "--reveal")
+    assert f"Password:       {own}" in crm.splitlines()
+    _, scanner, _ = _kubectl_mta(converged, "-n", ns, "credential", "show", "scanner-3rd-floor", "--reveal")
+    assert "SourceIP" in scanner
+    code, _, err = _kubectl_mta(converged, "-n", ns, "credential", "show", "nobody")
+    assert code == 1
+    assert "nobody" in err
+
+
+def test_kubectl_mta_dns_prints_a_zone_that_parses(kube: Any, converged: Operated) -> None:
+    ns = converged.namespace
+    code, out, _ = _kubectl_mta(converged, "-n", ns, "dns", "example.com")
+    assert code == 0
+    zone = dns.zone.from_text(out, origin="example.com.", relativize=False, check_origin=False)
+    published = {(str(name).rstrip("."), b"".join(rdata.strings).decode())
+                 for name, rdataset in zone.iterate_rdatasets("TXT") for rdata in rdataset}
+    records = _get(kube, ns, "sendingdomains.mta-operator.io", "example-com")["status"]["dnsRecords"]
+    assert published == {(r["name"], r["value"]) for r in records}
+    assert any(r["purpose"] == "DKIM" and len(r["value"]) > 255 for r in records)  # split into strings
+
+
+async def test_kubectl_mta_send_authenticates_over_starttls(kube: Any, converged: Operated, tmp_path: Path,
+                                                             ) -> None:
+    ns = converged.namespace
+    password = _secret(kube, ns, "billing-smtp")["password"]
+    ca = make_ca()
+    ca_file = write_ca_file(ca, tmp_path / "ca.pem")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("smtp.example.com").configure_cert(context)  # the name the plugin verifies
+    async with SmtpReceiver(tls=context, require_tls=True, users={"billing": password}) as receiver:
+        args = ["-n", ns, "send", "--credential", "billing", "--to", "ops@example.net",
+                "--server", f"127.0.0.1:{receiver.port}", "--ca-file", str(ca_file)]
+        code, out, err = await asyncio.to_thread(_kubectl_mta, converged, *args)
+        assert code == 0, err
+        (transaction,) = await receiver.wait_for(1)
+    assert (transaction.mail_from, transaction.rcpt_tos) == ("mta-test@example.com", ("ops@example.net",))
+    assert transaction.tls
+    assert transaction.login == "billing"
+    assert "sent from mta-test@example.com to ops@example.net" in out
+
+    async with SmtpReceiver(tls=context, require_tls=True, users={"billing": "another"}) as refusing:
+        args[-3] = f"127.0.0.1:{refusing.port}"
+        code, out, err = await asyncio.to_thread(_kubectl_mta, converged, *args)
+    assert code == 1
+    assert "535" in err
+    assert password not in err + out
