@@ -19,7 +19,7 @@ import pytest
 import yaml
 from install_operated import Operated, operate, wait_until
 from support.smtp_receiver import SmtpReceiver
-from support.tls import make_ca, write_ca_file
+from support.tls import make_ca
 
 pytestmark = pytest.mark.testbed
 
@@ -150,15 +150,18 @@ def test_kubectl_mta_dns_prints_a_zone_that_parses(kube: Any, converged: Operate
 
 async def test_kubectl_mta_send_authenticates_over_starttls(kube: Any, converged: Operated, tmp_path: Path,
                                                              ) -> None:
+    """A real SMTP server with the cluster's operator-issued certificate: the plugin trusts the cluster's
+    CA by default and checks the certificate against the cluster's hostname."""
     ns = converged.namespace
     password = _secret(kube, ns, "billing-smtp")["password"]
-    ca = make_ca()
-    ca_file = write_ca_file(ca, tmp_path / "ca.pem")
+    serving = _secret(kube, ns, "main-mta-tls")
+    (tmp_path / "tls.crt").write_text(serving["tls.crt"])
+    (tmp_path / "tls.key").write_text(serving["tls.key"])
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("smtp.example.com").configure_cert(context)  # the name the plugin verifies
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     async with SmtpReceiver(tls=context, require_tls=True, users={"billing": password}) as receiver:
         args = ["-n", ns, "send", "--credential", "billing", "--to", "ops@example.net",
-                "--server", f"127.0.0.1:{receiver.port}", "--ca-file", str(ca_file)]
+                "--server", f"127.0.0.1:{receiver.port}"]
         code, out, err = await asyncio.to_thread(_kubectl_mta, converged, *args)
         assert code == 0, err
         (transaction,) = await receiver.wait_for(1)
@@ -168,8 +171,20 @@ async def test_kubectl_mta_send_authenticates_over_starttls(kube: Any, converged
     assert "sent from mta-test@example.com to ops@example.net" in out
 
     async with SmtpReceiver(tls=context, require_tls=True, users={"billing": "another"}) as refusing:
-        args[-3] = f"127.0.0.1:{refusing.port}"
+        args[-1] = f"127.0.0.1:{refusing.port}"
         code, out, err = await asyncio.to_thread(_kubectl_mta, converged, *args)
     assert code == 1
     assert "535" in err
     assert password not in err + out
+
+
+async def test_kubectl_mta_send_refuses_a_certificate_from_another_ca(converged: Operated) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    make_ca().issue_cert("smtp.example.com").configure_cert(context)
+    async with SmtpReceiver(tls=context, require_tls=True, users={"billing": "x"}) as impostor:
+        args = ["-n", converged.namespace, "send", "--credential", "billing", "--to", "ops@example.net",
+                "--server", f"127.0.0.1:{impostor.port}"]
+        code, _, err = await asyncio.to_thread(_kubectl_mta, converged, *args)
+        assert impostor.transactions == []
+    assert code == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in err

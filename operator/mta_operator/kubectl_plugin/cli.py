@@ -76,11 +76,10 @@ def _dns(kube: Kube, domain: str) -> str:
 
 
 def _cluster_ca(kube: Kube, cluster: dict) -> str | None:
-    """The operator-managed CA's certificate, when the cluster uses one (spec.tls left empty)."""
+    """The operator-managed CA's certificate (ca.crt of the serving Secret) when the cluster uses one."""
     if cluster["spec"].get("tls"):
         return None
-    data = kube.secret_data(naming.ca(cluster["metadata"]["name"]))
-    return data.get("ca.crt") or data.get("tls.crt")
+    return kube.secret_data(naming.tls(cluster["metadata"]["name"])).get("ca.crt")
 
 
 def _send(kube: Kube, args: argparse.Namespace) -> str:
