@@ -1,0 +1,108 @@
+"""The image definition, checked by what runs here (no Docker): the build context holds the same
+distribution the tests install, both entry points exist, the user is a numeric non-root UID that the
+chart and the operator's pods agree on, and nothing needs a writable root filesystem."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from install_kit import REPO, by_kind, render
+from mta_operator.api import Cluster
+from mta_operator.render.workload import Image, deployment
+from setuptools import find_packages
+
+DOCKERFILE = (REPO / "Dockerfile").read_text().replace("\\\n", " ")  # continuation lines joined
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def _stages() -> list[str]:
+    return re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
+
+
+def _instruction(stage: str, name: str) -> list[str]:
+    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.+)$", stage, re.M)]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.dockerignore's rule: the last pattern matching the path or one of its parent directories wins."""
+    parts = path.split("/")
+    ignored = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*") + "$"
+        if any(re.match(regex, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
+            ignored = not negate
+    return ignored
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build context Docker would send: the repository's files less what .dockerignore leaves out."""
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    root = tmp_path_factory.mktemp("context")
+    for name in files:
+        if (REPO / name).is_file() and not _ignored(name, patterns):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    return root
+
+
+def test_context_holds_the_package_the_tests_install(context: Path) -> None:
+    where = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
+    for directory in where:
+        assert set(find_packages(str(context / directory))) == set(find_packages(str(REPO / directory)))
+    assert {"mta_operator", "mta_operator.kubectl_plugin", "mta_relay"} <= {
+        p for d in where for p in find_packages(str(context / d))}
+    assert (context / "pyproject.toml").read_bytes() == (REPO / "pyproject.toml").read_bytes()
+    assert not (context / "tests").exists()
+    assert not list(context.rglob("__pycache__"))
+
+
+def test_build_copies_the_context_and_installs_this_pyproject(context: Path) -> None:
+    build = _stages()[0]
+    copied = {source.rstrip("/") for c in _instruction(build, "COPY") for source in shlex.split(c)[:-1]}
+    assert copied == {p.name for p in context.iterdir()}
+    run = " ".join(_instruction(DOCKERFILE, "RUN"))
+    assert re.search(r"pip install \.(\s|$)", run)  # this pyproject, no extras: what `.[test]` also installs
+    assert "compileall" in run  # bytecode at build time: nothing to write under a read-only root
+
+
+def test_entry_points_and_user(context: Path) -> None:
+    scripts = PYPROJECT["project"]["scripts"]
+    assert {"mta-operator", "mta-relay", "kubectl-mta"} <= set(scripts)
+    final = _stages()[-1]
+    (user,) = _instruction(final, "USER")
+    uid, _, gid = user.partition(":")
+    assert uid.isdigit()  # runAsNonRoot can only verify a numeric user
+    assert gid.isdigit()
+    assert int(uid) > 0
+    assert int(gid) > 0
+    (entrypoint,) = _instruction(final, "ENTRYPOINT")
+    assert json.loads(entrypoint) == ["mta-relay"]
+    assert "PYTHONDONTWRITEBYTECODE=1" in final
+    python = re.match(r"python:(\d+\.\d+)", final).group(1)  # type: ignore[union-attr]
+    assert PYPROJECT["project"]["requires-python"] == f">={python}"
+
+    # The chart's operator pod and the operator's MTA pods run as this user, with this entrypoint.
+    (operator_pod,) = [d["spec"]["template"]["spec"] for d in by_kind(render(), "Deployment")]
+    assert operator_pod["securityContext"]["runAsUser"] == int(uid)
+    assert operator_pod["containers"][0]["command"][0] == "mta-operator"
+    cluster = Cluster.model_validate({"kind": "Cluster", "metadata": {"name": "main", "namespace": "mail"},
+                                      "spec": {"hostname": "smtp.example.com"}})
+    relay_deployment = deployment(cluster, "main-mta-tls", "0", Image("mta-operator:0.1.0"))
+    relay_pod = relay_deployment["spec"]["template"]["spec"]
+    assert relay_pod["securityContext"]["runAsUser"] == int(uid)
+    relay = next(c for c in relay_pod["containers"] if c["name"] == "relay")
+    assert relay.get("command", ["mta-relay"])[0] == "mta-relay"
+    assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in relay_pod["containers"])
