@@ -114,7 +114,10 @@ class RelaySession(SMTP):
             self.in_data = False
 
     async def push(self, status: str | bytes) -> None:
-        await super().push(_REWORDED.get(status, status) if isinstance(status, str) else status)
+        if isinstance(status, str):
+            # aiosmtpd echoes some arguments (VRFY); undecodable client bytes must not crash the reply
+            status = _REWORDED.get(status, status).encode("utf-8", "replace")
+        await super().push(status)
 
     # --- authentication ----------------------------------------------------------------------------
     async def check_auth_needed(self, caller_method: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import trustme
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mta_relay import inject_format
 from mta_relay.config import Credential
@@ -115,6 +115,7 @@ def _alive(raw: RawSmtp) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(COMMAND, min_size=1, max_size=4))
+@example([b"VRFY (\x80"])  # found by this test: aiosmtpd echoed undecodable bytes and crashed the reply
 def test_live_commands_never_crash_the_session(fuzz_relay: RelayThread, ca: trustme.CA,
                                                lines: list[bytes]) -> None:
     raw = _session(fuzz_relay, ca, login=True)
