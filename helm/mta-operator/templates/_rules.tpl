@@ -1,5 +1,5 @@
 {{/*
-The operator's permissions, verb by verb (docs/rbac.md explains each). Namespaced rules go into a Role
+The operator's permissions, verb by verb, each rule with why. Namespaced rules go into a Role
 per watched namespace, or into the ClusterRole in cluster-wide mode; cluster rules always go into a
 ClusterRole. A test checks that `kubectl auth can-i --list` for the ServiceAccount shows exactly these,
 and another runs the operator with the ServiceAccount's token against the examples.
