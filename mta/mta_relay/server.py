@@ -132,6 +132,7 @@ class RelayServer:
         for session in list(relay.sessions):
             if session.transport is not None:
                 session.transport.close()
+        await asyncio.sleep(0.05)  # let the closed sessions' connection_lost run and end their tasks
         if relay.queue is not None:
             await relay.queue.drain(deadline)  # keeps delivering until the grace time is nearly over
         for task in self._tasks:
