@@ -24,8 +24,10 @@ down: setup
 	$(TESTBED) down
 
 # The CRDs in crds/ are generated from the pydantic models (one source of truth).
+# The chart carries its own copy (Argo CD and `helm package` refuse files outside the chart).
 crds: setup
 	$(BIN)/python -m mta_operator.api.crdgen
+	cp crds/*.yaml helm/mta-operator/files/crds/
 
 lint: setup
 	$(BIN)/ruff check .

@@ -52,6 +52,8 @@ class Container:
     next_start: float = 0.0
     ready_probe: podspec.Probe | None = None
     live_probe: podspec.Probe | None = None
+    start_probe: podspec.Probe | None = None
+    started: bool = False
     probe_due: dict[str, float] = field(default_factory=dict)
     streak: dict[str, int] = field(default_factory=dict)
 
@@ -145,7 +147,8 @@ class Runner:
         meta = pod["metadata"]
         run = PodRun(pod, self.dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}", {
             c["name"]: Container(c, ready_probe=podspec.probe(c, "readinessProbe"),
-                                 live_probe=podspec.probe(c, "livenessProbe"))
+                                 live_probe=podspec.probe(c, "livenessProbe"),
+                                 start_probe=podspec.probe(c, "startupProbe"))
             for c in pod["spec"]["containers"]})
         run.dir.mkdir(parents=True, exist_ok=True)
         self.runs[meta["uid"]] = run
@@ -183,11 +186,16 @@ class Runner:
             if now >= c.next_start:
                 self._start(run, c)
             return
+        if c.start_probe is not None and not c.started:
+            if now >= c.probe_due.get("startup", 0):
+                c.probe_due["startup"] = now + c.start_probe.period
+                c.started = self._probe(run.pod["status"]["podIP"], c.start_probe, c)
+            return  # readiness and liveness wait for the startup probe, as in kubelet
         for kind, probe in (("readiness", c.ready_probe), ("liveness", c.live_probe)):
             if probe is None or now < c.probe_due.get(kind, 0):
                 continue
             c.probe_due[kind] = now + probe.period
-            ok = self._probe(run.pod["status"]["podIP"], probe)
+            ok = self._probe(run.pod["status"]["podIP"], probe, c)
             streak = c.streak.get(kind, 0)
             streak = max(streak, 0) + 1 if ok else min(streak, 0) - 1
             c.streak[kind] = streak
@@ -200,11 +208,18 @@ class Runner:
                 log.info("liveness failed: restarting %s", c.spec["name"])
                 self._signal(c, signal.SIGKILL)
         if c.ready_probe is None:
-            c.ready = True
+            c.ready = c.start_probe is None or c.started
 
-    @staticmethod
-    def _probe(ip: str, probe: podspec.Probe) -> bool:
+    def _probe(self, ip: str, probe: podspec.Probe, c: Container) -> bool:
         try:
+            if probe.kind == "exec":  # inside the container's mount namespace, without privileges
+                if c.proc is None:
+                    return False
+                argv = ["nsenter", "--mount", f"--target={c.proc.pid}", "--", "setpriv",
+                        "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", "--",
+                        *probe.command]
+                return subprocess.run(argv, env=self.service_env, capture_output=True,
+                                      timeout=max(probe.timeout, 1), check=False).returncode == 0
             if probe.kind == "tcpSocket":
                 import socket
 
@@ -214,7 +229,7 @@ class Runner:
             with urllib.request.urlopen(  # noqa: S310 (the pod's own probe endpoint)
                     f"{scheme}://{ip}:{probe.port}{probe.path}", timeout=probe.timeout) as resp:
                 return 200 <= resp.status < 400
-        except OSError:
+        except (OSError, subprocess.TimeoutExpired):
             return False
 
     def _start(self, run: PodRun, c: Container) -> None:
@@ -260,6 +275,7 @@ class Runner:
             env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": os.environ["PATH"]})
         out.close()
         c.started_at, c.exit_code, c.ready, c.streak = podspec.now(), None, False, {}
+        c.started = False
         delay = max(p.initial_delay for p in (c.ready_probe, c.live_probe) if p) if (
             c.ready_probe or c.live_probe) else 0
         c.probe_due = {"readiness": time.monotonic() + (c.ready_probe.initial_delay if c.ready_probe

@@ -90,8 +90,8 @@ def command_line(container: dict, env: dict[str, str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Probe:
-    kind: str  # httpGet | tcpSocket
-    port: int
+    kind: str  # httpGet | tcpSocket | exec
+    port: int = 0
     path: str = "/"
     scheme: str = "HTTP"
     initial_delay: float = 0
@@ -99,22 +99,25 @@ class Probe:
     timeout: float = 1
     failure_threshold: int = 3
     success_threshold: int = 1
+    command: tuple[str, ...] = ()
 
 
 def probe(container: dict, name: str) -> Probe | None:
     spec = container.get(name)
     if not spec:
         return None
+    timing = (spec.get("initialDelaySeconds", 0), spec.get("periodSeconds", 10),
+              spec.get("timeoutSeconds", 1), spec.get("failureThreshold", 3),
+              spec.get("successThreshold", 1))
+    if "exec" in spec:
+        return Probe("exec", 0, "", "", *timing, command=tuple(spec["exec"]["command"]))
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports") or []}
     for kind in ("httpGet", "tcpSocket"):
         if kind in spec:
             action = spec[kind]
             port = action["port"]
             port = ports[port] if isinstance(port, str) and not port.isdigit() else int(port)
-            return Probe(kind, port, action.get("path", "/"), action.get("scheme", "HTTP"),
-                         spec.get("initialDelaySeconds", 0), spec.get("periodSeconds", 10),
-                         spec.get("timeoutSeconds", 1), spec.get("failureThreshold", 3),
-                         spec.get("successThreshold", 1))
+            return Probe(kind, port, action.get("path", "/"), action.get("scheme", "HTTP"), *timing)
     raise ValueError(f"unsupported probe in {container['name']}: {sorted(spec)}")
 
 

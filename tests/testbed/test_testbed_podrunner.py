@@ -37,6 +37,9 @@ WEB = {
                 "ports": [{"name": "http", "containerPort": 8080}],
                 "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1,
                                    "failureThreshold": 1},
+                # exec probes run inside the container's mount namespace: /srv/www is its volume
+                "startupProbe": {"exec": {"command": ["test", "-e", "/srv/www/hello"]},
+                                 "periodSeconds": 1},
                 "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                                     "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [{"name": "www", "mountPath": "/srv/www", "readOnly": True},
@@ -124,7 +127,7 @@ def test_runner_runs_the_container_probes_it_and_follows_the_secret(kube, namesp
 def test_cluster_dns_follows_readiness(kube, namespace, pod_network):
     if kube.testbed is None:
         pytest.skip("needs the test bed's own cluster DNS")
-    kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=secret({"ready": "yes"}))
+    kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=secret({"ready": "yes", "hello": "v1"}))
     web = json.loads(json.dumps(WEB))
     web["spec"]["replicas"] = 2
     kube.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(web))
