@@ -46,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(debug=args.log_level == "DEBUG", verbose=args.log_level in {"DEBUG", "INFO"},
                    log_format=kopf.LogFormat.JSON)
     logging.getLogger().setLevel(args.log_level)
+    if args.log_level != "DEBUG":  # one line per handled event is noise at 10,000 objects
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     controller = Controller(Kube(_api_client(args.kubeconfig, args.workers)), options)
     registry = kopf.OperatorRegistry()
     register(registry, controller)

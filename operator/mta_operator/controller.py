@@ -24,6 +24,7 @@ from .state import Index, Key
 
 log = logging.getLogger("mta_operator")
 T = TypeVar("T")
+STATS_SECONDS = 5
 KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
     "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
 
@@ -84,9 +85,11 @@ class Controller:
         for key in self.index.creds:
             self.queue.add(("cred", key))
         self._resync = asyncio.create_task(self._resync_loop())
+        self._stats = asyncio.create_task(self._stats_loop())
 
     async def stop(self) -> None:
         self._resync.cancel()
+        self._stats.cancel()
         await self.queue.stop()
         for table in self.tables.values():
             if table.task:
@@ -100,6 +103,16 @@ class Controller:
                 await startup.resync(self)
             except Exception as error:  # the next round tries again
                 log.warning("resync failed", extra={"error": str(error)})
+
+    async def _stats_loop(self) -> None:
+        """API calls so far, by verb, whenever they changed: what the benchmark reads."""
+        last: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(STATS_SECONDS)
+            calls = dict(self.kube.calls)
+            if calls != last:
+                log.info("api calls", extra={"api_calls": calls, "queued": len(self.queue)})
+                last = calls
 
     # --- watch events (called from kopf's event handlers, on the loop) ---
 

@@ -16,6 +16,7 @@ class Table:
     entries: dict[Key, rc.Credential] = field(default_factory=dict)
     written: dict[str, str] = field(default_factory=dict)  # shard file name → text in the API
     manifest_written: str | None = None
+    render_seconds: float = 0.0  # how long the last render took
     # Credentials whose entry changed and that become Ready once the next write lands.
     pending: set[Key] = field(default_factory=set)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)

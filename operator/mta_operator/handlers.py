@@ -26,7 +26,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         settings.watching.client_timeout = SERVER_TIMEOUT + 30
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 30
-        settings.batching.worker_limit = controller.options.workers
+        # kopf runs one small task per object; a limit here would throttle intake to limit/idle_timeout
+        # objects per second. The bounded part is the controller's work queue and API thread pool.
+        settings.batching.worker_limit = None
+        settings.batching.idle_timeout = 1.0
+        settings.batching.batch_window = 0.05
         settings.posting.enabled = False  # Events are ours, for transitions only; not every log line
         await controller.start()
 

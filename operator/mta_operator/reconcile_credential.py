@@ -170,11 +170,12 @@ async def _connection(ctl: Controller, cred: SmtpCredential, cluster: Cluster,
     """Ensure the connection Secret; returns the generated password (kept in it) when ``generate``."""
     key = (cred.metadata.namespace or "", naming.connection(cred.metadata.name))
     known = ctl.index.connections.get(key)
-    if known is None:
+    if known is None and key in ctl.index.unknown_connections:
         live = await ctl.io(ctl.kube.get, "v1", "Secret", key[0], key[1])
         if live is not None:
             known = (owner_uids(live), {k: base64.b64decode(v).decode()
                                         for k, v in (live.get("data") or {}).items()})
+    # Otherwise the startup listing (and our own writes since) say it does not exist: no GET needed.
     if known is not None and cred.metadata.uid not in known[0]:
         raise Refused("SecretNotOwned", f"Secret {key[1]} exists and is not owned by this SmtpCredential: "
                                         "delete or rename it, the operator does not adopt objects")
@@ -185,8 +186,14 @@ async def _connection(ctl: Controller, cred: SmtpCredential, cluster: Cluster,
     if known is None:
         # POST, not apply: if it appeared meanwhile, 409 (retried: the next round reads it) rather than
         # overwriting a password an app may already use.
-        await ctl.io(ctl.kube.create, desired)
+        try:
+            await ctl.io(ctl.kube.create, desired)
+        except ApiError as error:
+            if error.status == 409:
+                ctl.index.unknown_connections.add(key)
+            raise
     elif known[1] != data:
         await ctl.io(ctl.kube.apply, desired)
     ctl.index.connections[key] = ({cred.metadata.uid or ""}, data)
+    ctl.index.unknown_connections.discard(key)
     return password if generate else None

@@ -29,6 +29,7 @@ class Index:
     ready_mtas: dict[Key, int] = field(default_factory=dict)
     # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
     connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
+    unknown_connections: set[Key] = field(default_factory=set)  # seen to exist (409) but not read yet
     _cred_cluster: dict[Key, Key] = field(default_factory=dict)
     _by_cluster: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
     _claims: dict[tuple[Key, str], dict[Key, tuple[str, str]]] = field(

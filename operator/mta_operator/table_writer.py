@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from mta_relay.shards import render_shards
@@ -30,7 +31,9 @@ async def run(ctl: Controller, ck: Key) -> None:
     table = ctl.tables[ck]
     while True:
         await table.dirty.wait()
-        await asyncio.sleep(ctl.options.table_debounce)
+        # Coalesce for at least the debounce, and for as long as the last render took: under a burst,
+        # rendering stays a bounded share of the CPU; a single change still waits only a little.
+        await asyncio.sleep(max(ctl.options.table_debounce, table.render_seconds))
         table.dirty.clear()
         try:
             await flush(ctl, ck)
@@ -59,7 +62,9 @@ async def flush(ctl: Controller, ck: Key) -> None:
         return
     entries = dict(table.entries)
     pending = {k for k in table.pending if k in entries}
+    started = time.monotonic()
     shards = await asyncio.get_running_loop().run_in_executor(None, render_shards, list(entries.values()))
+    table.render_seconds = time.monotonic() - started
     objects, manifest = secrets.table(cluster, shards)
     for file_name, text in shards.items():
         if table.written.get(file_name) != text:

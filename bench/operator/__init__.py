@@ -1,0 +1,1 @@
+"""Operator benchmarks (see scale.py)."""
