@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -44,6 +45,7 @@ RESTART_BACKOFF = 1.0
 @dataclass
 class Container:
     spec: dict
+    sidecar: bool = False  # a native sidecar (initContainer with restartPolicy Always)
     proc: subprocess.Popen | None = None
     started_at: str = ""
     restarts: int = 0
@@ -145,11 +147,13 @@ class Runner:
 
     def _admit(self, pod: dict) -> PodRun:
         meta = pod["metadata"]
+        # Sidecars first: kubelet starts them in order and main containers only once they have started.
+        sidecars = podspec.sidecars(pod)
         run = PodRun(pod, self.dir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}", {
-            c["name"]: Container(c, ready_probe=podspec.probe(c, "readinessProbe"),
+            c["name"]: Container(c, sidecar=c in sidecars, ready_probe=podspec.probe(c, "readinessProbe"),
                                  live_probe=podspec.probe(c, "livenessProbe"),
                                  start_probe=podspec.probe(c, "startupProbe"))
-            for c in pod["spec"]["containers"]})
+            for c in [*sidecars, *pod["spec"]["containers"]]})
         run.dir.mkdir(parents=True, exist_ok=True)
         self.runs[meta["uid"]] = run
         log.info("admitted pod %s/%s at %s", meta["namespace"], meta["name"], pod["status"]["podIP"])
@@ -168,14 +172,14 @@ class Runner:
                     lambda kind, name: self._values(ns, kind, name), self._token)
                 run.volumes_synced = now
             for c in run.containers.values():
-                self._supervise(run, c, now)
+                self._supervise(run, c, now, may_start=c.sidecar or _sidecars_started(run))
             run.error = ""
         except (podvolumes.VolumeError, LookupError, ValueError, ApiException) as exc:
             run.error = str(exc)
             log.warning("pod %s: %s", run.pod["metadata"]["name"], exc)
         self._write_status(run)
 
-    def _supervise(self, run: PodRun, c: Container, now: float) -> None:
+    def _supervise(self, run: PodRun, c: Container, now: float, may_start: bool) -> None:
         if c.proc is not None and c.proc.poll() is not None:
             c.exit_code, c.proc, c.ready = c.proc.returncode, None, False
             c.restarts += 1
@@ -183,7 +187,7 @@ class Runner:
             log.info("container %s of %s exited %s", c.spec["name"], run.pod["metadata"]["name"],
                      c.exit_code)
         if c.proc is None:
-            if now >= c.next_start:
+            if may_start and now >= c.next_start:
                 self._start(run, c)
             return
         if c.start_probe is not None and not c.started:
@@ -227,7 +231,8 @@ class Runner:
                     return True
             scheme = "https" if probe.scheme == "HTTPS" else "http"
             with urllib.request.urlopen(  # noqa: S310 (the pod's own probe endpoint)
-                    f"{scheme}://{ip}:{probe.port}{probe.path}", timeout=probe.timeout) as resp:
+                    f"{scheme}://{ip}:{probe.port}{probe.path}", timeout=probe.timeout,
+                    context=_PROBE_TLS if scheme == "https" else None) as resp:
                 return 200 <= resp.status < 400
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -299,7 +304,8 @@ class Runner:
 
     def _write_status(self, run: PodRun) -> None:
         view = {name: {"running": c.proc is not None, "ready": c.ready and c.proc is not None,
-                       "restarts": c.restarts, "started_at": c.started_at, "exit_code": c.exit_code}
+                       "restarts": c.restarts, "started_at": c.started_at, "exit_code": c.exit_code,
+                       "started": _started(c)}
                 for name, c in run.containers.items()}
         patch = podspec.status_patch(run.pod, view)
         key = json.dumps([view, run.error], sort_keys=True)
@@ -355,6 +361,25 @@ class Runner:
                                            body=client.V1DeleteOptions(
                                                grace_period_seconds=0,
                                                preconditions=client.V1Preconditions(uid=meta["uid"])))
+
+
+def _started(c: Container) -> bool:
+    return c.proc is not None and (c.start_probe is None or c.started)
+
+
+def _sidecars_started(run: PodRun) -> bool:
+    return all(_started(c) for c in run.containers.values() if c.sidecar)
+
+
+def _probe_tls() -> ssl.SSLContext:
+    # kubelet does not verify the certificate of an HTTPS probe (the pod's own serving certificate).
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_PROBE_TLS = _probe_tls()
 
 
 def _reachable_by_others(path: Path) -> bool:

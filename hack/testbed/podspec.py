@@ -121,6 +121,11 @@ def probe(container: dict, name: str) -> Probe | None:
     raise ValueError(f"unsupported probe in {container['name']}: {sorted(spec)}")
 
 
+def sidecars(pod: Pod) -> list[dict]:
+    """Native sidecars: init containers with restartPolicy Always (they run for the pod's life)."""
+    return [c for c in pod["spec"].get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+
+
 def _condition(kind: str, ok: bool, reason: str, since: dict[str, str]) -> dict:
     cond = {"type": kind, "status": "True" if ok else "False",
             "lastTransitionTime": since.get(kind, now())}
@@ -142,27 +147,32 @@ def status_patch(pod: Pod, containers: dict[str, dict]) -> dict:
         prev = old.get(kind)
         if prev and (prev["status"] == "True") == ok:
             since[kind] = prev.get("lastTransitionTime") or now()
-    statuses = []
-    for spec in pod["spec"]["containers"]:
-        state = containers.get(spec["name"], {})
-        entry: dict[str, Any] = {"name": spec["name"], "image": spec.get("image", ""),
-                                 "imageID": "", "ready": bool(state.get("ready")),
-                                 "restartCount": state.get("restarts", 0),
-                                 "started": bool(state.get("running"))}
-        if state.get("running"):
-            entry["state"] = {"running": {"startedAt": state["started_at"]}}
-        elif state.get("exit_code") is not None:
-            entry["state"] = {"terminated": {"exitCode": state["exit_code"], "reason": "Error"
-                                             if state["exit_code"] else "Completed",
-                                             "finishedAt": now()}}
-        else:
-            entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
-        statuses.append(entry)
     running = any(c.get("running") for c in containers.values())
-    return {"status": {
+    status = {
         "phase": "Running" if running else "Pending",
         "conditions": [_condition("Initialized", True, "", since),
                        _condition("Ready", all_ready, "ContainersNotReady", since),
                        _condition("ContainersReady", all_ready, "ContainersNotReady", since)],
-        "containerStatuses": statuses,
-    }}
+        "containerStatuses": [_container_status(spec, containers.get(spec["name"], {}))
+                              for spec in pod["spec"]["containers"]],
+    }
+    init = [_container_status(spec, containers.get(spec["name"], {})) for spec in sidecars(pod)]
+    if init:
+        status["initContainerStatuses"] = init
+    return {"status": status}
+
+
+def _container_status(spec: dict, state: dict) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": spec["name"], "image": spec.get("image", ""),
+                             "imageID": "", "ready": bool(state.get("ready")),
+                             "restartCount": state.get("restarts", 0),
+                             "started": bool(state.get("started", state.get("running")))}
+    if state.get("running"):
+        entry["state"] = {"running": {"startedAt": state["started_at"]}}
+    elif state.get("exit_code") is not None:
+        entry["state"] = {"terminated": {"exitCode": state["exit_code"], "reason": "Error"
+                                         if state["exit_code"] else "Completed",
+                                         "finishedAt": now()}}
+    else:
+        entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    return entry
