@@ -1,6 +1,6 @@
 """``mta-relay``: the process each MTA pod runs.
 
-    mta-relay --config DIR [--log-level INFO]
+    mta-relay --config DIR [--listen-address IP] [--log-level INFO]
 
 Exit status 2 when the config cannot be used at start (the reason is logged); SIGTERM/SIGINT shut down
 gracefully; SIGHUP reloads the config at once (it is also reloaded when its files change).
@@ -21,8 +21,8 @@ from mta_relay.server import RelayServer
 log = logging.getLogger("mta_relay")
 
 
-async def serve(config_dir: Path) -> int:
-    server = RelayServer(config_dir)
+async def serve(config_dir: Path, listen_address: str | None = None) -> int:
+    server = RelayServer(config_dir, listen_address)
     try:
         await server.start()
     except ConfigError as error:
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mta-relay", description=__doc__.splitlines()[1].strip())
     parser.add_argument("--config", type=Path, required=True,
                         help="config directory (relay.yaml, credentials/)")
+    parser.add_argument("--listen-address", default=None,
+                        help="listen on this address instead of the config's (e.g. the pod IP)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
-    return asyncio.run(serve(args.config))
+    return asyncio.run(serve(args.config, args.listen_address or None))

@@ -28,8 +28,10 @@ HEALTH_POLL_SECONDS = 2.0
 
 
 class RelayServer:
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, listen_address: str | None = None) -> None:
         self.config_dir = config_dir
+        # Overrides every listener's address: a pod binds its own IP (downward API) when pods share a host.
+        self.listen_address = listen_address
         self.relay: Relay | None = None
         self._servers: list[asyncio.Server] = []
         self._http: web.AppRunner | None = None
@@ -53,12 +55,12 @@ class RelayServer:
         for listener in settings.smtp_listeners:
             label = str(listener.public_port or listener.port)
             server = await loop.create_server(lambda label=label: RelaySession(relay, handler, label),
-                                              listener.address, listener.port)
+                                              self.listen_address or listener.address, listener.port)
             self._servers.append(server)
         if settings.http.enabled:
             self._http = web.AppRunner(make_app(relay), access_log=None, handle_signals=False)
             await self._http.setup()
-            await web.TCPSite(self._http, settings.http.address, settings.http.port,
+            await web.TCPSite(self._http, self.listen_address or settings.http.address, settings.http.port,
                               ssl_context=relay.http_tls if settings.http.tls else None).start()
         self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health())]
         log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
