@@ -1,0 +1,80 @@
+"""The relay-side table watcher's logic without an API server: digests gate publication, only changed
+shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from mta_relay import config_loader
+from mta_relay.k8s_source import Source, digest, publish
+from mta_relay.passwords import fast_verifier
+
+
+def _shard(*users: str) -> str:
+    return json.dumps({"version": 1, "credentials": [
+        {"username": u, "passwordVerifier": fast_verifier("x" * 32), "domains": {"mode": "AnyDomain"}}
+        for u in users]})
+
+
+def _manifest(shards: dict[str, str]) -> str:
+    return json.dumps({"version": 1, "shards": [
+        {"secret": f"main-mta-{name[:-5]}", "key": name, "sha256": digest(text.encode())}
+        for name, text in sorted(shards.items())]})
+
+
+class Store:
+    """Secrets by name, as the fetch callback sees them; counts reads."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, str]] = {}
+        self.reads: list[str] = []
+
+    def put(self, name: str, key: str, text: str) -> None:
+        self.data[f"main-mta-{name}"] = {key: base64.b64encode(text.encode()).decode()}
+
+    def fetch(self, name: str) -> dict[str, str] | None:
+        self.reads.append(name)
+        return self.data.get(name)
+
+
+def _usernames(directory: Path) -> set[str]:
+    snap = config_loader.snapshot(directory)
+    return {c["username"] for f in snap.glob("*.json") for c in json.loads(f.read_text())["credentials"]}
+
+
+def test_operator_watcher_publishes_consistent_sets(tmp_path: Path) -> None:
+    store = Store()
+    shards = {"credentials-000.json": _shard("a", "b"), "credentials-001.json": _shard("c")}
+    for name, text in shards.items():
+        store.put(name[:-5], name, text)
+    source = Source(tmp_path, store.fetch)
+    assert source.apply(_manifest(shards))
+    assert _usernames(tmp_path) == {"a", "b", "c"}
+    first = config_loader.snapshot(tmp_path)
+
+    # Only shard 001 changes: only it is fetched; the old snapshot is removed after the swap.
+    store.reads.clear()
+    shards["credentials-001.json"] = _shard("c", "d")
+    store.put("credentials-001", "credentials-001.json", shards["credentials-001.json"])
+    assert source.apply(_manifest(shards))
+    assert store.reads == ["main-mta-credentials-001"]
+    assert _usernames(tmp_path) == {"a", "b", "c", "d"}
+    assert not first.exists()
+
+    # The manifest names a digest the shard does not have yet (operator mid-write): nothing published.
+    ahead = dict(shards, **{"credentials-000.json": _shard("a")})
+    assert not source.apply(_manifest(ahead))
+    assert _usernames(tmp_path) == {"a", "b", "c", "d"}
+    store.put("credentials-000", "credentials-000.json", ahead["credentials-000.json"])
+    assert source.apply(_manifest(ahead))
+    assert _usernames(tmp_path) == {"a", "c", "d"}
+
+
+def test_operator_publish_swaps_atomically(tmp_path: Path) -> None:
+    one = publish(tmp_path, {"credentials-000.json": b"{}"})
+    two = publish(tmp_path, {"credentials-000.json": b"[]"})
+    assert (tmp_path / "..data").resolve() == two
+    assert not one.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("..snap_")) == ["..data"]
