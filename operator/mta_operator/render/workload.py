@@ -126,7 +126,11 @@ def deployment(cluster: Cluster, tls_secret: str, settings_hash: str, image: Ima
     ports.append({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"})
     relay = {
         "name": "relay", "image": image.name, "imagePullPolicy": image.pull_policy,
-        "args": ["--config", CONFIG_DIR],
+        # The command is explicit (not left to the image's ENTRYPOINT) so the pod spec says what runs.
+        # Listening on the pod IP only: pods that share a host's network (the test bed) do not collide.
+        "command": ["mta-relay"],
+        "args": ["--config", CONFIG_DIR, "--listen-address", "$(POD_IP)"],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
         "ports": ports,
         "readinessProbe": _probe(cluster, "/readyz", 5),
         "livenessProbe": _probe(cluster, "/healthz", 10),
