@@ -95,7 +95,8 @@ class Policy:
         return None if verdict else replies.SENDER_DOMAIN
 
     async def check_headers(self, cred: Credential, message: bytes, spf: SpfCheck) -> Reply | None:
-        headers = _header_parser.parsebytes(message)
+        # only the header block: the parser would otherwise decode the whole (up to 25 MiB) body
+        headers = _header_parser.parsebytes(message.split(b"\r\n\r\n", 1)[0] + b"\r\n")
         froms, senders = headers.get_all("From") or [], headers.get_all("Sender") or []
         if len(froms) != 1 or len(senders) > 1:
             return replies.HEADER_DOMAIN

@@ -133,7 +133,7 @@ class RelayServer:
             await asyncio.sleep(0.05)
         for session in list(relay.sessions):
             if session.transport is not None:
-                session.transport.close()
+                session.transport.abort()  # grace is over: no TLS close_notify round trip either
         await asyncio.sleep(0.05)  # let the closed sessions' connection_lost run and end their tasks
         if relay.queue is not None:
             await relay.queue.drain(deadline)  # keeps delivering until the grace time is nearly over

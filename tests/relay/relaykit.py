@@ -132,9 +132,18 @@ class RelayThread:
 
     def stop(self) -> None:
         self.call(self.server.shutdown())
+        self.call(_cancel_remaining_tasks())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+async def _cancel_remaining_tasks() -> None:
+    """What asyncio.run does at exit, for a loop we stop by hand (e.g. TLS sessions still closing)."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class RawSmtp:
