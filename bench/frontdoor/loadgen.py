@@ -34,6 +34,7 @@ class Load:
     max_messages: int
     max_seconds: float
     message_size: int = 1024
+    first_seq: int = 0  # Message-IDs are <seq@loadgen.localhost>: a base per run keeps them unique
 
 
 class _Budget:
@@ -67,7 +68,7 @@ async def run_load(target: Target, tls: ssl.SSLContext, load: Load) -> Outcome:
 
 async def _client(client: int, target: Target, tls: ssl.SSLContext, load: Load, budget: _Budget,
                   outcome: Outcome) -> None:
-    seq = client * 10_000_000
+    seq = load.first_seq + client * 10_000_000
     while budget.take():
         session: SmtpSession | None = None
         opened = time.perf_counter()
@@ -83,6 +84,7 @@ async def _client(client: int, target: Target, tls: ssl.SSLContext, load: Load, 
                 async with asyncio.timeout(STEP_TIMEOUT):
                     await session.send(target.mail_from, target.rcpt_to, data)
                 outcome.latencies.append(time.perf_counter() - started)
+                outcome.accepted_at[seq] = time.monotonic()
             async with asyncio.timeout(STEP_TIMEOUT):
                 await session.quit()
         except (SmtpReplyError, OSError, TimeoutError) as exc:

@@ -23,6 +23,9 @@ class Outcome:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     client_cpu: float = 0.0
+    # seq (the Message-ID's) → time.monotonic() of its 250: CLOCK_MONOTONIC is one clock for every process
+    # on the machine, so the delivery bench compares it with the sink's receipt time.
+    accepted_at: dict[int, float] = field(default_factory=dict)
 
     def record_error(self, exc: BaseException) -> None:
         self.errors += 1

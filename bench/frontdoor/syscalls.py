@@ -21,7 +21,8 @@ class SyncTrace:
         self.log = log
 
     def wrap(self, argv: list[str]) -> list[str]:
-        return ["strace", "-f", "--seccomp-bpf", "-qq", "-e", "signal=none",
+        # -y: each line names the file behind the descriptor, so the delivery bench can say where syncs go.
+        return ["strace", "-f", "--seccomp-bpf", "-qq", "-y", "-e", "signal=none",
                 "-e", "trace=" + ",".join(SYNC_SYSCALLS), "-o", str(self.log), "--", *argv]
 
     def count(self) -> int:
