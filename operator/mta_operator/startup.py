@@ -113,4 +113,7 @@ async def resync(ctl: Controller) -> None:
         ctl.queue.add(("cluster", ck))
     for key in ctl.index.domains:
         ctl.queue.add(("domain", key))
+    for key, cred in ctl.index.creds.items():
+        if cred.spec.password_secret_ref is not None:  # the user may have rotated their password
+            ctl.queue.add(("cred", key))
 
