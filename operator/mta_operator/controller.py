@@ -39,7 +39,6 @@ class Controller:
         self.known_verifiers: dict[tuple[Key, str], str] = {}  # from the shards found at start
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="api")
         self.queue = table_writer.make_queue(self)
-        self.synced = False
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
@@ -75,7 +74,6 @@ class Controller:
 
     async def start(self) -> None:
         await startup.sync(self)
-        self.synced = True
         self.queue.start()
         for ck in self.index.clusters:
             self.queue.add(("cluster", ck))

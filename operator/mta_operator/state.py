@@ -74,8 +74,5 @@ class Index:
     def creds_of(self, ck: Key) -> list[Key]:
         return list(self._by_cluster.get(ck, ()))
 
-    def cluster_of_cred(self, key: Key) -> Key | None:
-        return self._cred_cluster.get(key)
-
     def domains_of(self, ck: Key) -> list[Key]:
         return [k for k, d in self.domains.items() if self.cluster_of(d) == ck]

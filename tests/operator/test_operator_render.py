@@ -203,4 +203,4 @@ def test_operator_condition_transition_time_changes_only_on_flip() -> None:
     assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
     flipped = conditions.put(same, "Ready", True, "Ready", "", 2, later)
     assert flipped[0]["lastTransitionTime"] == conditions.now_text(later)
-    assert conditions.flipped(same, flipped, "Ready")
+    assert conditions.status_of(flipped, "Ready") == "True"

@@ -29,7 +29,3 @@ def put(conditions: Sequence[Condition], type_: str, ok: bool | None, reason: st
 
 def status_of(conditions: Sequence[Condition], type_: str) -> str | None:
     return next((c.get("status") for c in conditions if c.get("type") == type_), None)
-
-
-def flipped(before: Sequence[Condition], after: Sequence[Condition], type_: str) -> bool:
-    return status_of(before, type_) != status_of(after, type_)
