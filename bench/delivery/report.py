@@ -1,0 +1,119 @@
+"""The results as markdown (pure): a table per scenario, the floor of issue #5 (relay end-to-end msgs/s ≥
+Postfix's), where each peer's syncs go, the machine."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from bench.frontdoor.peers import POSTFIX, RELAY
+
+PEER_ORDER = {POSTFIX: 0, RELAY: 1}
+
+
+@dataclass(frozen=True)
+class Result:
+    peer: str
+    per_connection: int
+    clients: int
+    load: dict[str, Any]  # Outcome.summary(): the injection side
+    delivered: int  # accepted messages that reached the sink
+    missing: int
+    duplicates: int
+    unexpected: int  # sink receipts without a 250 at the client (bounces, a 250 lost to a timeout)
+    e2e_seconds: float  # injection start → the last accepted message at the sink
+    drain_seconds: float  # injection end → the last accepted message at the sink
+    latency: dict[str, float]  # the client's 250 → the sink's receipt: p50_ms, p90_ms, p99_ms, max_ms
+    sync_calls: int  # run and drain: acceptance, delivery and removal
+    sync_targets: dict[str, int]
+    cpu_seconds: float  # the peer's processes, run and drain
+
+    @property
+    def accepted(self) -> int:
+        return int(self.load["messages"])
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.delivered / self.e2e_seconds if self.e2e_seconds > 0 else 0.0
+
+    def per_message(self, total: float, scale: float = 1.0) -> str:
+        return f"{total * scale / self.accepted:.2f}" if self.accepted else "-"
+
+
+def _mode(per_connection: int) -> str:
+    return "1 message per connection" if per_connection == 1 else f"{per_connection} per connection"
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def _table(results: list[Result]) -> list[str]:
+    lines = ["| clients | peer | accepted msgs/s | **end-to-end msgs/s** | delivered / accepted | drain s "
+             "| p50 ms | p90 ms | p99 ms | max ms | syncs/msg | server CPU ms/msg | errors |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lat = r.latency
+        lost = f" (dup {r.duplicates})" if r.duplicates else ""
+        lines.append(f"| {r.clients} | {r.peer} | {r.load['msgs_per_s']:.0f} | **{r.e2e_rate:.0f}** "
+                     f"| {r.delivered} / {r.accepted}{lost} | {r.drain_seconds:.1f} | {_ms(lat['p50_ms'])} "
+                     f"| {_ms(lat['p90_ms'])} | {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} "
+                     f"| {r.per_message(r.sync_calls)} | {r.per_message(r.cpu_seconds, 1000)} "
+                     f"| {r.load['errors']} |")
+    return lines
+
+
+def floor(results: list[Result]) -> list[str]:
+    """Relay end-to-end msgs/s ≥ Postfix's, with every accepted message delivered, per scenario."""
+    by_key = {(r.peer, r.per_connection, r.clients): r for r in results}
+    lines = ["| mode | clients | relay e2e msgs/s | Postfix e2e msgs/s | relay / Postfix "
+             "| relay p50 / p99 ms | Postfix p50 / p99 ms | floor met |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    met = total = 0
+    for r in results:
+        postfix = by_key.get((POSTFIX, r.per_connection, r.clients))
+        if r.peer != RELAY or postfix is None or not postfix.e2e_rate:
+            continue
+        ratio = r.e2e_rate / postfix.e2e_rate
+        ok = ratio >= 1 and not r.missing and not r.load["errors"]
+        met, total = met + ok, total + 1
+        lines.append(f"| {_mode(r.per_connection)} | {r.clients} | {r.e2e_rate:.0f} | {postfix.e2e_rate:.0f} "
+                     f"| {ratio:.2f} | {_ms(r.latency['p50_ms'])} / {_ms(r.latency['p99_ms'])} "
+                     f"| {_ms(postfix.latency['p50_ms'])} / {_ms(postfix.latency['p99_ms'])} "
+                     f"| {'yes' if ok else 'no'} |")
+    return [*lines, "", f"Floor met in {met} of {total} scenarios."] if total else []
+
+
+def sync_breakdown(results: list[Result]) -> list[str]:
+    """Per peer, over all its runs: sync calls per accepted message, by target."""
+    lines = ["| peer | call and target | per message |", "|---|---|---:|"]
+    for peer in sorted({r.peer for r in results}, key=lambda p: PEER_ORDER.get(p, len(PEER_ORDER))):
+        runs = [r for r in results if r.peer == peer]
+        accepted = sum(r.accepted for r in runs)
+        targets: Counter[str] = Counter()
+        for r in runs:
+            targets.update(r.sync_targets)
+        lines += [f"| {peer} | {target} | {count / accepted:.2f} |"
+                  for target, count in targets.most_common() if accepted]
+    return lines
+
+
+def render(results: list[Result], machine: dict[str, str], bounds: str, notes: list[str]) -> str:
+    out = ["# Delivery benchmark (end to end)", "",
+           "STARTTLS + AUTH PLAIN + one 1 KiB message per transaction over loopback, accepted by the peer, "
+           "queued (fsync'd) and relayed to a timing SMTP sink; both peers on the same machine in the same "
+           "run (`python -m bench.delivery`; see bench/README.md for what each column means).", "",
+           f"Bounds per run: {bounds}.", "", "## Machine", "", "| | |", "|---|---|",
+           *(f"| {key} | {value} |" for key, value in machine.items()), ""]
+    for per_connection in sorted({r.per_connection for r in results}, reverse=True):
+        rows = sorted((r for r in results if r.per_connection == per_connection),
+                      key=lambda r: (r.clients, PEER_ORDER.get(r.peer, len(PEER_ORDER))))
+        out += [f"## {_mode(per_connection).capitalize()}", "", *_table(rows), ""]
+    if floor_lines := floor(results):
+        out += ["## Floor (issue #5): relay end-to-end msgs/s ≥ Postfix's", "", *floor_lines, ""]
+    out += ["## Where the syncs go (all runs)", "", *sync_breakdown(results), ""]
+    if notes:
+        out += ["## Notes", "", *(f"- {note}" for note in notes), ""]
+    return "\n".join(out)

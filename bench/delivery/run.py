@@ -1,0 +1,191 @@
+"""One delivery benchmark run: start the timing sink, the Postfix peer and the relay (both deliver to the
+sink), warm each up, then for each scenario run the same load against each peer in turn (the order
+rotates), wait until the sink has every accepted message (or delivery stalls), let the peer's queue and
+its syncs settle, and collect the figures. Bounded: per run by a count and a time, per drain by a stall
+time and a cap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.delivery.receipts import complete_lines, match, parse_receipts
+from bench.delivery.report import Result
+from bench.delivery.syncs import sync_targets
+from bench.frontdoor import postfix_peer, relay_peer
+from bench.frontdoor.certs import write_certs
+from bench.frontdoor.children import Child, spawn
+from bench.frontdoor.loadgen import Load, run_load
+from bench.frontdoor.peers import Peer
+from bench.frontdoor.run import MAIL_FROM, RCPT_TO, WARM_UP
+from bench.frontdoor.smtp_client import Target
+
+SEQ_STRIDE = 10**12  # Message-ID seqs of run n start at n * SEQ_STRIDE (loadgen: client * 10**7 + count)
+
+
+@dataclass(frozen=True)
+class Plan:
+    max_messages: int
+    max_seconds: float
+    # (messages per connection, clients): long-lived submission connections at three concurrencies, and
+    # one message per connection.
+    scenarios: tuple[tuple[int, int], ...] = ((100, 1), (100, 10), (100, 50), (1, 10))
+    stall_seconds: float = 15  # no accepted message reached the sink for this long: delivery is stuck
+    drain_cap_seconds: float = 120
+
+    def bounds(self) -> str:
+        return (f"{self.max_messages} messages or {self.max_seconds:g} s of injection, whichever comes "
+                f"first; then up to {self.drain_cap_seconds:g} s for delivery to finish")
+
+
+FULL = Plan(max_messages=6_000, max_seconds=20)
+QUICK = Plan(max_messages=500, max_seconds=3, drain_cap_seconds=60)
+
+
+@dataclass
+class Run:
+    results: list[Result]
+    notes: list[str]
+    workdir: Path
+
+
+class ReceiptLog:
+    """Reads the sink's receipt lines as they are written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+
+    def read_new(self) -> list[tuple[int, float]]:
+        with self.path.open("rb") as log:
+            log.seek(self._offset)
+            data = complete_lines(log.read())
+        self._offset += len(data)
+        return parse_receipts(data.decode())
+
+
+def _target(peer: Peer) -> Target:
+    return Target("127.0.0.1", peer.port, peer.username, peer.password, MAIL_FROM, RCPT_TO)
+
+
+def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] = print) -> Run:
+    workdir = Path(tempfile.mkdtemp(prefix="mta-delivery-"))
+    workdir.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk through it to their files
+    notes: list[str] = []
+    results: list[Result] = []
+    sink: Child | None = None
+    peers: list[Peer] = []
+    try:
+        receipts = workdir / "receipts.txt"
+        receipts.touch()
+        sink = spawn("sink", [sys.executable, "-m", "bench.delivery.sink", "--receipts", str(receipts)],
+                     workdir, json_stdout=True)
+        sink_port = int(sink.read_json_line(timeout=20)["port"])
+        certs = write_certs(workdir / "certs")
+        peers.append(postfix_peer.start(workdir, certs, sink_port, secrets.token_urlsafe(24)))
+        if missing := relay_peer.available():
+            raise RuntimeError(f"mta-relay cannot run: {missing}")
+        peers.append(relay_peer.start(workdir, certs, sink_port, relay_peer.generated_password()))
+        bench = _Bench(plan, workdir, ReceiptLog(receipts),
+                       ssl.create_default_context(cafile=str(certs.ca)))
+        for peer in peers:
+            warm = bench.measure(peer, WARM_UP)
+            if warm.load["errors"] or warm.missing or warm.accepted != WARM_UP.max_messages:
+                raise RuntimeError(f"{peer.name} failed the warm-up: {warm.load['error_samples']}, "
+                                   f"{warm.missing} not delivered; see {workdir}")
+        for turn, (per_connection, clients) in enumerate(plan.scenarios):
+            load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
+            for peer in peers[turn % len(peers):] + peers[:turn % len(peers)]:
+                results.append(bench.measure(peer, load))
+                progress(_progress_line(results[-1]))
+    finally:
+        for peer in peers:
+            peer.stop()
+        if sink is not None:
+            counts = sink.stop().decode().strip().splitlines()
+            notes.append(f"The sink received {counts[-1] if counts else 'nothing'} in all "
+                         "(warm-up included).")
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return Run(results, notes, workdir)
+
+
+class _Bench:
+    def __init__(self, plan: Plan, workdir: Path, receipts: ReceiptLog, tls: ssl.SSLContext) -> None:
+        self.plan, self.workdir, self.receipts, self.tls = plan, workdir, receipts, tls
+        self._runs = 0
+
+    def measure(self, peer: Peer, load: Load) -> Result:
+        self._runs += 1
+        load = Load(load.clients, load.per_connection, load.max_messages, load.max_seconds,
+                    load.message_size, first_seq=self._runs * SEQ_STRIDE)
+        self.receipts.read_new()  # whatever came before this run is not this run's
+        logs = {child.name: child.trace.log.stat().st_size for child in peer.children}
+        sync_before, cpu_before = peer.sync_calls(), peer.cpu_seconds()
+        started = time.monotonic()
+        outcome = asyncio.run(run_load(_target(peer), self.tls, load))
+        ended = time.monotonic()
+        received = self._await_delivery(set(outcome.accepted_at))
+        peer.settle()  # its queue is empty: removal is part of the pipeline's cost
+        _await_quiet(peer)
+        received += self.receipts.read_new()  # late duplicates
+        matched = match(outcome.accepted_at, received)
+        last = matched.last_receipt if matched.last_receipt is not None else ended
+        targets: Counter[str] = Counter()
+        for child in peer.children:
+            with child.trace.log.open("rb") as log:
+                log.seek(logs[child.name])
+                text = log.read().decode(errors="replace")
+            targets += sync_targets(text, str(self.workdir), os.path.isdir)
+        return Result(peer.name, load.per_connection, load.clients, outcome.summary(), matched.delivered,
+                      matched.missing, matched.duplicates, matched.unexpected,
+                      e2e_seconds=round(last - started, 3), drain_seconds=round(max(0.0, last - ended), 3),
+                      latency=matched.latency_ms(), sync_calls=peer.sync_calls() - sync_before,
+                      sync_targets=dict(targets.most_common()),
+                      cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3))
+
+    def _await_delivery(self, wanted: set[int]) -> list[tuple[int, float]]:
+        """Receipts until every wanted seq is in, or no wanted one came for ``stall_seconds``, or the cap."""
+        received: list[tuple[int, float]] = []
+        seen: set[int] = set()
+        start = progress = time.monotonic()
+        while len(seen) < len(wanted):
+            now = time.monotonic()
+            if now - progress > self.plan.stall_seconds or now - start > self.plan.drain_cap_seconds:
+                break
+            time.sleep(0.05)
+            new = self.receipts.read_new()
+            received += new
+            fresh = {seq for seq, _ in new if seq in wanted} - seen
+            if fresh:
+                seen |= fresh
+                progress = time.monotonic()
+        return received
+
+
+def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:
+    """Until the peer made no sync call for ``quiet`` seconds: the last removals are paid for in this run."""
+    start = since = time.monotonic()
+    count = peer.sync_calls()
+    while time.monotonic() - since < quiet and time.monotonic() - start < cap:
+        time.sleep(0.1)
+        if (now := peer.sync_calls()) != count:
+            count, since = now, time.monotonic()
+
+
+def _progress_line(r: Result) -> str:
+    lat = r.latency
+    return (f"{r.peer:>10}  {r.per_connection:>3}/conn  {r.clients:>2} clients  accepted {r.accepted:>5} "
+            f"({r.load['msgs_per_s']}/s)  delivered {r.delivered} in {r.e2e_seconds} s = {r.e2e_rate:.1f}/s  "
+            f"p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms  syncs/msg {r.per_message(r.sync_calls)}  "
+            f"errors {r.load['errors']}")
