@@ -1,8 +1,10 @@
 """Where the relay's time goes under load: starts the sink and the relay as the benchmark does, samples
 the relay with py-spy (bench/requirements.txt; --nonblocking, since strace already traces it) while the
 load generator runs one scenario, and prints the functions with the most samples, self and total.
+``--drain`` samples on until the relay's spool is empty, so the delivery of what was accepted is in the
+profile (the delivery bench's view); ``--idle`` counts waiting threads too (fsyncs in worker threads).
 
-``python -m bench.frontdoor.profile_relay [--clients 10] [--per-connection 100] [--seconds 10]``
+``python -m bench.frontdoor.profile_relay [--clients 10] [--per-connection 100] [--seconds 10] [--drain]``
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import math
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -53,6 +56,8 @@ def main() -> None:
     parser.add_argument("--per-connection", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--drain", action="store_true", help="sample until the relay's spool is empty")
+    parser.add_argument("--idle", action="store_true", help="include idle threads (py-spy --idle)")
     args = parser.parse_args()
     if not PY_SPY.exists():
         parser.error(f"{PY_SPY} missing: python -m venv bench/.venv && bench/.venv/bin/pip install -r "
@@ -70,13 +75,18 @@ def main() -> None:
         asyncio.run(run_load(target, tls, Load(2, 1, 20, 20)))  # warm-up
         folded = workdir / "relay.folded"
         spy_log = workdir / "py-spy.log"
-        with spy_log.open("w") as log:  # py-spy samples for --duration, the time the load runs
-            argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", "--duration",
-                    str(math.ceil(args.seconds)), "--output", str(folded),
+        # py-spy samples for --duration, the time the load runs; with --drain until SIGINT, after the drain.
+        duration = [] if args.drain else ["--duration", str(math.ceil(args.seconds))]
+        with spy_log.open("w") as log:
+            argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", *duration,
+                    *(["--idle"] if args.idle else []), "--output", str(folded),
                     "--pid", str(relay.children[0].traced_pid())]
             spy = subprocess.Popen(argv, stdout=log, stderr=log)
         outcome = asyncio.run(run_load(target, tls, Load(args.clients, args.per_connection, 10**9,
                                                           args.seconds)))
+        if args.drain:
+            relay.settle()
+            spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
         if not folded.exists():
             raise RuntimeError(f"py-spy wrote nothing: {spy_log.read_text()[-500:]}")
