@@ -20,9 +20,6 @@ def _mount(*args: str) -> None:
 
 def main(spec_path: str) -> None:
     spec = json.loads(open(spec_path).read())  # noqa: SIM115 (read once, before exec)
-    if spec.get("readOnlyRoot"):
-        # A per-mount flag in this namespace only; the host's / stays writable.
-        _mount("-o", "remount,bind,ro", "/")
     # Hold every source open first: a mount over /tmp must not hide a source that lives under /tmp.
     sources = [os.open(m["src"], os.O_PATH) for m in spec["mounts"]]
     for fd, m in zip(sources, spec["mounts"], strict=True):
@@ -31,6 +28,10 @@ def main(spec_path: str) -> None:
             _mount("-o", "remount,bind,ro", m["dst"])
     for fd in sources:
         os.close(fd)
+    if spec.get("readOnlyRoot"):
+        # After the volumes: a bind mount copies its source mount's flags, so binding from a read-only /
+        # would make every volume read-only. A per-mount flag in this namespace only; the host's / stays rw.
+        _mount("-o", "remount,bind,ro", "/")
     os.chdir(spec.get("workdir") or "/")
     ids = ["--reuid", str(spec["uid"]), "--regid", str(spec["gid"]), "--clear-groups"]
     argv = ["setpriv", "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", *ids,
