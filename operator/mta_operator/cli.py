@@ -2,8 +2,9 @@
 
     mta-operator run [--kubeconfig PATH] [--namespace NS] [--relay-image IMAGE] ...
 
-``run`` starts the kopf operator (standalone: one replica, no peering). Rendering CRs into relay config
-needs no API access (``mta_operator.render.relay_config.relay_files``), for subcommands that run locally.
+``run`` starts the kopf operator (standalone: one replica, no peering); ``local -f DIR`` serves manifests
+from a directory on loopback without Kubernetes (``local.py`` renders, the relay serves).
+Rendering CRs into relay config needs no API access (``render.relay_config.relay_files``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 import kopf
 from kubernetes import config
@@ -73,5 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dns-check-seconds", type=float, default=Options.dns_check_seconds)
     run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    loc = sub.add_parser("local", help="serve Cluster/SendingDomain/SmtpCredential manifests from a "
+                                        "directory on loopback, without Kubernetes")
+    loc.add_argument("-f", "--filename", dest="directory", type=Path, required=True,
+                     help="directory of manifests (Cluster, SendingDomain, SmtpCredential, Secret)")
+    loc.add_argument("--cluster", help="which Cluster, when the directory has several")
+    loc.add_argument("--namespace", default="default", help="for manifests without one")
+    loc.add_argument("--state-dir", type=Path, default=None,
+                     help="passwords, keys, certificate, spool (default ~/.local/state/mta-operator/local)")
+    loc.add_argument("--port", action="append", default=[], metavar="PUBLIC=LOCAL",
+                     help="listen on LOCAL for the Cluster's SMTP port PUBLIC (default PUBLIC+10000)")
+    loc.add_argument("--http-port", type=int, default=None)
+    loc.add_argument("--render-only", action="store_true", help="write the config and exit")
+    loc.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
+    if args.command == "local":
+        from .local_cli import run_local
+
+        return run_local(args)
     return _run(args)

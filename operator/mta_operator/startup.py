@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from mta_relay.config import CredentialShard
 from pydantic import ValidationError
 
-from . import naming
+from . import credential_table, naming
 from .api import API_VERSION, SendingDomain, SmtpCredential
 from .apply import owner_uids
 from .dkim_keys import algorithm_of
@@ -86,17 +86,26 @@ def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
     """Keep serving what the table served: each entry goes to the credential that now owns its username;
     usernames nobody claims any more drop out at the first write."""
     table = ctl.tables[ck]
-    for text in texts.values():
+    users: dict[str, list[str]] = {}
+    for name, text in texts.items():
         try:
             shard = CredentialShard.model_validate(json.loads(text))
         except (ValueError, ValidationError):
-            continue  # unreadable: the next write replaces it
+            table.written[name] = ""  # unreadable: rewritten at the first write
+            continue
+        users[name] = [entry.username for entry in shard.credentials]
         for entry in shard.credentials:
             if entry.password_verifier:
                 ctl.known_verifiers[(ck, entry.username)] = entry.password_verifier
             owner = ctl.index.winner(ck, entry.username)
             if owner is not None:
                 table.entries[owner] = entry
+            else:  # deleted while the operator was away: its shard is rewritten at the first write
+                table.changed.add(entry.username)
+                table.dirty.set()
+    if not credential_table.consistent(users):
+        table.written = {name: "" for name in table.written}  # not a clean assignment: full render
+        table.dirty.set()
 
 
 async def resync(ctl: Controller) -> None:

@@ -10,9 +10,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from mta_relay.shards import render_shards
-
-from . import naming
+from . import credential_table, naming
 from .render import secrets
 from .state import Key
 from .workqueue import WorkQueue
@@ -62,13 +60,23 @@ async def flush(ctl: Controller, ck: Key) -> None:
         return
     entries = dict(table.entries)
     pending = {k for k in table.pending if k in entries}
+    changed, table.changed = table.changed, set()
     started = time.monotonic()
-    shards = await asyncio.get_running_loop().run_in_executor(None, render_shards, list(entries.values()))
+    try:
+        shards = await asyncio.get_running_loop().run_in_executor(
+            None, credential_table.render, list(entries.values()), table.written, changed)
+    except BaseException:
+        table.changed |= changed
+        raise
     table.render_seconds = time.monotonic() - started
     objects, manifest = secrets.table(cluster, shards)
     for file_name, text in shards.items():
         if table.written.get(file_name) != text:
-            await ctl.io(ctl.applier.ensure, objects[naming.shard(ck[1], secrets.shard_index(file_name))])
+            try:
+                await ctl.io(ctl.applier.ensure, objects[naming.shard(ck[1], secrets.shard_index(file_name))])
+            except BaseException:
+                table.changed |= changed  # the next round renders these shards again
+                raise
             table.written[file_name] = text
     manifest_text = manifest["data"][secrets.MANIFEST_KEY]
     if table.manifest_written != manifest_text:

@@ -204,3 +204,39 @@ def test_operator_condition_transition_time_changes_only_on_flip() -> None:
     flipped = conditions.put(same, "Ready", True, "Ready", "", 2, later)
     assert flipped[0]["lastTransitionTime"] == conditions.now_text(later)
     assert conditions.status_of(flipped, "Ready") == "True"
+
+
+def test_operator_table_renders_only_changed_shards_and_matches_a_full_render() -> None:
+    from mta_operator.credential_table import render
+    from mta_relay import config as rc
+    from mta_relay.shards import render_shards
+
+    def entry(i: int, ip: str = "10.0.0.0/8") -> rc.Credential:
+        return rc.Credential(username=f"app-{i:04d}", password_verifier=fast_verifier("x" * 32),
+                             domains=rc.Domains(mode="AnyDomain"), allowed_ips=[ip])
+
+    entries = [entry(i) for i in range(3000)]
+    first = render(entries, {}, set(), budget=64 * 1024)
+    assert first == render_shards(entries, budget=64 * 1024)
+    assert len(first) > 4
+    entries[7] = entry(7, "192.0.2.1")
+    del entries[100]
+    again = render(entries, first, {"app-0007", "app-0100"}, budget=64 * 1024)
+    assert again == render_shards(entries, budget=64 * 1024)
+    assert sum(again[name] != first[name] for name in first) <= 2
+
+
+def test_operator_table_mixed_assignment_is_fully_rerendered() -> None:
+    from mta_operator.credential_table import consistent, render
+    from mta_relay import config as rc
+    from mta_relay.shards import render_shards
+
+    entries = [rc.Credential(username=f"u{i}", password_verifier=fast_verifier("x" * 32),
+                             domains=rc.Domains(mode="AnyDomain")) for i in range(50)]
+    two = render_shards(entries, budget=4096)
+    users = {name: [c["username"] for c in json.loads(text)["credentials"]] for name, text in two.items()}
+    assert consistent(users)
+    names = sorted(users)
+    swapped = {names[0]: users[names[1]], names[1]: users[names[0]], **{n: users[n] for n in names[2:]}}
+    assert not consistent(swapped)
+    assert render(entries, {name: "" for name in two}, set(), budget=4096) == two
