@@ -9,19 +9,26 @@ from dataclasses import dataclass
 
 from bench.frontdoor.stats import percentile
 
+CONNECT = "connect"  # the sink's line for a new connection
+
 
 def complete_lines(data: bytes) -> bytes:
     """The whole lines of ``data``: a last line without its newline is still being written."""
     return data[: data.rfind(b"\n") + 1]
 
 
-def parse_receipts(text: str) -> list[tuple[int, float]]:
-    """The sink's ``<seq> <time>`` lines (whole lines only: see complete_lines)."""
+def parse_sink_lines(text: str) -> tuple[list[tuple[int, float]], int]:
+    """The sink's ``<seq> <time>`` receipts and its count of ``connect <time>`` lines (whole lines only:
+    see complete_lines)."""
     receipts = []
+    connections = 0
     for line in text.splitlines():
-        seq, _, at = line.partition(" ")
-        receipts.append((int(seq), float(at)))
-    return receipts
+        first, _, at = line.partition(" ")
+        if first == CONNECT:
+            connections += 1
+        else:
+            receipts.append((int(first), float(at)))
+    return receipts, connections
 
 
 @dataclass(frozen=True)

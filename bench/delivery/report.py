@@ -28,6 +28,7 @@ class Result:
     latency: dict[str, float]  # the client's 250 → the sink's receipt: p50_ms, p90_ms, p99_ms, max_ms
     sync_calls: int  # run and drain: acceptance, delivery and removal
     sync_targets: dict[str, int]
+    connections: int  # SMTP connections the peer opened to the sink, run and drain
     cpu_seconds: float  # the peer's processes, run and drain
 
     @property
@@ -52,8 +53,8 @@ def _ms(value: float) -> str:
 
 def _table(results: list[Result]) -> list[str]:
     lines = ["| clients | peer | accepted msgs/s | **end-to-end msgs/s** | delivered / accepted | drain s "
-             "| p50 ms | p90 ms | p99 ms | max ms | syncs/msg | server CPU ms/msg | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| p50 ms | p90 ms | p99 ms | max ms | syncs/msg | server CPU ms/msg | conns to sink | errors |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lat = r.latency
         lost = f" (dup {r.duplicates})" if r.duplicates else ""
@@ -61,7 +62,7 @@ def _table(results: list[Result]) -> list[str]:
                      f"| {r.delivered} / {r.accepted}{lost} | {r.drain_seconds:.1f} | {_ms(lat['p50_ms'])} "
                      f"| {_ms(lat['p90_ms'])} | {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} "
                      f"| {r.per_message(r.sync_calls)} | {r.per_message(r.cpu_seconds, 1000)} "
-                     f"| {r.load['errors']} |")
+                     f"| {r.connections} | {r.load['errors']} |")
     return lines
 
 

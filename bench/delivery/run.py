@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.delivery.receipts import complete_lines, match, parse_receipts
+from bench.delivery.receipts import complete_lines, match, parse_sink_lines
 from bench.delivery.report import Result
 from bench.delivery.syncs import sync_targets
 from bench.frontdoor import postfix_peer, relay_peer
@@ -60,10 +60,11 @@ class Run:
 
 
 class ReceiptLog:
-    """Reads the sink's receipt lines as they are written."""
+    """Reads the sink's lines as they are written: receipts, and a running count of connections."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.connections = 0
         self._offset = 0
 
     def read_new(self) -> list[tuple[int, float]]:
@@ -71,7 +72,9 @@ class ReceiptLog:
             log.seek(self._offset)
             data = complete_lines(log.read())
         self._offset += len(data)
-        return parse_receipts(data.decode())
+        receipts, connections = parse_sink_lines(data.decode())
+        self.connections += connections
+        return receipts
 
 
 def _target(peer: Peer) -> Target:
@@ -130,6 +133,7 @@ class _Bench:
         load = Load(load.clients, load.per_connection, load.max_messages, load.max_seconds,
                     load.message_size, first_seq=self._runs * SEQ_STRIDE)
         self.receipts.read_new()  # whatever came before this run is not this run's
+        connections_before = self.receipts.connections
         logs = {child.name: child.trace.log.stat().st_size for child in peer.children}
         sync_before, cpu_before = peer.sync_calls(), peer.cpu_seconds()
         started = time.monotonic()
@@ -152,6 +156,7 @@ class _Bench:
                       e2e_seconds=round(last - started, 3), drain_seconds=round(max(0.0, last - ended), 3),
                       latency=matched.latency_ms(), sync_calls=peer.sync_calls() - sync_before,
                       sync_targets=dict(targets.most_common()),
+                      connections=self.receipts.connections - connections_before,
                       cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3))
 
     def _await_delivery(self, wanted: set[int]) -> list[tuple[int, float]]:

@@ -1,7 +1,8 @@
 """The timing sink: the front-door bench's null sink that also writes one line per message it receives,
 ``<seq> <time.monotonic()>``, as the message's final dot arrives. ``seq`` comes from the Message-ID the
-load generator writes (``<seq@loadgen.localhost>``); -1 for any other message (a bounce, say). Lines are
-written as they happen, so the orchestrator can watch delivery progress.
+load generator writes (``<seq@loadgen.localhost>``); -1 for any other message (a bounce, say). Each
+connection a peer opens is a line too, ``connect <time>``: how well a peer reuses its connections shows.
+Lines are written as they happen, so the orchestrator can watch delivery progress.
 
 ``python -m bench.delivery.sink --receipts FILE --port 0``
 """
@@ -14,6 +15,7 @@ import re
 import time
 from typing import TextIO
 
+from bench.delivery.receipts import CONNECT
 from bench.frontdoor.serve import serve_until_signalled
 from bench.frontdoor.sink import Sink
 
@@ -30,6 +32,10 @@ class TimingSink(Sink):
     def __init__(self, receipts: TextIO) -> None:
         super().__init__()
         self._receipts = receipts
+
+    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._receipts.write(f"{CONNECT} {time.monotonic():.6f}\n")
+        await super().session(reader, writer)
 
     def received(self, data: bytes) -> None:
         at = time.monotonic()

@@ -23,7 +23,7 @@ if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
 from bench.delivery import run  # noqa: E402
-from bench.delivery.receipts import complete_lines, match, parse_receipts  # noqa: E402
+from bench.delivery.receipts import complete_lines, match, parse_sink_lines  # noqa: E402
 from bench.delivery.report import render  # noqa: E402
 from bench.delivery.sink import message_seq  # noqa: E402
 from bench.delivery.syncs import sync_targets  # noqa: E402
@@ -69,9 +69,10 @@ def test_the_timing_sink_writes_a_receipt_per_message_as_it_arrives(tmp_path: Pa
             client.sendmail("a@example.com", ["b@example.net"],
                             make_message("a@example.com", "b@example.net", 4_000_000_017))
             client.sendmail("<>", ["b@example.net"], b"Subject: a bounce\r\n\r\nno bench Message-ID\r\n")
-        lines = parse_receipts(complete_lines(receipts.read_bytes()).decode())
+        lines, connections = parse_sink_lines(complete_lines(receipts.read_bytes()).decode())
         assert [seq for seq, _ in lines] == [4_000_000_017, -1]  # written before the sink is stopped
         assert all(before <= at <= time.monotonic() for _, at in lines)
+        assert connections == 1
     finally:
         sink.send_signal(signal.SIGTERM)
         out, _ = sink.communicate(timeout=20)
@@ -92,7 +93,7 @@ def test_matching_counts_missing_duplicate_and_unexpected_receipts() -> None:
 
 def test_receipt_lines_and_message_ids_survive_what_the_peers_and_the_file_do() -> None:
     assert complete_lines(b"1 2.5\n3 4.") == b"1 2.5\n"  # a line still being written waits
-    assert parse_receipts("1 2.5\n-1 3.0\n") == [(1, 2.5), (-1, 3.0)]
+    assert parse_sink_lines("connect 1.0\n1 2.5\n-1 3.0\nconnect 4.0\n") == ([(1, 2.5), (-1, 3.0)], 2)
     relayed = (b"Received: from loadgen (localhost [127.0.0.1])\r\n\tby postfix.bench.localhost\r\n"
                + make_message("a@example.com", "b@example.net", 1_000_000_000_007))
     assert message_seq(relayed) == 1_000_000_000_007
