@@ -39,6 +39,7 @@ log = logging.getLogger("podrunner")
 # slower than anything that must react within seconds (that must come from a watch, not a mount).
 VOLUME_SYNC = float(os.environ.get("MTA_TESTBED_VOLUME_SYNC", "30"))
 TICK = 0.25
+TRUST_DIR = "pod-trust.d"  # extra CA certificates (*.pem) the pods' processes trust, see _image_env
 RESTART_BACKOFF = 1.0
 
 
@@ -84,6 +85,7 @@ class Runner:
             "HOME": "/", "LANG": "C.UTF-8",
         }
         self.created_dirs = state_dir / "created-mountpoints.txt"
+        self.trust_dir = state_dir / TRUST_DIR
         self.runs: dict[str, PodRun] = {}
         self.stopping = threading.Event()
 
@@ -251,7 +253,7 @@ class Runner:
 
         env = podspec.container_env(pod, spec, lookup, self.service_env)
         argv = podspec.command_line(spec, env)
-        mounts = []
+        mounts = self._image_trust(run)
         for vm in spec.get("volumeMounts") or []:
             src = run.volumes[vm["name"]] / vm.get("subPath", "")
             dst = Path(vm["mountPath"])
@@ -287,6 +289,17 @@ class Runner:
                                                         else 0),
                        "liveness": time.monotonic() + max(delay, 0)}
         log.info("started %s of %s: %s", spec["name"], pod["metadata"]["name"], argv[0])
+
+    def _image_trust(self, run: PodRun) -> list[dict]:
+        """The image here is this host; CAs in TRUST_DIR play the ones baked into an image (a smarthost's
+        private CA, say): the pod sees the system CA bundle with them appended, bind-mounted over it."""
+        extra = sorted(self.trust_dir.glob("*.pem")) if self.trust_dir.is_dir() else []
+        system = Path(ssl.get_default_verify_paths().openssl_cafile).resolve()
+        if not extra or not system.is_file():
+            return []
+        bundle = run.dir / "ca-bundle.pem"
+        bundle.write_bytes(b"\n".join([system.read_bytes(), *(p.read_bytes() for p in extra)]))
+        return [{"src": str(bundle), "dst": str(system), "readOnly": True}]
 
     def _ensure_mountpoint(self, path: Path, is_dir: bool) -> None:
         if path.exists():
