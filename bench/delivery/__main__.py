@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,18 @@ from bench.delivery import disk, run
 from bench.delivery.report import render
 from bench.frontdoor import machine
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench/results"
+
+
+def relay_source() -> str:
+    """The commit the relay was measured at, and whether its working tree differed (others edit it)."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=30,
+                              check=False)
+        return done.stdout.strip()
+    dirty = git("status", "--porcelain", "--", "mta")
+    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes under mta/" if dirty else "")
 
 
 def main() -> None:
@@ -29,6 +41,7 @@ def main() -> None:
         parser.error("run as root: the Postfix peer is a private instance that starts as root")
     plan = run.QUICK if args.quick else run.FULL
     about = machine.describe(Path(tempfile.gettempdir()))
+    about["mta-relay source"] = relay_source()
     syncs = disk.fsync_latency_ms(Path(tempfile.gettempdir()))
     about["fsync there, p50 / p90 ms"] = (f"new 1 KiB file {syncs['file_p50_ms']} / {syncs['file_p90_ms']}, "
                                           f"its directory {syncs['dir_p50_ms']} / {syncs['dir_p90_ms']}")

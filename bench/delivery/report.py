@@ -27,7 +27,8 @@ class Result:
     drain_seconds: float  # injection end → the last accepted message at the sink
     latency: dict[str, float]  # the client's 250 → the sink's receipt: p50_ms, p90_ms, p99_ms, max_ms
     sync_calls: int  # run and drain: acceptance, delivery and removal
-    sync_targets: dict[str, int]
+    sync_targets: dict[str, int]  # calls per target (bench.delivery.syncs)
+    sync_seconds: dict[str, float]  # time inside those calls per target
     connections: int  # SMTP connections the peer opened to the sink, run and drain
     cpu_seconds: float  # the peer's processes, run and drain
 
@@ -88,16 +89,20 @@ def floor(results: list[Result]) -> list[str]:
 
 
 def sync_breakdown(results: list[Result]) -> list[str]:
-    """Per peer, over all its runs: sync calls per accepted message, by target."""
-    lines = ["| peer | call and target | per message |", "|---|---|---:|"]
+    """Per peer, over all its runs: sync calls and the time inside them, per accepted message, by target."""
+    lines = ["| peer | call and target | calls per message | ms per call | ms per message |",
+             "|---|---|---:|---:|---:|"]
     for peer in sorted({r.peer for r in results}, key=lambda p: PEER_ORDER.get(p, len(PEER_ORDER))):
         runs = [r for r in results if r.peer == peer]
         accepted = sum(r.accepted for r in runs)
-        targets: Counter[str] = Counter()
+        calls: Counter[str] = Counter()
+        seconds: Counter[str] = Counter()
         for r in runs:
-            targets.update(r.sync_targets)
-        lines += [f"| {peer} | {target} | {count / accepted:.2f} |"
-                  for target, count in targets.most_common() if accepted]
+            calls.update(r.sync_targets)
+            seconds.update(r.sync_seconds)
+        lines += [f"| {peer} | {target} | {count / accepted:.2f} | {1000 * seconds[target] / count:.2f} "
+                  f"| {1000 * seconds[target] / accepted:.2f} |"
+                  for target, count in calls.most_common() if accepted]
     return lines
 
 

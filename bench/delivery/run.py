@@ -14,14 +14,13 @@ import ssl
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.delivery.receipts import complete_lines, match, parse_sink_lines
 from bench.delivery.report import Result
-from bench.delivery.syncs import sync_targets
+from bench.delivery.syncs import SyncUse, sync_use
 from bench.frontdoor import postfix_peer, relay_peer
 from bench.frontdoor.certs import write_certs
 from bench.frontdoor.children import Child, spawn
@@ -145,17 +144,20 @@ class _Bench:
         received += self.receipts.read_new()  # late duplicates
         matched = match(outcome.accepted_at, received)
         last = matched.last_receipt if matched.last_receipt is not None else ended
-        targets: Counter[str] = Counter()
+        syncs = SyncUse()
         for child in peer.children:
             with child.trace.log.open("rb") as log:
                 log.seek(logs[child.name])
                 text = log.read().decode(errors="replace")
-            targets += sync_targets(text, str(self.workdir), os.path.isdir)
+            use = sync_use(text, str(self.workdir), os.path.isdir)
+            syncs.calls += use.calls
+            syncs.seconds += use.seconds
         return Result(peer.name, load.per_connection, load.clients, outcome.summary(), matched.delivered,
                       matched.missing, matched.duplicates, matched.unexpected,
                       e2e_seconds=round(last - started, 3), drain_seconds=round(max(0.0, last - ended), 3),
                       latency=matched.latency_ms(), sync_calls=peer.sync_calls() - sync_before,
-                      sync_targets=dict(targets.most_common()),
+                      sync_targets=dict(syncs.calls.most_common()),
+                      sync_seconds={target: round(s, 4) for target, s in syncs.seconds.most_common()},
                       connections=self.receipts.connections - connections_before,
                       cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3))
 

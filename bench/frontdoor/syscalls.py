@@ -21,8 +21,9 @@ class SyncTrace:
         self.log = log
 
     def wrap(self, argv: list[str]) -> list[str]:
-        # -y: each line names the file behind the descriptor, so the delivery bench can say where syncs go.
-        return ["strace", "-f", "--seccomp-bpf", "-qq", "-y", "-e", "signal=none",
+        # -y names the file behind the descriptor, -T the time spent in the call: the delivery bench says
+        # where syncs go and what they cost.
+        return ["strace", "-f", "--seccomp-bpf", "-qq", "-y", "-T", "-e", "signal=none",
                 "-e", "trace=" + ",".join(SYNC_SYSCALLS), "-o", str(self.log), "--", *argv]
 
     def count(self) -> int:

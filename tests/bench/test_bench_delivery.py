@@ -26,7 +26,7 @@ from bench.delivery import run  # noqa: E402
 from bench.delivery.receipts import complete_lines, match, parse_sink_lines  # noqa: E402
 from bench.delivery.report import render  # noqa: E402
 from bench.delivery.sink import message_seq  # noqa: E402
-from bench.delivery.syncs import sync_targets  # noqa: E402
+from bench.delivery.syncs import sync_use  # noqa: E402
 from bench.frontdoor.message import make_message  # noqa: E402
 from bench.frontdoor.peers import POSTFIX, RELAY  # noqa: E402
 
@@ -47,6 +47,8 @@ def test_a_tiny_run_delivers_every_message_through_both_peers_and_accounts_for_i
         # Both peers make each accepted message durable before the 250, so at least one sync each.
         assert r.sync_calls >= r.accepted
         assert sum(r.sync_targets.values()) == r.sync_calls
+        assert set(r.sync_seconds) <= set(r.sync_targets)
+        assert sum(r.sync_seconds.values()) > 0
         assert r.cpu_seconds > 0
     relay = next(r for r in done.results if r.peer == RELAY)
     assert any("relay-spool" in target for target in relay.sync_targets), relay.sync_targets
@@ -101,13 +103,18 @@ def test_receipt_lines_and_message_ids_survive_what_the_peers_and_the_file_do() 
     assert message_seq(body_only) == -1  # only the header section counts
 
 
-def test_sync_targets_name_the_directory_or_the_file_s_directory() -> None:
-    log = ("101 fsync(7</w/relay-spool/tmp/0a.msg>) = 0\n"
-           "101 fsync(8</w/relay-spool/active>) = 0\n"
+def test_sync_use_names_the_directory_or_the_file_s_directory_and_adds_up_the_time() -> None:
+    log = ("101 fsync(7</w/relay-spool/tmp/0a.msg>) = 0 <0.001500>\n"
+           "101 fsync(8</w/relay-spool/active>) = 0 <0.000250>\n"
            "102 fsync(8</w/relay-spool/active> <unfinished ...>\n"
-           "102 <... fsync resumed>) = 0\n"
-           "203 fdatasync(5</w/postfix/queue/incoming/4Xyz>) = 0\n"
-           "204 sync() = 0\n")
-    targets = sync_targets(log, "/w", is_dir=lambda path: not path.rpartition("/")[2][:1].isdigit())
-    assert targets == {"fsync file in relay-spool/tmp": 1, "fsync dir relay-spool/active": 2,
-                       "fdatasync file in postfix/queue/incoming": 1, "sync (no descriptor)": 1}
+           "101 fsync(7</w/relay-spool/tmp/0b.msg>) = 0 <0.001000>\n"
+           "102 <... fsync resumed>) = 0 <0.004000>\n"
+           "103 <... fsync resumed>) = 0 <9.000000>\n"  # its start was before this slice of the log
+           "203 fdatasync(5</w/postfix/queue/incoming/4Xyz>) = 0 <0.002000>\n"
+           "204 sync() = 0 <0.010000>\n")
+    use = sync_use(log, "/w", is_dir=lambda path: not path.rpartition("/")[2][:1].isdigit())
+    assert use.calls == {"fsync file in relay-spool/tmp": 2, "fsync dir relay-spool/active": 2,
+                         "fdatasync file in postfix/queue/incoming": 1, "sync (no descriptor)": 1}
+    assert {target: round(s, 6) for target, s in use.seconds.items()} == {
+        "fsync file in relay-spool/tmp": 0.0025, "fsync dir relay-spool/active": 0.00425,
+        "fdatasync file in postfix/queue/incoming": 0.002, "sync (no descriptor)": 0.01}
