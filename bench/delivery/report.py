@@ -31,6 +31,7 @@ class Result:
     sync_seconds: dict[str, float]  # time inside those calls per target
     connections: int  # SMTP connections the peer opened to the sink, run and drain
     cpu_seconds: float  # the peer's processes, run and drain
+    cpu_wait_seconds: float  # its threads' time runnable but waiting for a CPU (bench.delivery.sched)
 
     @property
     def accepted(self) -> int:
@@ -52,18 +53,22 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}"
 
 
+COLUMNS = ("clients", "peer", "accepted msgs/s", "**end-to-end msgs/s**", "delivered / accepted", "drain s",
+           "accept p50 ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "syncs/msg", "server CPU ms/msg",
+           "CPU wait ms/msg", "conns to sink", "errors")
+
+
 def _table(results: list[Result]) -> list[str]:
-    lines = ["| clients | peer | accepted msgs/s | **end-to-end msgs/s** | delivered / accepted | drain s "
-             "| p50 ms | p90 ms | p99 ms | max ms | syncs/msg | server CPU ms/msg | conns to sink | errors |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---:|---|" + "---:|" * (len(COLUMNS) - 2)]
     for r in results:
         lat = r.latency
-        lost = f" (dup {r.duplicates})" if r.duplicates else ""
-        lines.append(f"| {r.clients} | {r.peer} | {r.load['msgs_per_s']:.0f} | **{r.e2e_rate:.0f}** "
-                     f"| {r.delivered} / {r.accepted}{lost} | {r.drain_seconds:.1f} | {_ms(lat['p50_ms'])} "
-                     f"| {_ms(lat['p90_ms'])} | {_ms(lat['p99_ms'])} | {_ms(lat['max_ms'])} "
-                     f"| {r.per_message(r.sync_calls)} | {r.per_message(r.cpu_seconds, 1000)} "
-                     f"| {r.connections} | {r.load['errors']} |")
+        dup = f" (dup {r.duplicates})" if r.duplicates else ""
+        cells = (r.clients, r.peer, f"{r.load['msgs_per_s']:.0f}", f"**{r.e2e_rate:.0f}**",
+                 f"{r.delivered} / {r.accepted}{dup}", f"{r.drain_seconds:.1f}", _ms(r.load["p50_ms"]),
+                 _ms(lat["p50_ms"]), _ms(lat["p90_ms"]), _ms(lat["p99_ms"]), _ms(lat["max_ms"]),
+                 r.per_message(r.sync_calls), r.per_message(r.cpu_seconds, 1000),
+                 r.per_message(r.cpu_wait_seconds, 1000), r.connections, r.load["errors"])
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 
 

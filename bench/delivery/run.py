@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.delivery.receipts import complete_lines, match, parse_sink_lines
 from bench.delivery.report import Result
+from bench.delivery.sched import thread_waits, waited_seconds
 from bench.delivery.syncs import SyncUse, sync_use
 from bench.frontdoor import postfix_peer, relay_peer
 from bench.frontdoor.certs import write_certs
@@ -134,7 +135,7 @@ class _Bench:
         self.receipts.read_new()  # whatever came before this run is not this run's
         connections_before = self.receipts.connections
         logs = {child.name: child.trace.log.stat().st_size for child in peer.children}
-        sync_before, cpu_before = peer.sync_calls(), peer.cpu_seconds()
+        sync_before, cpu_before, waits_before = peer.sync_calls(), peer.cpu_seconds(), _waits(peer)
         started = time.monotonic()
         outcome = asyncio.run(run_load(_target(peer), self.tls, load))
         ended = time.monotonic()
@@ -159,7 +160,8 @@ class _Bench:
                       sync_targets=dict(syncs.calls.most_common()),
                       sync_seconds={target: round(s, 4) for target, s in syncs.seconds.most_common()},
                       connections=self.receipts.connections - connections_before,
-                      cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3))
+                      cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3),
+                      cpu_wait_seconds=round(waited_seconds(waits_before, _waits(peer)), 3))
 
     def _await_delivery(self, wanted: set[int]) -> list[tuple[int, float]]:
         """Receipts until every wanted seq is in, or no wanted one came for ``stall_seconds``, or the cap."""
@@ -178,6 +180,10 @@ class _Bench:
                 seen |= fresh
                 progress = time.monotonic()
         return received
+
+
+def _waits(peer: Peer) -> dict[tuple[int, int], int]:
+    return {key: ns for child in peer.children for key, ns in thread_waits(child.proc.pid).items()}
 
 
 def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:

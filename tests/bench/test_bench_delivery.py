@@ -50,6 +50,7 @@ def test_a_tiny_run_delivers_every_message_through_both_peers_and_accounts_for_i
         assert set(r.sync_seconds) <= set(r.sync_targets)
         assert sum(r.sync_seconds.values()) > 0
         assert r.cpu_seconds > 0
+        assert r.cpu_wait_seconds >= 0
     relay = next(r for r in done.results if r.peer == RELAY)
     assert any("relay-spool" in target for target in relay.sync_targets), relay.sync_targets
     assert not done.workdir.exists()  # not kept: the temp dir (configs, password files) is gone
