@@ -41,15 +41,17 @@ class Plan:
     # one message per connection.
     scenarios: tuple[tuple[int, int], ...] = ((100, 1), (100, 10), (100, 50), (1, 10))
     stall_seconds: float = 15  # no accepted message reached the sink for this long: delivery is stuck
-    drain_cap_seconds: float = 120
+    drain_cap_seconds: float = 45
+    budget_seconds: float = 540  # no run starts after this, so a whole run stays under ~10 minutes
 
     def bounds(self) -> str:
         return (f"{self.max_messages} messages or {self.max_seconds:g} s of injection, whichever comes "
-                f"first; then up to {self.drain_cap_seconds:g} s for delivery to finish")
+                f"first; then up to {self.drain_cap_seconds:g} s for delivery to finish; no run starts "
+                f"after {self.budget_seconds:g} s")
 
 
 FULL = Plan(max_messages=6_000, max_seconds=20)
-QUICK = Plan(max_messages=500, max_seconds=3, drain_cap_seconds=60)
+QUICK = Plan(max_messages=500, max_seconds=3, drain_cap_seconds=30, budget_seconds=240)
 
 
 @dataclass
@@ -82,6 +84,7 @@ def _target(peer: Peer) -> Target:
 
 
 def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] = print) -> Run:
+    begun = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mta-delivery-"))
     workdir.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk through it to their files
     notes: list[str] = []
@@ -109,6 +112,10 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
         for turn, (per_connection, clients) in enumerate(plan.scenarios):
             load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
             for peer in peers[turn % len(peers):] + peers[:turn % len(peers)]:
+                if time.monotonic() - begun > plan.budget_seconds:
+                    notes.append(f"Time budget spent: {peer.name} with {clients} clients, "
+                                 f"{per_connection} per connection, not run.")
+                    continue
                 results.append(bench.measure(peer, load))
                 progress(_progress_line(results[-1]))
     finally:
