@@ -71,9 +71,21 @@ def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Pee
     assert executable is not None  # checked by available()
     child = spawn("relay", [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir)
     wait_for_port(child, port)
-    # Spool entries still in active/ are accepted mail not yet delivered to the sink (mta_relay.spool).
+    # Non-empty slot files are accepted mail not yet delivered to the sink (mta_relay.spool).
     return Peer(RELAY, port, USERNAME, password, [child],
-                settle=lambda: wait_drained(lambda: sum(1 for _ in (spool / "active").glob("*.msg"))))
+                settle=lambda: wait_drained(lambda: _spooled(spool)))
+
+
+def _spooled(spool: Path) -> int:
+    slots = spool / "slots"
+    return sum(1 for p in slots.iterdir() if _size(p)) if slots.exists() else 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # removed (not kept as a free slot) while we looked
+        return 0
 
 
 def _executable() -> str | None:

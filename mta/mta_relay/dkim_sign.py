@@ -76,6 +76,10 @@ class DkimSigner:
         self._keys: Mapping[str, _Prepared] = {k.domain.lower().rstrip("."): _prepare(k) for k in keys}
         self._headers = [h.lower().encode() for h in headers]
 
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
     def key_for(self, domain: str) -> _Prepared | None:
         labels = domain.split(".")
         for i in range(len(labels) - 1):

@@ -36,6 +36,7 @@ from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import CorruptEntry, Spool, SpoolEntry, SpoolError, Status
 
 log = logging.getLogger("mta_relay.queue")
+INLINE_BYTES = 64 << 10  # messages up to this size are prepared for the wire on the event loop
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class QueueRunner:
     # --- one attempt ------------------------------------------------------------------------------
     async def _attempt(self, queue_id: str) -> None:
         try:
-            entry = await asyncio.to_thread(self.spool.read, queue_id)
+            entry = self.spool.take_fresh(queue_id) or await asyncio.to_thread(self.spool.read, queue_id)
         except FileNotFoundError:
             self._forget(queue_id)
             return
@@ -213,12 +214,14 @@ class QueueRunner:
                 "event": "quarantined", "queue_id": queue_id, "reason": str(error)}})
             self._forget(queue_id)
             return
-        pending = await asyncio.to_thread(self.spool.pending_rcpts, entry)
+        pending = (await asyncio.to_thread(self.spool.pending_rcpts, entry)
+                   if self.spool.has_outcomes(queue_id) else list(entry.envelope.rcpts))
         outcomes: list[RecipientOutcome] = []
         if pending:
             self.metrics.attempts.inc()
             try:
-                message = await asyncio.to_thread(self._outgoing, entry.message)
+                message = (self._outgoing(entry.message) if self._cheap(entry.message)
+                           else await asyncio.to_thread(self._outgoing, entry.message))
                 outcomes = await self.deliverer.deliver(entry.envelope.mail_from, pending, message)
             except Exception:  # a bug must not strand the message: log it and try again later
                 log.exception("delivery attempt failed", extra={"fields": {"event": "attempt_error",
@@ -231,6 +234,10 @@ class QueueRunner:
         self._settling.add(settle)
         settle.add_done_callback(self._settling.discard)
         await asyncio.shield(settle)
+
+    def _cheap(self, message: bytes) -> bool:
+        """Small and unsigned: preparing it inline costs less than a hop to a worker thread."""
+        return len(message) <= INLINE_BYTES and (self.signer is None or not self.signer.has_keys)
 
     def _outgoing(self, message: bytes) -> bytes:
         message = wire_form(message)

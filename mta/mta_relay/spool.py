@@ -3,22 +3,27 @@
 Shared contract between the front door (writes, then answers 250) and delivery (lists, reads, records
 per-recipient outcomes, removes). Layout under the spool root::
 
-    tmp/<qid>.msg        being written (never read by delivery)
-    active/<qid>.msg     complete, durable entries: immutable once there
-    active/<qid>.out     per-recipient outcomes, JSON lines appended by delivery (last line per rcpt wins)
-    quarantine/          entries found half-written or corrupt by ``recover``
+    slots/<8 digits>     slot files, each empty (free) or holding exactly one entry
+    outcomes/<qid>.out   per-recipient outcomes, JSON lines appended by delivery (last line per rcpt wins)
+    quarantine/          entries found torn or corrupt
 
-Entry file format (version 1)::
+Entry format (version 1), written at offset 0 of an empty slot::
 
     MTASPOOL 1 <header length> <message length>\\n
     <header: JSON object, the Envelope fields>\\n
     <message: the exact bytes received, CRLF line ends, dot-stuffing removed>
     \\nSHA256 <hex of header + message>\\n
 
-Durability (``put``): write tmp file, fsync it, rename into active/, fsync active/ — then, and only then,
-the caller may reply 250. The directory fsync is group-committed: concurrent writers share one directory
-fsync that started after their rename, so a busy relay pays a little over one fsync per message
-(``fsyncs`` / ``entries_written`` counts it). A torn or corrupt entry fails its length or checksum test.
+Durability with one data sync per message (``put``): slots are created ahead of need, in batches, and
+made durable then (each file and the directory fsync'd) — so a slot's directory entry is on disk before
+any message is written into it. Accepting a message is: take a free (empty) slot, write the entry,
+``fdatasync`` the slot — then, and only then, the caller may reply 250. No create, rename or directory
+sync on the hot path. A torn write fails the entry's length or checksum test and is quarantined by
+``recover``; a message was only acknowledged after its sync completed, so a torn entry is never one.
+
+Removal truncates the slot to zero (free again) without a sync: the entry is done, so losing the
+truncation to a machine crash only brings it back as a duplicate (see docs/delivery.md). A process crash
+loses nothing the kernel was given. Beyond ``MAX_FREE`` free slots, removal unlinks the file instead.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import re
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +44,12 @@ from typing import Literal
 FORMAT_VERSION = 1
 _MAGIC = b"MTASPOOL"
 _QID = re.compile(r"^[0-9a-f]{26}$")
+_SLOT = re.compile(r"^[0-9]{8}$")
+_QID_IN_HEADER = re.compile(rb'"queue_id":"([0-9a-f]{26})"')
+SLOT_BATCH = 64  # slots created (and synced) at a time: one directory sync per 64 new slots
+MAX_FREE = 1024  # free slots kept for reuse after a backlog drains
+IO_THREADS = 16  # concurrent writes and syncs (the default executor's few threads would cap them)
+FRESH_BYTES = 32 << 20  # just-written messages kept in memory for their first delivery attempt
 Status = Literal["delivered", "failed", "deferred"]
 FINAL: frozenset[str] = frozenset({"delivered", "failed"})
 
@@ -79,7 +91,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    entries: tuple[str, ...]  # queue ids found complete in active/
+    entries: tuple[str, ...]  # queue ids found complete
     quarantined: tuple[str, ...]  # file names moved to quarantine/
 
 
@@ -119,48 +131,29 @@ def decode_entry(data: bytes) -> SpoolEntry:
     return SpoolEntry(envelope, message)
 
 
-class _DirSyncer:
-    """Group commit for directory fsyncs: every waiter gets an fsync that began after it asked."""
-
-    def __init__(self, spool: Spool) -> None:
-        self._spool = spool
-        self._next: asyncio.Future[None] | None = None
-        self._running = False
-
-    async def sync(self) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        waiter = self._next
-        if not self._running:
-            self._running = True
-            asyncio.get_running_loop().create_task(self._run())
-        await waiter
-
-    async def _run(self) -> None:
-        try:
-            while self._next is not None:
-                waiter, self._next = self._next, None
-                try:
-                    await asyncio.to_thread(self._spool.fsync_dir, self._spool.active)
-                except OSError as error:
-                    waiter.set_exception(SpoolError(f"spool directory sync failed: {error.strerror}"))
-                else:
-                    waiter.set_result(None)
-        finally:
-            self._running = False
-
-
 class Spool:
+    """Call ``recover()`` before anything else: it creates the directories and learns what is there."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.tmp, self.active, self.quarantine_dir = root / "tmp", root / "active", root / "quarantine"
+        self.slots, self.outcomes_dir = root / "slots", root / "outcomes"
+        self.quarantine_dir = root / "quarantine"
         self.fsyncs = 0  # counted for the fsyncs-per-message figure (metrics, bench)
         self.entries_written = 0
-        self._count_lock = threading.Lock()  # fsyncs happen in worker threads
-        self._dir_syncer = _DirSyncer(self)
+        self._lock = threading.Lock()  # the maps below change in worker threads and on the loop
+        self._grow_lock = threading.Lock()
+        self._entries: dict[str, int] = {}  # queue id → slot
+        self._free: list[int] = []
+        self._next_slot = 0
+        self._with_outcomes: set[str] = set()  # queue ids with an outcomes file
+        # Entries just made durable, handed to delivery without reading them back (the page cache would
+        # give the same bytes): saves a thread hop and a read per message.
+        self._fresh: dict[str, SpoolEntry] = {}
+        self._fresh_bytes = 0
+        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="spool")
 
     def ensure_dirs(self) -> None:
-        for directory in (self.tmp, self.active, self.quarantine_dir):
+        for directory in (self.slots, self.outcomes_dir, self.quarantine_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # --- writing (front door) ---------------------------------------------------------------------
@@ -171,27 +164,69 @@ class Spool:
         envelope = Envelope(queue_id or new_queue_id(), mail_from, tuple(rcpts), credential, client_ip,
                             time.time(), source, smtputf8, len(message))
         try:
-            await asyncio.to_thread(self._write_entry, envelope, message)
+            slot = await asyncio.get_running_loop().run_in_executor(self._io, self._store, envelope, message)
         except OSError as error:
             raise SpoolError(f"spool write failed: {error.strerror}") from None
-        await self._dir_syncer.sync()
+        with self._lock:
+            self._entries[envelope.queue_id] = slot
+            if self._fresh_bytes + len(message) <= FRESH_BYTES:
+                self._fresh[envelope.queue_id] = SpoolEntry(envelope, message)
+                self._fresh_bytes += len(message)
         self.entries_written += 1
         return envelope
 
-    def _write_entry(self, envelope: Envelope, message: bytes) -> None:
-        name = f"{envelope.queue_id}.msg"
-        tmp = self.tmp / name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    def _store(self, envelope: Envelope, message: bytes) -> int:
+        data = encode_entry(envelope, message)
+        slot = self._take_slot()
         try:
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                out.write(encode_entry(envelope, message))
-            self._fsync(fd)
+            fd = os.open(self._slot_path(slot), os.O_WRONLY)
         except OSError:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with self._lock:
+                self._free.append(slot)  # untouched
             raise
-        os.close(fd)
-        os.rename(tmp, self.active / name)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(fd, memoryview(data)[written:], written)
+            os.fdatasync(fd)  # the slot's size changes too: fdatasync syncs what reading it back needs
+            self._count_sync()
+        except OSError:
+            self._free_after_failure(fd, slot)
+            raise
+        finally:
+            os.close(fd)
+        return slot
+
+    def _free_after_failure(self, fd: int, slot: int) -> None:
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            return  # left out of the free list; recover() sorts it out at the next start
+        with self._lock:
+            self._free.append(slot)
+
+    def _take_slot(self) -> int:
+        while True:
+            with self._lock:
+                if self._free:
+                    return self._free.pop()
+            with self._grow_lock:
+                if not self._free:
+                    self._grow()
+
+    def _grow(self) -> None:
+        """Create a batch of empty slots and make them durable before any is used."""
+        first = self._next_slot
+        for slot in range(first, first + SLOT_BATCH):
+            self._next_slot = slot + 1  # past it even if this fails: a name is never tried twice
+            fd = os.open(self._slot_path(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self._fsync(fd)
+            finally:
+                os.close(fd)
+        self.fsync_dir(self.slots)
+        with self._lock:
+            self._free.extend(range(first + SLOT_BATCH - 1, first - 1, -1))  # lowest numbers first
 
     def fsync_dir(self, directory: Path) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -202,16 +237,19 @@ class Spool:
 
     def _fsync(self, fd: int) -> None:
         os.fsync(fd)
-        with self._count_lock:
+        self._count_sync()
+
+    def _count_sync(self) -> None:
+        with self._lock:
             self.fsyncs += 1
 
     def probe(self, min_free_bytes: int) -> bool:
         """Readiness: the spool takes files and has room for a full-size message (no fsync spent)."""
         try:
-            probe = self.tmp / f".probe-{secrets.token_hex(4)}"
+            probe = self.slots / f".probe-{secrets.token_hex(4)}"
             probe.write_bytes(b"x")
             probe.unlink()
-            st = os.statvfs(self.tmp)
+            st = os.statvfs(self.slots)
         except OSError:
             return False
         return st.f_bavail * st.f_frsize >= min_free_bytes
@@ -219,29 +257,57 @@ class Spool:
     # --- reading and bookkeeping (delivery) ------------------------------------------------------
     def queue_ids(self) -> list[str]:
         """Queue ids of complete entries, oldest first."""
-        return sorted(n[:-4] for n in os.listdir(self.active) if n.endswith(".msg") and _QID.match(n[:-4]))
+        with self._lock:
+            return sorted(self._entries)
 
     def depth(self) -> int:
-        return sum(1 for n in os.listdir(self.active) if n.endswith(".msg"))
+        return len(self._entries)
+
+    def path(self, queue_id: str) -> Path:
+        """The slot file holding the entry (FileNotFoundError if there is none)."""
+        _check_qid(queue_id)
+        with self._lock:
+            slot = self._entries.get(queue_id)
+        if slot is None:
+            raise FileNotFoundError(queue_id)
+        return self._slot_path(slot)
+
+    def take_fresh(self, queue_id: str) -> SpoolEntry | None:
+        """The entry as ``put`` wrote it, once, if it is still in memory; else None (then ``read``)."""
+        with self._lock:
+            entry = self._fresh.pop(queue_id, None)
+            if entry is not None:
+                self._fresh_bytes -= len(entry.message)
+        return entry
 
     def read(self, queue_id: str) -> SpoolEntry:
         """The entry, checked; CorruptEntry if it fails its checks (then ``quarantine`` it)."""
-        return decode_entry(self._path(queue_id, ".msg").read_bytes())
+        entry = decode_entry(self.path(queue_id).read_bytes())
+        if entry.envelope.queue_id != queue_id:
+            raise CorruptEntry("slot holds another entry")
+        return entry
 
     def record_outcome(self, queue_id: str, rcpt: str, status: Status, detail: str) -> None:
         """Append one recipient's outcome durably (fsync'd) before delivery acts on it."""
         line = json.dumps(asdict(Outcome(rcpt, status, detail, time.time())), separators=(",", ":"))
-        fd = os.open(self._path(queue_id, ".out"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(self._outcome_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode() + b"\n")
             self._fsync(fd)
         finally:
             os.close(fd)
+        with self._lock:
+            self._with_outcomes.add(queue_id)
+
+    def has_outcomes(self, queue_id: str) -> bool:
+        return queue_id in self._with_outcomes
 
     def outcomes(self, queue_id: str) -> dict[str, Outcome]:
         """Latest outcome per recipient; a torn last line (crash mid-append) is ignored."""
+        if not self.has_outcomes(queue_id):
+            return {}  # most messages never get an outcomes file: no need to look for one
         try:
-            data = self._path(queue_id, ".out").read_bytes()
+            data = self._outcome_path(queue_id).read_bytes()
         except FileNotFoundError:
             return {}
         result: dict[str, Outcome] = {}
@@ -259,44 +325,103 @@ class Spool:
         return [r for r in entry.envelope.rcpts if r not in done]
 
     def remove(self, queue_id: str) -> None:
-        """Delivery is done with the entry (all recipients final). The message goes first, so a crash
-        in between leaves only an orphan outcome file, which ``recover`` removes."""
-        self._path(queue_id, ".msg").unlink(missing_ok=True)
-        self._path(queue_id, ".out").unlink(missing_ok=True)
-        self.fsync_dir(self.active)
+        """Delivery is done with the entry (all recipients final): free its slot, without a sync (a
+        truncation lost to a machine crash brings back a delivered message: a duplicate, never a loss).
+        The entry goes first, so a crash in between leaves only an orphan outcome file."""
+        _check_qid(queue_id)
+        self.take_fresh(queue_id)
+        with self._lock:
+            slot = self._entries.pop(queue_id, None)
+            keep = len(self._free) < MAX_FREE
+        if slot is not None:
+            try:
+                if keep:
+                    os.truncate(self._slot_path(slot), 0)
+                else:
+                    self._slot_path(slot).unlink()
+            except OSError:
+                with self._lock:
+                    self._entries[queue_id] = slot  # still there: the caller retries later
+                raise
+            if keep:
+                with self._lock:
+                    self._free.append(slot)
+        if queue_id in self._with_outcomes:
+            self._outcome_path(queue_id).unlink(missing_ok=True)
+            self._with_outcomes.discard(queue_id)
 
     def quarantine(self, queue_id: str) -> None:
-        for suffix in (".msg", ".out"):
-            path = self._path(queue_id, suffix)
-            if path.exists():
-                os.rename(path, self.quarantine_dir / path.name)
-        self.fsync_dir(self.active)
+        _check_qid(queue_id)
+        self.take_fresh(queue_id)
+        self._with_outcomes.discard(queue_id)
+        with self._lock:
+            slot = self._entries.pop(queue_id, None)
+        if slot is not None:
+            os.rename(self._slot_path(slot), self._quarantine_path(f"{queue_id}.msg", slot))
+        outcomes = self._outcome_path(queue_id)
+        if outcomes.exists():
+            os.rename(outcomes, self.quarantine_dir / outcomes.name)
+        self.fsync_dir(self.quarantine_dir)
 
     def recover(self) -> RecoveryReport:
-        """At start-up, before serving: quarantine half-written (tmp/) and corrupt entries, drop orphan
-        outcome files; return the complete entries for delivery to resume."""
+        """At start-up, before serving: learn the entries, quarantine torn and corrupt ones, drop orphan
+        outcome files, make sure free slots are ready; return the entries for delivery to resume."""
         self.ensure_dirs()
         quarantined: list[str] = []
-        for name in sorted(os.listdir(self.tmp)):
-            os.rename(self.tmp / name, self.quarantine_dir / name)
-            quarantined.append(name)
-        good: list[str] = []
-        for queue_id in self.queue_ids():
+        entries: dict[str, int] = {}
+        free: list[int] = []
+        numbers = sorted(int(n) for n in os.listdir(self.slots) if _SLOT.match(n))
+        for slot in numbers:
+            path = self._slot_path(slot)
+            data = path.read_bytes()
+            if not data:
+                free.append(slot)
+                continue
             try:
-                self.read(queue_id)
+                queue_id = decode_entry(data).envelope.queue_id
             except CorruptEntry:
-                self.quarantine(queue_id)
-                quarantined.append(f"{queue_id}.msg")
+                queue_id = None
+            if queue_id is None or queue_id in entries:  # torn, corrupt, or a copy (cannot happen)
+                target = self._quarantine_path(_quarantine_name(data, slot), slot)
+                os.rename(path, target)
+                quarantined.append(target.name)
             else:
-                good.append(queue_id)
-        for name in os.listdir(self.active):
-            if name.endswith(".out") and name[:-4] not in good:
-                (self.active / name).unlink()
-        self.fsync_dir(self.active)
-        self.fsync_dir(self.quarantine_dir)
-        return RecoveryReport(tuple(good), tuple(quarantined))
+                entries[queue_id] = slot
+        with_outcomes: set[str] = set()
+        for name in os.listdir(self.outcomes_dir):
+            if name[:-4] not in entries:
+                (self.outcomes_dir / name).unlink()
+            else:
+                with_outcomes.add(name[:-4])
+        if quarantined:
+            self.fsync_dir(self.quarantine_dir)
+        with self._lock:
+            self._entries, self._free = entries, sorted(free, reverse=True)  # lowest numbers first
+            self._with_outcomes, self._fresh, self._fresh_bytes = with_outcomes, {}, 0
+            self._next_slot = numbers[-1] + 1 if numbers else 0
+        if not self._free:
+            self._grow()  # the first message need not wait for it
+        return RecoveryReport(tuple(sorted(entries)), tuple(quarantined))
 
-    def _path(self, queue_id: str, suffix: str) -> Path:
-        if not _QID.match(queue_id):
-            raise ValueError("not a queue id")
-        return self.active / f"{queue_id}{suffix}"
+    def _slot_path(self, slot: int) -> Path:
+        return self.slots / f"{slot:08d}"
+
+    def _quarantine_path(self, name: str, slot: int) -> Path:
+        """Never over an earlier quarantined file: each may be someone's only copy."""
+        path = self.quarantine_dir / name
+        return path if not path.exists() else self.quarantine_dir / f"slot-{slot:08d}-{time.time_ns()}.msg"
+
+    def _outcome_path(self, queue_id: str) -> Path:
+        _check_qid(queue_id)
+        return self.outcomes_dir / f"{queue_id}.out"
+
+
+def _check_qid(queue_id: str) -> None:
+    if not _QID.match(queue_id):
+        raise ValueError("not a queue id")
+
+
+def _quarantine_name(data: bytes, slot: int) -> str:
+    """Named by the queue id when the header still shows it (logs carry queue ids), else by slot."""
+    found = _QID_IN_HEADER.search(data[:4096])
+    return f"{found.group(1).decode()}.msg" if found else f"slot-{slot:08d}.msg"

@@ -102,4 +102,5 @@ class RelayProcess:
             smtp.sendmail(mail_from, rcpts, message)
 
     def spool_entries(self) -> list[str]:
-        return sorted(p.name for p in (self.spool / "active").glob("*.msg"))
+        """Slot files holding an entry (free slots are empty)."""
+        return sorted(p.name for p in (self.spool / "slots").iterdir() if p.stat().st_size)

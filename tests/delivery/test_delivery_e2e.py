@@ -120,7 +120,7 @@ async def test_truncated_spool_entry_is_quarantined_at_start(tmp_path: Path, rec
     torn = await spool.put(mail_from="app@example.com", rcpts=["bob@example.net"], credential=USERNAME,
                            client_ip="127.0.0.1", source="smtp", smtputf8=False,
                            message=message(subject="torn", body=b"x" * 4000))
-    path = spool.active / f"{torn.queue_id}.msg"
+    path = spool.path(torn.queue_id)
     path.write_bytes(path.read_bytes()[:2500])
     await started(relay)
     try:

@@ -114,16 +114,16 @@ def test_quota_429(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
 
 def test_spool_unwritable_503_and_not_ready(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
     spool = relay.relay.spool
-    spool.tmp.rename(spool.root / "tmp.moved")
-    spool.tmp.write_bytes(b"")
+    spool.slots.rename(spool.root / "slots.moved")
+    spool.slots.write_bytes(b"")
     try:
         status, _, body = _inject(relay, tls_client, {"envelope_sender": "app@example.com",
                                                       "recipients": ["r@example.net"], "content": RAW})
         assert (status, body["reason"]) == (503, "spool")
         assert https(relay.server.http_port, tls_client, "/readyz")[0] == 503
     finally:
-        spool.tmp.unlink()
-        (spool.root / "tmp.moved").rename(spool.tmp)
+        spool.slots.unlink()
+        (spool.root / "slots.moved").rename(spool.slots)
 
 
 def test_source_ip_credential_without_auth_header(relay: RelayThread, tls_client: ssl.SSLContext) -> None:

@@ -102,8 +102,8 @@ def test_swaks_submission_and_json_logs(relay_process: RelayProcess, tls_client:
                                 capture_output=True, text=True, timeout=30, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "250 2.0.0 OK queued as" in result.stdout, result.stdout
-    spool = relay_process.setup.spool / "active"
-    assert len(list(spool.glob("*.msg"))) == 3, relay_process.log_path.read_text()
+    slots = relay_process.setup.spool / "slots"
+    assert sum(1 for p in slots.iterdir() if p.stat().st_size) == 3, relay_process.log_path.read_text()
     accepted = [e for e in relay_process.logs() if e.get("event") == "accepted"]
     assert len(accepted) == 3
     assert all(len(e["queue_id"]) == 26 and e["credential"] == "app" for e in accepted)

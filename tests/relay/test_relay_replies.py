@@ -122,8 +122,8 @@ def test_failed_auth_throttled_then_421(relay: RelayThread, tls_client: ssl.SSLC
 def test_spool_unwritable_452_and_not_ready(relay: RelayThread, tls_client: ssl.SSLContext,
                                             port: int) -> None:
     spool = relay.relay.spool
-    spool.tmp.rename(spool.root / "tmp.moved")
-    spool.tmp.write_bytes(b"")  # a file where the directory was: no write can succeed, even as root
+    spool.slots.rename(spool.root / "slots.moved")
+    spool.slots.write_bytes(b"")  # a file where the directory was: no write can succeed, even as root
     try:
         client = _client(relay, port, tls_client)
         client.login("app", PASSWORD)
@@ -133,8 +133,8 @@ def test_spool_unwritable_452_and_not_ready(relay: RelayThread, tls_client: ssl.
             452, b"4.3.1 Insufficient system storage, try again later")
         assert relay.relay.readiness()["spool"] is False
     finally:
-        spool.tmp.unlink()
-        (spool.root / "tmp.moved").rename(spool.tmp)
+        spool.slots.unlink()
+        (spool.root / "slots.moved").rename(spool.slots)
     relay.relay.refresh_spool_health()
     assert all(relay.relay.readiness().values())
 

@@ -1,4 +1,5 @@
-"""The spool contract: durable entries, recovery, per-recipient outcomes, corruption detected."""
+"""The spool contract: durable entries in reused slots, one data sync per message, recovery,
+per-recipient outcomes, corruption detected."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import os
 from pathlib import Path
 
 import pytest
-from mta_relay.spool import CorruptEntry, Spool, SpoolError, decode_entry
+from mta_relay.spool import SLOT_BATCH, CorruptEntry, Spool, SpoolError, decode_entry
 
 
 def _spool(tmp_path: Path) -> Spool:
     spool = Spool(tmp_path / "spool")
-    spool.ensure_dirs()
+    spool.recover()
     return spool
+
+
+def _nonempty_slots(spool: Spool) -> list[str]:
+    return sorted(p.name for p in spool.slots.iterdir() if p.stat().st_size)
 
 
 async def _put(spool: Spool, message: bytes = b"Subject: hi\r\n\r\nbody\r\n", **kw) -> str:
@@ -32,16 +37,44 @@ async def test_put_then_read_gives_exact_bytes_and_envelope(tmp_path: Path) -> N
     assert entry.envelope.queue_id == qid
     assert entry.envelope.size == len(message)
     assert spool.queue_ids() == [qid]
-    assert not os.listdir(spool.tmp)
+    assert spool.path(qid).parent == spool.slots
+    assert len(_nonempty_slots(spool)) == 1
 
 
-async def test_concurrent_puts_share_directory_fsyncs(tmp_path: Path) -> None:
+async def test_one_data_sync_per_message_and_slots_are_reused(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
+    before, files = spool.fsyncs, sorted(os.listdir(spool.slots))
     ids = await asyncio.gather(*(_put(spool) for _ in range(40)))
     assert sorted(ids) == spool.queue_ids()
-    # one file fsync each, plus directory fsyncs that group commit must keep below one per message
     assert spool.entries_written == 40
-    assert 41 <= spool.fsyncs < 80
+    assert spool.fsyncs - before == 40  # the slots were made durable ahead of need: no directory sync
+    for qid in ids:
+        spool.remove(qid)  # no sync: a lost removal can only bring back a delivered message
+    assert spool.fsyncs - before == 40
+    assert _nonempty_slots(spool) == []
+    await asyncio.gather(*(_put(spool) for _ in range(40)))
+    assert sorted(os.listdir(spool.slots)) == files  # the same files again, none created
+
+
+async def test_a_full_spool_grows_by_durable_batches(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    count = SLOT_BATCH + 5
+    before = spool.fsyncs
+    ids = await asyncio.gather(*(_put(spool) for _ in range(count)))
+    assert len(os.listdir(spool.slots)) == 2 * SLOT_BATCH
+    # each new slot file and the directory synced once, before any message went in
+    assert spool.fsyncs - before == count + SLOT_BATCH + 1
+    assert sorted(Spool(spool.root).recover().entries) == sorted(ids)
+
+
+async def test_a_slot_that_cannot_be_created_is_skipped_not_retried(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    await asyncio.gather(*(_put(spool) for _ in range(SLOT_BATCH)))  # the first batch is in use
+    (spool.slots / f"{SLOT_BATCH:08d}").write_bytes(b"stray")  # where the next new slot would go
+    with pytest.raises(SpoolError):
+        await _put(spool)
+    qid = await _put(spool)
+    assert spool.read(qid).envelope.queue_id == qid
 
 
 async def test_outcomes_and_pending_recipients(tmp_path: Path) -> None:
@@ -51,34 +84,53 @@ async def test_outcomes_and_pending_recipients(tmp_path: Path) -> None:
     entry = spool.read(qid)
     assert spool.pending_rcpts(entry) == ["b@example.net", "c@example.org"]
     spool.record_outcome(qid, "b@example.net", "delivered", "250 ok")
-    with (spool.active / f"{qid}.out").open("ab") as out:
+    with (spool.outcomes_dir / f"{qid}.out").open("ab") as out:
         out.write(b'{"rcpt":"c@exa')  # torn append from a crash
     assert spool.pending_rcpts(entry) == ["c@example.org"]
     assert spool.outcomes(qid)["b@example.net"].status == "delivered"
     spool.remove(qid)
     assert spool.queue_ids() == []
-    assert not os.listdir(spool.active)
+    assert not os.listdir(spool.outcomes_dir)
+    assert _nonempty_slots(spool) == []
 
 
-async def test_recover_quarantines_half_written_and_corrupt(tmp_path: Path) -> None:
+async def test_recover_quarantines_torn_and_corrupt_keeps_the_rest(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    good, bad = await _put(spool), await _put(spool)
-    (spool.tmp / "0000000000000000aaaaaaaaaa.msg").write_bytes(b"MTASPOOL 1 10 5\n{\"a")
-    path = spool.active / f"{bad}.msg"
-    path.write_bytes(path.read_bytes()[:-10])
-    (spool.active / "0000000000000001bbbbbbbbbb.out").write_text("{}\n")
+    good, bad, done = await _put(spool), await _put(spool), await _put(spool)
+    path = spool.path(bad)
+    path.write_bytes(path.read_bytes()[:-10])  # torn: a write cut short (never acknowledged)
+    spool.remove(done)
+    free = spool.path(await _put(spool)).name
+    garbage = spool.slots / free
+    garbage.write_bytes(b"MTASPOOL 1 10 5\n{\"a")  # torn before its queue id was written
+    (spool.outcomes_dir / "0000000000000001bbbbbbbbbb.out").write_text("{}\n")
     report = Spool(spool.root).recover()
     assert report.entries == (good,)
-    assert sorted(report.quarantined) == sorted(["0000000000000000aaaaaaaaaa.msg", f"{bad}.msg"])
-    assert sorted(os.listdir(spool.active)) == [f"{good}.msg"]
+    assert sorted(report.quarantined) == sorted([f"{bad}.msg", f"slot-{free}.msg"])
+    assert _nonempty_slots(spool) == [spool.path(good).name]
+    assert not os.listdir(spool.outcomes_dir)
     with pytest.raises(CorruptEntry):
         decode_entry((spool.quarantine_dir / f"{bad}.msg").read_bytes())
+    again = Spool(spool.root)
+    again.recover()
+    assert again.read(good).envelope.queue_id == good
+    assert again.fsyncs == 0  # free slots left from before: nothing to create
+
+
+async def test_a_slot_truncation_lost_to_a_crash_brings_the_message_back(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    qid = await _put(spool)
+    data = spool.path(qid).read_bytes()
+    slot = spool.path(qid)
+    spool.remove(qid)
+    slot.write_bytes(data)  # what the disk holds if the machine died before the truncation reached it
+    assert Spool(spool.root).recover().entries == (qid,)  # a duplicate at worst, never a loss
 
 
 async def test_flipped_byte_is_detected(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     qid = await _put(spool, b"Subject: x\r\n\r\nabcdef\r\n")
-    path = spool.active / f"{qid}.msg"
+    path = spool.path(qid)
     data = bytearray(path.read_bytes())
     data[data.index(b"abcdef")] ^= 0x01
     path.write_bytes(bytes(data))
@@ -88,11 +140,14 @@ async def test_flipped_byte_is_detected(tmp_path: Path) -> None:
 
 async def test_unwritable_spool_raises(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
-    spool.tmp.rmdir()
-    spool.tmp.write_bytes(b"")  # a file where the directory should be: every open fails, even for root
+    for slot in spool.slots.iterdir():
+        slot.unlink()
+    spool.slots.rmdir()
+    spool.slots.write_bytes(b"")  # a file where the directory should be: every open fails, even for root
     with pytest.raises(SpoolError):
         await _put(spool)
     assert not spool.probe(0)
+    assert spool.queue_ids() == []
 
 
 def test_queue_ids_reject_path_tricks(tmp_path: Path) -> None:
