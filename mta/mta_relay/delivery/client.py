@@ -6,6 +6,7 @@ commands, so nothing in an envelope or body can end DATA early or start a second
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class HopPolicy:
     helo_name: str
     port: int
     tls: TlsMode
-    verify_context: ssl.SSLContext | None = None  # for REQUIRED/IMPLICIT; None = system CAs
+    verify_context: ssl.SSLContext | None = None  # for REQUIRED/IMPLICIT; None = system CAs (loaded once)
     credentials: Credentials | None = None
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
@@ -61,6 +62,13 @@ class HopUnavailable(Exception):
         self.code, self.text = code, text
 
 
+# Contexts are built once, not per connection: loading the CA bundle costs 15-50 ms of event-loop CPU.
+@functools.cache
+def _system_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
+@functools.cache
 def _unverified_context() -> ssl.SSLContext:
     # Opportunistic TLS to MX hosts: encryption without authentication beats plaintext (RFC 7435).
     context = ssl.create_default_context()
@@ -71,7 +79,7 @@ def _unverified_context() -> ssl.SSLContext:
 
 async def open_session(hop: Hop, policy: HopPolicy) -> aiosmtplib.SMTP:
     """A connected, greeted, TLS-upgraded and authenticated client, or HopUnavailable."""
-    verified = policy.verify_context or ssl.create_default_context()
+    verified = policy.verify_context or _system_context()
     smtp = aiosmtplib.SMTP(hostname=hop.address, port=policy.port, local_hostname=policy.helo_name,
                            timeout=policy.command_timeout, start_tls=False,
                            use_tls=policy.tls is TlsMode.IMPLICIT,

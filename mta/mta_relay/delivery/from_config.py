@@ -6,6 +6,7 @@ directory unless absolute; errors name the file, never its content.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 from mta_relay.config import RelaySettings
@@ -39,8 +40,10 @@ def route(settings: RelaySettings, config_dir: Path) -> Route:
         if host.username_file and host.password_file:
             credentials = Credentials(_read(config_dir, host.username_file).decode().strip(),
                                       _read(config_dir, host.password_file).decode().strip())
+        # The system CAs are loaded here, once per route (start, or a reload that changes the route).
         return smarthost_route(host.host, HopPolicy(helo_name=settings.hostname, port=host.port,
-                                                    tls=_SMARTHOST_TLS[host.tls], credentials=credentials))
+                                                    tls=_SMARTHOST_TLS[host.tls], credentials=credentials,
+                                                    verify_context=ssl.create_default_context()))
     resolver = make_resolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout_seconds)
     return mx_route(resolver, HopPolicy(helo_name=settings.hostname, port=MX_PORT, tls=TlsMode.OPPORTUNISTIC))
 
