@@ -2,7 +2,8 @@
 the relay with py-spy (bench/requirements.txt; --nonblocking, since strace already traces it) while the
 load generator runs one scenario, and prints the functions with the most samples, self and total.
 ``--drain`` samples on until the relay's spool is empty, so the delivery of what was accepted is in the
-profile (the delivery bench's view); ``--idle`` counts waiting threads too (fsyncs in worker threads).
+profile (the delivery bench's view); ``--idle`` counts waiting threads too (fsyncs in worker threads);
+``--gil`` only samples holding the GIL, i.e. where the Python CPU time goes.
 
 ``python -m bench.frontdoor.profile_relay [--clients 10] [--per-connection 100] [--seconds 10] [--drain]``
 """
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--drain", action="store_true", help="sample until the relay's spool is empty")
     parser.add_argument("--idle", action="store_true", help="include idle threads (py-spy --idle)")
+    parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (py-spy --gil)")
     args = parser.parse_args()
     if not PY_SPY.exists():
         parser.error(f"{PY_SPY} missing: python -m venv bench/.venv && bench/.venv/bin/pip install -r "
@@ -79,8 +81,8 @@ def main() -> None:
         duration = [] if args.drain else ["--duration", str(math.ceil(args.seconds))]
         with spy_log.open("w") as log:
             argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", *duration,
-                    *(["--idle"] if args.idle else []), "--output", str(folded),
-                    "--pid", str(relay.children[0].traced_pid())]
+                    *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else []),
+                    "--output", str(folded), "--pid", str(relay.children[0].traced_pid())]
             spy = subprocess.Popen(argv, stdout=log, stderr=log)
         outcome = asyncio.run(run_load(target, tls, Load(args.clients, args.per_connection, 10**9,
                                                           args.seconds)))
