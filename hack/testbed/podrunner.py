@@ -407,13 +407,34 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(p, uid, gid, follow_symlinks=False)
 
 
+def _mount_points() -> set[str]:
+    """The mount points of every mount namespace on this machine."""
+    namespaces, points = set(), set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ns = os.readlink(proc / "ns" / "mnt")
+            if ns in namespaces:
+                continue
+            namespaces.add(ns)
+            points.update(line.split()[4].replace("\\040", " ")
+                          for line in (proc / "mountinfo").read_text().splitlines())
+        except OSError:  # gone meanwhile
+            continue
+    return points
+
+
 def remove_created_mountpoints(state_dir: Path) -> None:
     """Undo the mount points the runner had to create on this machine (deepest first)."""
     record = state_dir / "created-mountpoints.txt"
     if not record.exists():
         return
+    # Removing a directory detaches the mounts on it in every mount namespace: a path another test bed's
+    # pod still has a volume on stays (it would otherwise vanish under that pod's process).
+    in_use = _mount_points()
     for line in sorted(set(record.read_text().split()), key=len, reverse=True):
         p = Path(line)
+        if str(p.resolve()) in in_use:
+            continue
         with contextlib.suppress(OSError):
             p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
     record.unlink()
