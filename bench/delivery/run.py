@@ -1,8 +1,9 @@
 """One delivery benchmark run: start the timing sink, the Postfix peer and the relay (both deliver to the
-sink), warm each up, then for each scenario run the same load against each peer in turn (the order
-rotates), wait until the sink has every accepted message (or delivery stalls), let the peer's queue and
-its syncs settle, and collect the figures. Bounded: per run by a count and a time, per drain by a stall
-time and a cap."""
+sink), warm each up, then for each scenario run the same load against each peer in turn, in rounds (ABBA:
+the order reverses every round and rotates per scenario, so that drifting background load on the shared
+machine does not favour one peer), wait until the sink has every accepted message (or delivery stalls),
+let the peer's queue and its syncs settle, and collect the figures. Bounded: per run by a count and a
+time, per drain by a stall time and a cap, and the whole by a time budget."""
 
 from __future__ import annotations
 
@@ -40,18 +41,20 @@ class Plan:
     # (messages per connection, clients): long-lived submission connections at three concurrencies, and
     # one message per connection.
     scenarios: tuple[tuple[int, int], ...] = ((100, 1), (100, 10), (100, 50), (1, 10))
+    rounds: int = 2
     stall_seconds: float = 15  # no accepted message reached the sink for this long: delivery is stuck
     drain_cap_seconds: float = 45
     budget_seconds: float = 540  # no run starts after this, so a whole run stays under ~10 minutes
 
     def bounds(self) -> str:
-        return (f"{self.max_messages} messages or {self.max_seconds:g} s of injection, whichever comes "
-                f"first; then up to {self.drain_cap_seconds:g} s for delivery to finish; no run starts "
-                f"after {self.budget_seconds:g} s")
+        return (f"{self.rounds} rounds per peer and scenario, each {self.max_messages} messages or "
+                f"{self.max_seconds:g} s of injection, whichever comes first, then up to "
+                f"{self.drain_cap_seconds:g} s for delivery to finish; no run starts after "
+                f"{self.budget_seconds:g} s")
 
 
-FULL = Plan(max_messages=6_000, max_seconds=20)
-QUICK = Plan(max_messages=500, max_seconds=3, drain_cap_seconds=30, budget_seconds=240)
+FULL = Plan(max_messages=3_000, max_seconds=10)
+QUICK = Plan(max_messages=250, max_seconds=2, drain_cap_seconds=30, budget_seconds=240)
 
 
 @dataclass
@@ -111,13 +114,15 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
                                    f"{warm.missing} not delivered; see {workdir}")
         for turn, (per_connection, clients) in enumerate(plan.scenarios):
             load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
-            for peer in peers[turn % len(peers):] + peers[:turn % len(peers)]:
-                if time.monotonic() - begun > plan.budget_seconds:
-                    notes.append(f"Time budget spent: {peer.name} with {clients} clients, "
-                                 f"{per_connection} per connection, not run.")
-                    continue
-                results.append(bench.measure(peer, load))
-                progress(_progress_line(results[-1]))
+            order = peers[turn % len(peers):] + peers[:turn % len(peers)]
+            for round_ in range(1, plan.rounds + 1):
+                for peer in order if round_ % 2 else order[::-1]:
+                    if time.monotonic() - begun > plan.budget_seconds:
+                        notes.append(f"Time budget spent: {peer.name} with {clients} clients, "
+                                     f"{per_connection} per connection, round {round_}, not run.")
+                        continue
+                    results.append(bench.measure(peer, load, round_))
+                    progress(_progress_line(results[-1]))
     finally:
         for peer in peers:
             peer.stop()
@@ -135,7 +140,8 @@ class _Bench:
         self.plan, self.workdir, self.receipts, self.tls = plan, workdir, receipts, tls
         self._runs = 0
 
-    def measure(self, peer: Peer, load: Load) -> Result:
+    def measure(self, peer: Peer, load: Load, round_: int = 0) -> Result:
+        """One run; ``round_`` 0 is the warm-up."""
         self._runs += 1
         load = Load(load.clients, load.per_connection, load.max_messages, load.max_seconds,
                     load.message_size, first_seq=self._runs * SEQ_STRIDE)
@@ -160,8 +166,8 @@ class _Bench:
             use = sync_use(text, str(self.workdir), os.path.isdir)
             syncs.calls += use.calls
             syncs.seconds += use.seconds
-        return Result(peer.name, load.per_connection, load.clients, outcome.summary(), matched.delivered,
-                      matched.missing, matched.duplicates, matched.unexpected,
+        return Result(peer.name, load.per_connection, load.clients, round_, outcome.summary(),
+                      matched.delivered, matched.missing, matched.duplicates, matched.unexpected,
                       e2e_seconds=round(last - started, 3), drain_seconds=round(max(0.0, last - ended), 3),
                       latency=matched.latency_ms(), sync_calls=peer.sync_calls() - sync_before,
                       sync_targets=dict(syncs.calls.most_common()),
@@ -205,7 +211,8 @@ def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:
 
 def _progress_line(r: Result) -> str:
     lat = r.latency
-    return (f"{r.peer:>10}  {r.per_connection:>3}/conn  {r.clients:>2} clients  accepted {r.accepted:>5} "
-            f"({r.load['msgs_per_s']}/s)  delivered {r.delivered} in {r.e2e_seconds} s = {r.e2e_rate:.1f}/s  "
+    return (f"{r.peer:>10}  {r.per_connection:>3}/conn  {r.clients:>2} clients  round {r.round}  "
+            f"accepted {r.accepted:>5} ({r.load['msgs_per_s']}/s)  delivered {r.delivered} "
+            f"in {r.e2e_seconds} s = {r.e2e_rate:.1f}/s  "
             f"p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms  syncs/msg {r.per_message(r.sync_calls)}  "
             f"errors {r.load['errors']}")

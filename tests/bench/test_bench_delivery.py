@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
 
 from bench.delivery import run  # noqa: E402
 from bench.delivery.receipts import complete_lines, match, parse_sink_lines  # noqa: E402
-from bench.delivery.report import render  # noqa: E402
+from bench.delivery.report import Result, floor, render  # noqa: E402
 from bench.delivery.sink import message_seq  # noqa: E402
 from bench.delivery.syncs import sync_use  # noqa: E402
 from bench.frontdoor.message import make_message  # noqa: E402
@@ -33,7 +33,7 @@ from bench.frontdoor.peers import POSTFIX, RELAY  # noqa: E402
 
 def test_a_tiny_run_delivers_every_message_through_both_peers_and_accounts_for_it() -> None:
     assert os.geteuid() == 0, "the Postfix peer is a private instance that starts as root"
-    plan = run.Plan(max_messages=12, max_seconds=60, scenarios=((3, 2),), stall_seconds=20,
+    plan = run.Plan(max_messages=12, max_seconds=60, scenarios=((3, 2),), rounds=1, stall_seconds=20,
                     drain_cap_seconds=60)
 
     done = run.execute(plan, progress=lambda _line: None)
@@ -119,3 +119,18 @@ def test_sync_use_names_the_directory_or_the_file_s_directory_and_adds_up_the_ti
     assert {target: round(s, 6) for target, s in use.seconds.items()} == {
         "fsync file in relay-spool/tmp": 0.0025, "fsync dir relay-spool/active": 0.00425,
         "fdatasync file in postfix/queue/incoming": 0.002, "sync (no descriptor)": 0.01}
+
+
+def _result(peer: str, round_: int, delivered: int, seconds: float, missing: int = 0) -> Result:
+    return Result(peer, 100, 10, round_, {"messages": delivered + missing, "errors": 0}, delivered, missing,
+                  0, 0, seconds, 0.0, {}, 0, {}, {}, 0.0, 0.0, 0)
+
+
+def test_the_floor_pools_rounds_and_needs_every_message_delivered() -> None:
+    # Relay 300 in 2 s (150/s) against Postfix 280 in 2 s (140/s): met, though one relay round is slower.
+    rounds = [_result(RELAY, 1, 100, 1.0), _result(RELAY, 2, 200, 1.0),
+              _result(POSTFIX, 1, 140, 1.0), _result(POSTFIX, 2, 140, 1.0)]
+    assert "| 100 per connection | 10 | 150 | 140 | 1.07 | 100, 200 | 140, 140 | yes |" in floor(rounds)
+    assert floor(rounds)[-1] == "Floor met in 1 of 1 scenarios."
+    lost_one = [*rounds[:1], _result(RELAY, 2, 200, 1.0, missing=1), *rounds[2:]]
+    assert floor(lost_one)[-1] == "Floor met in 0 of 1 scenarios."
