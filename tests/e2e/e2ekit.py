@@ -1,0 +1,257 @@
+"""Helpers for the end-to-end tests: the examples adapted to the test bed, the operator as a process,
+cluster DNS lookups, and SMTP/HTTP clients that connect from a chosen loopback address."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import aiosmtplib
+import dns.resolver
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+CRDS = ROOT / "crds"
+CLUSTER = "main"  # the examples' Cluster
+HOSTNAME = "smtp.example.com"  # its spec.hostname: the name the serving certificate is issued for
+T = TypeVar("T")
+FIGURES: list[tuple[str, object]] = []
+
+
+def figure(name: str, value: object) -> None:
+    """A measured figure, shown in the terminal summary: speed is reported, never asserted."""
+    FIGURES.append((name, value))
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30, what: str = "condition",
+               interval: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (AssertionError, OSError, subprocess.CalledProcessError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def examples_for_testbed(namespace: str, smarthost_port: int, mtas: int = 1) -> list[dict[str, Any]]:
+    """examples/ moved into ``namespace``, with what the test bed lacks swapped out of the Cluster: no
+    cert-manager (operator-managed CA instead), no internet (a Smarthost on loopback instead of MX), and a
+    per-MTA rate limit small enough to observe."""
+    docs = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["kind"] == "Namespace":
+                continue
+            doc = copy.deepcopy(doc)
+            doc["metadata"]["namespace"] = namespace
+            if doc["kind"] == "Cluster":
+                spec = doc["spec"]
+                spec["tls"] = {}
+                spec["mtas"] = mtas
+                spec["delivery"] = {"mode": "Smarthost", "smarthost": {
+                    "host": "127.0.0.1", "port": smarthost_port, "tls": "Required"}}
+                spec["rateLimit"] = {"messages": 10, "period": "Second"}
+            docs.append(doc)
+    return docs
+
+
+@dataclass
+class OperatorProcess:
+    """``mta-operator run`` watching one namespace, as a real process logging into ``log_path``."""
+
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        exe = Path(sys.executable).parent / "mta-operator"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(exe), "run", "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace,
+                 "--relay-image", "mta-relay:e2e"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+def resolver(dns_port: int) -> dns.resolver.Resolver:
+    """A resolver that asks only the test bed's cluster DNS (CoreDNS on loopback)."""
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers = ["127.0.0.1"]
+    res.port = dns_port
+    res.lifetime = 2
+    return res
+
+
+def lookup(res: dns.resolver.Resolver, name: str, rdtype: str = "A") -> list[str]:
+    try:
+        return sorted(r.to_text() for r in res.resolve(name, rdtype))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return []
+
+
+def message(mail_from: str, rcpt: str, token: str | None = None) -> tuple[str, bytes]:
+    """A small message with a unique token in Subject and Message-ID; returns (token, bytes)."""
+    token = token or uuid.uuid4().hex
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = rcpt
+    msg["Subject"] = f"e2e {token}"
+    msg["Message-ID"] = f"<{token}@e2e.test>"
+    msg.set_content(f"Sent through the whole chain ({token}).\n")
+    return token, msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Where a submission ended: ``stage`` (connect, auth, mail, rcpt, data) and the server's reply."""
+
+    stage: str
+    code: int
+    text: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.stage == "data" and self.code == 250
+
+
+def client_tls(ca_pem: str) -> ssl.SSLContext:
+    """Verifies the MTA's certificate against the cluster's CA, for the name in the connection Secret."""
+    ctx = ssl.create_default_context(cadata=ca_pem)
+    ctx.check_hostname = True
+    return ctx
+
+
+async def _submit(ip: str, port: int, tls: ssl.SSLContext, source: str, username: str | None,
+                  password: str | None, mail_from: str, rcpt: str, data: bytes) -> Reply:
+    smtp = aiosmtplib.SMTP(hostname=ip, port=port, source_address=(source, 0), start_tls=False,
+                           timeout=15, local_hostname="client.e2e.test")
+    try:
+        await smtp.connect()
+    except (aiosmtplib.SMTPException, OSError) as error:
+        return Reply("connect", 0, str(error))
+    stage = "tls"
+    try:
+        await smtp.ehlo()
+        await smtp.starttls(server_hostname=HOSTNAME, tls_context=tls)
+        await smtp.ehlo()
+        if username is not None:
+            stage = "auth"
+            await smtp.login(username, password or "")
+        stage = "mail"
+        await smtp.mail(mail_from)
+        stage = "rcpt"
+        await smtp.rcpt(rcpt)
+        stage = "data"
+        response = await smtp.data(data)
+        return Reply("data", response.code, response.message)
+    except aiosmtplib.SMTPResponseException as error:
+        return Reply(stage, error.code, error.message)
+    except (aiosmtplib.SMTPException, OSError) as error:
+        return Reply(stage, 0, str(error))
+    finally:
+        smtp.close()
+
+
+def submit(ip: str, port: int, tls: ssl.SSLContext, *, username: str | None, password: str | None,
+           mail_from: str, rcpt: str = "bob@example.net", data: bytes | None = None,
+           source: str = "127.0.0.1") -> Reply:
+    """One SMTP session: STARTTLS (verified), AUTH when ``username``, one message."""
+    if data is None:
+        _, data = message(mail_from, rcpt)
+    return asyncio.run(_submit(ip, port, tls, source, username, password, mail_from, rcpt, data))
+
+
+async def _inject(url: str, tls: ssl.SSLContext, username: str, password: str, body: dict[str, Any]
+                  ) -> tuple[int, dict[str, Any]]:
+    basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}"}
+    async with aiohttp.ClientSession() as session, session.post(
+            url, json=body, headers=headers, ssl=tls, server_hostname=HOSTNAME,
+            timeout=aiohttp.ClientTimeout(total=15)) as resp:
+        return resp.status, json.loads(await resp.text())
+
+
+def inject(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, body: dict[str, Any]
+           ) -> tuple[int, dict[str, Any]]:
+    """POST /api/inject/v1 over HTTPS (verified for the cluster's hostname) with Basic auth."""
+    return asyncio.run(_inject(f"https://{ip}:{port}/api/inject/v1", tls, username, password, body))
+
+
+async def _session(ip: str, port: int, tls: ssl.SSLContext, source: str) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(hostname=ip, port=port, source_address=(source, 0), start_tls=False,
+                           timeout=15, local_hostname="client.e2e.test")
+    await smtp.connect()
+    await smtp.ehlo()
+    await smtp.starttls(server_hostname=HOSTNAME, tls_context=tls)
+    await smtp.ehlo()
+    return smtp
+
+
+async def _auth(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str) -> int:
+    smtp = await _session(ip, port, tls, "127.0.0.1")
+    try:
+        return (await smtp.login(username, password)).code
+    except aiosmtplib.SMTPResponseException as error:
+        return error.code
+    finally:
+        smtp.close()
+
+
+def auth_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str) -> int:
+    """The reply to AUTH on one MTA: 235 accepted, 535 refused."""
+    return asyncio.run(_auth(ip, port, tls, username, password))
+
+
+async def _many(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str,
+                messages: list[tuple[str, str, bytes]]) -> list[int]:
+    smtp = await _session(ip, port, tls, "127.0.0.1")
+    codes = []
+    try:
+        await smtp.login(username, password)
+        for mail_from, rcpt, data in messages:
+            response = await smtp.sendmail(mail_from, [rcpt], data)
+            codes.append(250 if not response[0] else 0)
+    finally:
+        smtp.close()
+    return codes
+
+
+def submit_many(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str,
+                messages: list[tuple[str, str, bytes]]) -> list[int]:
+    """Several transactions in one authenticated session, as fast as the MTA answers."""
+    return asyncio.run(_many(ip, port, tls, username, password, messages))
