@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down crds lint test
+.PHONY: setup testbed-build up down crds lint test demo demo-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,10 @@ lint: setup
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
 test: testbed-build lint
 	$(TESTBED) run -- $(BIN)/pytest
+
+# The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.
+demo: testbed-build
+	$(BIN)/python hack/demo.py up
+
+demo-down: setup
+	$(BIN)/python hack/demo.py down

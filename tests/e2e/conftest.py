@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import demo
 import dns.resolver
 import pytest
 import trustme
@@ -112,17 +113,8 @@ class Chain:
         return path
 
     def config_in_force(self, pod: str) -> bool:
-        """Whether the pod's relay runs the ConfigMap's current relay.yaml: kubelet (here the pod runner)
-        has synced the volume, and the relay started with it or has reloaded since."""
         want = self.get("configmap", naming.settings(CLUSTER))["data"]["relay.yaml"]
-        directory = self.pod_dir(pod)
-        mounted = directory / "volumes" / "config" / "relay.yaml"
-        if not mounted.exists() or mounted.read_text() != want:
-            return False
-        synced = mounted.resolve().parent.stat().st_mtime
-        log = (directory / "relay.log").read_text() if (directory / "relay.log").exists() else ""
-        started = (directory / "relay.exec.json").stat().st_mtime if '"serving"' in log else float("inf")
-        return started >= synced or '"config_reloaded"' in log
+        return demo.relay_config_in_force(self.pod_dir(pod), want)
 
     def scale(self, mtas: int) -> None:
         self.kubectl("scale", f"mtacluster/{CLUSTER}", f"--replicas={mtas}")
@@ -169,8 +161,7 @@ def chain(kube: Kube, pod_network: str, tmp_path_factory: pytest.TempPathFactory
             chain.kubectl("wait", "--for=condition=Ready", "--timeout=120s", f"mtacluster/{CLUSTER}",
                           timeout=130)
             wait_until(lambda: len(chain.addresses()) == 1, timeout=60, what="the MTA in cluster DNS")
-            # Domains reach running pods through the mounted ConfigMap (they must not roll the pods), so
-            # DKIM keys made after the pod started arrive with the next volume sync.
+            # DKIM keys made after the pod started arrive with the next volume sync (demo.py says why).
             started = time.monotonic()
             wait_until(lambda: all(chain.config_in_force(pod) for pod in chain.ready_pods())
                        and "dkim" in chain.get("configmap", naming.settings(CLUSTER))["data"]["relay.yaml"],

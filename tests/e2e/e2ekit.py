@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import os
 import ssl
@@ -21,11 +20,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 import aiosmtplib
+import demo
 import dns.resolver
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
 CRDS = ROOT / "crds"
 CLUSTER = "main"  # the examples' Cluster
 HOSTNAME = "smtp.example.com"  # its spec.hostname: the name the serving certificate is issued for
@@ -54,26 +52,11 @@ def wait_until(check: Callable[[], T], timeout: float = 30, what: str = "conditi
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-def examples_for_testbed(namespace: str, smarthost_port: int, mtas: int = 1) -> list[dict[str, Any]]:
-    """examples/ moved into ``namespace``, with what the test bed lacks swapped out of the Cluster: no
-    cert-manager (operator-managed CA instead), no internet (a Smarthost on loopback instead of MX), and a
-    per-MTA rate limit small enough to observe."""
-    docs = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc["kind"] == "Namespace":
-                continue
-            doc = copy.deepcopy(doc)
-            doc["metadata"]["namespace"] = namespace
-            if doc["kind"] == "Cluster":
-                spec = doc["spec"]
-                spec["tls"] = {}
-                spec["mtas"] = mtas
-                spec["delivery"] = {"mode": "Smarthost", "smarthost": {
-                    "host": "127.0.0.1", "port": smarthost_port, "tls": "Required"}}
-                spec["rateLimit"] = {"messages": 10, "period": "Second"}
-            docs.append(doc)
-    return docs
+def examples_for_testbed(namespace: str, smarthost_port: int) -> list[dict[str, Any]]:
+    """The demo's adaptation of examples/ (see hack/demo.py), with one MTA to start from and a per-MTA
+    rate limit small enough to observe."""
+    return demo.examples_for_testbed(namespace, smarthost_port, mtas=1,
+                                     rate_limit={"messages": 10, "period": "Second"})
 
 
 @dataclass
