@@ -16,19 +16,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-# ``bench`` is a package at the repository root, which is not on pytest's pythonpath (tests, hack). Appended,
-# not prepended: a regular package anywhere on the path wins over the namespace directory tests/bench.
-if str(REPO) not in sys.path:
-    sys.path.append(str(REPO))
+from bench.delivery import run
+from bench.delivery.receipts import complete_lines, match, parse_sink_lines
+from bench.delivery.report import Result, floor, render
+from bench.delivery.sink import message_seq
+from bench.delivery.syncs import sync_use
+from bench.frontdoor.message import make_message
+from bench.frontdoor.peers import POSTFIX, RELAY
 
-from bench.delivery import run  # noqa: E402
-from bench.delivery.receipts import complete_lines, match, parse_sink_lines  # noqa: E402
-from bench.delivery.report import Result, floor, render  # noqa: E402
-from bench.delivery.sink import message_seq  # noqa: E402
-from bench.delivery.syncs import sync_use  # noqa: E402
-from bench.frontdoor.message import make_message  # noqa: E402
-from bench.frontdoor.peers import POSTFIX, RELAY  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_a_tiny_run_delivers_every_message_through_both_peers_and_accounts_for_it() -> None:
