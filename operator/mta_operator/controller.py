@@ -25,6 +25,8 @@ from .state import Index, Key
 log = logging.getLogger("mta_operator")
 T = TypeVar("T")
 STATS_SECONDS = 5
+OBJECT_OF = {"cluster": "Cluster", "cluster-status": "Cluster", "domain": "SendingDomain",
+             "verify": "SendingDomain", "cred": "SmtpCredential", "cred-status": "SmtpCredential"}
 KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
     "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
 
@@ -40,6 +42,7 @@ class Controller:
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="api")
         self.queue = table_writer.make_queue(self)
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self._locks: dict[tuple[str, Key], asyncio.Lock] = {}
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking API call in the bounded pool."""
@@ -160,8 +163,9 @@ class Controller:
                 self.queue.add(("verify", key))
 
     def _on_cred(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
-        old = self.index.creds.get(key)
+        old_generation = self.index.creds.generation.get(key, -1)
         if event_type == "DELETED":
+            old = self.index.creds.get(key)
             ck = self.index.drop_cred(key)
             if ck is not None and ck in self.tables:
                 self.tables[ck].remove(key)  # out of the table at the next write, within the debounce
@@ -171,12 +175,12 @@ class Controller:
                 self.queue.add(("cluster-status", ck))
             return
         cred = SmtpCredential.model_validate(raw)
-        if old is not None and old.metadata.generation == cred.metadata.generation:
+        if old_generation == cred.metadata.generation:
             self.index.creds[key] = cred  # status only: keep the newest body, nothing to do
             return
         self.index.put_cred(cred, raw["metadata"].get("creationTimestamp", ""))
         self.queue.add(("cred", key))
-        if old is None:
+        if old_generation == -1:
             self.queue.add(("cluster-status", self.index.cluster_of(cred)))
 
     def on_deployment(self, event_type: str, raw: dict[str, Any]) -> None:
@@ -197,6 +201,11 @@ class Controller:
 
     async def handle(self, item: Hashable) -> None:
         kind, key = item  # type: ignore[misc]
+        # Jobs that write the same object's status never interleave (a lost update would undo a condition).
+        async with self._locks.setdefault((OBJECT_OF[kind], key), asyncio.Lock()):
+            await self._handle(kind, key)
+
+    async def _handle(self, kind: str, key: Key) -> None:
         if kind == "cluster":
             await reconcile_cluster.reconcile(self, key)
         elif kind == "cluster-status":

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
+import urllib3
 from kubernetes import client as k8s
 
 from .naming import FIELD_MANAGER
@@ -67,7 +68,7 @@ class Kube:
             resp.read()
         except k8s.ApiException as error:
             raise ApiError(error.status or 0, str(error.reason), "request failed") from None
-        except OSError as error:  # connection refused/reset: the API server is away
+        except (OSError, urllib3.exceptions.HTTPError) as error:  # refused/reset: the API server is away
             raise ApiError(0, "Unreachable", type(error).__name__) from None
         if resp.status >= 300:
             try:

@@ -125,7 +125,7 @@ async def _patch(ctl: Controller, cred: SmtpCredential, status: dict[str, Any]) 
         raise
     # Remember what we wrote: the watch event confirming it may come later than our next look.
     key = (cred.metadata.namespace or "", cred.metadata.name)
-    if ctl.index.creds.get(key) is cred:
+    if ctl.index.creds.generation.get(key) == cred.metadata.generation:  # not replaced by a newer spec
         ctl.index.creds[key] = cred.model_copy(
             update={"status": SmtpCredentialStatus.model_validate({**current, **status})})
     return True

@@ -76,10 +76,14 @@ def test_operator_survives_api_server_restart(kube, tmp_path: Path) -> None:
     tb = testbed_cluster.up(tmp_path / "bed", die_with_parent=True)
     op = None
     try:
-        tb.kubectl("apply", "--server-side", "-f", str(CRDS))
-        tb.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                   "crd/smtpcredentials.mta-operator.io", "crd/clusters.mta-operator.io")
-        tb.kubectl("create", "namespace", "mail")
+        # A fresh API server may still be starting its controllers: retry until it takes them.
+        wait_until(lambda: tb.kubectl("apply", "--server-side", "-f", str(CRDS), check=False).returncode == 0,
+                   60, "CRDs applied")
+        wait_until(lambda: tb.kubectl("wait", "--for=condition=Established", "--timeout=10s",
+                                      "crd/smtpcredentials.mta-operator.io", "crd/clusters.mta-operator.io",
+                                      check=False).returncode == 0, 60, "CRDs established")
+        wait_until(lambda: tb.kubectl("create", "namespace", "mail", check=False).returncode == 0, 30,
+                   "namespace")
         k = Kube(config.new_client_from_config(config_file=str(tb.kubeconfig)))
         op = Operator(tb.kubeconfig, "mail", tmp_path / "operator.log").start()
         apply(k, *[d for d in examples("mail") if d["kind"] in {"Cluster", "SmtpCredential"}
