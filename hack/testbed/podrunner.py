@@ -39,6 +39,9 @@ log = logging.getLogger("podrunner")
 # slower than anything that must react within seconds (that must come from a watch, not a mount).
 VOLUME_SYNC = float(os.environ.get("MTA_TESTBED_VOLUME_SYNC", "30"))
 TICK = 0.25
+# The "image" of every pod: the interpreter, the virtualenv and the checkout (editable install). A volume
+# mounted over a parent of one of them (a checkout under /tmp, say) must not hide it (see podexec).
+IMAGE_PATHS = sorted({sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parents[2])})
 TRUST_DIR = "pod-trust.d"  # extra CA certificates (*.pem) the pods' processes trust, see _image_env
 RESTART_BACKOFF = 1.0
 
@@ -272,7 +275,7 @@ class Runner:
         spec_file.touch(mode=0o600)  # env may hold Secret values
         spec_file.write_text(json.dumps({
             "argv": argv, "env": env, "mounts": mounts, "uid": uid, "gid": gid,
-            "readOnlyRoot": bool(sec.get("readOnlyRootFilesystem")),
+            "readOnlyRoot": bool(sec.get("readOnlyRootFilesystem")), "image": IMAGE_PATHS,
             "workdir": spec.get("workingDir") or "/"}))
         out = (run.dir / f"{spec['name']}.log").open("ab")
         c.proc = subprocess.Popen(  # the container's own command, in its own namespace
