@@ -157,18 +157,27 @@ def chain(kube: Kube, pod_network: str, tmp_path_factory: pytest.TempPathFactory
         operator = OperatorProcess(kube.kubeconfig, namespace, log_dir / "operator.log").start()
         chain = Chain(kube, namespace, rx, resolver(kube.testbed.ports["dns"]), operator)
         try:
-            chain.apply(*examples_for_testbed(namespace, rx.port))
-            chain.kubectl("wait", "--for=condition=Ready", "--timeout=120s", f"mtacluster/{CLUSTER}",
-                          timeout=130)
-            wait_until(lambda: len(chain.addresses()) == 1, timeout=60, what="the MTA in cluster DNS")
-            # DKIM keys made after the pod started arrive with the next volume sync (demo.py says why).
-            started = time.monotonic()
-            wait_until(lambda: all(chain.config_in_force(pod) for pod in chain.ready_pods())
-                       and "dkim" in chain.get("configmap", naming.settings(CLUSTER))["data"]["relay.yaml"],
-                       timeout=podrunner.VOLUME_SYNC + 30, what="DKIM keys in force in the MTA")
-            figure("Cluster Ready to DKIM keys in force in the MTA (s)", round(time.monotonic() - started, 1))
+            _bring_up(chain, rx.port, log_dir / "operator.log")
             yield chain
         finally:
             operator.stop()
             kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
             trust.unlink(missing_ok=True)
+
+
+def _bring_up(chain: Chain, smarthost_port: int, operator_log: Path) -> None:
+    """Apply the examples and wait for the MTA; a failure carries the operator's last log lines."""
+    try:
+        chain.apply(*examples_for_testbed(chain.namespace, smarthost_port))
+        chain.kubectl("wait", "--for=condition=Ready", "--timeout=120s", f"mtacluster/{CLUSTER}",
+                      timeout=130)
+        wait_until(lambda: len(chain.addresses()) == 1, timeout=60, what="the MTA in cluster DNS")
+        # DKIM keys made after the pod started arrive with the next volume sync (demo.py says why).
+        started = time.monotonic()
+        wait_until(lambda: all(chain.config_in_force(pod) for pod in chain.ready_pods())
+                   and "dkim" in chain.get("configmap", naming.settings(CLUSTER))["data"]["relay.yaml"],
+                   timeout=podrunner.VOLUME_SYNC + 30, what="DKIM keys in force in the MTA")
+        figure("Cluster Ready to DKIM keys in force in the MTA (s)", round(time.monotonic() - started, 1))
+    except (AssertionError, subprocess.SubprocessError) as error:
+        tail = "\n".join(operator_log.read_text(errors="replace").splitlines()[-30:])
+        raise AssertionError(f"{error}\n--- operator log (last lines) ---\n{tail}") from error
