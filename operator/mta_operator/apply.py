@@ -30,6 +30,7 @@ class Applier:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._applied: dict[tuple[str, str, str, str], str] = {}
+        self._owner: dict[tuple[str, str, str, str], str] = {}  # owner UID we last applied it for
 
     def ensure(self, obj: Obj) -> bool:
         """Apply ``obj`` unless it is unchanged since our last apply; True when an apply was sent."""
@@ -38,12 +39,14 @@ class Applier:
         if self._applied.get(key) == digest:
             return False
         owner = obj["metadata"]["ownerReferences"][0]
-        live = self.kube.get(*key)
-        if live is not None and owner["uid"] not in owner_uids(live):
-            raise NotOwned(f"{obj['kind']} {key[3]} exists and is not owned by {owner['kind']} "
-                           f"{owner['name']}: delete or rename it, the operator does not adopt objects")
+        if self._owner.get(key) != owner["uid"]:  # checked once per process and owner, not per write
+            live = self.kube.get(*key)
+            if live is not None and owner["uid"] not in owner_uids(live):
+                raise NotOwned(f"{obj['kind']} {key[3]} exists and is not owned by {owner['kind']} "
+                               f"{owner['name']}: delete or rename it, the operator does not adopt objects")
         self.kube.apply(obj)
         self._applied[key] = digest
+        self._owner[key] = owner["uid"]
         return True
 
     def remove(self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> None:
@@ -53,11 +56,14 @@ class Applier:
         if live is not None and owner_uid in owner_uids(live):
             self.kube.delete(*key)
         self._applied.pop(key, None)
+        self._owner.pop(key, None)
 
     def forget(self, namespace: str, name_prefix: str = "") -> None:
         """Next ensure() re-checks and re-applies (a child may have been deleted or edited)."""
         for key in [k for k in self._applied if k[2] == namespace and k[3].startswith(name_prefix)]:
             del self._applied[key]
+            self._owner.pop(key, None)
 
     def forget_all(self) -> None:
         self._applied.clear()
+        self._owner.clear()
