@@ -7,9 +7,11 @@ In CI (``CI=true``) a test that needs the test bed fails when it is missing; it 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 from testbed import cluster, netns, versions
 
+_REPORT: list[str] = []
 IN_CI = os.environ.get("CI", "").lower() == "true"
 USE_EXISTING = os.environ.get("MTA_USE_EXISTING_CLUSTER", "").lower() in {"1", "true", "yes"}
 
@@ -53,11 +56,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     missing = [name for name in cluster.COMPONENTS if not versions.binary(name).exists()]
     if missing:
         _unavailable(f"binaries not built: {', '.join(missing)} (run `make testbed-build`)")
+    started = time.monotonic()
     tb = cluster.up(tmp_path_factory.mktemp("testbed"), die_with_parent=True)
+    _REPORT.append(f"test bed: up in {time.monotonic() - started:.1f}s")
     try:
         yield Kube(tb.kubeconfig, str(versions.binary("kubectl")), tb)
     finally:
         cluster.down(tb.dir)
+        peaks = json.loads((tb.dir / "peak-memory.json").read_text())
+        _REPORT.append(f"test bed: peak memory {sum(peaks.values())} MiB in all ("
+                       + ", ".join(f"{k} {v}" for k, v in sorted(peaks.items())) + ")")
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +92,8 @@ def pod_network() -> str:
         _unavailable(f"pod IPs ({cluster.POD_CIDR}) are not local here: run the suite with "
                      "`make test` (or `PYTHONPATH=hack python -m testbed run -- pytest ...`)")
     return cluster.POD_CIDR
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _REPORT:
+        terminalreporter.write_line(line)

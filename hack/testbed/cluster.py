@@ -321,12 +321,23 @@ def _nodes_ready(tb: Testbed) -> bool:
     return out.returncode == 0 and len(statuses) == NODE_COUNT and set(statuses) == {"True"}
 
 
+def peak_memory_mib(tb: Testbed) -> dict[str, int]:
+    """Peak resident memory (VmHWM) of each running component, in MiB."""
+    peaks = {}
+    for name, pid in tb.pids.items():
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+            peaks[name] = int(fields["VmHWM"].split()[0]) // 1024
+    return peaks
+
+
 def down(state_dir: Path | None = None, grace: float = 10.0) -> None:
     """Stop every process of the test bed in state_dir (reverse start order) and wait for them."""
     directory = (state_dir or default_state_dir()).resolve()
     if not (directory / STATE_FILE).exists():
         return
     tb = Testbed.load(directory)
+    (directory / "peak-memory.json").write_text(json.dumps(peak_memory_mib(tb)))
     for pid in reversed(list(tb.pids.values())):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
