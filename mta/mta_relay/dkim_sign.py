@@ -11,12 +11,12 @@ import base64
 import email.utils
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from mta_relay.header_fields import header_values
 
 DEFAULT_HEADERS: tuple[str, ...] = (
     "from", "sender", "reply-to", "subject", "date", "message-id", "to", "cc", "mime-version",
@@ -61,8 +61,7 @@ def _prepare(key: DkimKey) -> _Prepared:
 
 def from_domain(message: bytes) -> str | None:
     """The domain of the (first) From header address, lower case; None when there is none."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(message)
-    addresses = email.utils.getaddresses(headers.get_all("From") or [])
+    addresses = email.utils.getaddresses(header_values(message, "from")["from"])
     for _name, address in addresses:
         if "@" in address:
             return address.rsplit("@", 1)[1].strip().rstrip(".").lower() or None
@@ -90,6 +89,8 @@ class DkimSigner:
 
     def sign(self, message: bytes) -> bytes:
         """``message`` with a DKIM-Signature header in front, or unchanged when no key applies."""
+        if not self._keys:
+            return message  # no key can apply: skip parsing the headers
         domain = from_domain(message)
         key = self.key_for(domain) if domain else None
         if key is None:

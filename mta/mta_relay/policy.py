@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable
-from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
 from mta_relay import replies
 from mta_relay.config import Credential, IPNetwork, RelayConfig
+from mta_relay.header_fields import header_values
 from mta_relay.replies import Reply
 
 # AnyDomain: does this domain's SPF authorise the cluster? True / False / None (temporary failure)
 SpfCheck = Callable[[str], Awaitable[bool | None]]
-_header_parser = BytesHeaderParser()
 
 
 def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -95,18 +94,17 @@ class Policy:
         return None if verdict else replies.SENDER_DOMAIN
 
     async def check_headers(self, cred: Credential, message: bytes, spf: SpfCheck) -> Reply | None:
-        # only the header block: the parser would otherwise decode the whole (up to 25 MiB) body
-        headers = _header_parser.parsebytes(message.split(b"\r\n\r\n", 1)[0] + b"\r\n")
-        froms, senders = headers.get_all("From") or [], headers.get_all("Sender") or []
+        fields = header_values(message, "from", "sender")
+        froms, senders = fields["from"], fields["sender"]
         if len(froms) != 1 or len(senders) > 1:
             return replies.HEADER_DOMAIN
         if senders:
-            sender_ok = await self._all_allowed(cred, str(senders[0]), spf)
+            sender_ok = await self._all_allowed(cred, senders[0], spf)
             if sender_ok and cred.allow_sender_header:
                 return None  # on behalf of a foreign author: the Sender is what we vouch for
             if not sender_ok:
                 return replies.SPF_TEMPFAIL if sender_ok is None else replies.HEADER_DOMAIN
-        from_ok = await self._all_allowed(cred, str(froms[0]), spf)
+        from_ok = await self._all_allowed(cred, froms[0], spf)
         if from_ok is None:
             return replies.SPF_TEMPFAIL
         return None if from_ok else replies.HEADER_DOMAIN
