@@ -11,7 +11,7 @@ from mta_relay import acceptance, replies
 from mta_relay.config import Credential
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
-from mta_relay.smtp_session import RelaySession
+from mta_relay.smtp_session import RelaySession, scanned_names
 from mta_relay.spool import new_queue_id
 
 log = logging.getLogger("mta_relay.smtp")
@@ -24,6 +24,9 @@ def _ascii(address: str) -> bool:
 class SubmissionHandler:
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
+
+    def __dir__(self) -> tuple[str, ...]:
+        return scanned_names(type(self), ("auth_", "handle_"))  # scanned per connection by aiosmtpd
 
     def _credential(self, server: RelaySession, session: Session) -> Credential | Reply:
         """Looked up per command, so a credential removed or narrowed by a reload stops at once."""
