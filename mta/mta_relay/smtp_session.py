@@ -59,6 +59,7 @@ class RelaySession(SMTP):
         self._framing = LineFraming()
         self._admitted = False
         self.in_data = False
+        self._continued: list[bytes] = []  # lines of a multi-line reply not sent yet
 
     def __dir__(self) -> tuple[str, ...]:
         return scanned_names(type(self), ("auth_", "smtp_"))  # ~0.1 ms less per connection
@@ -136,6 +137,14 @@ class RelaySession(SMTP):
         if isinstance(status, str):
             # aiosmtpd echoes some arguments (VRFY); undecodable client bytes must not crash the reply
             status = _REWORDED.get(status, status).encode("utf-8", "replace")
+        if status[3:4] == b"-":
+            # A line of a multi-line reply (EHLO's): held until its last line, so the whole reply goes
+            # out in one TLS record and one send, not one per line.
+            self._continued.append(status)
+            return
+        if self._continued:
+            status = b"\r\n".join((*self._continued, status))
+            self._continued.clear()
         await super().push(status)
 
     # --- authentication ----------------------------------------------------------------------------
