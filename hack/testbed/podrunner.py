@@ -79,6 +79,8 @@ class PodRun:
 class Runner:
     def __init__(self, state_dir: Path, api_server_port: int) -> None:
         self.dir = state_dir / "pods"
+        self.logs = state_dir / "logs" / "pods"
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.api = client.CoreV1Api(config.new_client_from_config(str(state_dir / "kubeconfig")))
         self.service_env = {
@@ -368,6 +370,8 @@ class Runner:
                 self._signal(c, signal.SIGKILL)
                 c.proc.wait()
             c.proc = None
+        for log_file in run.dir.glob("*.log"):  # kept after the pod, like `kubectl logs --previous`
+            log_file.replace(self.logs / f"{run.dir.name}_{log_file.name}")
         podvolumes.remove(run.dir)
 
     def _finish_delete(self, pod: dict) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 
-# The product's entry points, and python3 for the runner's own tests.
-RUNNABLE = ("mta-relay", "mta-operator", "python3")
+# The MTA pods, and python3 for the runner's own tests. Not the operator's own Deployment (from the Helm
+# chart): tests run the operator as a process of their own, and a second copy would fight it; its
+# kopf liveness listener on 0.0.0.0 would also take the port from every pod (all pods share one
+# network namespace here, so each must listen on its own pod IP).
+RUNNABLE = ("mta-relay", "python3")
 _COMMAND = ".spec.containers.[0].command.[0]"
 
 _NOT_DELETED = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}

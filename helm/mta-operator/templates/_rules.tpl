@@ -13,6 +13,11 @@ and another runs the operator with the ServiceAccount's token against the exampl
 - apiGroups: ["mta-operator.io"]
   resources: ["clusters/status", "sendingdomains/status", "smtpcredentials/status"]
   verbs: ["patch"]
+# Children carry ownerReferences with blockOwnerDeletion: true; where the OwnerReferencesPermissionEnforcement
+# admission plugin is on, that needs update on the owner's finalizers. No finalizer is ever written.
+- apiGroups: ["mta-operator.io"]
+  resources: ["clusters/finalizers", "sendingdomains/finalizers", "smtpcredentials/finalizers"]
+  verbs: ["update"]
 # Children, by server-side apply (create + patch) after reading the live object (get) to refuse taking
 # over objects the operator does not own.
 - apiGroups: [""]
