@@ -96,13 +96,13 @@ class Source:
             content = base64.b64decode(data.get(ref.key, ""))
             if digest(content) != ref.sha256:
                 log.info("shard not at the manifest's digest yet; waiting for the next manifest",
-                         extra={"secret": ref.secret})
+                         extra={"fields": {"secret": ref.secret}})
                 return False
             files[ref.key] = (ref.sha256, content)
         publish(self.directory, {name: content for name, (_, content) in files.items()})
         self.current = files
         self.published_manifest = manifest_text
-        log.info("credential table published", extra={"shards": len(files)})
+        log.info("credential table published", extra={"fields": {"shards": len(files)}})
         return True
 
 
@@ -148,8 +148,8 @@ def run(namespace: str, manifest: str, directory: Path, kubeconfig: str | None) 
                         source.apply(text)
                 delay = 0.5
         except Exception as error:  # API away or watch expired: list again after a short backoff
-            log.warning("watch interrupted", extra={"error": type(error).__name__,
-                                                    "status": getattr(error, "status", None)})
+            log.warning("watch interrupted", extra={"fields": {
+                "error": type(error).__name__, "status": getattr(error, "status", None)}})
             time.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 

@@ -18,7 +18,7 @@ DEFAULT_SHARD_BUDGET = 512 * 1024
 SHARD_NAME = "credentials-{:03d}.json"
 
 
-def _shard_of(username: str, count: int) -> int:
+def shard_of(username: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(username.encode()).digest()[:8], "big") % count
 
 
@@ -37,7 +37,7 @@ def render_shards(credentials: Iterable[Credential], budget: int = DEFAULT_SHARD
     while True:
         buckets: list[list[Credential]] = [[] for _ in range(count)]
         for cred in creds:
-            buckets[_shard_of(cred.username, count)].append(cred)
+            buckets[shard_of(cred.username, count)].append(cred)
         texts = [_render(bucket) for bucket in buckets]
         if all(len(text.encode()) <= budget for text in texts):
             return {SHARD_NAME.format(i): text for i, text in enumerate(texts)}

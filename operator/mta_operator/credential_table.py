@@ -7,8 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from mta_relay import config as rc
-from mta_relay.shards import DEFAULT_SHARD_BUDGET, SHARD_NAME, render_shards
-from mta_relay.shards import _shard_of as shard_of  # the relay's hash: shard files must agree with it
+from mta_relay.shards import DEFAULT_SHARD_BUDGET, SHARD_NAME, render_shards, shard_of  # relay's own hash
 
 from .state import Key
 
