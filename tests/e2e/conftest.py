@@ -29,11 +29,11 @@ from e2ekit import (
     figure,
     lookup,
     resolver,
-    wait_until,
 )
 from mta_operator import naming
 from mta_operator.api import KINDS
 from support.receiver_thread import ThreadedReceiver
+from support.waiting import wait_until
 from testbed import podrunner
 
 if TYPE_CHECKING:

@@ -10,9 +10,7 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,6 +20,7 @@ import aiohttp
 import aiosmtplib
 import demo
 import dns.resolver
+from support.waiting import stop_process  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -35,21 +34,6 @@ def figure(name: str, value: object) -> None:
     """A measured figure, shown in the terminal summary: speed is reported, never asserted."""
     FIGURES.append((name, value))
 
-
-def wait_until(check: Callable[[], T], timeout: float = 30, what: str = "condition",
-               interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (AssertionError, OSError, subprocess.CalledProcessError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 def examples_for_testbed(namespace: str, smarthost_port: int) -> list[dict[str, Any]]:
@@ -78,13 +62,7 @@ class OperatorProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:

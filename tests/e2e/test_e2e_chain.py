@@ -22,9 +22,9 @@ from e2ekit import (
     message,
     submit,
     submit_many,
-    wait_until,
 )
 from mta_operator import naming
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 

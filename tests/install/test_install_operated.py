@@ -19,9 +19,10 @@ import pytest
 import yaml
 from install_kit import by_kind, render
 from install_kstatus import compute
-from install_operated import Operated, operate, wait_until
+from install_operated import Operated, operate
 from support.smtp_receiver import SmtpReceiver
 from support.tls import make_ca
+from support.waiting import wait_until
 from test_install_gitops_health import argocd_health
 
 pytestmark = pytest.mark.testbed

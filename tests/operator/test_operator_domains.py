@@ -4,7 +4,8 @@ against a real (loopback) DNS server: Verified=True when published, False with a
 from __future__ import annotations
 
 import pytest
-from opkit import apply, condition, cr, decoded, examples, patch_spec, wait_until
+from opkit import apply, condition, cr, decoded, examples, patch_spec
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 

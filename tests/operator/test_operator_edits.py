@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from opkit import apply, condition, cr, examples, patch_spec, table, wait_until
+from opkit import apply, condition, cr, examples, patch_spec, table
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 

@@ -8,7 +8,8 @@ import json
 
 import pytest
 from mta_relay.passwords import verify_fast
-from opkit import apply, condition, cr, decoded, examples, table, wait_until
+from opkit import apply, condition, cr, decoded, examples, table
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 

@@ -15,7 +15,8 @@ import pytest
 from kubernetes import config
 from mta_operator.kube_api import Kube
 from mta_relay.passwords import verify_fast
-from opkit import CRDS, Operator, apply, condition, cr, decoded, examples, patch_spec, table, wait_until
+from opkit import CRDS, Operator, apply, condition, cr, decoded, examples, patch_spec, table
+from support.waiting import wait_until
 from testbed import cluster as testbed_cluster
 
 pytestmark = pytest.mark.testbed

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from kubernetes import config
 from mta_operator.kube_api import ApiError, Kube
-from opkit import apply, condition, cr, decoded, examples, wait_until
+from opkit import apply, condition, cr, decoded, examples
 from support.tls import make_ca, write_server_cert
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 

@@ -7,13 +7,13 @@ import json
 import os
 import socket
 import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_until
 from testbed import cluster, versions
 
 pytestmark = pytest.mark.testbed
@@ -21,15 +21,9 @@ pytestmark = pytest.mark.testbed
 POD_NET = ipaddress.ip_network(cluster.POD_CIDR)
 
 
+
 def eventually(check: Callable[[], object], timeout: float = 60, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"not reached in {timeout}s: {what or check} (last: {last!r})")
+    return wait_until(check, timeout, what or "condition", interval=0.5)
 
 
 def kget(kube, *args: str) -> dict:
