@@ -194,11 +194,11 @@ def render(found: Manifests, cluster: Cluster, state: Path, ports: dict[int, int
                                     f"credentialsSecretRef: Secret {ref} has no key {key}")
             _private(state / "smarthost" / key, value)
     config_dir = state / "config"
-    for rel, text in relay_config.relay_files(settings, table).items():
+    files = relay_config.relay_files(settings, table)
+    for rel, text in files.items():
         _private(config_dir / rel, text)
-    wanted = {rel for rel in relay_config.relay_files(settings, table)}
     for stale in (config_dir / "credentials").glob("*"):  # shards of credentials removed since
-        if f"credentials/{stale.name}" not in wanted:
+        if f"credentials/{stale.name}" not in files:
             stale.unlink()
     return Rendered(config_dir, cluster, sorted(seen), new_passwords, skipped, dns)
 
