@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from . import naming, tls_source
 from .api import API_VERSION, Cluster
 from .apply import NotOwned
-from .kube_api import ApiError
 from .render import conditions, relay_config, secrets, services, workload
 from .state import Key
+from .status_write import patch_status
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -116,17 +116,8 @@ async def write_status(ctl: Controller, ck: Key, tls: tls_source.TlsResult | Non
 
 
 async def _patch(ctl: Controller, cluster: Cluster, status: dict[str, Any]) -> None:
-    current = cluster.status.model_dump(mode="json", exclude_none=True) if cluster.status else {}
-    if all(current.get(k) == v for k, v in status.items()):
-        return
-    try:
-        await ctl.io(ctl.kube.patch_status, API_VERSION, "Cluster", cluster.metadata.namespace,
-                     cluster.metadata.name, status)
-    except ApiError as error:
-        if error.status != 404:
-            raise
-        return
+    written = await patch_status(ctl, cluster, status)
     key = (cluster.metadata.namespace or "", cluster.metadata.name)
-    if ctl.index.clusters.get(key) is cluster:
-        ctl.index.clusters[key] = Cluster.model_validate(
-            {**cluster.model_dump(mode="json"), "status": {**current, **status}})
+    if written is not None and ctl.index.clusters.get(key) is cluster:
+        merged = {**cluster.model_dump(mode="json"), "status": written}
+        ctl.index.clusters[key] = Cluster.model_validate(merged)

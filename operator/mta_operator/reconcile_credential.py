@@ -18,6 +18,7 @@ from .apply import owner_uids
 from .kube_api import ApiError
 from .render import conditions, relay_config, secrets
 from .state import Key
+from .status_write import patch_status
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -113,21 +114,14 @@ def _status(ctl: Controller, cred: SmtpCredential, outcome: Outcome) -> dict[str
 
 
 async def _patch(ctl: Controller, cred: SmtpCredential, status: dict[str, Any]) -> bool:
-    current = cred.status.model_dump(mode="json", exclude_none=True) if cred.status else {}
-    if all(current.get(k) == v for k, v in status.items()):
+    written = await patch_status(ctl, cred, status)
+    if written is None:
         return False
-    try:
-        await ctl.io(ctl.kube.patch_status, API_VERSION, "SmtpCredential", cred.metadata.namespace,
-                     cred.metadata.name, status)
-    except ApiError as error:
-        if error.status == 404:  # deleted meanwhile
-            return False
-        raise
     # Remember what we wrote: the watch event confirming it may come later than our next look.
     key = (cred.metadata.namespace or "", cred.metadata.name)
     if ctl.index.creds.generation.get(key) == cred.metadata.generation:  # not replaced by a newer spec
         ctl.index.creds[key] = cred.model_copy(
-            update={"status": SmtpCredentialStatus.model_validate({**current, **status})})
+            update={"status": SmtpCredentialStatus.model_validate(written)})
     return True
 
 

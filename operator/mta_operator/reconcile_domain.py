@@ -12,6 +12,7 @@ from .apply import owner_uids
 from .kube_api import ApiError
 from .render import conditions, dns_records, relay_config, secrets
 from .state import DkimState, Key
+from .status_write import patch_status
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -133,17 +134,8 @@ def _ref(domain: SendingDomain) -> dict[str, Any]:
 
 
 async def _patch(ctl: Controller, domain: SendingDomain, status: dict[str, Any]) -> None:
-    current = domain.status.model_dump(mode="json", exclude_none=True) if domain.status else {}
-    if all(current.get(k) == v for k, v in status.items()):
-        return
-    try:
-        await ctl.io(ctl.kube.patch_status, API_VERSION, "SendingDomain", domain.metadata.namespace,
-                     domain.metadata.name, status)
-    except ApiError as error:
-        if error.status != 404:
-            raise
-        return
+    written = await patch_status(ctl, domain, status)
     key = (domain.metadata.namespace or "", domain.metadata.name)
-    if ctl.index.domains.get(key) is domain:
-        merged = {**domain.model_dump(mode="json"), "status": {**current, **status}}
+    if written is not None and ctl.index.domains.get(key) is domain:
+        merged = {**domain.model_dump(mode="json"), "status": written}
         ctl.index.domains[key] = SendingDomain.model_validate(merged)
