@@ -27,12 +27,13 @@ class Result:
     e2e_seconds: float  # injection start → the last accepted message at the sink
     drain_seconds: float  # injection end → the last accepted message at the sink
     latency: dict[str, float]  # the client's 250 → the sink's receipt: p50_ms, p90_ms, p99_ms, max_ms
-    sync_calls: int  # run and drain: acceptance, delivery and removal
+    sync_calls: int | None  # run and drain: acceptance, delivery and removal; None in a timed run
     sync_targets: dict[str, int]  # calls per target (bench.delivery.syncs)
     sync_seconds: dict[str, float]  # time inside those calls per target
     connections: int  # SMTP connections the peer opened to the sink, run and drain
     cpu_seconds: float  # the peer's processes, run and drain
     cpu_wait_seconds: float  # its threads' time runnable but waiting for a CPU (bench.delivery.sched)
+    traced: bool = False  # the peer ran under strace: for its sync figures, not for its speed
 
     @property
     def accepted(self) -> int:
@@ -59,7 +60,16 @@ COLUMNS = ("clients", "peer", "round", "accepted msgs/s", "**end-to-end msgs/s**
            "server CPU ms/msg", "CPU wait ms/msg", "conns to sink", "errors")
 
 
-def _table(results: list[Result]) -> list[str]:
+def _syncs_per_message(results: list[Result], timed: Result) -> str:
+    """From the traced run of the same peer and scenario."""
+    for r in results:
+        if r.traced and (r.peer, r.per_connection, r.clients) == (timed.peer, timed.per_connection,
+                                                                   timed.clients):
+            return r.per_message(r.sync_calls or 0)
+    return "-"
+
+
+def _table(results: list[Result], traced: list[Result]) -> list[str]:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|---:|---|" + "---:|" * (len(COLUMNS) - 2)]
     for r in results:
         lat = r.latency
@@ -67,7 +77,7 @@ def _table(results: list[Result]) -> list[str]:
         cells = (r.clients, r.peer, r.round, f"{r.load['msgs_per_s']:.0f}", f"**{r.e2e_rate:.0f}**",
                  f"{r.delivered} / {r.accepted}{dup}", f"{r.drain_seconds:.1f}", _ms(r.load["p50_ms"]),
                  _ms(lat["p50_ms"]), _ms(lat["p90_ms"]), _ms(lat["p99_ms"]), _ms(lat["max_ms"]),
-                 r.per_message(r.sync_calls), r.per_message(r.cpu_seconds, 1000),
+                 _syncs_per_message(traced, r), r.per_message(r.cpu_seconds, 1000),
                  r.per_message(r.cpu_wait_seconds, 1000), r.connections, r.load["errors"])
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
@@ -83,7 +93,8 @@ class Pooled:
 
 
 def pooled(results: list[Result], peer: str, per_connection: int, clients: int) -> Pooled | None:
-    runs = [r for r in results if (r.peer, r.per_connection, r.clients) == (peer, per_connection, clients)]
+    runs = [r for r in results
+            if (r.peer, r.per_connection, r.clients) == (peer, per_connection, clients) and not r.traced]
     seconds = sum(r.e2e_seconds for r in runs)
     if not runs or seconds <= 0:
         return None
@@ -115,11 +126,11 @@ def _rates(rates: tuple[float, ...]) -> str:
 
 
 def sync_breakdown(results: list[Result]) -> list[str]:
-    """Per peer, over all its runs: sync calls and the time inside them, per accepted message, by target."""
+    """Per peer, over its traced runs: sync calls and time inside them, per accepted message, by target."""
     lines = ["| peer | call and target | calls per message | ms per call | ms per message |",
              "|---|---|---:|---:|---:|"]
     for peer in sorted({r.peer for r in results}, key=lambda p: PEER_ORDER.get(p, len(PEER_ORDER))):
-        runs = [r for r in results if r.peer == peer]
+        runs = [r for r in results if r.peer == peer and r.traced]
         accepted = sum(r.accepted for r in runs)
         calls: Counter[str] = Counter()
         seconds: Counter[str] = Counter()
@@ -132,6 +143,15 @@ def sync_breakdown(results: list[Result]) -> list[str]:
     return lines
 
 
+def _traced_rates(traced: list[Result]) -> list[str]:
+    lines = ["| mode | clients | peer | accepted | end-to-end msgs/s | syncs/msg |",
+             "|---|---:|---|---:|---:|---:|"]
+    for r in traced:
+        lines.append(f"| {_mode(r.per_connection)} | {r.clients} | {r.peer} | {r.accepted} "
+                     f"| {r.e2e_rate:.0f} | {r.per_message(r.sync_calls or 0)} |")
+    return lines
+
+
 def render(results: list[Result], machine: dict[str, str], bounds: str, notes: list[str]) -> str:
     out = ["# Delivery benchmark (end to end)", "",
            "STARTTLS + AUTH PLAIN + one 1 KiB message per transaction over loopback, accepted by the peer, "
@@ -139,13 +159,17 @@ def render(results: list[Result], machine: dict[str, str], bounds: str, notes: l
            "run (`python -m bench.delivery`; see bench/README.md for what each column means).", "",
            f"Bounds per run: {bounds}.", "", "## Machine", "", "| | |", "|---|---|",
            *(f"| {key} | {value} |" for key, value in machine.items()), ""]
-    for per_connection in sorted({r.per_connection for r in results}, reverse=True):
-        rows = sorted((r for r in results if r.per_connection == per_connection),
+    timed, traced = [r for r in results if not r.traced], [r for r in results if r.traced]
+    for per_connection in sorted({r.per_connection for r in timed}, reverse=True):
+        rows = sorted((r for r in timed if r.per_connection == per_connection),
                       key=lambda r: (r.clients, PEER_ORDER.get(r.peer, len(PEER_ORDER)), r.round))
-        out += [f"## {_mode(per_connection).capitalize()}", "", *_table(rows), ""]
+        out += [f"## {_mode(per_connection).capitalize()}", "", *_table(rows, traced), ""]
     if floor_lines := floor(results):
         out += ["## Floor (issue #5): relay end-to-end msgs/s ≥ Postfix's", "", *floor_lines, ""]
-    out += ["## Where the syncs go (all rounds)", "", *sync_breakdown(results), ""]
+    out += ["## Where the syncs go (traced runs)", "",
+            "Counted in a separate run per peer and scenario under strace (the tables' syncs/msg column "
+            "comes from it); the timed rounds above run untraced.", "", *sync_breakdown(results), "",
+            "Traced runs (slower: strace stops the peer at every sync):", "", *_traced_rates(traced), ""]
     if notes:
         out += ["## Notes", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(out)

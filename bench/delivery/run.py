@@ -2,8 +2,12 @@
 sink), warm each up, then for each scenario run the same load against each peer in turn, in rounds (ABBA:
 the order reverses every round and rotates per scenario, so that drifting background load on the shared
 machine does not favour one peer), wait until the sink has every accepted message (or delivery stalls),
-let the peer's queue and its syncs settle, and collect the figures. Bounded: per run by a count and a
-time, per drain by a stall time and a cap, and the whole by a time budget."""
+let the peer's queue settle, and collect the figures. Bounded: per run by a count and a time, per drain
+by a stall time and a cap, and the whole by a time budget.
+
+The timed rounds run the peers untraced. Then both peers are started again under strace and each
+scenario runs once more, shorter, to count the sync calls and see where they go: a tracer stops the
+process at every sync, so it must not be in the timed figures (bench.frontdoor.children)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from bench.delivery.report import Result
 from bench.delivery.sched import thread_waits, waited_seconds
 from bench.delivery.syncs import SyncUse, sync_use
 from bench.frontdoor import postfix_peer, relay_peer
-from bench.frontdoor.certs import write_certs
+from bench.frontdoor.certs import CertFiles, write_certs
 from bench.frontdoor.children import Child, spawn
 from bench.frontdoor.loadgen import Load, run_load
 from bench.frontdoor.peers import Peer
@@ -44,13 +48,15 @@ class Plan:
     rounds: int = 2
     stall_seconds: float = 15  # no accepted message reached the sink for this long: delivery is stuck
     drain_cap_seconds: float = 45
-    budget_seconds: float = 540  # no run starts after this, so a whole run stays under ~10 minutes
+    budget_seconds: float = 540  # no timed run starts after this, so a whole run stays under ~12 minutes
+    traced_messages: int = 1_000  # per scenario and peer in the traced pass
 
     def bounds(self) -> str:
         return (f"{self.rounds} rounds per peer and scenario, each {self.max_messages} messages or "
                 f"{self.max_seconds:g} s of injection, whichever comes first, then up to "
                 f"{self.drain_cap_seconds:g} s for delivery to finish; no run starts after "
-                f"{self.budget_seconds:g} s")
+                f"{self.budget_seconds:g} s; then one traced run per peer and scenario (at most "
+                f"{self.traced_messages} messages) to count sync calls")
 
 
 FULL = Plan(max_messages=3_000, max_seconds=10)
@@ -101,17 +107,11 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
                      workdir, json_stdout=True)
         sink_port = int(sink.read_json_line(timeout=20)["port"])
         certs = write_certs(workdir / "certs")
-        peers.append(postfix_peer.start(workdir, certs, sink_port, secrets.token_urlsafe(24)))
         if missing := relay_peer.available():
             raise RuntimeError(f"mta-relay cannot run: {missing}")
-        peers.append(relay_peer.start(workdir, certs, sink_port, relay_peer.generated_password()))
         bench = _Bench(plan, workdir, ReceiptLog(receipts),
                        ssl.create_default_context(cafile=str(certs.ca)))
-        for peer in peers:
-            warm = bench.measure(peer, WARM_UP)
-            if warm.load["errors"] or warm.missing or warm.accepted != WARM_UP.max_messages:
-                raise RuntimeError(f"{peer.name} failed the warm-up: {warm.load['error_samples']}, "
-                                   f"{warm.missing} not delivered; see {workdir}")
+        _start_peers(bench, certs, sink_port, peers, traced=False)
         for turn, (per_connection, clients) in enumerate(plan.scenarios):
             load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
             order = peers[turn % len(peers):] + peers[:turn % len(peers)]
@@ -123,6 +123,15 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
                         continue
                     results.append(bench.measure(peer, load, round_))
                     progress(_progress_line(results[-1]))
+        while peers:
+            peers.pop().stop()
+        _start_peers(bench, certs, sink_port, peers, traced=True)
+        for per_connection, clients in plan.scenarios:
+            load = Load(clients, per_connection, min(plan.max_messages, plan.traced_messages),
+                        plan.max_seconds)
+            for peer in peers:
+                results.append(bench.measure(peer, load, 1))
+                progress(_progress_line(results[-1]))
     finally:
         for peer in peers:
             peer.stop()
@@ -133,6 +142,20 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(results, notes, workdir)
+
+
+def _start_peers(bench: _Bench, certs: CertFiles, sink_port: int, peers: list[Peer], *, traced: bool) -> None:
+    """Appends as it goes (the caller stops what did start); each peer is warmed up."""
+    prefix = "traced-" if traced else ""  # a second instance needs its own queue and config directories
+    peers.append(postfix_peer.start(bench.workdir, certs, sink_port, secrets.token_urlsafe(24), traced=traced,
+                                    name=f"{prefix}postfix"))
+    peers.append(relay_peer.start(bench.workdir, certs, sink_port, relay_peer.generated_password(),
+                                  traced=traced, name=f"{prefix}relay"))
+    for peer in peers:
+        warm = bench.measure(peer, WARM_UP)
+        if warm.load["errors"] or warm.missing or warm.accepted != WARM_UP.max_messages:
+            raise RuntimeError(f"{peer.name} failed the warm-up: {warm.load['error_samples']}, "
+                               f"{warm.missing} not delivered; see {bench.workdir}")
 
 
 class _Bench:
@@ -147,19 +170,23 @@ class _Bench:
                     load.message_size, first_seq=self._runs * SEQ_STRIDE)
         self.receipts.read_new()  # whatever came before this run is not this run's
         connections_before = self.receipts.connections
-        logs = {child.name: child.trace.log.stat().st_size for child in peer.children}
+        traced = peer.sync_calls() is not None  # untraced peers (the timed rounds) count no syncs
+        logs = {child.name: child.trace.log.stat().st_size for child in peer.children if child.trace}
         sync_before, cpu_before, waits_before = peer.sync_calls(), peer.cpu_seconds(), _waits(peer)
         started = time.monotonic()
         outcome = asyncio.run(run_load(_target(peer), self.tls, load))
         ended = time.monotonic()
         received = self._await_delivery(set(outcome.accepted_at))
         peer.settle()  # its queue is empty: removal is part of the pipeline's cost
-        _await_quiet(peer)
+        if traced:
+            _await_quiet(peer)
         received += self.receipts.read_new()  # late duplicates
         matched = match(outcome.accepted_at, received)
         last = matched.last_receipt if matched.last_receipt is not None else ended
         syncs = SyncUse()
         for child in peer.children:
+            if child.trace is None:
+                continue
             with child.trace.log.open("rb") as log:
                 log.seek(logs[child.name])
                 text = log.read().decode(errors="replace")
@@ -169,12 +196,13 @@ class _Bench:
         return Result(peer.name, load.per_connection, load.clients, round_, outcome.summary(),
                       matched.delivered, matched.missing, matched.duplicates, matched.unexpected,
                       e2e_seconds=round(last - started, 3), drain_seconds=round(max(0.0, last - ended), 3),
-                      latency=matched.latency_ms(), sync_calls=peer.sync_calls() - sync_before,
+                      latency=matched.latency_ms(),
+                      sync_calls=_difference(sync_before, peer.sync_calls()),
                       sync_targets=dict(syncs.calls.most_common()),
                       sync_seconds={target: round(s, 4) for target, s in syncs.seconds.most_common()},
                       connections=self.receipts.connections - connections_before,
                       cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3),
-                      cpu_wait_seconds=round(waited_seconds(waits_before, _waits(peer)), 3))
+                      cpu_wait_seconds=round(waited_seconds(waits_before, _waits(peer)), 3), traced=traced)
 
     def _await_delivery(self, wanted: set[int]) -> list[tuple[int, float]]:
         """Receipts until every wanted seq is in, or no wanted one came for ``stall_seconds``, or the cap."""
@@ -195,8 +223,12 @@ class _Bench:
         return received
 
 
+def _difference(before: int | None, after: int | None) -> int | None:
+    return after - before if before is not None and after is not None else None
+
+
 def _waits(peer: Peer) -> dict[tuple[int, int], int]:
-    return {key: ns for child in peer.children for key, ns in thread_waits(child.proc.pid).items()}
+    return {key: ns for child in peer.children for key, ns in thread_waits(child.peer_pid()).items()}
 
 
 def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:
@@ -211,8 +243,8 @@ def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:
 
 def _progress_line(r: Result) -> str:
     lat = r.latency
+    syncs = f"traced: syncs/msg {r.per_message(r.sync_calls or 0)}" if r.traced else "timed"
     return (f"{r.peer:>10}  {r.per_connection:>3}/conn  {r.clients:>2} clients  round {r.round}  "
             f"accepted {r.accepted:>5} ({r.load['msgs_per_s']}/s)  delivered {r.delivered} "
             f"in {r.e2e_seconds} s = {r.e2e_rate:.1f}/s  "
-            f"p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms  syncs/msg {r.per_message(r.sync_calls)}  "
-            f"errors {r.load['errors']}")
+            f"p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms  {syncs}  errors {r.load['errors']}")

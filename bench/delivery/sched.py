@@ -13,9 +13,9 @@ from bench.frontdoor import proctree
 
 
 def thread_waits(root: int) -> dict[tuple[int, int], int]:
-    """(pid, tid) → nanoseconds spent waiting on a run queue, for every thread under ``root``."""
+    """(pid, tid) → nanoseconds spent waiting on a run queue, for every thread of ``root`` and under it."""
     waits: dict[tuple[int, int], int] = {}
-    for pid in proctree.descendants(root):
+    for pid in [root, *proctree.descendants(root)]:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:  # gone

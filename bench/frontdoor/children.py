@@ -1,5 +1,8 @@
-"""The peers' processes: each runs under strace (see syscalls), in its own session, with its output in a
-log file; it is stopped by a signal to the traced process itself, then, failing that, killed."""
+"""The peers' processes, each in its own session with its output in a log file. A process started with
+``traced=True`` runs under strace (see syscalls) so that its sync calls can be counted; timing runs start
+it untraced, because even a seccomp-filtered strace stops the process at every sync and slows it (the
+relay by about a third, measured): the figures would show the tracer. A process is stopped by a signal
+to the peer itself, then, failing that, killed."""
 
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # where ``python -m bench.front
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
-    trace: SyncTrace
+    trace: SyncTrace | None  # None: not traced
     log: Path
 
-    def traced_pid(self) -> int:
-        """The peer's own process: strace's child."""
+    def peer_pid(self) -> int:
+        """The peer's own process: strace's child when traced, else the process started."""
+        if self.trace is None:
+            return self.proc.pid
         deadline = time.monotonic() + 5
         while not (found := proctree.children(self.proc.pid)):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -38,7 +43,11 @@ class Child:
         return found[0]
 
     def cpu_seconds(self) -> float:
-        return proctree.tree_cpu_seconds(self.proc.pid)
+        """The peer's processes (strace excluded)."""
+        return proctree.tree_cpu_seconds(self.peer_pid())
+
+    def sync_calls(self) -> int | None:
+        return self.trace.count() if self.trace is not None else None
 
     def read_json_line(self, timeout: float) -> dict[str, Any]:
         stdout: IO[bytes] = self.proc.stdout  # type: ignore[assignment]
@@ -52,7 +61,7 @@ class Child:
         """SIGTERM to the peer, wait; returns what it still printed on stdout."""
         if self.proc.poll() is None:
             with contextlib.suppress(RuntimeError, ProcessLookupError):
-                os.kill(self.traced_pid(), signal.SIGTERM)
+                os.kill(self.peer_pid(), signal.SIGTERM)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -63,11 +72,12 @@ class Child:
 
 
 def spawn(name: str, argv: list[str], workdir: Path, *, json_stdout: bool = False,
-          env: dict[str, str] | None = None) -> Child:
+          env: dict[str, str] | None = None, traced: bool = False) -> Child:
     log = workdir / f"{name}.log"
-    trace = SyncTrace(workdir / f"{name}.strace")
+    trace = SyncTrace(workdir / f"{name}.strace") if traced else None
     with log.open("wb") as sink:  # the child keeps its own descriptor
-        proc = subprocess.Popen(trace.wrap(argv), stdout=subprocess.PIPE if json_stdout else sink,
+        proc = subprocess.Popen(trace.wrap(argv) if trace else argv,
+                                stdout=subprocess.PIPE if json_stdout else sink,
                                 stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=REPO_ROOT)
     return Child(name, proc, trace, log)

@@ -28,8 +28,10 @@ class Peer:
     def cpu_seconds(self) -> float:
         return sum(child.cpu_seconds() for child in self.children)
 
-    def sync_calls(self) -> int:
-        return sum(child.trace.count() for child in self.children)
+    def sync_calls(self) -> int | None:
+        """Sync calls so far; None when the peer runs untraced (a timing run)."""
+        counts = [child.sync_calls() for child in self.children]
+        return None if None in counts else sum(c for c in counts if c is not None)
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -49,9 +51,9 @@ def wait_drained(queued: Callable[[], int], stall_seconds: float = 10) -> None:
             return
 
 
-def start_ceiling(workdir: Path, certs: CertFiles) -> Peer:
+def start_ceiling(workdir: Path, certs: CertFiles, *, traced: bool = False) -> Peer:
     argv = [sys.executable, "-m", "bench.frontdoor.ceiling", "--cert", str(certs.cert_chain),
             "--key", str(certs.key)]
-    child = spawn("ceiling", argv, workdir, json_stdout=True)
+    child = spawn("ceiling", argv, workdir, json_stdout=True, traced=traced)
     ready = child.read_json_line(timeout=20)
     return Peer(CEILING, int(ready["port"]), "bench", "any-password", [child])

@@ -177,13 +177,15 @@ def _which(program: str) -> str:
     return found
 
 
-def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Peer:
-    instance = PostfixPeer(workdir / "postfix", free_port(), sink_port, certs, "bench", password)
+def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, traced: bool = False,
+          name: str = "postfix") -> Peer:
+    """``name``: the instance's directory under ``workdir`` (a second start needs its own)."""
+    instance = PostfixPeer(workdir / name, free_port(), sink_port, certs, "bench", password)
     instance.root.mkdir()
     instance.prepare()
-    dovecot = spawn("dovecot", instance.dovecot_argv(), workdir)
+    dovecot = spawn(f"{name}-dovecot", instance.dovecot_argv(), workdir, traced=traced)
     _wait_for(lambda: (instance.root / "queue/private/auth").exists(), 20, "Dovecot's auth socket")
-    master = spawn("postfix", instance.master_argv(), workdir)
+    master = spawn(name, instance.master_argv(), workdir, traced=traced)
     peer = Peer(POSTFIX, instance.port, instance.username, password, [dovecot, master],
                 settle=lambda: wait_drained(instance.queued))
     wait_for_port(master, instance.port)

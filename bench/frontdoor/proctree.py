@@ -40,10 +40,10 @@ def descendants(root: int) -> list[int]:
 
 
 def tree_cpu_seconds(root: int) -> float:
-    """User + system time of ``root``'s descendants (not ``root``: it is strace), including the reaped
-    children they waited for (cutime/cstime), so processes that exit during a run still count."""
+    """User + system time of ``root`` and its descendants, including the reaped children they waited for
+    (cutime/cstime), so processes that exit during a run still count."""
     ticks = 0
-    for pid in descendants(root):
+    for pid in [root, *descendants(root)]:
         if fields := _stat_fields(pid):
             ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
     return ticks / _TICK

@@ -82,7 +82,7 @@ def main() -> None:
         with spy_log.open("w") as log:
             argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", *duration,
                     *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else []),
-                    "--output", str(folded), "--pid", str(relay.children[0].traced_pid())]
+                    "--output", str(folded), "--pid", str(relay.children[0].peer_pid())]
             spy = subprocess.Popen(argv, stdout=log, stderr=log)
         outcome = asyncio.run(run_load(target, tls, Load(args.clients, args.per_connection, 10**9,
                                                           args.seconds)))

@@ -62,14 +62,17 @@ def generated_password() -> str:
     return passwords.generate_password(32)
 
 
-def start(workdir: Path, certs: CertFiles, sink_port: int, password: str) -> Peer:
+def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, traced: bool = False,
+          name: str = "relay") -> Peer:
+    """``name``: prefix of the config and spool directories in ``workdir`` (a second start needs its own)."""
     port = free_port()
-    config_dir, spool = workdir / "relay-config", workdir / "relay-spool"
+    config_dir, spool = workdir / f"{name}-config", workdir / f"{name}-spool"
     write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs, spool=spool,
                  sink_port=sink_port, password=password)
     executable = _executable()
     assert executable is not None  # checked by available()
-    child = spawn("relay", [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir)
+    child = spawn(name, [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir,
+                  traced=traced)
     wait_for_port(child, port)
     # Non-empty slot files are accepted mail not yet delivered to the sink (mta_relay.spool).
     return Peer(RELAY, port, USERNAME, password, [child],

@@ -18,8 +18,12 @@ class Result:
     per_connection: int
     clients: int
     summary: dict[str, Any]  # Outcome.summary()
-    sync_calls: int
+    sync_calls: int | None  # None in a timed (untraced) run
     cpu_seconds: float  # the peer's processes, run plus settling (delivery of what it queued)
+
+    @property
+    def traced(self) -> bool:
+        return self.sync_calls is not None
 
     @property
     def rate(self) -> float:
@@ -38,20 +42,27 @@ def _ms(value: Any) -> str:
     return "-" if isinstance(value, float) and math.isnan(value) else f"{value:.1f}"
 
 
-def _table(results: list[Result]) -> list[str]:
+def _key(r: Result) -> tuple[str, int, int]:
+    return r.peer, r.per_connection, r.clients
+
+
+def _table(results: list[Result], traced: dict[tuple[str, int, int], Result]) -> list[str]:
     lines = ["| clients | peer | msgs/s | p50 ms | p99 ms | fsyncs/msg | server CPU ms/msg "
              "| client CPU ms/msg | errors |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         s = r.summary
+        count = traced.get(_key(r))
+        fsyncs = count.per_message(count.sync_calls or 0) if count else "-"
         lines.append(f"| {r.clients} | {r.peer} | {r.rate:.0f} | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} "
-                     f"| {r.per_message(r.sync_calls)} | {r.per_message(r.cpu_seconds, 1000)} "
+                     f"| {fsyncs} | {r.per_message(r.cpu_seconds, 1000)} "
                      f"| {r.per_message(s['client_cpu_s'], 1000)} | {s['errors']} |")
     return lines
 
 
 def floors(results: list[Result]) -> list[str]:
     """relay ≥ Postfix and relay ≥ 80% of the ceiling, per scenario; empty when a peer is missing."""
-    by_key = {(r.peer, r.per_connection, r.clients): r for r in results}
+    results = [r for r in results if not r.traced]
+    by_key = {_key(r): r for r in results}
     lines = ["| mode | clients | relay msgs/s | Postfix msgs/s | relay / Postfix | ceiling msgs/s "
              "| relay / ceiling | floors met |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     met = total = 0
@@ -79,10 +90,20 @@ def render(results: list[Result], machine: dict[str, str], bounds: str, notes: l
            "same machine in the same run (`python -m bench.frontdoor`; see bench/README.md for what each "
            "column means).", "", f"Bounds per scenario: {bounds}.", "", "## Machine", "",
            "| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in machine.items()), ""]
-    for per_connection in sorted({r.per_connection for r in results}):
-        rows = sorted((r for r in results if r.per_connection == per_connection),
+    timed = [r for r in results if not r.traced]
+    traced = {_key(r): r for r in results if r.traced}
+    for per_connection in sorted({r.per_connection for r in timed}):
+        rows = sorted((r for r in timed if r.per_connection == per_connection),
                       key=lambda r: (r.clients, PEER_ORDER.get(r.peer, len(PEER_ORDER))))
-        out += [f"## {_mode(per_connection).capitalize()}", "", *_table(rows), ""]
+        out += [f"## {_mode(per_connection).capitalize()}", "", *_table(rows, traced), ""]
+    if traced:
+        out += ["## Traced pass (sync counts)", "",
+                "Every peer started again under strace, each scenario once more: the fsyncs/msg column above "
+                "comes from here. Tracing stops a peer at every sync, so these rates are not the peers' "
+                "speed.", "", "| mode | clients | peer | messages | msgs/s under strace | fsyncs/msg |",
+                "|---|---:|---|---:|---:|---:|",
+                *(f"| {_mode(r.per_connection)} | {r.clients} | {r.peer} | {r.summary['messages']} "
+                  f"| {r.rate:.0f} | {r.per_message(r.sync_calls or 0)} |" for r in traced.values()), ""]
     if floor_lines := floors(results):
         out += ["## Floors (issue #4): relay ≥ Postfix, relay ≥ 80% of the aiosmtpd ceiling", "",
                 *floor_lines, ""]
