@@ -4,7 +4,7 @@ It records every transaction as the next hop saw it and, per connection, every b
 sent (decrypted after STARTTLS), so a test can count MAIL FROM commands on the wire to prove that
 nothing a sender wrote started a second transaction. Replies are scriptable per stage, e.g.
 ``receiver.script("data", "451 4.3.0 try later", times=3)`` answers DATA with 451 three times and
-then accepts.
+then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _LINE_END = re.compile(rb"\r\n|\n|\r")
+
+HANG_UP = "hang up"  # a scripted "reply": close the connection without answering
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class _Handler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
-        reply = self.receiver._next_reply("mail")
+        reply = _hang_up_on(server, self.receiver._next_reply("mail"))
         if reply is None:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -74,7 +76,8 @@ class _Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
-        reply = self.receiver._next_reply(f"rcpt:{address.lower()}") or self.receiver._next_reply("rcpt")
+        reply = _hang_up_on(server, self.receiver._next_reply(f"rcpt:{address.lower()}")
+                            or self.receiver._next_reply("rcpt"))
         if reply is None:
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 OK"
@@ -83,7 +86,7 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.receiver.data_delay:
             await asyncio.sleep(self.receiver.data_delay)
-        reply = self.receiver._next_reply("data")
+        reply = _hang_up_on(server, self.receiver._next_reply("data"))
         if reply is not None:
             return reply
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
@@ -93,6 +96,13 @@ class _Handler:
             data=envelope.original_content or b"", tls=session.ssl is not None, login=login,
             local=(sock[0], sock[1]), at=time.monotonic()))
         return "250 2.0.0 OK queued"
+
+
+def _hang_up_on(server: SMTP, reply: str | None) -> str | None:
+    """For HANG_UP, close the connection: the reply aiosmtpd then writes goes nowhere."""
+    if reply == HANG_UP and server.transport is not None:
+        server.transport.close()
+    return reply
 
 
 class _RecordingSMTP(SMTP):
@@ -136,7 +146,8 @@ class SmtpReceiver:
         self._protocols: list[SMTP] = []
 
     def script(self, stage: str, reply: str, times: int = 1) -> None:
-        """Answer ``stage`` ("mail", "rcpt", "rcpt:<address>", "data") with ``reply``, ``times`` times."""
+        """Answer ``stage`` ("mail", "rcpt", "rcpt:<address>", "data") with ``reply`` (or HANG_UP),
+        ``times`` times."""
         self._replies[stage].extend([reply] * times)
 
     def _next_reply(self, stage: str) -> str | None:
@@ -163,12 +174,16 @@ class SmtpReceiver:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
+    def drop_connections(self) -> None:
+        """Close every open connection without a word, as a next hop that drops idle clients does."""
+        for protocol in self._protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for protocol in self._protocols:
-                if protocol.transport is not None:
-                    protocol.transport.close()
+            self.drop_connections()
             await self._server.wait_closed()
             self._server = None
 
