@@ -11,7 +11,7 @@ from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import Result
 from mta_relay.delivery.pool import ConnectionPool
 from mta_relay.delivery.router import Deliverer, smarthost_route
-from support.smtp_receiver import SmtpReceiver
+from support.smtp_receiver import HANG_UP, SmtpReceiver
 
 HOP = Hop("localhost", "127.0.0.1")
 
@@ -27,14 +27,15 @@ async def test_plain_transaction_delivers_bytes_and_per_recipient_outcomes() -> 
         rx.script("rcpt:nobody@example.net", "550 5.1.1 no such user")
         rx.script("rcpt:busy@example.net", "452 4.2.2 mailbox full")
         smtp = await open_session(HOP, policy(rx.port))
-        outcomes, reusable = await transact(
+        result = await transact(
             smtp, "app@example.com", ["bob@example.net", "nobody@example.net", "busy@example.net"],
             message(body=body), "localhost")
         smtp.close()
-    assert [(o.recipient, o.result, o.code) for o in outcomes] == [
+    assert [(o.recipient, o.result, o.code) for o in result.outcomes] == [
         ("bob@example.net", Result.DELIVERED, 250), ("nobody@example.net", Result.FAILED, 550),
         ("busy@example.net", Result.DEFERRED, 452)]
-    assert reusable
+    assert result.reusable
+    assert not result.lost_at_mail
     [tx] = rx.transactions
     assert tx.rcpt_tos == ("bob@example.net",)
     # Lone CR and LF become CRLF on the wire; dot lines survive dot-stuffing unchanged.
@@ -47,13 +48,25 @@ async def test_plain_transaction_delivers_bytes_and_per_recipient_outcomes() -> 
 async def test_body_cannot_start_a_second_transaction(smuggled: bytes) -> None:
     async with SmtpReceiver() as rx:
         smtp = await open_session(HOP, policy(rx.port))
-        outcomes, _ = await transact(smtp, "app@example.com", ["bob@example.net"],
-                                     message(body=b"hello" + smuggled + b"bye\r\n"), "localhost")
+        result = await transact(smtp, "app@example.com", ["bob@example.net"],
+                                message(body=b"hello" + smuggled + b"bye\r\n"), "localhost")
         smtp.close()
-    assert [o.result for o in outcomes] == [Result.DELIVERED]
+    assert [o.result for o in result.outcomes] == [Result.DELIVERED]
     assert len(rx.transactions) == 1
     assert rx.mail_commands() == 1
     assert b"bye" in rx.transactions[0].data
+
+
+@pytest.mark.parametrize(("stage", "lost_at_mail"), [("mail", True), ("rcpt", False), ("data", False)])
+async def test_result_says_whether_the_connection_was_lost_at_mail(stage: str, lost_at_mail: bool) -> None:
+    async with SmtpReceiver() as rx:
+        rx.script(stage, HANG_UP)
+        smtp = await open_session(HOP, policy(rx.port))
+        result = await transact(smtp, "app@example.com", ["bob@example.net"], message(), "localhost")
+    assert [(o.result, o.code) for o in result.outcomes] == [(Result.DEFERRED, 451)]
+    assert result.lost_at_mail is lost_at_mail
+    assert not result.reusable
+    assert not smtp.is_connected
 
 
 async def test_required_starttls_verified_and_auth() -> None:
@@ -62,9 +75,9 @@ async def test_required_starttls_verified_and_auth() -> None:
         good = policy(rx.port, TlsMode.REQUIRED, verify_context=client_context(),
                       credentials=Credentials("relay", "s3cret"))
         smtp = await open_session(HOP, good)
-        outcomes, _ = await transact(smtp, "app@example.com", ["bob@example.net"], message(), "localhost")
+        result = await transact(smtp, "app@example.com", ["bob@example.net"], message(), "localhost")
         smtp.close()
-        assert [o.result for o in outcomes] == [Result.DELIVERED]
+        assert [o.result for o in result.outcomes] == [Result.DELIVERED]
         assert rx.transactions[0].tls
         assert rx.transactions[0].login == "relay"
 
@@ -93,32 +106,6 @@ async def test_opportunistic_tls_uses_tls_when_offered_without_verifying() -> No
             smtp.close()
     assert tls_rx.transactions[0].tls
     assert not plain_rx.transactions[0].tls
-
-
-async def test_connections_are_reused_per_destination() -> None:
-    async with SmtpReceiver() as rx:
-        pool = ConnectionPool(per_destination=2, idle_timeout=30)
-        deliverer = Deliverer(smarthost_route("127.0.0.1", policy(rx.port)), pool)
-        for _ in range(5):
-            outcomes = await deliverer.deliver("a@example.com", ["b@example.net"], message())
-            assert [o.result for o in outcomes] == [Result.DELIVERED]
-        await pool.close()
-    assert len(rx.transactions) == 5
-    assert len(rx.connections) == 1
-    assert pool.reused == 4
-
-
-async def test_dropped_idle_connection_is_replaced() -> None:
-    async with SmtpReceiver() as rx:
-        pool = ConnectionPool(per_destination=2, idle_timeout=30)
-        deliverer = Deliverer(smarthost_route("127.0.0.1", policy(rx.port)), pool)
-        await deliverer.deliver("a@example.com", ["b@example.net"], message())
-        for protocol in rx._protocols:  # the next hop closes idle connections
-            protocol.transport.close()
-        outcomes = await deliverer.deliver("a@example.com", ["b@example.net"], message())
-        await pool.close()
-    assert [o.result for o in outcomes] == [Result.DELIVERED]
-    assert len(rx.connections) == 2
 
 
 async def test_unreachable_smarthost_defers() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import aiosmtplib
-from aiosmtplib import SMTPResponseException
+from aiosmtplib import SMTPResponseException, SMTPStatus
 
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import RecipientOutcome, everyone, outcome
@@ -118,9 +118,22 @@ def _needs_smtputf8(sender: str, recipients: list[str]) -> bool:
     return not all(address.isascii() for address in [sender, *recipients])
 
 
+@dataclass(frozen=True)
+class TransactionResult:
+    """What one transaction came to.
+
+    ``lost_at_mail``: the connection broke at MAIL FROM (lost, or 421 "closing channel") before any
+    recipient or byte of the message was sent, so the transaction may safely run again elsewhere.
+    """
+
+    outcomes: list[RecipientOutcome]
+    reusable: bool
+    lost_at_mail: bool = False
+
+
 async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes,
-                   remote: str) -> tuple[list[RecipientOutcome], bool]:
-    """One mail transaction. Returns an outcome per recipient and whether the connection is reusable.
+                   remote: str) -> TransactionResult:
+    """One mail transaction: an outcome per recipient and whether the connection is reusable.
 
     Connection trouble mid-transaction defers every recipient; if it strikes after the final dot was
     sent, the next hop may already have the message: the documented duplicate window.
@@ -129,20 +142,33 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], me
     encoding = "ascii"
     if _needs_smtputf8(sender, recipients):
         if not smtp.supports_extension("smtputf8"):
-            return everyone(recipients, 553, "5.6.7 next hop does not support SMTPUTF8", remote), True
+            return TransactionResult(everyone(recipients, 553, "5.6.7 next hop does not support SMTPUTF8",
+                                              remote), reusable=True)
         options.append("SMTPUTF8")
         encoding = "utf-8"
     if smtp.supports_extension("8bitmime") and not message.isascii():
         options.append("BODY=8BITMIME")
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(message)}")
+    try:
+        await smtp.mail(sender, options=options, encoding=encoding)
+    except SMTPResponseException as error:
+        outcomes = everyone(recipients, error.code, _reply_text(error), remote)
+        if error.code == SMTPStatus.domain_unavailable:  # aiosmtplib has closed the connection
+            return TransactionResult(outcomes, reusable=False, lost_at_mail=True)
+        return TransactionResult(outcomes, await _reset(smtp))
+    except (aiosmtplib.SMTPException, OSError) as error:
+        smtp.close()
+        return TransactionResult(_lost(recipients, {}, remote, error), reusable=False, lost_at_mail=True)
+    return await _recipients_and_data(smtp, recipients, message, remote, encoding)
+
+
+async def _recipients_and_data(smtp: aiosmtplib.SMTP, recipients: list[str], message: bytes, remote: str,
+                               encoding: str) -> TransactionResult:
+    """The rest of a transaction after MAIL FROM was accepted."""
     results: dict[str, RecipientOutcome] = {}
     accepted: list[str] = []
     try:
-        try:
-            await smtp.mail(sender, options=options, encoding=encoding)
-        except SMTPResponseException as error:
-            return everyone(recipients, error.code, _reply_text(error), remote), await _reset(smtp)
         for rcpt in recipients:
             try:
                 await smtp.rcpt(rcpt, encoding=encoding)
@@ -150,7 +176,7 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], me
             except SMTPResponseException as error:
                 results[rcpt] = outcome(rcpt, error.code, _reply_text(error), remote)
         if not accepted:
-            return [results[r] for r in recipients], await _reset(smtp)
+            return TransactionResult([results[r] for r in recipients], await _reset(smtp))
         try:
             reply = await smtp.data(message)
             for rcpt in accepted:
@@ -158,12 +184,18 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], me
         except SMTPResponseException as error:
             for rcpt in accepted:
                 results[rcpt] = outcome(rcpt, error.code, _reply_text(error), remote)
-            return [results[r] for r in recipients], await _reset(smtp)
+            return TransactionResult([results[r] for r in recipients], await _reset(smtp))
     except (aiosmtplib.SMTPException, OSError) as error:
         smtp.close()
-        lost = f"4.4.2 connection to {remote} lost: {type(error).__name__}"
-        return [results.get(r) or outcome(r, 451, lost, remote) for r in recipients], False
-    return [results[r] for r in recipients], True
+        return TransactionResult(_lost(recipients, results, remote, error), reusable=False)
+    return TransactionResult([results[r] for r in recipients], reusable=True)
+
+
+def _lost(recipients: list[str], results: dict[str, RecipientOutcome], remote: str,
+          error: Exception) -> list[RecipientOutcome]:
+    """Recipients without an answer yet are deferred: the connection went away."""
+    lost = f"4.4.2 connection to {remote} lost: {type(error).__name__}"
+    return [results.get(r) or outcome(r, 451, lost, remote) for r in recipients]
 
 
 async def _reset(smtp: aiosmtplib.SMTP) -> bool:

@@ -3,7 +3,7 @@
 Recipients are grouped by destination (one group for a smarthost, one per domain for MX); groups go out
 concurrently, each within its destination's connection limit, trying hosts in order until one takes a
 transaction. Hosts that cannot be reached are skipped; a host's answer to the transaction is final for
-this attempt.
+this attempt. A reused connection that turns out dead at MAIL FROM is replaced once by a fresh one.
 """
 
 from __future__ import annotations
@@ -69,13 +69,21 @@ class Deliverer:
     async def _deliver_group(self, destination: str, sender: str, rcpts: list[str],
                              message: bytes) -> list[RecipientOutcome]:
         async with self.pool.lease(destination) as lease:
-            if lease.session is None:
-                try:
-                    lease.session, lease.remote = await self._connect(destination)
-                except (RouteError, HopUnavailable) as error:
-                    return everyone(rcpts, error.code, error.text)
-            outcomes, lease.keep = await transact(lease.session, sender, rcpts, message, lease.remote)
-            return outcomes
+            if lease.session is not None:  # an idle connection from the pool: it may have died unnoticed
+                result = await transact(lease.session, sender, rcpts, message, lease.remote)
+                if not result.lost_at_mail:
+                    lease.keep = result.reusable
+                    return result.outcomes
+                # Dead before anything of the message went out (transact closed it): run the
+                # transaction again at once on a fresh connection rather than defer the recipients.
+                lease.session = None
+            try:
+                lease.session, lease.remote = await self._connect(destination)
+            except (RouteError, HopUnavailable) as error:
+                return everyone(rcpts, error.code, error.text)
+            result = await transact(lease.session, sender, rcpts, message, lease.remote)
+            lease.keep = result.reusable
+            return result.outcomes
 
     async def _connect(self, destination: str) -> tuple[aiosmtplib.SMTP, str]:
         last: HopUnavailable | None = None
