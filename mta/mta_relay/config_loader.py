@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ from mta_relay.config import CredentialShard, RelayConfig, RelaySettings
 SETTINGS_NAMES = ("relay.yaml", "relay.json")
 SHARD_SUFFIX = ".json"
 _SWAP_RETRIES = 3  # a swap can delete the old snapshot while we read it: start over
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -49,9 +51,18 @@ def resolve_path(config_dir: Path, path: str) -> Path:
 
 def load(config_dir: Path) -> RelayConfig:
     """Read, parse and validate the whole config; raise ConfigError with a clear, secret-free reason."""
+    return _retrying_swaps(_load_once, config_dir)
+
+
+def load_settings(config_dir: Path) -> RelaySettings:
+    """Only the settings, not the credentials (the delivery process needs none)."""
+    return _retrying_swaps(_settings_once, config_dir)
+
+
+def _retrying_swaps(read: Callable[[Path], T], config_dir: Path) -> T:
     for attempt in range(_SWAP_RETRIES):
         try:
-            return _load_once(config_dir)
+            return read(config_dir)
         except FileNotFoundError as error:
             if attempt == _SWAP_RETRIES - 1:
                 raise ConfigError(f"missing file: {error.filename}") from None
@@ -74,12 +85,15 @@ def fingerprint(config_dir: Path, settings: RelaySettings | None) -> tuple[Any, 
     return tuple(parts)
 
 
-def _load_once(config_dir: Path) -> RelayConfig:
-    settings_dir = snapshot(config_dir)
-    settings_file = _settings_file(settings_dir)
+def _settings_once(config_dir: Path) -> RelaySettings:
+    settings_file = _settings_file(snapshot(config_dir))
     if settings_file is None:
         raise ConfigError(f"{config_dir}: no {' or '.join(SETTINGS_NAMES)}")
-    settings = _parse_settings(settings_file)
+    return _parse_settings(settings_file)
+
+
+def _load_once(config_dir: Path) -> RelayConfig:
+    settings = _settings_once(config_dir)
     creds_dir = resolve_path(config_dir, settings.credentials_dir)
     credentials = []
     if creds_dir.is_dir():

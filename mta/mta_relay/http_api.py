@@ -143,7 +143,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    data = generate_latest(request.app[RELAY_KEY].metrics.registry)
+    relay = request.app[RELAY_KEY]
+    data = generate_latest(relay.metrics.registry)
+    if relay.queue is not None:  # the delivery process's own metrics, one exposition
+        data += (await relay.queue.metrics_text()).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

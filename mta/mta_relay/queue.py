@@ -203,7 +203,7 @@ class QueueRunner:
     # --- one attempt ------------------------------------------------------------------------------
     async def _attempt(self, queue_id: str) -> None:
         try:
-            entry = self.spool.take_fresh(queue_id) or await asyncio.to_thread(self.spool.read, queue_id)
+            entry = await asyncio.to_thread(self.spool.read, queue_id)
         except FileNotFoundError:
             self._forget(queue_id)
             return

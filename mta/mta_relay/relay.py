@@ -9,10 +9,10 @@ from pathlib import Path
 
 from mta_relay import config_loader
 from mta_relay.auth_throttle import AuthThrottle
+from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.generation import Generation, tls_context
 from mta_relay.metrics import Metrics
 from mta_relay.passwords import PasswordChecker
-from mta_relay.queue import QueueRunner
 from mta_relay.quota import QuotaTracker
 from mta_relay.spool import Spool
 
@@ -31,7 +31,7 @@ class Relay:
         self.connections: collections.Counter[str] = collections.Counter()  # open sessions per client IP
         self.sessions: set[object] = set()  # open SMTP protocols, for graceful shutdown
         self.draining = False
-        self.queue: QueueRunner | None = None  # the delivery side (issue #5), started by the server
+        self.queue: DeliveryProcess | None = None  # the delivery side (issue #5), started by the server
         self.spool_ok = spool.probe(generation.config.settings.limits.max_message_size)
         tls = generation.config.settings.tls
         # aiohttp keeps the context it started with: reloads load the new certificate into this one

@@ -1,4 +1,5 @@
 """Serving: SMTP listeners and the HTTP site on one event loop, config reload, graceful shutdown.
+Delivery runs in a process of its own (``delivery.process``), started here after spool recovery.
 
 ``RelayServer(config_dir)`` needs nothing but a config directory (and the TLS files it names), so the
 pod, the local mode and the benchmark all start the relay the same way.
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from mta_relay import config_loader, generation
 from mta_relay.config_loader import ConfigError
-from mta_relay.delivery import service as delivery
+from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.http_api import make_app
 from mta_relay.relay import Relay
 from mta_relay.smtp_handler import SubmissionHandler
@@ -49,7 +50,8 @@ class RelayServer:
                                                       "entries": len(report.entries),
                                                       "quarantined": list(report.quarantined)}})
         relay = self.relay = Relay(self.config_dir, gen, spool)
-        relay.queue = await delivery.start(settings, self.config_dir, spool, relay.metrics.registry)
+        relay.queue = DeliveryProcess(self.config_dir, spool)
+        await relay.queue.start()
         handler = SubmissionHandler(relay)
         loop = asyncio.get_running_loop()
         for listener in settings.smtp_listeners:
@@ -90,7 +92,7 @@ class RelayServer:
                         extra={"fields": {"event": "config_restart_needed"}})
         self.relay.install(gen)
         if self.relay.queue is not None:
-            delivery.reconfigure(self.relay.queue, gen.config.settings, self.config_dir)
+            self.relay.queue.reconfigure()
         self.relay.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
                                                       "credentials": len(gen.config.credentials)}})

@@ -49,7 +49,6 @@ _QID_IN_HEADER = re.compile(rb'"queue_id":"([0-9a-f]{26})"')
 SLOT_BATCH = 64  # slots created (and synced) at a time: one directory sync per 64 new slots
 MAX_FREE = 1024  # free slots kept for reuse after a backlog drains
 IO_THREADS = 16  # concurrent writes and syncs (the default executor's few threads would cap them)
-FRESH_BYTES = 32 << 20  # just-written messages kept in memory for their first delivery attempt
 Status = Literal["delivered", "failed", "deferred"]
 FINAL: frozenset[str] = frozenset({"delivered", "failed"})
 
@@ -148,10 +147,6 @@ class Spool:
         self._free: list[int] = []
         self._next_slot = 0
         self._with_outcomes: set[str] = set()  # queue ids with an outcomes file
-        # Entries just made durable, handed to delivery without reading them back (the page cache would
-        # give the same bytes): saves a thread hop and a read per message.
-        self._fresh: dict[str, SpoolEntry] = {}
-        self._fresh_bytes = 0
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="spool")
 
     def ensure_dirs(self) -> None:
@@ -171,9 +166,6 @@ class Spool:
             raise SpoolError(f"spool write failed: {error.strerror}") from None
         with self._lock:
             self._entries[envelope.queue_id] = slot
-            if self._fresh_bytes + len(message) <= FRESH_BYTES:
-                self._fresh[envelope.queue_id] = SpoolEntry(envelope, message)
-                self._fresh_bytes += len(message)
         self.entries_written += 1
         return envelope
 
@@ -274,13 +266,35 @@ class Spool:
             raise FileNotFoundError(queue_id)
         return self._slot_path(slot)
 
-    def take_fresh(self, queue_id: str) -> SpoolEntry | None:
-        """The entry as ``put`` wrote it, once, if it is still in memory; else None (then ``read``)."""
+    def slot_of(self, queue_id: str) -> int | None:
         with self._lock:
-            entry = self._fresh.pop(queue_id, None)
-            if entry is not None:
-                self._fresh_bytes -= len(entry.message)
-        return entry
+            return self._entries.get(queue_id)
+
+    def entries(self) -> list[tuple[str, int]]:
+        """(queue id, slot) of every complete entry, oldest first."""
+        with self._lock:
+            return sorted(self._entries.items())
+
+    def adopt(self, queue_id: str, slot: int) -> None:
+        """Learn an entry another process wrote (the delivery process learns them from the front door)."""
+        _check_qid(queue_id)
+        with self._lock:
+            self._entries[queue_id] = slot
+
+    def released(self, queue_id: str, slot: int) -> None:
+        """Another process removed the entry and emptied its slot: the slot is free again."""
+        with self._lock:
+            if self._entries.get(queue_id) == slot:
+                del self._entries[queue_id]
+            if len(self._free) < MAX_FREE:
+                self._free.append(slot)
+                return
+        self._slot_path(slot).unlink(missing_ok=True)
+
+    def forget(self, queue_id: str) -> None:
+        """Another process moved the entry away (quarantine): its slot is never used again."""
+        with self._lock:
+            self._entries.pop(queue_id, None)
 
     def read(self, queue_id: str) -> SpoolEntry:
         """The entry, checked; CorruptEntry if it fails its checks (then ``quarantine`` it)."""
@@ -331,30 +345,32 @@ class Spool:
         truncation lost to a machine crash brings back a delivered message: a duplicate, never a loss).
         The entry goes first, so a crash in between leaves only an orphan outcome file."""
         _check_qid(queue_id)
-        self.take_fresh(queue_id)
         with self._lock:
             slot = self._entries.pop(queue_id, None)
-            keep = len(self._free) < MAX_FREE
         if slot is not None:
             try:
-                if keep:
-                    os.truncate(self._slot_file(slot), 0)
-                else:
-                    self._slot_path(slot).unlink()
+                self._release(queue_id, slot)
             except OSError:
                 with self._lock:
                     self._entries[queue_id] = slot  # still there: the caller retries later
                 raise
-            if keep:
-                with self._lock:
-                    self._free.append(slot)
         if queue_id in self._with_outcomes:
             self._outcome_path(queue_id).unlink(missing_ok=True)
             self._with_outcomes.discard(queue_id)
 
+    def _release(self, queue_id: str, slot: int) -> None:
+        """Empty the removed entry's slot for reuse, or delete it when enough slots are free."""
+        with self._lock:
+            keep = len(self._free) < MAX_FREE
+        if keep:
+            os.truncate(self._slot_file(slot), 0)
+            with self._lock:
+                self._free.append(slot)
+        else:
+            self._slot_path(slot).unlink()
+
     def quarantine(self, queue_id: str) -> None:
         _check_qid(queue_id)
-        self.take_fresh(queue_id)
         self._with_outcomes.discard(queue_id)
         with self._lock:
             slot = self._entries.pop(queue_id, None)
@@ -364,6 +380,12 @@ class Spool:
         if outcomes.exists():
             os.rename(outcomes, self.quarantine_dir / outcomes.name)
         self.fsync_dir(self.quarantine_dir)
+
+    def index_outcomes(self) -> None:
+        """For a process that did not run ``recover`` (delivery): which entries have outcome files."""
+        names = {name[:-4] for name in os.listdir(self.outcomes_dir) if name.endswith(".out")}
+        with self._lock:
+            self._with_outcomes = names
 
     def recover(self) -> RecoveryReport:
         """At start-up, before serving: learn the entries, quarantine torn and corrupt ones, drop orphan
@@ -399,7 +421,7 @@ class Spool:
             self.fsync_dir(self.quarantine_dir)
         with self._lock:
             self._entries, self._free = entries, sorted(free, reverse=True)  # lowest numbers first
-            self._with_outcomes, self._fresh, self._fresh_bytes = with_outcomes, {}, 0
+            self._with_outcomes = with_outcomes
             self._next_slot = numbers[-1] + 1 if numbers else 0
         if not self._free:
             self._grow()  # the first message need not wait for it

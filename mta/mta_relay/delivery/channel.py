@@ -1,0 +1,81 @@
+"""The line protocol between the front door (mta-relay) and its delivery process: one JSON object per
+line over a socket pair, each with an ``op``.
+
+Front door → delivery: ``queued`` (qid, slot: a new entry), ``reload``, ``drain`` (seconds left),
+``metrics`` (id), and the replies ``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
+Delivery → front door: ``released`` (qid, slot: entry removed, slot emptied), ``gone`` (qid: entry
+quarantined), ``store`` (id, envelope, message in base64: a DSN to spool) and the reply ``metrics_text``
+(id, text). Message bytes cross only in ``store``; nothing here is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+from typing import Any
+
+REPLIES = frozenset({"stored", "store_failed", "metrics_text"})
+LINE_LIMIT = 1 << 27  # a DSN quotes the bounced message: room for the largest one, in base64
+Message = dict[str, Any]
+
+
+class Channel:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._ids = itertools.count(1)
+        self._buffer: list[str] = []
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> Channel:
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
+        return cls(reader, writer)
+
+    def send(self, message: Message) -> None:
+        """Queued and written once per loop iteration: a burst of acceptances is one write."""
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(json.dumps(message, separators=(",", ":")))
+
+    def send_threadsafe(self, message: Message) -> None:
+        self._loop.call_soon_threadsafe(self.send, message)
+
+    def _flush(self) -> None:
+        lines, self._buffer = self._buffer, []
+        if not self._writer.is_closing():
+            self._writer.write(("\n".join(lines) + "\n").encode())
+
+    async def request(self, message: Message) -> Message:
+        """Send a request and wait for its reply (the caller bounds the wait)."""
+        request_id = next(self._ids)
+        future = self._pending[request_id] = self._loop.create_future()
+        self.send({**message, "id": request_id})
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def receive(self) -> Message | None:
+        """The next message that is not a reply to one of our requests; None once the peer is gone."""
+        while True:
+            try:
+                line = await self._reader.readline()
+            except (ConnectionError, ValueError):  # ValueError: a line over the limit
+                line = b""
+            if not line:
+                for future in self._pending.values():
+                    if not future.done():
+                        future.set_exception(ConnectionError("delivery channel closed"))
+                return None
+            message: Message = json.loads(line)
+            if message["op"] not in REPLIES:
+                return message
+            future = self._pending.get(message["id"])
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    def close(self) -> None:
+        self._writer.close()

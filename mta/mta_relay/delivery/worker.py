@@ -1,0 +1,145 @@
+"""The delivery process: ``python -m mta_relay.delivery.worker --config DIR --channel-fd N --parent PID``.
+
+``mta-relay`` starts it after recovering the spool and tells it every entry to deliver over the channel
+(``delivery.channel``). It runs the queue runner as the relay once did on its own loop: delivers,
+records outcomes, bounces (the DSN is spooled by the front door, which owns the slots) and removes,
+telling the front door which slots are free again. Delivery gets its own interpreter and GIL, so it
+uses the second CPU: on one event loop it took about as much of the loop as accepting did.
+
+It ignores SIGTERM and SIGINT (the front door tells it when to drain) and dies with the front door
+(PR_SET_PDEATHSIG): a restarted relay never finds an old delivery process still at work on the spool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import ctypes
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from mta_relay import config_loader, logs
+from mta_relay.config_loader import ConfigError
+from mta_relay.delivery import service
+from mta_relay.delivery.channel import Channel
+from mta_relay.queue import QueueRunner
+from mta_relay.spool import Envelope, Spool, SpoolError
+
+log = logging.getLogger("mta_relay.delivery")
+PR_SET_PDEATHSIG = 1
+
+
+class WorkerSpool(Spool):
+    """The spool as delivery sees it from its own process: entries are learnt from the front door,
+    and the front door is told when a slot is free again or an entry was quarantined."""
+
+    def __init__(self, root: Path, channel: Channel) -> None:
+        super().__init__(root)
+        self.channel = channel
+
+    async def put(self, *, queue_id: str | None = None, mail_from: str, rcpts: list[str] | tuple[str, ...],
+                  credential: str, client_ip: str, source: Literal["smtp", "http"], smtputf8: bool,
+                  message: bytes) -> Envelope:
+        """A DSN: the front door writes it (it owns the free slots); durable when this returns."""
+        fields: dict[str, Any] = {"queue_id": queue_id, "mail_from": mail_from, "rcpts": list(rcpts),
+                                  "credential": credential, "client_ip": client_ip, "source": source,
+                                  "smtputf8": smtputf8}
+        try:
+            reply = await self.channel.request({"op": "store", "envelope": fields,
+                                                "message": base64.b64encode(message).decode()})
+        except ConnectionError:
+            raise SpoolError("spool write failed: the front door is gone") from None
+        if reply["op"] == "store_failed":
+            raise SpoolError(reply["error"])
+        envelope = Envelope(**{**reply["envelope"], "rcpts": tuple(reply["envelope"]["rcpts"])})
+        self.adopt(envelope.queue_id, reply["slot"])
+        return envelope
+
+    def _release(self, queue_id: str, slot: int) -> None:
+        os.truncate(self._slot_file(slot), 0)
+        self.channel.send_threadsafe({"op": "released", "qid": queue_id, "slot": slot})
+
+    def quarantine(self, queue_id: str) -> None:
+        super().quarantine(queue_id)
+        self.channel.send_threadsafe({"op": "gone", "qid": queue_id})
+
+
+async def serve(config_dir: Path, sock: socket.socket) -> int:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, lambda: None)  # the front door decides when delivery stops
+    channel = await Channel.open(sock)
+    try:
+        settings = await asyncio.to_thread(config_loader.load_settings, config_dir)
+        spool = WorkerSpool(config_loader.resolve_path(config_dir, settings.queue.path), channel)
+        await asyncio.to_thread(spool.index_outcomes)
+        registry = CollectorRegistry()
+        runner = await service.start(settings, config_dir, spool, registry)
+    except ConfigError as error:
+        log.error("delivery config unusable", extra={"fields": {"event": "delivery_config_refused",
+                                                                 "reason": str(error)}})
+        return 2
+    drain_until: asyncio.Future[float] = loop.create_future()
+    # One reader for the whole life: replies to DSN writes must still arrive while draining.
+    reader = asyncio.create_task(_read(channel, config_dir, spool, runner, registry, drain_until))
+    await asyncio.wait({reader, drain_until}, return_when=asyncio.FIRST_COMPLETED)
+    if drain_until.done():
+        await runner.drain(drain_until.result())
+    else:
+        await runner.stop()  # the front door closed the channel without a drain: it is gone
+    reader.cancel()
+    return 0
+
+
+async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: QueueRunner,
+                registry: CollectorRegistry, drain_until: asyncio.Future[float]) -> None:
+    while (message := await channel.receive()) is not None:
+        op = message["op"]
+        if op == "queued":
+            spool.adopt(message["qid"], message["slot"])
+            runner.notify(message["qid"])
+        elif op == "metrics":
+            channel.send({"op": "metrics_text", "id": message["id"],
+                          "text": generate_latest(registry).decode()})
+        elif op == "reload":
+            try:
+                settings = await asyncio.to_thread(config_loader.load_settings, config_dir)
+            except ConfigError as error:
+                log.error("delivery config refused, previous one stays in force",
+                          extra={"fields": {"event": "delivery_config_refused", "reason": str(error)}})
+                continue
+            service.reconfigure(runner, settings, config_dir)
+        elif op == "drain" and not drain_until.done():
+            drain_until.set_result(time.monotonic() + float(message["seconds"]))
+
+
+def _die_with(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the front door died before the line above
+        os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mta-relay delivery", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    _die_with(args.parent)
+    logs.setup(args.log_level)
+    sock = socket.socket(fileno=args.channel_fd)
+    return asyncio.run(serve(args.config, sock))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
