@@ -135,3 +135,14 @@ async def test_metrics_carry_the_delivery_process_figures_once(tmp_path: Path,
     assert any(line.startswith('mta_delivery_results_total{') and line.endswith(" 1.0") for line in samples)
     help_lines = [line for line in text.splitlines() if line.startswith("# HELP ")]
     assert len(help_lines) == len(set(help_lines))
+
+
+async def test_a_relay_whose_delivery_cannot_start_refuses_to_start(tmp_path: Path,
+                                                                     receiver: SmtpReceiver) -> None:
+    relay = RelayProcess(tmp_path, receiver.port, dkim_pem=b"placeholder")
+    (tmp_path / "dkim.pem").unlink()  # the DKIM key file the settings name is not there
+    with pytest.raises(AssertionError, match="exited with 2"):
+        await asyncio.to_thread(relay.start)
+    refused = [line for line in relay.log.read_text().splitlines() if "delivery_config_refused" in line]
+    assert refused
+    assert "dkim.pem" in refused[0]

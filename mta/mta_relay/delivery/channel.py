@@ -3,9 +3,9 @@ line over a socket pair, each with an ``op``.
 
 Front door → delivery: ``queued`` (qid, slot: a new entry), ``reload``, ``drain`` (seconds left),
 ``metrics`` (id), and the replies ``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
-Delivery → front door: ``released`` (qid, slot: entry removed, slot emptied), ``gone`` (qid: entry
-quarantined), ``store`` (id, envelope, message in base64: a DSN to spool) and the reply ``metrics_text``
-(id, text). Message bytes cross only in ``store``; nothing here is ever logged.
+Delivery → front door: ``ready`` (once, when it delivers), ``released`` (qid, slot: entry removed, slot
+emptied), ``gone`` (qid: entry quarantined), ``store`` (id, envelope, message in base64: a DSN to spool)
+and the reply ``metrics_text`` (id, text). Message bytes cross only in ``store``; nothing here is ever logged.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.channel import Channel, Message
 from mta_relay.spool import Spool, SpoolError
 
 log = logging.getLogger("mta_relay.delivery")
 RESTART_DELAY = 1.0  # seconds before a delivery process that died is started again
+START_TIMEOUT = 30.0  # for the delivery process to say it is ready (imports, config, DKIM keys)
 METRICS_TIMEOUT = 2.0
 
 
@@ -31,7 +33,22 @@ class DeliveryProcess:
         self._stopping = False
 
     async def start(self) -> None:
+        """Start delivery and wait until it is ready, so that mail accepted from now on goes out at once.
+        ConfigError if it cannot start (it logs why: a DKIM key or smarthost file it cannot use)."""
         await self._spawn()
+        assert self._channel is not None
+        assert self._proc is not None
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                ready = await self._channel.receive()
+        except TimeoutError:
+            ready = None
+        if ready is None or ready["op"] != "ready":
+            if self._proc.returncode is None:
+                self._proc.kill()
+            await self._proc.wait()
+            self._channel.close()
+            raise ConfigError("delivery could not start (see the delivery process's log line)")
         self._task = asyncio.create_task(self._supervise(), name="delivery-process")
 
     def notify(self, queue_id: str) -> None:

@@ -87,6 +87,7 @@ async def serve(config_dir: Path, sock: socket.socket) -> int:
         log.error("delivery config unusable", extra={"fields": {"event": "delivery_config_refused",
                                                                  "reason": str(error)}})
         return 2
+    channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()
     # One reader for the whole life: replies to DSN writes must still arrive while draining.
     reader = asyncio.create_task(_read(channel, config_dir, spool, runner, registry, drain_until))
