@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from deliverykit import message
+from mta_relay.delivery.worker import NICENESS
 from relayproc import RelayProcess
 from support.smtp_receiver import SmtpReceiver
 
@@ -146,3 +147,19 @@ async def test_a_relay_whose_delivery_cannot_start_refuses_to_start(tmp_path: Pa
     refused = [line for line in relay.log.read_text().splitlines() if "delivery_config_refused" in line]
     assert refused
     assert "dkim.pem" in refused[0]
+
+
+def niceness(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rfind(")") + 2:].split()[16])
+
+
+async def test_delivery_runs_below_the_front_door_s_cpu_priority(tmp_path: Path,
+                                                                 receiver: SmtpReceiver) -> None:
+    relay = await started(RelayProcess(tmp_path, receiver.port))
+    try:
+        [worker] = delivery_pids(relay)
+        assert relay.proc is not None
+        assert await until(lambda: niceness(worker) == niceness(relay.proc.pid) + NICENESS)
+    finally:
+        relay.stop()

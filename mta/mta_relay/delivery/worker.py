@@ -6,7 +6,8 @@ records outcomes, bounces (the DSN is spooled by the front door, which owns the 
 telling the front door which slots are free again. Delivery gets its own interpreter and GIL, so it
 uses the second CPU: on one event loop it took about as much of the loop as accepting did.
 
-It ignores SIGTERM and SIGINT (the front door tells it when to drain) and dies with the front door
+It runs at a lower CPU priority than the front door (``NICENESS``), ignores SIGTERM and SIGINT (the
+front door tells it when to drain), and dies with the front door
 (PR_SET_PDEATHSIG): a restarted relay never finds an old delivery process still at work on the spool.
 """
 
@@ -35,6 +36,10 @@ from mta_relay.spool import Envelope, Spool, SpoolError
 
 log = logging.getLogger("mta_relay.delivery")
 PR_SET_PDEATHSIG = 1
+# Below the front door when the CPUs are short: a client waits on acceptance, while mail in the spool
+# can wait a moment. Measured on 2 busy cores: one message per connection, 10 clients, +15% accepted,
+# 100 per connection unchanged. Lowering one's own priority needs no privilege.
+NICENESS = 5
 
 
 class WorkerSpool(Spool):
@@ -137,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     _die_with(args.parent)
+    os.nice(NICENESS)
     logs.setup(args.log_level)
     sock = socket.socket(fileno=args.channel_fd)
     return asyncio.run(serve(args.config, sock))
