@@ -297,10 +297,16 @@ class Spool:
             self._entries.pop(queue_id, None)
 
     def read(self, queue_id: str) -> SpoolEntry:
-        """The entry, checked; CorruptEntry if it fails its checks (then ``quarantine`` it)."""
-        entry = decode_entry(self.path(queue_id).read_bytes())
-        if entry.envelope.queue_id != queue_id:
-            raise CorruptEntry("slot holds another entry")
+        """The entry, checked; CorruptEntry if it fails its checks (then ``quarantine`` it).
+
+        FileNotFoundError, and the entry forgotten, if its slot is empty or holds another entry: the
+        delivery process can be handed an entry again that it already removed (after it restarted), and
+        the slot may be a new message's by now. Never quarantine that: it is someone else's only copy."""
+        data = self.path(queue_id).read_bytes()
+        entry = decode_entry(data) if data else None
+        if entry is None or entry.envelope.queue_id != queue_id:
+            self.forget(queue_id)
+            raise FileNotFoundError(queue_id)
         return entry
 
     def record_outcome(self, queue_id: str, rcpt: str, status: Status, detail: str) -> None:

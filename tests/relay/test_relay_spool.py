@@ -154,3 +154,34 @@ def test_queue_ids_reject_path_tricks(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     with pytest.raises(ValueError, match="not a queue id"):
         spool.read("../../etc/passwd")
+
+
+async def test_a_stale_hand_over_reads_as_gone_and_never_touches_the_slot_s_new_entry(tmp_path: Path) -> None:
+    # As in the delivery process after a restart: handed again an entry it already removed, whose slot
+    # the front door has since given to a new message (or not yet: then the slot is empty).
+    front = _spool(tmp_path)
+    old = await _put(front)
+    slot = front.slot_of(old)
+    assert slot is not None
+    delivery = Spool(front.root)
+    delivery.adopt(old, slot)
+    delivery.remove(old)  # empties the slot
+    front.released(old, slot)  # the front door hears of it: the slot is free again
+    new = await _put(front, b"Subject: new\r\n\r\nnew\r\n")
+    assert front.slot_of(new) == slot
+    delivery.adopt(old, slot)  # the stale hand-over
+
+    with pytest.raises(FileNotFoundError):
+        delivery.read(old)
+    assert delivery.queue_ids() == []
+    assert front.read(new).message == b"Subject: new\r\n\r\nnew\r\n"
+
+    gone = await _put(front)
+    empty_slot = front.slot_of(gone)
+    assert empty_slot is not None
+    os.truncate(front.path(gone), 0)
+    delivery.adopt(gone, empty_slot)
+    with pytest.raises(FileNotFoundError):
+        delivery.read(gone)
+    assert (front.slots / f"{empty_slot:08d}").exists()  # left where it is, not quarantined
+    assert os.listdir(front.quarantine_dir) == []
