@@ -1,5 +1,5 @@
 """CPU time of a process tree from /proc, so that a peer's cost per message can be reported: Postfix is
-many processes, the relay one."""
+many processes, the relay two (the front door and its delivery process)."""
 
 from __future__ import annotations
 
