@@ -12,12 +12,12 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.namespaces import temporary_namespace
 from testbed import cluster, netns, versions
 
 _REPORT: list[str] = []
@@ -79,10 +79,7 @@ def api_client(kube: Kube):
 
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from temporary_namespace(kube, "t")
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from bench.frontdoor import postfix_peer, relay_peer
 from bench.frontdoor.certs import CertFiles, write_certs
 from bench.frontdoor.children import Child, spawn
 from bench.frontdoor.loadgen import Load, run_load
-from bench.frontdoor.peers import Peer
+from bench.frontdoor.peers import Peer, stop_all
 from bench.frontdoor.run import MAIL_FROM, RCPT_TO, WARM_UP
 from bench.frontdoor.smtp_client import Target
 
@@ -133,12 +133,8 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
                 results.append(bench.measure(peer, load, 1))
                 progress(_progress_line(results[-1]))
     finally:
-        for peer in peers:
-            peer.stop()
-        if sink is not None:
-            counts = sink.stop().decode().strip().splitlines()
-            notes.append(f"The sink received {counts[-1] if counts else 'nothing'} in all "
-                         "(warm-up included).")
+        notes.append(f"The sink received {stop_all(peers, sink)} in all (warm-ups and the traced runs "
+                     "included).")
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(results, notes, workdir)

@@ -38,6 +38,16 @@ class Peer:
             child.stop()
 
 
+def stop_all(peers: list[Peer], sink: Child | None) -> str:
+    """Stop every peer, then the sink; returns the sink's last output line (its message count)."""
+    for peer in peers:
+        peer.stop()
+    if sink is None:
+        return "nothing"
+    counts = sink.stop().decode().strip().splitlines()
+    return counts[-1] if counts else "nothing"
+
+
 def wait_drained(queued: Callable[[], int], stall_seconds: float = 10) -> None:
     """Until ``queued()`` is 0, or stops going down for ``stall_seconds`` (delivery not running: the run
     goes on rather than hangs, and the next measurement shows it)."""

@@ -20,7 +20,7 @@ from bench.frontdoor import postfix_peer, relay_peer
 from bench.frontdoor.certs import write_certs
 from bench.frontdoor.children import Child, spawn
 from bench.frontdoor.loadgen import Load, run_load
-from bench.frontdoor.peers import CEILING, Peer, start_ceiling
+from bench.frontdoor.peers import CEILING, Peer, start_ceiling, stop_all
 from bench.frontdoor.report import Result
 from bench.frontdoor.smtp_client import Target
 
@@ -107,12 +107,8 @@ def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False,
             notes.append(f"{name} accepted {accepted + 2 * WARM_UP.max_messages} messages in all "
                          "(warm-ups and the traced pass included).")
     finally:
-        for peer in peers:
-            peer.stop()
-        if sink is not None:
-            counts = sink.stop().decode().strip().splitlines()
-            notes.append(f"The null sink received {counts[-1] if counts else 'nothing'}: what Postfix and "
-                         "mta-relay delivered by the end of the run.")
+        notes.append(f"The null sink received {stop_all(peers, sink)}: what Postfix and mta-relay delivered "
+                     "by the end of the run.")
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(results, notes, workdir)

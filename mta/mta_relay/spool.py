@@ -282,7 +282,8 @@ class Spool:
             self._entries[queue_id] = slot
 
     def released(self, queue_id: str, slot: int) -> None:
-        """Another process removed the entry and emptied its slot: the slot is free again."""
+        """The entry was removed and its slot emptied (here, or by the delivery process): the slot is free
+        again, or deleted when enough are free already."""
         with self._lock:
             if self._entries.get(queue_id) == slot:
                 del self._entries[queue_id]
@@ -365,15 +366,10 @@ class Spool:
             self._with_outcomes.discard(queue_id)
 
     def _release(self, queue_id: str, slot: int) -> None:
-        """Empty the removed entry's slot for reuse, or delete it when enough slots are free."""
-        with self._lock:
-            keep = len(self._free) < MAX_FREE
-        if keep:
-            os.truncate(self._slot_file(slot), 0)
-            with self._lock:
-                self._free.append(slot)
-        else:
-            self._slot_path(slot).unlink()
+        """Empty the removed entry's slot; then it is free again (the delivery process overrides this to
+        tell the front door, which owns the free slots)."""
+        os.truncate(self._slot_file(slot), 0)
+        self.released(queue_id, slot)
 
     def quarantine(self, queue_id: str) -> None:
         _check_qid(queue_id)

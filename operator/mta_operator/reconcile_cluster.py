@@ -11,7 +11,7 @@ from .api import API_VERSION, Cluster
 from .apply import NotOwned
 from .render import conditions, relay_config, secrets, services, workload
 from .state import Key
-from .status_write import patch_status
+from .status_write import patch_and_remember
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -116,8 +116,4 @@ async def write_status(ctl: Controller, ck: Key, tls: tls_source.TlsResult | Non
 
 
 async def _patch(ctl: Controller, cluster: Cluster, status: dict[str, Any]) -> None:
-    written = await patch_status(ctl, cluster, status)
-    key = (cluster.metadata.namespace or "", cluster.metadata.name)
-    if written is not None and ctl.index.clusters.get(key) is cluster:
-        merged = {**cluster.model_dump(mode="json"), "status": written}
-        ctl.index.clusters[key] = Cluster.model_validate(merged)
+    await patch_and_remember(ctl, cluster, status, ctl.index.clusters)

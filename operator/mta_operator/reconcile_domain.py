@@ -12,7 +12,7 @@ from .apply import owner_uids
 from .kube_api import ApiError
 from .render import conditions, dns_records, relay_config, secrets
 from .state import DkimState, Key
-from .status_write import patch_status
+from .status_write import patch_and_remember
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -134,8 +134,4 @@ def _ref(domain: SendingDomain) -> dict[str, Any]:
 
 
 async def _patch(ctl: Controller, domain: SendingDomain, status: dict[str, Any]) -> None:
-    written = await patch_status(ctl, domain, status)
-    key = (domain.metadata.namespace or "", domain.metadata.name)
-    if written is not None and ctl.index.domains.get(key) is domain:
-        merged = {**domain.model_dump(mode="json"), "status": written}
-        ctl.index.domains[key] = SendingDomain.model_validate(merged)
+    await patch_and_remember(ctl, domain, status, ctl.index.domains)

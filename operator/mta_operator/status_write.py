@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .api import API_VERSION, Resource
 from .kube_api import ApiError
+from .state import Key
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -26,3 +28,16 @@ async def patch_status(ctl: Controller, obj: Resource, status: dict[str, Any]) -
             return None
         raise
     return {**current, **status}
+
+
+R = TypeVar("R", bound=Resource)
+
+
+async def patch_and_remember(ctl: Controller, obj: R, status: dict[str, Any],
+                             held: MutableMapping[Key, R]) -> None:
+    """``patch_status``, then keep the index's copy (``held``) in step: the watch event confirming the
+    write may come later than our next look. Not if the index holds a newer object by then."""
+    written = await patch_status(ctl, obj, status)
+    key = (obj.metadata.namespace or "", obj.metadata.name)
+    if written is not None and held.get(key) is obj:
+        held[key] = type(obj).model_validate({**obj.model_dump(mode="json"), "status": written})

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from install_kit import CHART, by_kind, crd_files, helm, render, set_args
 from install_options import OPTIONS
+from support.namespaces import temporary_namespace
 
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("helm_bin")]
 
@@ -21,21 +22,14 @@ PODMONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
 _CAN_I_ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
 
-def _ns(kube: Any) -> Iterator[str]:
-    name = f"inst-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 @pytest.fixture(scope="module")
 def release_ns(kube: Any) -> Iterator[str]:
-    yield from _ns(kube)
+    yield from temporary_namespace(kube, "inst")
 
 
 @pytest.fixture(scope="module")
 def other_ns(kube: Any) -> Iterator[str]:
-    yield from _ns(kube)
+    yield from temporary_namespace(kube, "inst")
 
 
 @pytest.fixture(scope="module")

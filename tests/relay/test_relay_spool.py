@@ -185,3 +185,14 @@ async def test_a_stale_hand_over_reads_as_gone_and_never_touches_the_slot_s_new_
         delivery.read(gone)
     assert (front.slots / f"{empty_slot:08d}").exists()  # left where it is, not quarantined
     assert os.listdir(front.quarantine_dir) == []
+
+
+async def test_a_removed_entry_s_slot_is_deleted_once_enough_slots_are_free(tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    spool = _spool(tmp_path)
+    qid = await _put(spool)
+    path = spool.path(qid)
+    monkeypatch.setattr("mta_relay.spool.MAX_FREE", 0)
+    spool.remove(qid)
+    assert not path.exists()
+    assert spool.queue_ids() == []
