@@ -4,8 +4,9 @@ Shared contract between the front door (writes, then answers 250) and delivery (
 per-recipient outcomes, removes). Layout under the spool root::
 
     slots/<8 digits>     slot files, each empty (free) or holding exactly one entry
-    outcomes/<qid>.out   per-recipient outcomes, JSON lines appended by delivery (last line per rcpt wins)
+    outcomes/<qid>.out   per-recipient outcomes and retry records, JSON lines appended by delivery
     quarantine/          entries found torn or corrupt
+    state/               small state files of the two processes (``state_files``: rate window, quotas)
 
 Entry format (version 1), written at offset 0 of an empty slot::
 
@@ -20,6 +21,16 @@ any message is written into it. Accepting a message is: take a free (empty) slot
 ``fdatasync`` the slot — then, and only then, the caller may reply 250. No create, rename or directory
 sync on the hot path. A torn write fails the entry's length or checksum test and is quarantined by
 ``recover``; a message was only acknowledged after its sync completed, so a torn entry is never one.
+
+An outcomes file holds two kinds of JSON line, each appended and fsync'd; a torn last line is ignored::
+
+    {"rcpt": "<address>", "status": "delivered|failed|deferred", "detail": "<reply>", "at": <Unix time>}
+    {"attempts": <failed attempts so far>, "next_at": <Unix time of the next attempt>, "at": <Unix time>}
+
+The last line per recipient is that recipient's outcome; the last retry line is the entry's retry state
+(``retry_state``), written when an attempt is deferred (``record_retry``) so that a restarted MTA — or
+the peer an entry is handed to — resumes the backoff where it was. Only deferrals write one: a message
+delivered at its first attempt never gets an outcomes file.
 
 Removal truncates the slot to zero (free again) without a sync: the entry is done, so losing the
 truncation to a machine crash only brings it back as a duplicate (see docs/delivery.md). A process crash
@@ -86,6 +97,15 @@ class Outcome:
     status: Status
     detail: str  # the remote reply or the reason; never message content
     at: float
+
+
+@dataclass(frozen=True)
+class RetryState:
+    """Where an entry's backoff stands: ``attempts`` failed so far, the next one due at ``next_at``."""
+
+    attempts: int
+    next_at: float  # Unix time
+    at: float = 0.0  # when it was recorded (Unix time)
 
 
 @dataclass(frozen=True)
@@ -312,7 +332,29 @@ class Spool:
 
     def record_outcome(self, queue_id: str, rcpt: str, status: Status, detail: str) -> None:
         """Append one recipient's outcome durably (fsync'd) before delivery acts on it."""
-        line = json.dumps(asdict(Outcome(rcpt, status, detail, time.time())), separators=(",", ":"))
+        self._append(queue_id, json.dumps(asdict(Outcome(rcpt, status, detail, time.time())),
+                                          separators=(",", ":")))
+
+    def record_retry(self, queue_id: str, attempts: int, next_at: float) -> None:
+        """Append the entry's retry state durably (fsync'd): ``attempts`` failed so far, the next one due
+        at ``next_at`` (Unix time). Called on a deferral, never on the accept-and-deliver path."""
+        if attempts < 0:
+            raise ValueError("attempts must be >= 0")
+        state = RetryState(int(attempts), float(next_at), time.time())
+        self._append(queue_id, json.dumps(asdict(state), separators=(",", ":")))
+
+    def retry_state(self, queue_id: str) -> RetryState | None:
+        """The entry's last recorded retry state, None if it was never deferred. Reads the file itself
+        (not this process's index), so it sees a record another process wrote."""
+        try:
+            data = self._outcome_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            self._with_outcomes.add(queue_id)
+        return _parse_records(data)[1]
+
+    def _append(self, queue_id: str, line: str) -> None:
         fd = os.open(self._outcome_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode() + b"\n")
@@ -333,14 +375,7 @@ class Spool:
             data = self._outcome_path(queue_id).read_bytes()
         except FileNotFoundError:
             return {}
-        result: dict[str, Outcome] = {}
-        for line in data.splitlines():
-            try:
-                outcome = Outcome(**json.loads(line))
-            except (ValueError, TypeError):
-                continue
-            result[outcome.rcpt] = outcome
-        return result
+        return _parse_records(data)[0]
 
     def pending_rcpts(self, entry: SpoolEntry) -> list[str]:
         """Recipients without a final (delivered/failed) outcome yet."""
@@ -448,6 +483,24 @@ class Spool:
 def _check_qid(queue_id: str) -> None:
     if not _QID.match(queue_id):
         raise ValueError("not a queue id")
+
+
+def _parse_records(data: bytes) -> tuple[dict[str, Outcome], RetryState | None]:
+    """An outcomes file's latest outcome per recipient and latest retry state; a torn or unknown line
+    (crash mid-append) is skipped."""
+    outcomes: dict[str, Outcome] = {}
+    retry: RetryState | None = None
+    for line in data.splitlines():
+        try:
+            record = json.loads(line)
+            if "rcpt" in record:
+                outcome = Outcome(**record)
+                outcomes[outcome.rcpt] = outcome
+            elif "attempts" in record:
+                retry = RetryState(int(record["attempts"]), float(record["next_at"]), float(record["at"]))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return outcomes, retry
 
 
 def _quarantine_name(data: bytes, slot: int) -> str:
