@@ -200,6 +200,24 @@ class RateLimit(_Model):
     period_seconds: int = Field(default=60, ge=1)
 
 
+class HandoffPeer(_Model):
+    """An MTA that stays: ``name`` its pod name, ``url`` its HTTPS base (``https://<pod IP>:<http port>``)."""
+
+    name: str = Field(min_length=1)
+    url: Annotated[str, Field(pattern=r"^https://[^/\s]+/?$")]
+
+
+class Handoff(_Model):
+    """Scale-down hand-off (see ``handoff``): the MTAs named in ``leaving`` send their queue to ``peers``.
+
+    ``token_file`` holds the cluster's peer token (absolute, or relative to the config directory): peers
+    present it as a Bearer token on ``/internal/v1/*``; it never opens the SMTP or injection doors."""
+
+    token_file: str = Field(min_length=1)
+    leaving: list[str] = Field(default_factory=list)
+    peers: list[HandoffPeer] = Field(default_factory=list)
+
+
 class RelaySettings(_Model):
     """The ConfigMap part (``relay.yaml``): everything but the credentials."""
 
@@ -219,6 +237,7 @@ class RelaySettings(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     queue: Queue = Field(default_factory=Queue)
     rate_limit: RateLimit | None = None
+    handoff: Handoff | None = None
 
 
 class RelayConfig(_Model):
