@@ -7,8 +7,9 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
 from mta_relay import config_loader
-from mta_relay.k8s_source import Source, digest, publish
+from mta_relay.k8s_source import Bundle, ObjectSource, Source, digest, publish
 from mta_relay.passwords import fast_verifier
 
 
@@ -77,4 +78,38 @@ def test_operator_publish_swaps_atomically(tmp_path: Path) -> None:
     two = publish(tmp_path, {"credentials-000.json": b"[]"})
     assert (tmp_path / "..data").resolve() == two
     assert not one.exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("..snap_")) == ["..data"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("..snap_")) == [
+        "..data", "credentials-000.json"]
+    assert (tmp_path / "credentials-000.json").read_bytes() == b"[]"  # kubelet's link into ..data
+
+
+def test_operator_publish_links_subdirectories_and_drops_stale_links(tmp_path: Path) -> None:
+    publish(tmp_path, {"relay.yaml": b"a", "tls/tls.crt": b"cert", "dkim/x.test.pem": b"k"})
+    assert (tmp_path / "tls" / "tls.crt").read_bytes() == b"cert"
+    publish(tmp_path, {"relay.yaml": b"b", "tls/tls.crt": b"cert2"})
+    assert (tmp_path / "tls" / "tls.crt").read_bytes() == b"cert2"
+    assert not (tmp_path / "dkim").exists()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("..snap_")]) == 1
+
+
+def test_operator_bundle_waits_for_required_sources_and_publishes_changes(tmp_path: Path) -> None:
+    settings, tls = ObjectSource.parse("configmap/s"), ObjectSource.parse("secret/t=tls")
+    dkim = ObjectSource.parse("secret/d=dkim?")
+    bundle = Bundle(tmp_path, [settings, tls, dkim])
+    assert not bundle.update(settings, {"relay.yaml": b"v1"})
+    assert not bundle.update(tls, {"tls.crt": b"c"})  # the optional one not seen yet either
+    assert bundle.update(dkim, None)
+    assert (tmp_path / "relay.yaml").read_bytes() == b"v1"
+    assert not bundle.update(tls, {"tls.crt": b"c"})  # unchanged: no new snapshot
+    assert bundle.update(dkim, {"x.test.pem": b"k"})
+    assert (tmp_path / "dkim" / "x.test.pem").read_bytes() == b"k"
+    assert not bundle.update(tls, None)  # a required source went away: the last snapshot stays
+    assert (tmp_path / "tls" / "tls.crt").read_bytes() == b"c"
+
+
+def test_operator_source_arguments_are_checked() -> None:
+    expected = ObjectSource("secret", "main-mta-dkim", "dkim", True)
+    assert ObjectSource.parse("secret/main-mta-dkim=dkim?") == expected
+    for bad in ("pod/x", "secret/", "secret/x=a/b", "secret/x=..data"):
+        with pytest.raises(ValueError, match="--source"):
+            ObjectSource.parse(bad)
