@@ -7,8 +7,12 @@ each 250, and ``drain`` on SIGTERM. The spool is the only durable state (see doc
 - a recipient's final outcome is written (fsync) right after the next hop answers; an entry whose
   recipients are all final is removed. A crash between a next hop's 250 and that write is the one
   window in which a message can be delivered twice;
-- retry counts and the rate-limit window live in memory: after a restart, pending mail is tried at once
-  and the backoff starts over; the max retry age counts from acceptance and survives restarts.
+- a deferral records the entry's attempt count and next attempt time (wall clock) on the spool
+  (``Spool.record_retry``) before it is rescheduled; on start each entry is scheduled at its recorded time
+  (converted to the monotonic clock), and its backoff continues from the recorded count. An entry never
+  deferred is due at once. The max retry age counts from acceptance (``Envelope.received_at``);
+- the rate-limit window is saved to ``state/ratelimit.json`` (``state_files``) at most about once a
+  second while it changes and at stop, and loaded on start (see ``ratelimit`` for what a crash loses).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mta_relay.delivery.backoff import RetryPolicy
@@ -33,7 +38,8 @@ from mta_relay.delivery.router import Deliverer
 from mta_relay.dkim_sign import DkimSigner
 from mta_relay.dsn import build_dsn
 from mta_relay.ratelimit import SlidingWindowLimit
-from mta_relay.spool import CorruptEntry, Spool, SpoolEntry, SpoolError, Status
+from mta_relay.spool import CorruptEntry, RetryState, Spool, SpoolEntry, SpoolError, Status
+from mta_relay.state_files import Debounced, decode_rate_window, encode_rate_window, load
 
 log = logging.getLogger("mta_relay.queue")
 INLINE_BYTES = 64 << 10  # messages up to this size are prepared for the wire on the event loop
@@ -52,7 +58,8 @@ class QueueRunner:
     def __init__(self, spool: Spool, deliverer: Deliverer, settings: QueueSettings, *,
                  signer: DkimSigner | None = None, metrics: DeliveryMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, rate_window_file: Path | None = None) -> None:
+        """``rate_window_file``: where the rate-limit window is kept across restarts (None: in memory)."""
         self.spool, self.deliverer, self.settings = spool, deliverer, settings
         self.signer = signer
         self.metrics = metrics or DeliveryMetrics()
@@ -71,15 +78,40 @@ class QueueRunner:
         self._task: asyncio.Task[None] | None = None
         self._held = False  # the rate limit is holding due mail (counted once per hold)
         self._stopping = False
+        self._window_file = rate_window_file
+        self._window_saver = (Debounced(rate_window_file, self._encode_window)
+                              if rate_window_file is not None else None)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Schedule every complete entry in the spool now and start delivering."""
-        now = self._clock()
-        for queue_id in await asyncio.to_thread(self.spool.queue_ids):
-            self._schedule(queue_id, now)
+        """Schedule every complete entry in the spool (at its recorded next attempt, if it was deferred
+        before a restart), restore the rate window, and start delivering."""
+        if self._limit is not None and self._window_file is not None:
+            starts = await asyncio.to_thread(load, self._window_file, decode_rate_window, [])
+            self._limit.restore(starts, self._clock(), self._wall())
+        for queue_id, state in await asyncio.to_thread(self._retry_states):
+            self._schedule_recorded(queue_id, state)
         self.metrics.watch_queue(self.snapshot)
         self._task = asyncio.create_task(self._run(), name="queue-runner")
+
+    def _retry_states(self) -> list[tuple[str, RetryState | None]]:
+        # Only entries with an outcomes file can have a retry record: no file look-up for the others.
+        return [(qid, self.spool.retry_state(qid) if self.spool.has_outcomes(qid) else None)
+                for qid in self.spool.queue_ids()]
+
+    async def notify_recorded(self, queue_id: str) -> None:
+        """Like ``notify``, for an entry whose retry record may be on the spool (one a peer handed over):
+        scheduled at its recorded next attempt, its backoff continuing from the recorded count."""
+        if queue_id not in self._inflight and queue_id not in self._due_at:
+            self._schedule_recorded(queue_id, await asyncio.to_thread(self.spool.retry_state, queue_id))
+
+    def _schedule_recorded(self, queue_id: str, state: RetryState | None) -> None:
+        now = self._clock()
+        if state is None:
+            self._schedule(queue_id, now)
+            return
+        self._failures[queue_id] = state.attempts
+        self._schedule(queue_id, now + max(0.0, state.next_at - self._wall()))
 
     def notify(self, queue_id: str) -> None:
         """A new entry was made durable: deliver it as soon as limits allow."""
@@ -111,6 +143,8 @@ class QueueRunner:
             task.cancel()
         await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._window_saver is not None:
+            await self._window_saver.flush()
         await self.deliverer.pool.close()
         self.metrics.unwatch_queue()
         log.info("delivery stopped", extra={"fields": {"event": "delivery_stopped",
@@ -121,7 +155,9 @@ class QueueRunner:
         old, self.deliverer = self.deliverer, deliverer
         self.signer = signer
         if settings.rate_limit != self.settings.rate_limit:
-            self._limit = SlidingWindowLimit(*settings.rate_limit) if settings.rate_limit else None
+            # A changed limit keeps the starts already made: a reload must not open a fresh window.
+            starts = self._limit.starts if self._limit is not None else ()
+            self._limit = SlidingWindowLimit(*settings.rate_limit, starts) if settings.rate_limit else None
         self.settings = settings
         if old is not deliverer:
             self._background(old.pool.close())
@@ -169,6 +205,8 @@ class QueueRunner:
                     wait = self._limit.next_free(now) - now
                     break
                 self._held = False
+                if self._window_saver is not None:
+                    self._window_saver.changed()
                 heapq.heappop(self._heap)
                 del self._due_at[queue_id]
                 self._start_attempt(queue_id)
@@ -226,7 +264,7 @@ class QueueRunner:
             except Exception:  # a bug must not strand the message: log it and try again later
                 log.exception("delivery attempt failed", extra={"fields": {"event": "attempt_error",
                                                                            "queue_id": queue_id}})
-                self._retry_later(entry, [])
+                await self._retry_later(entry, [])
                 return
         # Outcomes just received are written even if we are being stopped: that keeps the duplicate
         # window to the time of this write.
@@ -269,22 +307,28 @@ class QueueRunner:
         except (OSError, SpoolError) as error:  # disk trouble: whatever was not recorded is tried again
             log.error("spool update failed", extra={"fields": {
                 "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
-        self._retry_later(entry, deferred)
+        await self._retry_later(entry, deferred)
 
     async def _record(self, queue_id: str, outcomes: list[RecipientOutcome], status: Status) -> None:
         for o in outcomes:
             await asyncio.to_thread(self.spool.record_outcome, queue_id, o.recipient, status, _detail(o))
 
-    def _retry_later(self, entry: SpoolEntry, deferred: list[RecipientOutcome]) -> None:
+    async def _retry_later(self, entry: SpoolEntry, deferred: list[RecipientOutcome]) -> None:
         env = entry.envelope
         failures = self._failures[env.queue_id] = self._failures.get(env.queue_id, 0) + 1
         delay = self.settings.retry.delay(failures, self._rng)
         until_expiry = env.received_at + self.settings.retry.max_age - self._wall()
         # The last try happens at the max retry age, so expiry is noticed then, not a backoff step later.
-        self._schedule(env.queue_id, self._clock() + max(0.0, min(delay, until_expiry)))
+        wait = max(0.0, min(delay, until_expiry))
+        try:  # durable before it is scheduled, so a restart resumes this schedule
+            await asyncio.to_thread(self.spool.record_retry, env.queue_id, failures, self._wall() + wait)
+        except (OSError, ValueError) as error:  # still retried here; a restart would try it at once
+            log.error("retry record not written", extra={"fields": {
+                "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
+        self._schedule(env.queue_id, self._clock() + wait)
         log.info("delivery deferred", extra={"fields": {
             "event": "deferred", "queue_id": env.queue_id, "recipients": len(deferred),
-            "retry_in": round(max(0.0, min(delay, until_expiry)), 3),
+            "attempt": failures, "retry_in": round(wait, 3),
             "reply": _detail(deferred[0]) if deferred else ""}})
 
     async def _bounce(self, entry: SpoolEntry, failed: list[RecipientOutcome], expired: bool) -> None:
@@ -306,6 +350,10 @@ class QueueRunner:
                                       source="smtp", smtputf8=not env.mail_from.isascii(), message=dsn)
         self.metrics.dsns.inc()
         self.notify(bounce.queue_id)
+
+    def _encode_window(self) -> bytes:
+        limit = self._limit
+        return encode_rate_window(limit.wall_starts(self._clock(), self._wall()) if limit is not None else [])
 
     def _forget(self, queue_id: str) -> None:
         self._received.pop(queue_id, None)

@@ -1,5 +1,6 @@
 """The delivery side as the relay process runs it: built from the config in force, started after spool
-recovery, reconfigured on reload, drained on shutdown. The server calls these; see docs/delivery.md."""
+recovery (resuming the retry schedule and the rate window it finds on the spool volume), reconfigured on
+reload, drained on shutdown. The server calls these; see docs/delivery.md."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from mta_relay import state_files
 from mta_relay.config import RelaySettings
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import from_config
@@ -25,7 +27,8 @@ async def start(settings: RelaySettings, config_dir: Path, spool: Spool,
     """Raises ConfigError when delivery settings cannot be used (a DKIM key or smarthost file missing)."""
     runner = QueueRunner(spool, from_config.deliverer(settings, config_dir),
                          from_config.queue_settings(settings),
-                         signer=from_config.signer(settings, config_dir), metrics=DeliveryMetrics(registry))
+                         signer=from_config.signer(settings, config_dir), metrics=DeliveryMetrics(registry),
+                         rate_window_file=state_files.rate_window_path(spool.root))
     _route_inputs[runner] = _route_key(settings)
     await runner.start()
     return runner
