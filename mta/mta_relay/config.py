@@ -191,6 +191,15 @@ class Delivery(_Model):
 class Queue(_Model):
     path: str = "/var/spool/mta"
     max_retry_age_seconds: int = Field(default=5 * 86400, ge=60)
+    # Backoff between attempts: the first wait, doubling (with jitter) up to the longest.
+    min_retry_interval_seconds: float = Field(default=300, gt=0)
+    max_retry_interval_seconds: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Queue:
+        if self.min_retry_interval_seconds > self.max_retry_interval_seconds:
+            raise ValueError("queue.minRetryIntervalSeconds must not exceed queue.maxRetryIntervalSeconds")
+        return self
 
 
 class RateLimit(_Model):

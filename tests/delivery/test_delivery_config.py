@@ -91,3 +91,16 @@ async def test_reload_keeps_connections_unless_the_route_changes(tmp_path: Path)
         assert runner.deliverer is changed
     finally:
         await runner.stop()
+
+
+def test_retry_intervals_reach_the_backoff(tmp_path: Path) -> None:
+    queue = {"path": str(tmp_path / "spool"), "minRetryIntervalSeconds": 2, "maxRetryIntervalSeconds": 8}
+    retry = from_config.queue_settings(settings(tmp_path, queue=queue)).retry
+    assert (retry.first, retry.cap) == (2, 8)
+    assert retry.delay(1) <= 2
+    assert 4 <= retry.delay(5) <= 8
+
+
+def test_retry_intervals_out_of_order_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="minRetryIntervalSeconds"):
+        settings(tmp_path, queue={"minRetryIntervalSeconds": 60, "maxRetryIntervalSeconds": 30})

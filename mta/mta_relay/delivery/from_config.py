@@ -67,5 +67,7 @@ def signer(settings: RelaySettings, config_dir: Path) -> DkimSigner:
 def queue_settings(settings: RelaySettings) -> QueueSettings:
     limit = settings.rate_limit
     return QueueSettings(reporting_mta=settings.hostname, concurrency=settings.delivery.concurrency,
-                         retry=RetryPolicy(max_age=settings.queue.max_retry_age_seconds),
+                         retry=RetryPolicy(first=settings.queue.min_retry_interval_seconds,
+                                           cap=settings.queue.max_retry_interval_seconds,
+                                           max_age=settings.queue.max_retry_age_seconds),
                          rate_limit=(limit.messages, float(limit.period_seconds)) if limit else None)
