@@ -5,7 +5,8 @@ Pod IPs come from POD_CIDR (198.18.0.0/16, the RFC 2544 range reserved for test 
 127.0.0.0/8: the API server refuses loopback addresses in EndpointSlices (ValidateEndpointIP), so
 Services over loopback pods would never get endpoints. Under ``python -m testbed run`` (see netns.py)
 the test bed lives in a private network namespace where POD_CIDR is a local route on ``lo``, so real
-processes can listen at pod IPs exactly as they would on 127.0.0.0/8."""
+processes can listen at pod IPs exactly as they would on 127.0.0.0/8. Persistent volumes: see
+storage.py; node drain and crash: see nodes.py."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pki, podrunner, stages
+from . import nodes, pki, podrunner, stages, storage
 from .versions import binary, cache_root
 
 POD_CIDR = "198.18.0.0/16"
@@ -148,7 +149,8 @@ def _node_manifest(index: int) -> dict:
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {nodes.KWOK_MANAGED[0]: nodes.KWOK_MANAGED[1],
+                            "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "type": "kwok",
                        "topology.kubernetes.io/zone": f"zone-{index}"},
@@ -163,15 +165,16 @@ def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testb
     directory = (state_dir or default_state_dir()).resolve()
     if (directory / STATE_FILE).exists():
         down(directory)
-    for sub in ("pki", "logs", "etcd"):
+    for sub in ("pki", "logs", "etcd", storage.VOLUMES):
         (directory / sub).mkdir(parents=True, exist_ok=True)
-    for stale in (directory / "etcd").glob("*"):
+    for stale in [*(directory / "etcd").glob("*"), *storage.volumes_dir(directory).glob("*")]:
         subprocess.run(["rm", "-rf", str(stale)], check=True)
     for name in COMPONENTS:
         if not binary(name).exists():
             raise StartError(f"{name} is not built ({binary(name)}); run `python -m testbed build`")
 
     tb = Testbed(directory)
+    podrunner.record_created_mountpoints(directory, storage.prepare(directory))
     try:
         _start_all(tb, die_with_parent)
     except BaseException:
@@ -239,14 +242,15 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
     _wait("/readyz", lambda: _https_ok(f"{tb.server}/readyz", ctx), tb, "kube-apiserver")
 
     kcm_cfg = str(d / "kube-controller-manager.kubeconfig")
+    # In storage.host_view, so its hostPath provisioner's volumes land in the state directory.
     _spawn(tb, "kube-controller-manager", [
         f"--kubeconfig={kcm_cfg}", f"--authentication-kubeconfig={kcm_cfg}",
         f"--authorization-kubeconfig={kcm_cfg}", "--bind-address=127.0.0.1", "--secure-port=0",
         "--leader-elect=false", "--use-service-account-credentials=true",
         f"--service-account-private-key-file={sa.key}", f"--root-ca-file={ca.pair.cert}",
         f"--cluster-signing-cert-file={ca.pair.cert}", f"--cluster-signing-key-file={ca.pair.key}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}", "--v=1",
-    ], die_with_parent)
+        f"--service-cluster-ip-range={SERVICE_CIDR}", "--enable-hostpath-provisioner", "--v=1",
+    ], die_with_parent, argv0=storage.host_view(d, [str(binary("kube-controller-manager"))]))
     sched_cfg = str(d / "kube-scheduler.kubeconfig")
     _spawn(tb, "kube-scheduler", [
         f"--kubeconfig={sched_cfg}", f"--authentication-kubeconfig={sched_cfg}",
@@ -260,16 +264,16 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
         f"--cidr={POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
     ], die_with_parent)
 
-    nodes = {"apiVersion": "v1", "kind": "List",
-             "items": [_node_manifest(i) for i in range(NODE_COUNT)]}
-    tb.kubectl("apply", "-f", "-", stdin=json.dumps(nodes))
+    objects = {"apiVersion": "v1", "kind": "List",
+               "items": [*(_node_manifest(i) for i in range(NODE_COUNT)), storage.storage_class()]}
+    tb.kubectl("apply", "-f", "-", stdin=json.dumps(objects))
     _wait("nodes Ready", lambda: _nodes_ready(tb), tb, "kwok")
     _wait("default ServiceAccount", lambda: tb.kubectl(
         "get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
         tb, "kube-controller-manager")
     _start_coredns(tb, die_with_parent)
     _spawn(tb, "podrunner", [str(tb.dir)], die_with_parent,
-           argv0=[sys.executable, "-m", "testbed.podrunner"],
+           argv0=storage.host_view(d, [sys.executable, "-m", "testbed.podrunner"]),
            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     if _exited(tb.pids["kube-scheduler"]):
         raise StartError(f"kube-scheduler exited during start; log: {tb.log('kube-scheduler')}")

@@ -1,12 +1,18 @@
 """The pod runner: kubelet for the pods kwok leaves to us (see stages.py).
 
 For each such pod bound to a fake node it materialises the volumes from the real Secrets and
-ConfigMaps (atomic symlink swaps, refreshed every VOLUME_SYNC seconds like kubelet's sync loop),
+ConfigMaps (atomic symlink swaps, refreshed every VOLUME_SYNC seconds like kubelet's sync loop), mounts
+hostPath volumes and claims (a claim's bound PV's hostPath; a pod whose claim is not bound is not started:
+its containers wait with the reason, and a FailedMount Event says it, as kubelet does),
 runs every container's command and args with its env in a private mount namespace (volumes bind-mounted
 at their mountPaths, / read-only when readOnlyRootFilesystem, all capabilities dropped, runAsUser where
 the interpreter is reachable by that user), runs readiness and liveness probes against the pod IP and
 writes the pod's Ready condition and container statuses. A deleted pod's processes get SIGTERM, then
-SIGKILL after the grace period, and the pod object is removed, as kubelet does.
+SIGKILL after the grace period, and the pod object is removed, as kubelet does. A node annotated as
+crashed (see nodes.py) is a dead machine: its pods' processes are killed at once and its pods are left
+as they are, unreported, until the node comes back.
+
+It runs in the mount namespace of storage.host_view, so provisioned volumes' paths resolve.
 
 Runs as a test-bed component: ``python -m testbed.podrunner STATE_DIR``.
 """
@@ -31,7 +37,7 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import podspec, podvolumes
+from . import nodes, podspec, podvolumes
 from .stages import RUNNABLE
 
 log = logging.getLogger("podrunner")
@@ -44,6 +50,7 @@ TICK = 0.25
 IMAGE_PATHS = sorted({sys.base_prefix, sys.prefix, str(Path(__file__).resolve().parents[2])})
 TRUST_DIR = "pod-trust.d"  # extra CA certificates (*.pem) the pods' processes trust, see _image_env
 RESTART_BACKOFF = 1.0
+CREATED_MOUNTPOINTS = "created-mountpoints.txt"  # paths made outside the state dir, one a line
 
 
 @dataclass
@@ -74,6 +81,7 @@ class PodRun:
     last_status: str = ""
     terminating_since: float | None = None
     error: str = ""
+    reported: str = ""  # the last FailedMount reason sent as an Event
 
 
 class Runner:
@@ -89,7 +97,7 @@ class Runner:
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": "/", "LANG": "C.UTF-8",
         }
-        self.created_dirs = state_dir / "created-mountpoints.txt"
+        self.created_dirs = state_dir / CREATED_MOUNTPOINTS
         self.trust_dir = state_dir / TRUST_DIR
         self.runs: dict[str, PodRun] = {}
         self.stopping = threading.Event()
@@ -118,6 +126,43 @@ class Runner:
         sa = pod["spec"].get("serviceAccountName") or "default"
         return self.api.create_namespaced_service_account_token(sa, meta["namespace"], body).status.token
 
+    def _claim_dir(self, namespace: str, name: str) -> Path:
+        """The directory of a claim's bound PV (kubelet: PVC -> PV -> volume source)."""
+        try:
+            pvc = self.api.read_namespaced_persistent_volume_claim(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise podvolumes.VolumeError(f'persistentvolumeclaim "{name}" not found') from None
+            raise
+        if pvc.status.phase != "Bound" or not pvc.spec.volume_name:
+            raise podvolumes.VolumeError(f'persistentvolumeclaim "{name}" is not bound')
+        pv = self.api.read_persistent_volume(pvc.spec.volume_name)
+        if pv.spec.host_path is None:
+            raise podvolumes.VolumeError(f"persistentvolume {pv.metadata.name}: the pod runner mounts "
+                                         "only hostPath volumes")
+        path = podvolumes.host_path({"path": pv.spec.host_path.path, "type": pv.spec.host_path.type})
+        if not path.exists():
+            raise podvolumes.VolumeError(f"persistentvolume {pv.metadata.name}: {path} does not exist")
+        return path
+
+    def _report_failed_mount(self, run: PodRun, message: str) -> None:
+        """A Warning Event on the pod, once per distinct reason, as kubelet's FailedMount."""
+        if message == run.reported:
+            return
+        meta = run.pod["metadata"]
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}."),
+            involved_object=client.V1ObjectReference(kind="Pod", api_version="v1", name=meta["name"],
+                                                     namespace=meta["namespace"], uid=meta["uid"]),
+            reason="FailedMount", type="Warning", message=f"Unable to mount volumes: {message}",
+            source=client.V1EventSource(component="kubelet", host=run.pod["spec"]["nodeName"]),
+            count=1, first_timestamp=podspec.now(), last_timestamp=podspec.now())
+        try:
+            self.api.create_namespaced_event(meta["namespace"], event)
+            run.reported = message
+        except ApiException as exc:
+            log.warning("pod %s: FailedMount Event not written: %s", meta["name"], exc.reason)
+
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
@@ -133,11 +178,14 @@ class Runner:
     def _sync_pods(self) -> None:
         pods = self.api.api_client.sanitize_for_serialization(
             self.api.list_pod_for_all_namespaces(field_selector="spec.nodeName!=").items)
+        crashed = {n.metadata.name for n in self.api.list_node().items if nodes.is_crashed(n.metadata)}
         seen = set()
         for pod in pods:
             containers = pod["spec"]["containers"]
             if (containers[0].get("command") or [""])[0] not in RUNNABLE:
                 continue
+            if pod["spec"]["nodeName"] in crashed:
+                continue  # a dead machine runs nothing and reports nothing; its runs are killed below
             uid = pod["metadata"]["uid"]
             seen.add(uid)
             run = self.runs.get(uid)
@@ -149,8 +197,12 @@ class Runner:
                 run = self._admit(pod)
             run.pod = pod
             self._tick(run)
-        for uid in set(self.runs) - seen:  # force-deleted behind our back
-            self._kill(self.runs.pop(uid), grace=0)
+        for uid in set(self.runs) - seen:  # force-deleted behind our back, or its node crashed
+            run = self.runs.pop(uid)
+            log.info("pod %s/%s gone or its node %s crashed: killing its processes",
+                     run.pod["metadata"]["namespace"], run.pod["metadata"]["name"],
+                     run.pod["spec"]["nodeName"])
+            self._kill(run, grace=0)
 
     def _admit(self, pod: dict) -> PodRun:
         meta = pod["metadata"]
@@ -176,14 +228,18 @@ class Runner:
                 ns = run.pod["metadata"]["namespace"]
                 run.volumes = podvolumes.sync_volumes(
                     run.pod, run.dir / "volumes",
-                    lambda kind, name: self._values(ns, kind, name), self._token)
+                    lambda kind, name: self._values(ns, kind, name), self._token,
+                    lambda claim: self._claim_dir(ns, claim))
                 run.volumes_synced = now
             for c in run.containers.values():
                 self._supervise(run, c, now, may_start=c.sidecar or _sidecars_started(run))
             run.error = ""
         except (podvolumes.VolumeError, LookupError, ValueError, ApiException) as exc:
+            if str(exc) != run.error:
+                log.warning("pod %s: %s", run.pod["metadata"]["name"], exc)
             run.error = str(exc)
-            log.warning("pod %s: %s", run.pod["metadata"]["name"], exc)
+            if isinstance(exc, podvolumes.VolumeError):
+                self._report_failed_mount(run, str(exc))
         self._write_status(run)
 
     def _supervise(self, run: PodRun, c: Container, now: float, may_start: bool) -> None:
@@ -270,8 +326,9 @@ class Runner:
             log.info("runAsUser %s not applied: the interpreter is not reachable by that user; "
                      "running as uid 0 with every capability dropped", uid)
             uid = gid = 0
-        for path in run.volumes.values():  # fsGroup-like: the pod's user can use its volumes
-            if uid:
+        in_place = {v["name"] for v in pod["spec"].get("volumes") or [] if "hostPath" in v}
+        for name, path in run.volumes.items():  # fsGroup-like: the pod's user can use its volumes
+            if uid and name not in in_place:  # a hostPath keeps its owner, as with kubelet
                 _chown_tree(path, uid, sec.get("fsGroup", gid))
         spec_file = run.dir / f"{spec['name']}.exec.json"
         spec_file.touch(mode=0o600)  # env may hold Secret values
@@ -317,13 +374,12 @@ class Runner:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             missing.append(path)
-        with self.created_dirs.open("a") as f:  # removed again by `testbed down`
-            f.writelines(f"{p}\n" for p in missing)
+        record_created_mountpoints(self.created_dirs.parent, missing)
 
     def _write_status(self, run: PodRun) -> None:
         view = {name: {"running": c.proc is not None, "ready": c.ready and c.proc is not None,
                        "restarts": c.restarts, "started_at": c.started_at, "exit_code": c.exit_code,
-                       "started": _started(c)}
+                       "started": _started(c), "waiting_message": run.error}
                 for name, c in run.containers.items()}
         patch = podspec.status_patch(run.pod, view)
         key = json.dumps([view, run.error], sort_keys=True)
@@ -430,9 +486,15 @@ def _mount_points() -> set[str]:
     return points
 
 
+def record_created_mountpoints(state_dir: Path, paths: list[Path]) -> None:
+    """Note paths created on this machine (outside the state directory) for `testbed down` to remove."""
+    with (state_dir / CREATED_MOUNTPOINTS).open("a") as f:
+        f.writelines(f"{p}\n" for p in paths)
+
+
 def remove_created_mountpoints(state_dir: Path) -> None:
     """Undo the mount points the runner had to create on this machine (deepest first)."""
-    record = state_dir / "created-mountpoints.txt"
+    record = state_dir / CREATED_MOUNTPOINTS
     if not record.exists():
         return
     # Removing a directory detaches the mounts on it in every mount namespace: a path another test bed's

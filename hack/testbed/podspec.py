@@ -138,7 +138,8 @@ def status_patch(pod: Pod, containers: dict[str, dict]) -> dict:
     """Pod status for the runner's view of its containers.
 
     containers: name -> {"running": bool, "ready": bool, "restarts": int, "started_at": str,
-    "exit_code": int | None}. lastTransitionTime changes only when a condition flips.
+    "exit_code": int | None, "waiting_message": str (optional)}. lastTransitionTime changes only when a
+    condition flips.
     """
     old = {c["type"]: c for c in pod.get("status", {}).get("conditions") or []}
     all_ready = bool(containers) and all(c["ready"] for c in containers.values())
@@ -175,4 +176,6 @@ def _container_status(spec: dict, state: dict) -> dict[str, Any]:
                                          "finishedAt": now()}}
     else:
         entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        if state.get("waiting_message"):  # what holds it back, e.g. a claim not bound yet
+            entry["state"]["waiting"]["message"] = state["waiting_message"]
     return entry

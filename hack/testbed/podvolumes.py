@@ -3,7 +3,9 @@
 Secret, ConfigMap, downwardAPI and projected volumes are written with kubelet's AtomicWriter layout:
 the files live in a timestamped directory, ``..data`` is a symlink to it and every visible name is a
 symlink through ``..data``. An update writes a new directory and swaps ``..data`` with one rename, so a
-reader never sees half of an update. emptyDir is a plain directory.
+reader never sees half of an update. emptyDir is a plain directory. hostPath and persistentVolumeClaim
+volumes are directories of the host, used in place: a claim resolves (through the caller) to its bound
+PV's hostPath, so every pod of the claim gets the same directory, and nothing here ever deletes one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .podspec import Pod, field_ref
 # (kind, name) -> {key: bytes} or None when missing; kind is "secret" or "configMap"
 Lookup = Callable[[str, str], dict[str, bytes] | None]
 TokenSource = Callable[[Pod, dict], str]
+# claim name -> the host directory of its bound PV; raises VolumeError while it has none
+ClaimSource = Callable[[str], Path]
 
 
 class VolumeError(RuntimeError):
@@ -127,10 +131,45 @@ def volume_files(pod: Pod, volume: dict, lookup: Lookup, token: TokenSource) -> 
     raise VolumeError(f"volume {volume['name']}: unsupported type {sorted(set(volume) - {'name'})}")
 
 
-def sync_volumes(pod: Pod, root: Path, lookup: Lookup, token: TokenSource) -> dict[str, Path]:
-    """Create or update every volume of pod under root; returns volume name -> directory."""
-    dirs = {}
+def host_path(source: dict) -> Path:
+    """The directory (or file) of a hostPath volume, checked or created as its type asks, like kubelet."""
+    path, kind = Path(source["path"]), source.get("type") or ""
+    if kind == "DirectoryOrCreate":
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    elif kind == "FileOrCreate":
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.touch(mode=0o644, exist_ok=True)
+    elif kind == "Directory" and not path.is_dir():
+        raise VolumeError(f"hostPath type check failed: {path} is not a directory")
+    elif kind == "File" and not path.is_file():
+        raise VolumeError(f"hostPath type check failed: {path} is not a file")
+    elif kind not in ("", "DirectoryOrCreate", "FileOrCreate", "Directory", "File"):
+        raise VolumeError(f"hostPath type {kind} is not supported by the pod runner")
+    return path
+
+
+def host_volumes(pod: Pod) -> set[str]:
+    """Names of the pod's volumes that are host directories used in place (hostPath, claims)."""
+    return {v["name"] for v in pod["spec"].get("volumes") or []
+            if "hostPath" in v or "persistentVolumeClaim" in v}
+
+
+def sync_volumes(pod: Pod, root: Path, lookup: Lookup, token: TokenSource,
+                 claim: ClaimSource) -> dict[str, Path]:
+    """Create or update every volume of pod under root; returns volume name -> directory. Raises
+    VolumeError naming every volume that cannot be mounted yet (kubelet's FailedMount)."""
+    dirs, unmounted = {}, []
     for volume in pod["spec"].get("volumes") or []:
+        try:
+            if "persistentVolumeClaim" in volume:
+                dirs[volume["name"]] = claim(volume["persistentVolumeClaim"]["claimName"])
+                continue
+            if "hostPath" in volume:
+                dirs[volume["name"]] = host_path(volume["hostPath"])
+                continue
+        except VolumeError as exc:
+            unmounted.append((volume["name"], str(exc)))
+            continue
         path = root / volume["name"]
         files = volume_files(pod, volume, lookup, token)
         if files is None:
@@ -139,6 +178,9 @@ def sync_volumes(pod: Pod, root: Path, lookup: Lookup, token: TokenSource) -> di
         else:
             atomic_write(path, files)
         dirs[volume["name"]] = path
+    if unmounted:
+        raise VolumeError("unmounted volumes=[" + " ".join(n for n, _ in unmounted) + "]: "
+                          + "; ".join(reason for _, reason in unmounted))
     return dirs
 
 
