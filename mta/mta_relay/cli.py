@@ -1,6 +1,6 @@
 """``mta-relay``: the process each MTA pod runs.
 
-    mta-relay --config DIR [--listen-address IP] [--log-level INFO]
+    mta-relay --config DIR [--listen-address IP] [--pod-name NAME] [--log-level INFO]
 
 Exit status 2 when the config cannot be used at start (the reason is logged); SIGTERM/SIGINT shut down
 gracefully; SIGHUP reloads the config at once (it is also reloaded when its files change).
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from mta_relay.server import RelayServer
 log = logging.getLogger("mta_relay")
 
 
-async def serve(config_dir: Path, listen_address: str | None = None) -> int:
-    server = RelayServer(config_dir, listen_address)
+async def serve(config_dir: Path, listen_address: str | None = None, pod_name: str | None = None) -> int:
+    server = RelayServer(config_dir, listen_address, pod_name)
     try:
         await server.start()
     except ConfigError as error:
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="config directory (relay.yaml, credentials/)")
     parser.add_argument("--listen-address", default=None,
                         help="listen on this address instead of the config's (e.g. the pod IP)")
+    parser.add_argument("--pod-name", default=os.environ.get("POD_NAME") or None,
+                        help="this MTA's pod name, as handoff.leaving names it (default: $POD_NAME)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
-    return asyncio.run(serve(args.config, args.listen_address or None))
+    return asyncio.run(serve(args.config, args.listen_address or None, args.pod_name or None))

@@ -1,11 +1,17 @@
 """HTTP on its own port, in the relay's loop: ``POST /api/inject/v1``, ``/healthz``, ``/readyz``,
-``/metrics``.
+``/metrics``, and for the MTAs of the cluster and the operator ``POST /internal/v1/handoff`` and
+``GET /internal/v1/queue``.
 
 The injection API applies the SMTP policy with the same replies: Basic auth by the same credentials
 (SourceIP credentials need no header), then source IP, sender domain, header domains, quota, spool.
 Refusals are JSON ``{"error", "reason", "reply"}`` where ``reply`` is the SMTP reply SMTP would give:
 401 bad or missing credentials, 403 not authorised, 400 malformed, 413 too big, 429 temporary (quota,
 throttling; Retry-After), 503 spool unavailable.
+
+``/internal/v1/*`` take only ``Authorization: Bearer <peer token>`` (``handoff``), never an SMTP
+credential, and the token opens nothing else. A hand-off is answered 200 only once the entry is durable
+here (or was already here: idempotent by queue id); 400 names what is wrong with the body; 503 when the
+spool cannot write it or this MTA is leaving itself.
 """
 
 from __future__ import annotations
@@ -19,15 +25,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from mta_relay import acceptance, inject_format, replies
+from mta_relay import acceptance, handoff, inject_format, replies
 from mta_relay.config import Credential
 from mta_relay.policy import ip_in
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
-from mta_relay.spool import Envelope, new_queue_id
+from mta_relay.spool import Envelope, SpoolError, new_queue_id
 
 log = logging.getLogger("mta_relay.http")
 RELAY_KEY = web.AppKey("relay", Relay)
+RECEIVING_KEY = web.AppKey("handoffs_in_progress", set[str])  # queue ids being stored right now
 
 
 def _status(reply: Reply) -> int:
@@ -150,11 +157,79 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _peer_only(request: web.Request) -> web.Response | None:
+    """401 unless the request carries the peer token (an SMTP credential is no peer token)."""
+    relay = request.app[RELAY_KEY]
+    if handoff.bearer_ok(request.headers.get("Authorization", ""), relay.peer_token):
+        return None
+    return web.json_response({"error": "peer token required"}, status=401,
+                             headers={"WWW-Authenticate": 'Bearer realm="mta-relay-peers"'})
+
+
+async def receive_handoff(request: web.Request) -> web.Response:
+    refused = _peer_only(request)
+    if refused is not None:
+        return refused
+    relay = request.app[RELAY_KEY]
+    if relay.leaving:  # it would only have to pass it on again
+        return web.json_response({"error": "this MTA is leaving"}, status=503)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response({"error": "entry too large"}, status=413)
+    try:
+        taken = handoff.decode(request.headers, body)
+    except handoff.BadHandoff as error:
+        return web.json_response({"error": str(error)}, status=400)
+    env = taken.entry.envelope
+    in_progress = request.app[RECEIVING_KEY]
+    fields = {"queue_id": env.queue_id, "client_ip": request.remote or "", "rcpt_count": len(env.rcpts),
+              "size": env.size}
+    # A peer that did not get our 200 sends the entry again: one copy only.
+    if env.queue_id in in_progress or relay.spool.slot_of(env.queue_id) is not None:
+        relay.handoff_received.labels("duplicate").inc()
+        log.info("hand-off already held", extra={"fields": {**fields, "event": "handoff_duplicate"}})
+        return web.json_response({"queueId": env.queue_id, "result": "duplicate"})
+    in_progress.add(env.queue_id)
+    try:
+        # Stored unsigned, as the spool always holds mail: DKIM signs at each delivery attempt.
+        await relay.spool.put_entry(env, taken.entry.message)
+        if taken.attempts:
+            await asyncio.to_thread(relay.spool.record_retry, env.queue_id, taken.attempts, taken.next_at)
+    except (SpoolError, OSError) as error:
+        relay.spool_ok = False
+        log.error("hand-off not stored", extra={"fields": {**fields, "event": "spool_error",
+                                                            "error": type(error).__name__}})
+        return web.json_response({"error": "spool cannot write"}, status=503)
+    finally:
+        in_progress.discard(env.queue_id)
+    if relay.queue is not None:
+        relay.queue.notify(env.queue_id, recorded=bool(taken.attempts))
+    relay.handoff_received.labels("stored").inc()
+    log.info("hand-off received", extra={"fields": {**fields, "event": "handoff_received",
+                                                     "attempts": taken.attempts}})
+    return web.json_response({"queueId": env.queue_id, "result": "stored"})
+
+
+async def queue_status(request: web.Request) -> web.Response:
+    """For the operator's scale-down: it lowers the replica count once a leaving MTA's depth is 0."""
+    refused = _peer_only(request)
+    if refused is not None:
+        return refused
+    relay = request.app[RELAY_KEY]
+    handed_off, failures = await relay.queue.handoff_status() if relay.queue is not None else (0, 0)
+    return web.json_response({"depth": await asyncio.to_thread(relay.spool.depth), "leaving": relay.leaving,
+                              "handedOff": handed_off, "handoffFailures": failures})
+
+
 def make_app(relay: Relay) -> web.Application:
     app = web.Application(client_max_size=2 * relay.settings.limits.max_message_size + 1)
     app[RELAY_KEY] = relay
+    app[RECEIVING_KEY] = set()
     app.router.add_post("/api/inject/v1", inject)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post(handoff.HANDOFF_PATH, receive_handoff)
+    app.router.add_get(handoff.QUEUE_PATH, queue_status)
     return app

@@ -77,6 +77,7 @@ class QueueRunner:
         self._progress = asyncio.Event()  # an attempt finished (drain watches this)
         self._task: asyncio.Task[None] | None = None
         self._held = False  # the rate limit is holding due mail (counted once per hold)
+        self._paused = False  # hand-off: no new attempts (see pause)
         self._stopping = False
         self._window_file = rate_window_file
         self._window_saver = (Debounced(rate_window_file, self._encode_window)
@@ -194,7 +195,7 @@ class QueueRunner:
             self._wake.clear()
             now = self._clock()
             wait: float | None = None
-            while len(self._inflight) < self.settings.concurrency:
+            while not self._paused and len(self._inflight) < self.settings.concurrency:
                 queue_id = self._next_due(now)
                 if queue_id is None:
                     break
@@ -210,7 +211,8 @@ class QueueRunner:
                 heapq.heappop(self._heap)
                 del self._due_at[queue_id]
                 self._start_attempt(queue_id)
-            if wait is None and self._heap and len(self._inflight) < self.settings.concurrency:
+            if wait is None and self._heap and len(self._inflight) < self.settings.concurrency \
+                    and not self._paused:
                 wait = max(0.0, self._heap[0][0] - now)
             await self.deliverer.pool.reap()
             with contextlib.suppress(TimeoutError):
@@ -237,6 +239,44 @@ class QueueRunner:
         by_state["deferred"] = len(self._due_at) - due
         oldest = min(self._received.values(), default=None)
         return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0)
+
+    # --- hand-off on scale-down: no new attempts, entries leave for a peer ------------------------
+    def pause(self) -> None:
+        """Start no new attempts; those in flight finish and their entries are scheduled again as usual,
+        ready for ``claim_idle``."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._wake.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def claim_idle(self) -> list[tuple[str, int, float]]:
+        """Take every scheduled entry out of the schedule, for a hand-off: (queue id, failed attempts so
+        far, next attempt as Unix time). An entry in flight is not scheduled, so never taken. Each one
+        taken ends with ``handed_off``, ``give_back`` or ``drop_claim``."""
+        now, wall = self._clock(), self._wall()
+        claimed = [(queue_id, self._failures.get(queue_id, 0), wall + max(0.0, when - now))
+                   for queue_id, when in self._due_at.items()]
+        self._due_at.clear()  # the heap's entries for them are stale now and dropped as they come up
+        return claimed
+
+    def give_back(self, queue_id: str) -> None:
+        """A claimed entry was not handed off (hand-off stopped): deliver it as usual, now."""
+        if queue_id not in self._inflight:
+            self._schedule(queue_id, self._clock())
+
+    async def handed_off(self, queue_id: str) -> None:
+        """A peer holds the claimed entry durably now: remove it here."""
+        await asyncio.to_thread(self.spool.remove, queue_id)
+        self._forget(queue_id)
+
+    def drop_claim(self, queue_id: str) -> None:
+        """A claimed entry is gone from the spool (removed, or quarantined as corrupt)."""
+        self._forget(queue_id)
 
     # --- one attempt ------------------------------------------------------------------------------
     async def _attempt(self, queue_id: str) -> None:

@@ -1,5 +1,5 @@
 """The relay's shared state on its one event loop: the config generation in force, the spool, quotas,
-AUTH throttling, password checks, connection counts, metrics, readiness."""
+AUTH throttling, password checks, connection counts, metrics, readiness, the peer token (hand-off)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import collections
 import logging
 from pathlib import Path
 
-from mta_relay import config_loader
+from mta_relay import config_loader, handoff
 from mta_relay.auth_throttle import AuthThrottle
 from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.generation import Generation, tls_context
@@ -20,8 +20,10 @@ log = logging.getLogger("mta_relay")
 
 
 class Relay:
-    def __init__(self, config_dir: Path, generation: Generation, spool: Spool) -> None:
+    def __init__(self, config_dir: Path, generation: Generation, spool: Spool,
+                 pod_name: str | None = None) -> None:
         self.config_dir = config_dir
+        self.pod_name = pod_name
         self.gen = generation
         self.spool = spool
         self.quota = QuotaTracker()
@@ -36,6 +38,8 @@ class Relay:
         tls = generation.config.settings.tls
         # aiohttp keeps the context it started with: reloads load the new certificate into this one
         self.http_tls = tls_context(config_dir, tls.cert_file, tls.key_file)
+        self.peer_token = handoff.read_token(config_dir, generation.config.settings)
+        self.handoff_received = handoff.received_counter(self.metrics.registry)
 
     @property
     def settings(self):
@@ -47,12 +51,18 @@ class Relay:
         tls = generation.config.settings.tls
         self.http_tls.load_cert_chain(config_loader.resolve_path(self.config_dir, tls.cert_file),
                                       config_loader.resolve_path(self.config_dir, tls.key_file))
+        self.peer_token = handoff.read_token(self.config_dir, generation.config.settings)
 
+    @property
+    def leaving(self) -> bool:
+        """The settings name this MTA as leaving: it hands its queue to its peers (``delivery.handoff``)."""
+        return handoff.is_leaving(self.settings, self.pod_name)
     def refresh_spool_health(self) -> None:
         self.spool_ok = self.spool.probe(self.settings.limits.max_message_size)
 
     def readiness(self) -> dict[str, bool]:
         """Each condition /readyz requires (the config and TLS are loaded once a generation exists)."""
-        checks = {"config": True, "tls": True, "spool": self.spool_ok, "not_draining": not self.draining}
+        checks = {"config": True, "tls": True, "spool": self.spool_ok, "not_draining": not self.draining,
+                  "not_leaving": not self.leaving}
         self.metrics.ready.set(1 if all(checks.values()) else 0)
         return checks

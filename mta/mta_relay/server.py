@@ -29,8 +29,10 @@ HEALTH_POLL_SECONDS = 2.0
 
 
 class RelayServer:
-    def __init__(self, config_dir: Path, listen_address: str | None = None) -> None:
+    def __init__(self, config_dir: Path, listen_address: str | None = None,
+                 pod_name: str | None = None) -> None:
         self.config_dir = config_dir
+        self.pod_name = pod_name  # the StatefulSet pod name, matched against handoff.leaving
         # Overrides every listener's address: a pod binds its own IP (downward API) when pods share a host.
         self.listen_address = listen_address
         self.relay: Relay | None = None
@@ -49,8 +51,8 @@ class RelayServer:
         log.info("spool recovered", extra={"fields": {"event": "spool_recovered",
                                                       "entries": len(report.entries),
                                                       "quarantined": list(report.quarantined)}})
-        relay = self.relay = Relay(self.config_dir, gen, spool)
-        relay.queue = DeliveryProcess(self.config_dir, spool)
+        relay = self.relay = Relay(self.config_dir, gen, spool, self.pod_name)
+        relay.queue = DeliveryProcess(self.config_dir, spool, self.pod_name)
         await relay.queue.start()
         handler = SubmissionHandler(relay)
         loop = asyncio.get_running_loop()

@@ -189,6 +189,17 @@ class Spool:
         self.entries_written += 1
         return envelope
 
+    async def put_entry(self, envelope: Envelope, message: bytes) -> None:
+        """Make an entry durable as it is, queue id and acceptance time kept: one a peer MTA handed over
+        (see ``handoff``). Raises SpoolError: then never answer that it was taken."""
+        try:
+            slot = await asyncio.get_running_loop().run_in_executor(self._io, self._store, envelope, message)
+        except OSError as error:
+            raise SpoolError(f"spool write failed: {error.strerror}") from None
+        with self._lock:
+            self._entries[envelope.queue_id] = slot
+        self.entries_written += 1
+
     def _store(self, envelope: Envelope, message: bytes) -> int:
         data = encode_entry(envelope, message)
         slot = self._take_slot()

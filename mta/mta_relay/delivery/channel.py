@@ -1,11 +1,13 @@
 """The line protocol between the front door (mta-relay) and its delivery process: one JSON object per
 line over a socket pair, each with an ``op``.
 
-Front door → delivery: ``queued`` (qid, slot: a new entry), ``reload``, ``drain`` (seconds left),
-``metrics`` (id), and the replies ``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
+Front door → delivery: ``queued`` (qid, slot, optionally ``recorded``: a new entry with a retry record,
+one a peer handed over), ``reload``, ``drain`` (seconds left), ``metrics`` (id), ``handoff_status`` (id),
+and the replies ``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
 Delivery → front door: ``ready`` (once, when it delivers), ``released`` (qid, slot: entry removed, slot
 emptied), ``gone`` (qid: entry quarantined), ``store`` (id, envelope, message in base64: a DSN to spool)
-and the reply ``metrics_text`` (id, text). Message bytes cross only in ``store``; nothing here is ever logged.
+and the replies ``metrics_text`` (id, text) and ``handoff_counts`` (id, handedOff, failures, active).
+Message bytes cross only in ``store``; nothing here is ever logged.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import socket
 from typing import Any
 
-REPLIES = frozenset({"stored", "store_failed", "metrics_text"})
+REPLIES = frozenset({"stored", "store_failed", "metrics_text", "handoff_counts"})
 LINE_LIMIT = 1 << 27  # a DSN quotes the bounced message: room for the largest one, in base64
 Message = dict[str, Any]
 

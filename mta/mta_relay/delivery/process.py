@@ -24,8 +24,8 @@ METRICS_TIMEOUT = 2.0
 
 
 class DeliveryProcess:
-    def __init__(self, config_dir: Path, spool: Spool) -> None:
-        self.config_dir, self.spool = config_dir, spool
+    def __init__(self, config_dir: Path, spool: Spool, pod_name: str | None = None) -> None:
+        self.config_dir, self.spool, self.pod_name = config_dir, spool, pod_name
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
         self._task: asyncio.Task[None] | None = None
@@ -51,11 +51,13 @@ class DeliveryProcess:
             raise ConfigError("delivery could not start (see the delivery process's log line)")
         self._task = asyncio.create_task(self._supervise(), name="delivery-process")
 
-    def notify(self, queue_id: str) -> None:
-        """A new entry was made durable: hand it to delivery."""
+    def notify(self, queue_id: str, *, recorded: bool = False) -> None:
+        """A new entry was made durable: hand it to delivery. ``recorded``: it came with a retry record
+        (a peer handed it over), so delivery schedules it at the recorded next attempt."""
         slot = self.spool.slot_of(queue_id)
         if self._channel is not None and slot is not None:
-            self._channel.send({"op": "queued", "qid": queue_id, "slot": slot})
+            self._channel.send({"op": "queued", "qid": queue_id, "slot": slot,
+                                **({"recorded": True} if recorded else {})})
 
     def reconfigure(self) -> None:
         """The config files changed: delivery reads its settings again."""
@@ -71,6 +73,18 @@ class DeliveryProcess:
                 return str((await self._channel.request({"op": "metrics"}))["text"])
         except (TimeoutError, ConnectionError):
             return ""
+
+    async def handoff_status(self) -> tuple[int, int]:
+        """(entries handed off to peers, failed hand-off requests) since delivery started; (0, 0) if it
+        does not answer in time."""
+        if self._channel is None:
+            return (0, 0)
+        try:
+            async with asyncio.timeout(METRICS_TIMEOUT):
+                reply = await self._channel.request({"op": "handoff_status"})
+        except (TimeoutError, ConnectionError):
+            return (0, 0)
+        return int(reply["handedOff"]), int(reply["failures"])
 
     async def drain(self, deadline: float) -> None:
         """Delivery goes on until ``deadline`` (a monotonic time) less its margin, then stops; what is
@@ -100,6 +114,7 @@ class DeliveryProcess:
                 sys.executable, "-m", "mta_relay.delivery.worker", "--config", str(self.config_dir),
                 "--channel-fd", str(theirs.fileno()), "--parent", str(os.getpid()),
                 "--log-level", logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+                *(["--pod-name", self.pod_name] if self.pod_name else []),
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL)
         self._channel = await Channel.open(ours)
         for queue_id, slot in self.spool.entries():  # all there is to deliver, as after a restart

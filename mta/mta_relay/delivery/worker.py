@@ -1,9 +1,11 @@
-"""The delivery process: ``python -m mta_relay.delivery.worker --config DIR --channel-fd N --parent PID``.
+"""The delivery process: ``python -m mta_relay.delivery.worker --config DIR --channel-fd N --parent PID
+[--pod-name NAME]``.
 
 ``mta-relay`` starts it after recovering the spool and tells it every entry to deliver over the channel
 (``delivery.channel``). It runs the queue runner as the relay once did on its own loop: delivers,
 records outcomes, bounces (the DSN is spooled by the front door, which owns the slots) and removes,
-telling the front door which slots are free again. Delivery gets its own interpreter and GIL, so it
+telling the front door which slots are free again. While the settings name its pod as leaving, it hands
+its queue to the peers instead (``delivery.handoff``). Delivery gets its own interpreter and GIL, so it
 uses the second CPU: on one event loop it took about as much of the loop as accepting did.
 
 It runs at a lower CPU priority than the front door (``NICENESS``), ignores SIGTERM and SIGINT (the
@@ -31,6 +33,7 @@ from mta_relay import config_loader, logs
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import service
 from mta_relay.delivery.channel import Channel
+from mta_relay.delivery.handoff import HandoffSender
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Envelope, Spool, SpoolError
 
@@ -77,7 +80,7 @@ class WorkerSpool(Spool):
         self.channel.send_threadsafe({"op": "gone", "qid": queue_id})
 
 
-async def serve(config_dir: Path, sock: socket.socket) -> int:
+async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)  # the front door decides when delivery stops
@@ -92,12 +95,17 @@ async def serve(config_dir: Path, sock: socket.socket) -> int:
         log.error("delivery config unusable", extra={"fields": {"event": "delivery_config_refused",
                                                                  "reason": str(error)}})
         return 2
+    sender = HandoffSender(runner, spool, config_dir, pod_name, registry)
+    await sender.apply(settings)
     channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()
     # One reader for the whole life: replies to DSN writes must still arrive while draining.
-    reader = asyncio.create_task(_read(channel, config_dir, spool, runner, registry, drain_until))
+    reader = asyncio.create_task(_read(channel, config_dir, spool, runner, sender, registry, drain_until))
     await asyncio.wait({reader, drain_until}, return_when=asyncio.FIRST_COMPLETED)
-    if drain_until.done():
+    if sender.active:  # leaving: nothing to deliver; what is not handed off yet waits for the next start
+        await sender.stop(give_back=False)
+        await runner.stop()
+    elif drain_until.done():
         await runner.drain(drain_until.result())
     else:
         await runner.stop()  # the front door closed the channel without a drain: it is gone
@@ -106,12 +114,16 @@ async def serve(config_dir: Path, sock: socket.socket) -> int:
 
 
 async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: QueueRunner,
-                registry: CollectorRegistry, drain_until: asyncio.Future[float]) -> None:
+                sender: HandoffSender, registry: CollectorRegistry,
+                drain_until: asyncio.Future[float]) -> None:
     while (message := await channel.receive()) is not None:
         op = message["op"]
         if op == "queued":
             spool.adopt(message["qid"], message["slot"])
-            runner.notify(message["qid"])
+            if message.get("recorded"):
+                await runner.notify_recorded(message["qid"])
+            else:
+                runner.notify(message["qid"])
         elif op == "metrics":
             channel.send({"op": "metrics_text", "id": message["id"],
                           "text": generate_latest(registry).decode()})
@@ -123,6 +135,10 @@ async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: 
                           extra={"fields": {"event": "delivery_config_refused", "reason": str(error)}})
                 continue
             service.reconfigure(runner, settings, config_dir)
+            await sender.apply(settings)
+        elif op == "handoff_status":
+            channel.send({"op": "handoff_counts", "id": message["id"], "handedOff": sender.handed_off,
+                          "failures": sender.failures, "active": sender.active})
         elif op == "drain" and not drain_until.done():
             drain_until.set_result(time.monotonic() + float(message["seconds"]))
 
@@ -139,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--pod-name", default=None, help="this MTA's pod name (for handoff.leaving)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     _die_with(args.parent)
     os.nice(NICENESS)
     logs.setup(args.log_level)
     sock = socket.socket(fileno=args.channel_fd)
-    return asyncio.run(serve(args.config, sock))
+    return asyncio.run(serve(args.config, sock, args.pod_name))
 
 
 if __name__ == "__main__":
