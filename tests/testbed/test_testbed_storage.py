@@ -249,3 +249,22 @@ def test_crashed_node_non_graceful_shutdown_moves_the_pod_with_its_volume(kube, 
 
 def test_volume_dir_maps_a_provisioned_path_into_the_state_dir(tmp_path: Path):
     assert storage.volume_dir(tmp_path, "/tmp/hostpath_pv/abc") == tmp_path / "volumes" / "abc"
+
+
+def test_sync_volumes_names_every_claim_not_yet_mountable(tmp_path: Path):
+    from testbed import podvolumes
+
+    held = {"spec": {"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "ca"}},
+                                 {"name": "b", "emptyDir": {}},
+                                 {"name": "c", "persistentVolumeClaim": {"claimName": "cc"}}]}}
+
+    def unbound(name: str) -> Path:
+        raise podvolumes.VolumeError(f'persistentvolumeclaim "{name}" is not bound')
+
+    with pytest.raises(podvolumes.VolumeError) as failed:
+        podvolumes.sync_volumes(held, tmp_path / "pod", lambda *_: None, lambda *_: "", unbound)
+    assert str(failed.value) == ('unmounted volumes=[a c]: persistentvolumeclaim "ca" is not bound; '
+                                 'persistentvolumeclaim "cc" is not bound')
+    bound = podvolumes.sync_volumes(held, tmp_path / "pod", lambda *_: None, lambda *_: "",
+                                    lambda name: tmp_path / name)
+    assert bound == {"a": tmp_path / "ca", "b": tmp_path / "pod" / "b", "c": tmp_path / "cc"}
