@@ -4,10 +4,15 @@ How the MTAs share a quota: each MTA allows ``ceil(messages / mtas)`` per period
 aligned to the Unix epoch (so every MTA's window starts at the same instant). The Service spreads
 connections across MTAs, so the cluster-wide total stays at the quota (at most ``mtas - 1`` over when it
 does not divide evenly). It needs no coordination, and it is honest about its limit: an app pinned to one
-MTA (one long-lived connection) gets that MTA's share only. Counts are in memory; a restarted MTA starts
-its window afresh.
+MTA (one long-lived connection) gets that MTA's share only.
 
 A message is charged when it is accepted; MAIL FROM only checks, so a failed transaction costs nothing.
+
+Counts survive a restart: the relay saves them (``snapshot``) to ``<spool root>/state/quota.json``
+(``state_files``; usernames and counts, nothing secret) at most about once a second while they change and
+at shutdown, and loads them at start, so a restarted MTA does not give a credential a fresh quota. A crash
+loses the charges of at most about the last second: the restarted MTA can accept that many more in the
+window. Counts of windows already over are dropped when saved.
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ from mta_relay.config import Quota
 
 
 class QuotaTracker:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 used: dict[str, tuple[int, int, int]] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
+        """``used``: counts saved before a restart, username → (window, count, period seconds);
+        ``on_change`` is called after each change (the relay saves the counts then)."""
         self._clock = clock
         self._used: dict[str, tuple[int, int]] = {}  # username -> (window, count)
+        self._periods: dict[str, int] = {}  # username -> period seconds of its window
+        for username, (window, count, period) in (used or {}).items():
+            self._used[username], self._periods[username] = (window, count), period
+        self._on_change = on_change
 
     @staticmethod
     def share(quota: Quota, mtas: int) -> int:
@@ -44,15 +57,26 @@ class QuotaTracker:
             return True
         if self.exhausted(username, quota, mtas):
             return False
-        window = int(self._clock() // quota.period_seconds)
-        self._used[username] = (window, self.used(username, quota) + 1)
+        self._set(username, quota, self.used(username, quota) + 1)
         return True
 
     def refund(self, username: str, quota: Quota | None) -> None:
         """Undo a charge whose message was not accepted after all (the spool failed)."""
         if quota is None or quota.messages == 0:
             return
-        window = int(self._clock() // quota.period_seconds)
         used = self.used(username, quota)
         if used:
-            self._used[username] = (window, used - 1)
+            self._set(username, quota, used - 1)
+
+    def _set(self, username: str, quota: Quota, count: int) -> None:
+        self._used[username] = (int(self._clock() // quota.period_seconds), count)
+        self._periods[username] = quota.period_seconds
+        if self._on_change is not None:
+            self._on_change()
+
+    def snapshot(self) -> dict[str, tuple[int, int, int]]:
+        """The counts of windows not yet over: username → (window, count, period seconds)."""
+        now = self._clock()
+        return {username: (window, count, self._periods[username])
+                for username, (window, count) in self._used.items()
+                if window >= int(now // self._periods[username])}

@@ -1,5 +1,6 @@
 """The relay's shared state on its one event loop: the config generation in force, the spool, quotas,
-AUTH throttling, password checks, connection counts, metrics, readiness, the peer token (hand-off)."""
+AUTH throttling, password checks, connection counts, metrics, readiness, the peer token (hand-off).
+Quota counts are loaded from and saved to the spool volume (``state_files``): they survive a restart."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import collections
 import logging
 from pathlib import Path
 
-from mta_relay import config_loader, handoff
+from mta_relay import config_loader, handoff, state_files
 from mta_relay.auth_throttle import AuthThrottle
 from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.generation import Generation, tls_context
@@ -26,7 +27,12 @@ class Relay:
         self.pod_name = pod_name
         self.gen = generation
         self.spool = spool
-        self.quota = QuotaTracker()
+        # Read once at start, on the loop: a small file, before any client is served.
+        quota_file = state_files.quota_path(spool.root)
+        self._quota_saver = state_files.Debounced(quota_file, lambda: state_files.encode_quota(
+            self.quota.snapshot()))
+        self.quota = QuotaTracker(used=state_files.load(quota_file, state_files.decode_quota, {}),
+                                  on_change=self._quota_saver.changed)
         self.throttle = AuthThrottle(generation.config.settings.limits)
         self.passwords = PasswordChecker()
         self.metrics = Metrics()
@@ -57,6 +63,10 @@ class Relay:
     def leaving(self) -> bool:
         """The settings name this MTA as leaving: it hands its queue to its peers (``delivery.handoff``)."""
         return handoff.is_leaving(self.settings, self.pod_name)
+    async def save_state(self) -> None:
+        """At shutdown: write the quota counts changed since the last save."""
+        await self._quota_saver.flush()
+
     def refresh_spool_health(self) -> None:
         self.spool_ok = self.spool.probe(self.settings.limits.max_message_size)
 

@@ -146,4 +146,5 @@ class RelayServer:
         if self._http is not None:
             await self._http.cleanup()
         relay.passwords.close()
+        await relay.save_state()  # quota counts since the last save (state_files)
         log.info("stopped", extra={"fields": {"event": "stopped"}})

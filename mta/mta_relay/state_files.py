@@ -7,7 +7,9 @@ both formats, and nothing else does. Each file is one JSON object, replaced whol
 file, fsync, rename, directory fsync), so a reader sees the old or the new file, never a mix::
 
     ratelimit.json  {"version": 1, "starts": [<Unix time of a delivery start>, ...]}
-    quota.json      {"version": 1, "used": {"<username>": [<window number>, <count>], ...}}
+    quota.json      {"version": 1, "used": {"<username>": [<window number>, <count>, <period seconds>], ...}}
+
+(a quota window number counts periods since the Unix epoch, as ``quota`` does).
 
 Both hold no secret: times, usernames and counts only. The directory is mode 0700, the files 0600.
 A missing, unreadable or malformed file reads as empty: the MTA then starts as if fresh (logged), which
@@ -64,23 +66,23 @@ def decode_rate_window(data: bytes) -> list[float]:
     return sorted(float(t) for t in starts)
 
 
-def encode_quota(used: dict[str, tuple[int, int]]) -> bytes:
-    return json.dumps({"version": FORMAT_VERSION, "used": {u: [w, c] for u, (w, c) in sorted(used.items())}},
+def encode_quota(used: dict[str, tuple[int, int, int]]) -> bytes:
+    return json.dumps({"version": FORMAT_VERSION, "used": {u: list(v) for u, v in sorted(used.items())}},
                       separators=(",", ":")).encode()
 
 
-def decode_quota(data: bytes) -> dict[str, tuple[int, int]]:
-    """username → (window number, count); ValueError if the file is not this format."""
+def decode_quota(data: bytes) -> dict[str, tuple[int, int, int]]:
+    """username → (window number, count, period seconds); ValueError if the file is not this format."""
     raw = _object(data)
     used = raw.get("used")
     if not isinstance(used, dict):
         raise ValueError("used is not an object")
-    result: dict[str, tuple[int, int]] = {}
-    for username, pair in used.items():
-        if (not isinstance(pair, list) or len(pair) != 2
-                or not all(isinstance(n, int) and not isinstance(n, bool) for n in pair)):
-            raise ValueError("a count is not [window, count]")
-        result[username] = (pair[0], pair[1])
+    result: dict[str, tuple[int, int, int]] = {}
+    for username, entry in used.items():
+        if (not isinstance(entry, list) or len(entry) != 3
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in entry) or entry[2] < 1):
+            raise ValueError("a count is not [window, count, period]")
+        result[username] = (entry[0], entry[1], entry[2])
     return result
 
 
