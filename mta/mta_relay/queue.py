@@ -115,8 +115,13 @@ class QueueRunner:
         self._schedule(queue_id, now + max(0.0, state.next_at - self._wall()))
 
     def notify(self, queue_id: str) -> None:
-        """A new entry was made durable: deliver it as soon as limits allow."""
-        if queue_id not in self._inflight and queue_id not in self._due_at:
+        """A new entry was made durable, or the front door hands over an entry found at start: deliver it
+        as soon as limits allow, or at its recorded next attempt if it was deferred before a restart."""
+        if queue_id in self._inflight or queue_id in self._due_at:
+            return
+        if self.spool.has_outcomes(queue_id):  # never for a new message: no file look-up on that path
+            self._background(self.notify_recorded(queue_id))
+        else:
             self._schedule(queue_id, self._clock())
 
     async def drain(self, deadline: float) -> None:
