@@ -3,10 +3,15 @@ format and atomic write, the rate window and quota counts carried across a resta
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
+from mta_relay import state_files
+from mta_relay.config import Quota
+from mta_relay.quota import QuotaTracker
+from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import RetryState, Spool
 
 
@@ -79,3 +84,92 @@ def test_retry_line_format(tmp_path: Path) -> None:
     record = json.loads(line)
     assert (record["attempts"], record["next_at"]) == (2, 1_800_000_000.5)
     assert set(record) == {"attempts", "next_at", "at"}
+
+
+# --- rate window --------------------------------------------------------------------------------------
+def test_the_rate_window_crosses_a_restart_as_wall_clock_times() -> None:
+    before = SlidingWindowLimit(3, 60)
+    assert all(before.try_acquire(t) for t in (100.0, 110.0, 120.0))
+    saved = before.wall_starts(now=130.0, wall_now=1_800_000_000.0)
+    assert saved == [1_799_999_970.0, 1_799_999_980.0, 1_799_999_990.0]
+    # The restarted process: another monotonic origin, 5 s of wall time later.
+    after = SlidingWindowLimit(3, 60)
+    after.restore(saved, now=7.0, wall_now=1_800_000_005.0)
+    assert not after.try_acquire(7.0)
+    assert after.next_free(7.0) == 7.0 + 25.0  # the first start leaves the window 60 s after it was made
+    assert after.try_acquire(32.0)
+
+
+def test_restore_drops_starts_older_than_the_period_and_clamps_future_ones() -> None:
+    limit = SlidingWindowLimit(2, 10)
+    limit.restore([1_000.0, 1_095.0, 1_200.0], now=50.0, wall_now=1_100.0)  # old, recent, future
+    assert limit.starts == [45.0, 50.0]
+
+
+def test_a_lowered_limit_waits_until_enough_starts_have_aged_out() -> None:
+    limit = SlidingWindowLimit(1, 10, starts=[1.0, 2.0, 3.0])
+    assert limit.next_free(4.0) == 13.0
+
+
+# --- state files ------------------------------------------------------------------------------------
+def test_state_files_round_trip_and_are_written_atomically_with_private_modes(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    path = state_files.rate_window_path(root)
+    state_files.write_atomic(path, state_files.encode_rate_window([2.0, 1.0]))
+    assert state_files.load(path, state_files.decode_rate_window, []) == [1.0, 2.0]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert state_files.state_dir(root).stat().st_mode & 0o777 == 0o700
+    quota = state_files.quota_path(root)
+    state_files.write_atomic(quota, state_files.encode_quota({"app": (7, 3, 3600)}))
+    assert state_files.load(quota, state_files.decode_quota, {}) == {"app": (7, 3, 3600)}
+    assert sorted(os.listdir(state_files.state_dir(root))) == ["quota.json", "ratelimit.json"]  # no temp
+
+
+def test_a_missing_or_malformed_state_file_reads_as_a_fresh_start(tmp_path: Path) -> None:
+    path = tmp_path / "quota.json"
+    assert state_files.load(path, state_files.decode_quota, {}) == {}
+    for bad in (b"{", b"[]", b'{"version":2,"used":{}}', b'{"version":1,"used":{"a":[1,2]}}',
+                b'{"version":1,"used":{"a":[1,true,3]}}'):
+        path.write_bytes(bad)
+        assert state_files.load(path, state_files.decode_quota, {}) == {}
+
+
+async def test_debounced_writes_at_once_then_at_most_once_an_interval_and_on_flush(tmp_path: Path) -> None:
+    values = [0]
+    saver = state_files.Debounced(tmp_path / "state" / "n.json",
+                                  lambda: json.dumps({"n": values[0]}).encode(), interval=0.5)
+    values[0] = 1
+    saver.changed()
+    await asyncio.sleep(0.2)
+    assert json.loads(saver.path.read_text()) == {"n": 1}  # the first change: written at once
+    for n in range(2, 6):
+        values[0] = n
+        saver.changed()
+    await asyncio.sleep(0.1)
+    assert json.loads(saver.path.read_text()) == {"n": 1}  # batched until the interval is over
+    await asyncio.sleep(0.6)
+    assert json.loads(saver.path.read_text()) == {"n": 5}
+    assert saver.writes == 2
+    values[0] = 6
+    saver.changed()
+    await saver.flush()
+    assert json.loads(saver.path.read_text()) == {"n": 6}
+    await saver.flush()  # nothing changed: nothing written
+    assert saver.writes == 3
+
+
+# --- quota counts -------------------------------------------------------------------------------------
+def test_quota_counts_cross_a_restart_and_past_windows_are_dropped() -> None:
+    now = [3600.0 * 100 + 5]
+    changes: list[int] = []
+    quota, other = Quota(messages=4, period_seconds=3600), Quota(messages=4, period_seconds=60)
+    before = QuotaTracker(lambda: now[0], on_change=lambda: changes.append(1))
+    assert all(before.charge("app", quota, 1) for _ in range(3))
+    assert before.charge("old", other, 1)
+    assert len(changes) == 4
+    now[0] += 120  # "old"'s one-minute window is over, "app"'s hour is not
+    saved = before.snapshot()
+    assert saved == {"app": (100, 3, 3600)}
+    after = QuotaTracker(lambda: now[0], used=saved)
+    assert after.charge("app", quota, 1)
+    assert not after.charge("app", quota, 1)  # 3 before the restart + 1 after = the quota
