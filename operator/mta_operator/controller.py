@@ -135,6 +135,7 @@ class Controller:
             if table and table.task:
                 table.task.cancel()
             self.applier.forget(key[0], f"{key[1]}-mta")
+            self.index.peer_tokens.pop(key, None)
         else:
             cluster = Cluster.model_validate(raw)
             self.index.clusters[key] = cluster
@@ -183,7 +184,7 @@ class Controller:
         if old_generation == -1:
             self.queue.add(("cluster-status", self.index.cluster_of(cred)))
 
-    def on_deployment(self, event_type: str, raw: dict[str, Any]) -> None:
+    def on_statefulset(self, event_type: str, raw: dict[str, Any]) -> None:
         meta = raw.get("metadata", {})
         cluster = meta.get("labels", {}).get("app.kubernetes.io/instance")
         if not cluster:

@@ -46,9 +46,9 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                          ("smtpcredentials", "SmtpCredential")):
         _watch(registry, controller, plural, kind)
 
-    @kopf.on.event("apps", "v1", "deployments", labels=naming.MANAGED_BY, registry=registry)
-    async def deployment(event: dict[str, Any], **_: Any) -> None:
-        controller.on_deployment(event["type"] or "ADDED", event["object"])
+    @kopf.on.event("apps", "v1", "statefulsets", labels=naming.MANAGED_BY, registry=registry)
+    async def statefulset(event: dict[str, Any], **_: Any) -> None:
+        controller.on_statefulset(event["type"] or "ADDED", event["object"])
 
 
 def _watch(registry: kopf.OperatorRegistry, controller: Controller, plural: str, kind: str) -> None:

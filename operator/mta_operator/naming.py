@@ -10,11 +10,17 @@ MAX_SHARDS = 64  # the relay's Role names every shard Secret it may read; 64 x 5
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mta-operator"}
 COMPONENT = "app.kubernetes.io/component"
 CLUSTER_LABEL = f"{PREFIX}/cluster"
-SETTINGS_HASH = f"{PREFIX}/settings-hash"
+LAYOUT_LABEL = f"{PREFIX}/layout"
 
 
 def pod_selector(cluster: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "mta-relay", "app.kubernetes.io/instance": cluster}
+
+
+def workload_selector(cluster: str) -> dict[str, str]:
+    """The MTA pods of the StatefulSet only: not those of a Deployment left from an older release, which
+    keep delivering their queue but take no new clients."""
+    return {**pod_selector(cluster), LAYOUT_LABEL: "statefulset"}
 
 
 def labels(cluster: str, component: str) -> dict[str, str]:
@@ -22,7 +28,7 @@ def labels(cluster: str, component: str) -> dict[str, str]:
 
 
 def mta(cluster: str) -> str:
-    """Deployment, client Service, ServiceAccount, Role, RoleBinding and PDB."""
+    """StatefulSet, client Service, ServiceAccount, Role, RoleBinding and PDB."""
     return f"{cluster}-mta"
 
 
@@ -32,6 +38,20 @@ def headless(cluster: str) -> str:
 
 def settings(cluster: str) -> str:
     return f"{cluster}-mta-settings"
+
+
+def peer(cluster: str) -> str:
+    """The token MTAs of one cluster authenticate each other with (queue hand-off)."""
+    return f"{cluster}-mta-peer"
+
+
+def pod(cluster: str, ordinal: int) -> str:
+    return f"{mta(cluster)}-{ordinal}"
+
+
+def spool_claim(cluster: str, ordinal: int) -> str:
+    """The StatefulSet's claim for one MTA: <template name>-<pod name>."""
+    return f"spool-{pod(cluster, ordinal)}"
 
 
 def tls(cluster: str) -> str:

@@ -1,15 +1,24 @@
-"""Cluster → ServiceAccount, Role, RoleBinding, TLS, relay settings, DKIM bundle, Deployment, Services,
-PDB; and its status (MTAs ready/desired, connection details, counts, conditions)."""
+"""Cluster → ServiceAccount, Role, RoleBinding, TLS, peer token, relay settings, DKIM bundle, StatefulSet,
+Services, PDB; the queue hand-off of a scale-down (``scale_down``); the retirement of a Deployment left by
+an older release; and the Cluster's status (MTAs ready/desired, connection details, counts, conditions)."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import base64
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import naming, tls_source
-from .api import API_VERSION, Cluster
-from .apply import NotOwned
-from .render import conditions, relay_config, secrets, services, workload
+from prometheus_client.parser import text_string_to_metric_families
+
+from . import naming, scale_down, tls_source
+from .api import API_VERSION, Cluster, duration_seconds
+from .apply import NotOwned, owner_uids
+from .render import conditions, relay_config, services, workload
+from .render import secrets as secret_objects
+from .render.conditions import now_text
 from .state import Key
 from .status_write import patch_and_remember
 
@@ -17,13 +26,36 @@ if TYPE_CHECKING:
     from .controller import Controller
 
 RENEW_CHECK_SECONDS = 6 * 3600
+LEGACY_CHECK_SECONDS = 10.0
+VOLUME_CHECK_SECONDS = 5.0
+PEER_TOKEN_BYTES = 32
+QUEUE_DEPTH_METRIC = "mta_queue_depth"  # the relay's gauge; older relays have it too
+
+SPOOL = "SpoolPersistent"
+HANDED_OFF = "QueueHandedOff"
+LEGACY = "LegacyDeploymentRetired"
+
+
+@dataclass
+class Observed:
+    """What one reconcile learnt besides the objects it applied; ``write_status`` turns it into status."""
+
+    tls: tls_source.TlsResult | None = None
+    problem: tuple[str, str] | None = None
+    handoff: dict[str, Any] = field(default_factory=dict)
+    conditions: list[tuple[str, bool, str, str]] = field(default_factory=list)
+    busy: str | None = None  # a reason the Cluster is not Ready yet although its MTAs are (a scale-down)
 
 
 def domain_entries(ctl: Controller, ck: Key) -> tuple[list[relay_config.DomainEntry], dict[str, str]]:
+    """Domains whose DKIM key does not exist yet are left out: mail from them is refused for the
+    seconds until the key exists, never sent unsigned."""
     entries, keys = [], {}
     for key in sorted(ctl.index.domains_of(ck)):
         domain = ctl.index.domains[key]
         state = ctl.index.dkim.get(key) if domain.spec.dkim.enabled else None
+        if domain.spec.dkim.enabled and state is None:
+            continue
         entries.append(relay_config.DomainEntry(domain.spec.domain, domain.spec.dkim.selector,
                                                 state.algorithm if state else domain.spec.dkim.algorithm,
                                                 state is not None))
@@ -41,32 +73,240 @@ async def reconcile(ctl: Controller, ck: Key) -> None:
         await _patch(ctl, cluster, {"observedGeneration": cluster.metadata.generation, "conditions":
                                     conditions.put(conds, "Ready", False, "Reconciling", "Creating the MTAs",
                                                    cluster.metadata.generation, ctl.now())})
-    tls = await tls_source.ensure(ctl, cluster)
-    entries, keys = domain_entries(ctl, ck)
-    settings = relay_config.relay_settings(cluster, entries)
+    seen = Observed(tls=await tls_source.ensure(ctl, cluster))
+    assert seen.tls is not None
+    name = cluster.metadata.name
     image = workload.Image(ctl.options.relay_image, ctl.options.image_pull_policy)
-    fingerprint = hashlib.sha256("\0".join([relay_config.settings_fingerprint_source(settings),
-                                             tls.secret_name]).encode()).hexdigest()[:16]
-    wanted = [workload.service_account(cluster), workload.role(cluster), workload.role_binding(cluster),
-              secrets.settings_config_map(cluster, relay_config.settings_yaml(settings)),
-              secrets.dkim_bundle(cluster, keys),
-              services.client_service(cluster), services.headless_service(cluster),
-              workload.deployment(cluster, tls.secret_name, fingerprint, image)]
-    pdb = services.disruption_budget(cluster)
-    problem = None
     try:
+        token = await _peer_token(ctl, cluster)
+        step = await _handoff_step(ctl, cluster, token, seen)
+        entries, keys = domain_entries(ctl, ck)
+        settings = relay_config.relay_settings(cluster, entries, step.section)
+        # Keys before the settings that name them: a relay never loads settings whose key is missing.
+        wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
+                  workload.role_binding(cluster), secret_objects.dkim_bundle(cluster, keys),
+                  secret_objects.settings_config_map(cluster, relay_config.settings_yaml(settings)),
+                  services.client_service(cluster), services.headless_service(cluster),
+                  workload.statefulset(cluster, seen.tls.secret_name, image, step.plan.replicas)]
+        pdb = services.disruption_budget(cluster)
         for obj in wanted + ([pdb] if pdb else []):
             await ctl.io(ctl.applier.ensure, obj)
         if pdb is None:
-            await ctl.io(ctl.applier.remove, "policy/v1", "PodDisruptionBudget", ck[0], naming.mta(ck[1]),
+            await ctl.io(ctl.applier.remove, "policy/v1", "PodDisruptionBudget", ck[0], naming.mta(name),
                          cluster.metadata.uid or "")
+        ctl.index.mta_replicas[ck] = step.plan.replicas
+        if step.plan.done:
+            await _finish_handoff(ctl, cluster, step.plan, seen)
+        await _retire_legacy(ctl, cluster, seen)
+        await _check_volumes(ctl, cluster, seen)
     except NotOwned as error:
-        problem = ("ChildNotOwned", str(error))
+        seen.problem = ("ChildNotOwned", str(error))
     ctl.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
     if ctl.tables[ck].manifest_written is None:
         ctl.tables[ck].dirty.set()
-    ctl.schedule(("cluster", ck), RENEW_CHECK_SECONDS)  # certificate renewal and drift
-    await write_status(ctl, ck, tls, problem)
+    ctl.schedule(("cluster", ck), _next_check(seen))
+    await write_status(ctl, ck, seen)
+
+
+def _next_check(seen: Observed) -> float:
+    if seen.handoff.get("leaving"):
+        return scale_down.POLL_SECONDS
+    waiting = [c for c in seen.conditions if not c[1] and c[0] in {SPOOL, LEGACY}]
+    if waiting:
+        return LEGACY_CHECK_SECONDS if any(c[0] == LEGACY for c in waiting) else VOLUME_CHECK_SECONDS
+    return RENEW_CHECK_SECONDS  # certificate renewal and drift
+
+
+async def _peer_token(ctl: Controller, cluster: Cluster) -> str:
+    """Generated once per Cluster and kept in its Secret; remembered so a reconcile costs no read."""
+    ck = (cluster.metadata.namespace or "", cluster.metadata.name)
+    token = ctl.index.peer_tokens.get(ck)
+    if token is None:
+        live = await ctl.io(ctl.kube.get, "v1", "Secret", ck[0], naming.peer(ck[1]))
+        data = (live or {}).get("data") or {}
+        key = relay_config.PEER_TOKEN_KEY
+        if live is not None and cluster.metadata.uid in owner_uids(live) and key in data:
+            token = base64.b64decode(data[key]).decode()
+        else:
+            token = secrets.token_urlsafe(PEER_TOKEN_BYTES)
+        ctl.index.peer_tokens[ck] = token
+    await ctl.io(ctl.applier.ensure, secret_objects.peer_secret(cluster, token))
+    return token
+
+
+@dataclass(frozen=True)
+class HandoffStep:
+    plan: scale_down.Plan
+    section: Any  # the relay settings' handoff section
+
+
+async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Observed) -> HandoffStep:
+    ns, name = cluster.metadata.namespace or "", cluster.metadata.name
+    desired = cluster.spec.mtas
+    live = await ctl.io(ctl.kube.get, "apps/v1", "StatefulSet", ns, naming.mta(name))
+    running = int(live["spec"]["replicas"]) if live is not None else None
+    previous = cluster.status.handoff if cluster.status else None
+    if running is None or desired >= running:
+        step = HandoffStep(scale_down.Plan(replicas=desired, leaving=()), relay_config.handoff())
+        seen.handoff = {"leaving": [], "queued": {}, "startedAt": "",
+                        "retainedVolumes": _still_retained(previous, desired)}
+        return step
+    leaving = range(desired, running)
+    names = {i: naming.pod(name, i) for i in range(running)}
+    pods = await _pods(ctl, ns, naming.workload_selector(name))
+    peers = [(names[i], pods[names[i]]) for i in range(desired) if names[i] in pods]
+    section = relay_config.handoff(leaving=[names[i] for i in leaving], peers=peers)
+    started = previous.started_at if previous and previous.started_at else now_text(ctl.now())
+    elapsed = (ctl.now() - dt.datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+    cert = await _serving_certificate(ctl, ns, seen)
+    reports: dict[int, scale_down.QueueReport | None] = {}
+    if cert is not None:
+        asked = await asyncio.gather(*(
+            ctl.io(scale_down.queue_status, pods[names[i]], relay_config.HTTP_PORT, token, cert)
+            if names[i] in pods else _none() for i in leaving))
+        reports = dict(zip(leaving, asked, strict=True))
+    timeout = duration_seconds(cluster.spec.queue.handoff_timeout)
+    plan = scale_down.plan(desired, running, reports, elapsed, timeout)
+    status_names = {i: names[i] for i in leaving}
+    seen.handoff = {"leaving": [] if plan.done else [names[i] for i in leaving],
+                    "queued": {} if plan.done else {names[i]: n for i, n in plan.queued.items()
+                                                    if n is not None},
+                    "startedAt": "" if plan.done else started,
+                    "retainedVolumes": _still_retained(previous, desired)}
+    if not plan.done:
+        seen.busy = "ScalingDown"
+        seen.conditions.append((HANDED_OFF, False, scale_down.HANDING_OFF,
+                                f"Scaling down to {desired} MTAs: handing queued mail to the MTAs that stay ("
+                                f"{scale_down.summary(status_names, plan.queued)})"))
+    return HandoffStep(plan, section)
+
+
+async def _none() -> None:
+    return None
+
+
+def _still_retained(previous: Any, desired: int) -> list[dict[str, Any]]:
+    """Retained volumes whose MTA has not come back: one that has (ordinal < desired) was reattached by
+    the StatefulSet and its mail is that MTA's queue again."""
+    kept = previous.retained_volumes if previous else []
+    return [v.model_dump(exclude_none=True) for v in kept if int(v.claim.rsplit("-", 1)[1]) >= desired]
+
+
+async def _finish_handoff(ctl: Controller, cluster: Cluster, plan: scale_down.Plan, seen: Observed) -> None:
+    """The StatefulSet shrank: delete the volumes that were reported empty, keep (and list) the rest."""
+    ns, name = cluster.metadata.namespace or "", cluster.metadata.name
+    retained = list(seen.handoff.get("retainedVolumes", []))
+    for ordinal in plan.leaving:
+        claim = naming.spool_claim(name, ordinal)
+        queued = plan.queued.get(ordinal)
+        if queued == 0:
+            if not cluster.spec.queue.storage.ephemeral:
+                await ctl.io(ctl.kube.delete, "v1", "PersistentVolumeClaim", ns, claim)
+        else:
+            retained = [v for v in retained if v["claim"] != claim]
+            retained.append({"claim": claim, "messages": queued} if queued is not None else {"claim": claim})
+    seen.handoff["retainedVolumes"] = retained
+    await ctl.event(_ref(cluster), "Normal" if not plan.timed_out else "Warning",
+                    "ScaledDown" if not plan.timed_out else scale_down.HANDOFF_TIMED_OUT,
+                    f"Scaled down to {cluster.spec.mtas} MTAs"
+                    + ("" if not plan.timed_out else f"; volumes kept with mail: "
+                       f"{', '.join(v['claim'] for v in retained)}"))
+
+
+async def _pods(ctl: Controller, namespace: str, selector: dict[str, str]) -> dict[str, str]:
+    """Pod name → pod IP of the running, not deleted pods matching ``selector``."""
+    items = await ctl.io(ctl.kube.list, "v1", "Pod", namespace, _selector_text(selector))
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in items
+            if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")}
+
+
+def _selector_text(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+async def _serving_certificate(ctl: Controller, namespace: str, seen: Observed) -> bytes | None:
+    if seen.tls is None or not seen.tls.ok:
+        return None
+    live = await ctl.io(ctl.kube.get, "v1", "Secret", namespace, seen.tls.secret_name)
+    data = (live or {}).get("data") or {}
+    return base64.b64decode(data["tls.crt"]) if "tls.crt" in data else None
+
+
+async def _retire_legacy(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+    """A Deployment of MTAs from an older release (emptyDir spool) is left running, out of the Services,
+    until its pods' queues are empty, then deleted: its mail is delivered, not lost with the pods."""
+    ns, name = cluster.metadata.namespace or "", cluster.metadata.name
+    live = await ctl.io(ctl.kube.get, "apps/v1", "Deployment", ns, naming.mta(name))
+    if live is None or cluster.metadata.uid not in owner_uids(live):
+        return
+    pods = await _pods(ctl, ns, naming.pod_selector(name))
+    legacy = {pod: ip for pod, ip in pods.items() if not pod.startswith(f"{naming.mta(name)}-")
+              or not pod.rsplit("-", 1)[1].isdigit()}
+    cert = await _serving_certificate(ctl, ns, seen)
+    depths = await asyncio.gather(*(ctl.io(_legacy_depth, ip, cert) for ip in legacy.values())) \
+        if cert is not None else [None] * len(legacy)
+    if all(d == 0 for d in depths):
+        await ctl.io(ctl.kube.delete, "apps/v1", "Deployment", ns, naming.mta(name))
+        ctl.applier.forget(ns, naming.mta(name))
+        seen.conditions.append((LEGACY, True, "Retired", "The MTAs of the previous release delivered their "
+                                "queue and were removed"))
+        await ctl.event(_ref(cluster), "Normal", "LegacyDeploymentRetired",
+                        f"Deployment {naming.mta(name)} from the previous release had an empty queue and was "
+                        "removed; the StatefulSet's MTAs serve alone")
+        return
+    waiting = ", ".join(f"{pod}: {'not answering' if d is None else f'{d} messages'}"
+                        for pod, d in zip(legacy, depths, strict=True))
+    seen.conditions.append((LEGACY, False, "DeliveringQueue",
+                            f"Deployment {naming.mta(name)} from the previous release takes no new mail and "
+                            f"is removed once its queue is delivered ({waiting})"))
+
+
+def _legacy_depth(address: str, cert_pem: bytes | None) -> int | None:
+    """The queue depth a relay of any release exports on /metrics (pinned TLS, as scale_down)."""
+    if cert_pem is None:
+        return None
+    text = scale_down.fetch_pinned(address, relay_config.HTTP_PORT, "/metrics", cert_pem, headers={})
+    if text is None:
+        return None
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name == QUEUE_DEPTH_METRIC:
+            return int(sum(sample.value for sample in family.samples))
+    return None
+
+
+async def _check_volumes(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+    ns, name = cluster.metadata.namespace or "", cluster.metadata.name
+    storage = cluster.spec.queue.storage
+    if storage.ephemeral:
+        seen.conditions.append((SPOOL, False, "EphemeralSpool",
+                                "spec.queue.storage.ephemeral is true: each MTA's queue is an emptyDir, and "
+                                "mail queued on an MTA is lost when its pod goes (rollout, drain, eviction)"))
+        return
+    class_name = storage.storage_class_name
+    if class_name and await ctl.io(ctl.kube.get, "storage.k8s.io/v1", "StorageClass", "", class_name) is None:
+        seen.conditions.append((SPOOL, False, "StorageClassNotFound",
+                                f"spec.queue.storage.storageClassName: StorageClass {class_name} does not "
+                                "exist; the MTAs cannot start without their volumes"))
+        return
+    claims = await ctl.io(ctl.kube.list, "v1", "PersistentVolumeClaim", ns,
+                          _selector_text(naming.labels(name, "spool")))
+    wanted = {naming.spool_claim(name, i) for i in range(cluster.spec.mtas)}
+    pending = sorted(c["metadata"]["name"] for c in claims if c["metadata"]["name"] in wanted
+                     and c.get("status", {}).get("phase") != "Bound")
+    if pending:
+        seen.conditions.append((SPOOL, False, "VolumeNotBound",
+                                f"PersistentVolumeClaim {', '.join(pending)} not bound yet: the MTA waits "
+                                "for its volume (check the StorageClass and its provisioner)"))
+        return
+    seen.conditions.append((SPOOL, True, "VolumePerMta",
+                            "Each MTA's queue is on its own PersistentVolumeClaim (spool-<pod>), kept when "
+                            "the pod goes"))
+
+
+def _ref(cluster: Cluster) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "Cluster",
+            "metadata": {"name": cluster.metadata.name, "namespace": cluster.metadata.namespace,
+                         "uid": cluster.metadata.uid}}
 
 
 def _conds(cluster: Cluster) -> list[dict[str, Any]]:
@@ -74,17 +314,33 @@ def _conds(cluster: Cluster) -> list[dict[str, Any]]:
         if cluster.status else []
 
 
-async def write_status(ctl: Controller, ck: Key, tls: tls_source.TlsResult | None = None,
-                       problem: tuple[str, str] | None = None) -> None:
+async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -> None:
     cluster = ctl.index.clusters.get(ck)
     if cluster is None:
         return
+    seen = seen or Observed()
     gen = cluster.metadata.generation
     conds = _conds(cluster)
+    tls = seen.tls
     if tls is not None:
         conds = conditions.put(conds, "TlsReady", tls.ok, tls.reason, tls.message, gen, ctl.now())
+    for type_, ok, reason, message in seen.conditions:
+        conds = conditions.put(conds, type_, ok, reason, message, gen, ctl.now())
+    handoff = seen.handoff
+    if handoff and not handoff.get("leaving") and conditions.status_of(conds, HANDED_OFF) is not None \
+            and not any(c[0] == HANDED_OFF for c in seen.conditions):
+        retained = handoff.get("retainedVolumes", [])
+        conds = conditions.put(conds, HANDED_OFF, not retained,
+                               scale_down.HANDOFF_TIMED_OUT if retained else scale_down.NOTHING_LEFT,
+                               _retained_message(retained, cluster.spec.mtas) if retained
+                               else "No MTA is being removed; every removed MTA handed its queue over",
+                               gen, ctl.now())
     ready_mtas = ctl.index.ready_mtas.get(ck, 0)
     desired = cluster.spec.mtas
+    held = cluster.status.handoff.leaving if cluster.status else []
+    leaving = handoff.get("leaving") if handoff else held
+    busy = seen.busy or ("ScalingDown" if leaving else None)
+    problem = seen.problem
     if problem is None and tls is not None and not tls.ok:
         problem = (tls.reason, tls.message)
     if problem is None and conditions.status_of(conds, "TlsReady") == "False":
@@ -94,12 +350,15 @@ async def write_status(ctl: Controller, ck: Key, tls: tls_source.TlsResult | Non
         outcome = (False, *problem)
     elif ready_mtas < desired:
         outcome = (False, "MtasNotReady", f"{ready_mtas}/{desired} MTAs ready")
+    elif busy is not None:
+        outcome = (False, busy, f"{ready_mtas}/{desired} MTAs ready; {len(leaving or [])} MTAs handing their "
+                                "queue over")
     else:
         outcome = (True, "Ready", f"{ready_mtas}/{desired} MTAs ready")
     before = conditions.status_of(conds, "Ready")
     conds = conditions.put(conds, "Ready", *outcome, gen, ctl.now())
     spec = cluster.spec
-    status = {
+    status: dict[str, Any] = {
         "observedGeneration": gen, "conditions": conds,
         "mtas": {"desired": desired, "ready": ready_mtas, "summary": f"{ready_mtas}/{desired}"},
         "connection": {"smtpHost": spec.hostname, "smtpPorts": list(spec.smtp.ports),
@@ -108,11 +367,18 @@ async def write_status(ctl: Controller, ck: Key, tls: tls_source.TlsResult | Non
         "sendingDomains": len(ctl.index.domains_of(ck)),
         "smtpCredentials": len(ctl.index.creds_of(ck)),
     }
+    if handoff:
+        status["handoff"] = handoff
     await _patch(ctl, cluster, status)
     if before != conditions.status_of(conds, "Ready"):
-        await ctl.event({"apiVersion": API_VERSION, "kind": "Cluster",
-                         "metadata": {"name": ck[1], "namespace": ck[0], "uid": cluster.metadata.uid}},
-                        "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+        await ctl.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+
+
+def _retained_message(retained: list[dict[str, Any]], mtas: int) -> str:
+    kept = ", ".join(f"{v['claim']} ({v.get('messages', 'an unknown number of')} messages)"
+                     for v in retained)
+    return (f"Volumes of removed MTAs still hold mail: {kept}. Nothing was dropped: scaling back up to "
+            f"include their MTAs brings them back with these volumes, and their mail is delivered")
 
 
 async def _patch(ctl: Controller, cluster: Cluster, status: dict[str, Any]) -> None:

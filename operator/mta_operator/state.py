@@ -1,5 +1,5 @@
 """What the operator knows in memory, fed by watch events: the custom resources, username claims, DKIM
-keys, Ready MTA counts, and the caches that let an unchanged object cost no API calls."""
+keys, Ready MTA counts, peer tokens, and the caches that let an unchanged object cost no API calls."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ class Index:
     creds: CompactCreds = field(default_factory=CompactCreds)
     dkim: dict[Key, DkimState] = field(default_factory=dict)
     ready_mtas: dict[Key, int] = field(default_factory=dict)
+    mta_replicas: dict[Key, int] = field(default_factory=dict)  # the StatefulSet's replicas as last applied
+    peer_tokens: dict[Key, str] = field(default_factory=dict)  # as read or generated, never logged
     # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
     connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
     unknown_connections: set[Key] = field(default_factory=set)  # seen to exist (409) but not read yet

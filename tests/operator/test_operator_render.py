@@ -58,7 +58,9 @@ def test_operator_relay_files_load_in_the_relay(cluster: Cluster, creds: list[Sm
     assert loaded.settings.rate_limit is not None
     assert loaded.settings.rate_limit.period_seconds == 60
     assert loaded.settings.domains[0].dkim is not None
-    assert loaded.settings.domains[0].dkim.key_file == "/etc/mta-relay/dkim/example.com.pem"
+    assert loaded.settings.domains[0].dkim.key_file == "dkim/example.com.pem"  # in the watcher's snapshot
+    assert loaded.settings.tls.cert_file == "tls/tls.crt"
+    assert loaded.settings.queue.min_retry_interval_seconds == 300
     assert loaded.settings.domains[1].dkim is None
     by_user = {c.username: c for c in loaded.credentials}
     assert set(by_user) == {"billing", "newsletter@example.com", "helpdesk", "scanner-3rd-floor",
@@ -78,22 +80,45 @@ def test_operator_summary(creds: list[SmtpCredential]) -> None:
                    "crm": "2 domains, all IPs"}
 
 
-def test_operator_settings_fingerprint_ignores_domains_only(cluster: Cluster) -> None:
-    a = relay_config.relay_settings(cluster, _entries())
-    b = relay_config.relay_settings(cluster, _entries()[:1])
-    assert relay_config.settings_fingerprint_source(a) == relay_config.settings_fingerprint_source(b)
-    bigger = cluster.model_copy(update={"spec": cluster.spec.model_copy(update={"mtas": 5})})
-    c = relay_config.relay_settings(bigger, _entries())
-    assert relay_config.settings_fingerprint_source(a) != relay_config.settings_fingerprint_source(c)
+def _spec(cluster: Cluster, **update: object) -> Cluster:
+    return cluster.model_copy(update={"spec": cluster.spec.model_copy(update=update)})
 
 
-def test_operator_deployment_is_restricted_and_owned(cluster: Cluster) -> None:
-    dep = workload.deployment(cluster, "main-mta-tls", "abc", workload.Image("relay:1"))
-    assert dep["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
-    assert dep["metadata"]["ownerReferences"][0]["controller"] is True
-    pod = dep["spec"]["template"]["spec"]
-    assert dep["spec"]["replicas"] == 3
+def _template(cluster: Cluster, image: str = "relay:1") -> dict:
+    return workload.statefulset(cluster, "main-mta-tls", workload.Image(image), 3)["spec"]["template"]
+
+
+def test_operator_settings_the_relay_applies_in_place_roll_no_pod(cluster: Cluster) -> None:
+    """Only image, resources, ports and pod settings are in the pod template; the rest reaches running
+    MTAs through the watcher."""
+    same = [_spec(cluster, mtas=7), _spec(cluster, rate_limit=None),
+            _spec(cluster, queue=cluster.spec.queue.model_copy(update={"max_retry_age": "1h"})),
+            _spec(cluster, smtp=cluster.spec.smtp.model_copy(update={"max_message_size": 2048}))]
+    for changed in same:
+        assert _template(changed) == _template(cluster)
+    assert _template(cluster, "relay:2") != _template(cluster)
+    ports = _spec(cluster, smtp=cluster.spec.smtp.model_copy(update={"ports": [25]}))
+    assert _template(ports) != _template(cluster)
+    assert "annotations" not in _template(cluster)["metadata"]
+
+
+def test_operator_statefulset_is_restricted_owned_and_keeps_volumes(cluster: Cluster) -> None:
+    sts = workload.statefulset(cluster, "main-mta-tls", workload.Image("relay:1"), 4)
+    assert sts["kind"] == "StatefulSet"
+    assert sts["metadata"]["ownerReferences"][0]["uid"] == "uid-main"
+    assert sts["metadata"]["ownerReferences"][0]["controller"] is True
+    assert sts["spec"]["replicas"] == 4  # what the caller decided (spec.mtas or more during a hand-off)
+    assert sts["spec"]["serviceName"] == naming.headless("main")
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain",
+                                                                   "whenScaled": "Retain"}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"]["resources"]["requests"]["storage"] == cluster.spec.queue.storage.size
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert sts["spec"]["selector"]["matchLabels"] == naming.workload_selector("main")
+    pod = sts["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
     for container in pod["containers"] + pod["initContainers"]:
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False
@@ -105,19 +130,47 @@ def test_operator_deployment_is_restricted_and_owned(cluster: Cluster) -> None:
     assert relay["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert relay["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"},
                                   "limits": {"memory": "512Mi"}}
-    assert pod["initContainers"][0]["restartPolicy"] == "Always"
-    assert dep["spec"]["template"]["metadata"]["annotations"][naming.SETTINGS_HASH] == "abc"
-    mounts = {m["mountPath"] for m in relay["volumeMounts"]}
-    assert {"/var/spool/mta", "/tmp", relay_config.CREDENTIALS_DIR} <= mounts
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in relay["env"]
+    watcher = pod["initContainers"][0]
+    assert watcher["restartPolicy"] == "Always"
+    assert "secret/main-mta-tls=tls" in watcher["command"]
+    assert "configmap/main-mta-settings" in watcher["command"]
+    mounts = {m["mountPath"]: m["name"] for m in relay["volumeMounts"]}
+    assert mounts["/var/spool/mta"] == "spool"
+    assert {"/tmp", relay_config.CREDENTIALS_DIR, relay_config.CONFIG_DIR} <= set(mounts)
+    assert all("secret" not in v and "configMap" not in v for v in pod["volumes"])  # the watcher's job
 
 
-def test_operator_role_is_limited_to_the_table(cluster: Cluster) -> None:
-    rules = workload.role(cluster)["rules"]
-    assert len(rules) == 1
-    assert rules[0]["resources"] == ["secrets"]
-    assert set(rules[0]["verbs"]) == {"get", "list", "watch"}
-    assert rules[0]["resourceNames"][:2] == ["main-mta-credentials", "main-mta-credentials-000"]
-    assert len(rules[0]["resourceNames"]) == naming.MAX_SHARDS + 1
+def test_operator_ephemeral_spool_is_an_empty_dir(cluster: Cluster) -> None:
+    storage = cluster.spec.queue.storage.model_copy(update={"ephemeral": True, "storage_class_name": None})
+    ephemeral = _spec(cluster, queue=cluster.spec.queue.model_copy(update={"storage": storage}))
+    sts = workload.statefulset(ephemeral, "main-mta-tls", workload.Image("relay:1"), 3)
+    assert "volumeClaimTemplates" not in sts["spec"]
+    (spool,) = [v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "spool"]
+    assert spool["emptyDir"]["sizeLimit"] == storage.size
+
+
+def test_operator_role_is_limited_to_what_the_watcher_follows(cluster: Cluster) -> None:
+    secrets_rule, maps_rule = workload.role(cluster, "main-mta-tls")["rules"]
+    assert secrets_rule["resources"] == ["secrets"]
+    assert set(secrets_rule["verbs"]) == {"get", "list", "watch"}
+    names = secrets_rule["resourceNames"]
+    assert names[:2] == ["main-mta-credentials", "main-mta-credentials-000"]
+    assert {"main-mta-tls", "main-mta-dkim", "main-mta-peer"} <= set(names)
+    assert len(names) == naming.MAX_SHARDS + 1 + 3 + (1 if cluster.spec.delivery.smarthost else 0)
+    assert maps_rule == {"apiGroups": [""], "resources": ["configmaps"],
+                         "resourceNames": ["main-mta-settings"], "verbs": ["get", "list", "watch"]}
+
+
+def test_operator_handoff_settings_name_the_peers_by_pod_ip(cluster: Cluster) -> None:
+    section = relay_config.handoff(leaving=["main-mta-2"], peers=[("main-mta-1", "198.18.0.7"),
+                                                                 ("main-mta-0", "fd00::5")])
+    settings = relay_config.relay_settings(cluster, _entries(), section)
+    assert settings.handoff is not None
+    assert settings.handoff.token_file == "peer/token"
+    assert settings.handoff.leaving == ["main-mta-2"]
+    assert [(p.name, p.url) for p in settings.handoff.peers] == [
+        ("main-mta-0", "https://[fd00::5]:8080"), ("main-mta-1", "https://198.18.0.7:8080")]
 
 
 def test_operator_services(cluster: Cluster) -> None:

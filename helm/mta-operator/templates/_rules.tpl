@@ -21,18 +21,35 @@ and another runs the operator with the ServiceAccount's token against the exampl
 # Children, by server-side apply (create + patch) after reading the live object (get) to refuse taking
 # over objects the operator does not own.
 - apiGroups: [""]
-  resources: ["configmaps", "services", "serviceaccounts"]
+  resources: ["services", "serviceaccounts"]
   verbs: ["get", "create", "patch"]
+# The relay settings ConfigMap; list and watch only because the MTA pods' Role grants them on it (their
+# config watcher follows it by name).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Secrets: the operator's own (listed at start-up), users' TLS and password Secrets (get), DKIM keys
 # (create), credential table shards no longer needed (delete); watch only because the MTA pods' Role
 # grants it on their table Secrets, and RBAC lets nobody grant what they do not hold.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# The MTA Deployment: readiness is followed by a watch.
+# The MTA StatefulSet: readiness is followed by a watch.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The MTA Deployment of an older release: removed once its pods' queues are delivered.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "delete"]
+# MTA pod IPs, to ask a leaving MTA for its queue and to tell it its peers during a scale-down.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Spool volumes: checked for binding; a removed MTA's volume is deleted once it reported its queue empty.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "delete"]
 # Removed again when mtas drops to 1.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
@@ -61,4 +78,8 @@ and another runs the operator with the ServiceAccount's token against the exampl
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# spec.queue.storage.storageClassName is checked to exist (a clear condition instead of a Pending volume).
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
+  verbs: ["get"]
 {{- end -}}

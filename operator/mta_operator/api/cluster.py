@@ -18,8 +18,8 @@ from .base import (
     ready_columns,
     section,
 )
-from .rules import UNIQUE, Rule
-from .strings import DNS_NAME_RE, DnsName, Duration, Quantity, is_dns_name, is_ip
+from .rules import UNIQUE, Rule, immutable
+from .strings import DNS_NAME_RE, DnsName, Duration, Quantity, duration_seconds, is_dns_name, is_ip
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -150,21 +150,59 @@ class Delivery(ApiModel):
     smarthost: Smarthost | None = Field(None, description="The smarthost (mode Smarthost only).")
 
 
-class QueueStorage(ApiModel):
-    """The spool volume of each MTA."""
+class AccessMode(StrEnum):
+    """Access mode of the spool volumes."""
 
-    size: Quantity = Field("1Gi", description="Size of the spool volume, such as 1Gi.")
+    READ_WRITE_ONCE = "ReadWriteOnce"
+    READ_WRITE_ONCE_POD = "ReadWriteOncePod"
+
+
+class QueueStorage(ApiModel):
+    """The spool volume of each MTA: a PersistentVolumeClaim per MTA that outlives its pod."""
+
+    rules = (
+        Rule("!has(self.ephemeral) || !self.ephemeral || !has(self.storageClassName)",
+             "queue.storage: storageClassName and ephemeral: true exclude each other",
+             lambda s: not s.ephemeral or s.storage_class_name is None),
+        immutable("queue.storage (the MTAs' volumes are made from it; to grow a spool, expand each "
+                  "PersistentVolumeClaim spool-CLUSTER-mta-N)"),
+    )
+
+    size: Quantity = Field("1Gi", description="Size of each MTA's spool volume, such as 1Gi.")
     storage_class_name: str | None = Field(
         None, min_length=1, max_length=253,
-        description="StorageClass for a PersistentVolumeClaim per MTA; unset: an emptyDir of that size.")
+        description="StorageClass of the spool volumes; unset: the cluster's default StorageClass.")
+    access_modes: Annotated[list[AccessMode], UNIQUE] = Field(
+        default_factory=lambda: [AccessMode.READ_WRITE_ONCE], min_length=1, max_length=2,
+        json_schema_extra={"default": ["ReadWriteOnce"]},
+        description="Access modes of the spool volumes (each is used by one MTA pod at a time).")
+    ephemeral: bool = Field(
+        False, description="true: an emptyDir instead of a volume. Queued mail is then lost with the pod "
+                           "(rollouts, drains, evictions); the Cluster says so in its SpoolPersistent "
+                           "condition. For tests and throw-away clusters only.")
 
 
 class Queue(ApiModel):
     """The durable queue."""
 
+    rules = (Rule("!has(self.minRetryInterval) || !has(self.maxRetryInterval) || "
+                  "duration(self.minRetryInterval) <= duration(self.maxRetryInterval)",
+                  "queue.minRetryInterval must not be longer than queue.maxRetryInterval",
+                  lambda q: duration_seconds(q.min_retry_interval) <= duration_seconds(q.max_retry_interval),
+                  field_path=".minRetryInterval"),)
+
     storage: QueueStorage = section(QueueStorage, "The spool volume of each MTA.")
     max_retry_age: Duration = Field("120h", description="How long a message is retried before it bounces, "
                                                         "such as 120h (the RFC 5321 suggestion: 4-5 days).")
+    min_retry_interval: Duration = Field(
+        "5m", description="Wait after the first failed attempt; it doubles at each failure (with jitter) "
+                          "up to maxRetryInterval. Postfix's minimal_backoff_time.")
+    max_retry_interval: Duration = Field(
+        "1h", description="Longest wait between two attempts. Postfix's maximal_backoff_time.")
+    handoff_timeout: Duration = Field(
+        "15m", description="On scale-down, how long the MTAs that go may take to hand their queue to the "
+                           "MTAs that stay. Past it they are removed all the same and their volumes are "
+                           "kept, with the mail on them (see the QueueHandedOff condition).")
 
 
 class ServiceType(StrEnum):
@@ -264,6 +302,28 @@ class Connection(ApiModel):
     http_endpoint: str = Field("", max_length=512, description="URL of the HTTP submission API (empty: off).")
 
 
+class RetainedVolume(ApiModel):
+    """A spool volume kept after its MTA was removed with mail still on it."""
+
+    claim: str = Field(max_length=253, description="The PersistentVolumeClaim.")
+    messages: int | None = Field(None, ge=0, description="Messages on it when its MTA was removed (unset: "
+                                                         "the MTA did not answer).")
+
+
+class Handoff(ApiModel):
+    """A scale-down in progress: the MTAs that go hand their queues to the MTAs that stay."""
+
+    leaving: list[str] = Field(default_factory=list, max_length=100,
+                               description="MTA pods handing their queue over before they are removed.")
+    queued: dict[str, int] = Field(default_factory=dict, max_length=100,
+                                   description="Messages still queued on each leaving MTA, as last seen.")
+    started_at: str = Field("", max_length=64, description="When the hand-off began (RFC 3339).")
+    retained_volumes: list[RetainedVolume] = Field(
+        default_factory=list, max_length=100,
+        description="Spool volumes of removed MTAs that still hold mail; a later scale-up brings their "
+                    "MTAs back with them, and their mail is delivered.")
+
+
 class ClusterStatus(ApiModel):
     """Observed state of an MTA cluster."""
 
@@ -273,6 +333,7 @@ class ClusterStatus(ApiModel):
     connection: Connection = Field(default_factory=Connection, description="Where applications connect.")
     sending_domains: int = Field(0, ge=0, description="SendingDomains that reference this cluster.")
     smtp_credentials: int = Field(0, ge=0, description="SmtpCredentials that reference this cluster.")
+    handoff: Handoff = Field(default_factory=Handoff, description="Queue hand-off on scale-down.")
 
 
 class Cluster(Resource):

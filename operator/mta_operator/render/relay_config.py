@@ -1,7 +1,7 @@
 """Cluster, SendingDomains and SmtpCredentials → the relay's own config model (``mta_relay.config``).
 
 Pure, and usable without an API server (``relay_files`` renders a whole config directory), so the same
-code serves the operator and a local run. Paths are where the rendered Deployment mounts things.
+code serves the operator and a local run. Paths are where the config watcher publishes things.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ from mta_operator.api import (
     duration_seconds,
 )
 
-CONFIG_DIR = "/etc/mta-relay/config"
-TLS_DIR = "/etc/mta-relay/tls"
-DKIM_DIR = "/etc/mta-relay/dkim"
-SMARTHOST_DIR = "/etc/mta-relay/smarthost"
+# The config watcher publishes the settings and every file they name into CONFIG_DIR, one consistent
+# snapshot at a time; paths in the settings are relative to it (subdirectories per source object).
+CONFIG_DIR = "/var/run/mta-relay/config"
+TLS_DIR = "tls"
+DKIM_DIR = "dkim"
+SMARTHOST_DIR = "smarthost"
+PEER_DIR = "peer"
+PEER_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
 CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
 SPOOL_DIR = "/var/spool/mta"
 HTTP_PORT = 8080
@@ -73,7 +77,20 @@ def _delivery(cluster: Cluster) -> rc.Delivery:
         password_file=f"{SMARTHOST_DIR}/password" if creds else None))
 
 
-def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry]) -> rc.RelaySettings:
+def handoff(leaving: Iterable[str] = (), peers: Iterable[tuple[str, str]] = ()) -> rc.Handoff:
+    """The hand-off section: every MTA gets the peer token (any may receive); ``leaving`` are the pod
+    names that hand over their queue, ``peers`` (pod name, pod IP) the MTAs that take it."""
+    return rc.Handoff(token_file=f"{PEER_DIR}/{PEER_TOKEN_KEY}", leaving=sorted(leaving),
+                      peers=[rc.HandoffPeer(name=name, url=f"https://{_url_host(ip)}:{HTTP_PORT}")
+                             for name, ip in sorted(peers)])
+
+
+def _url_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
+                   handoff_section: rc.Handoff | None = None) -> rc.RelaySettings:
     spec = cluster.spec
     rate = spec.rate_limit
     return rc.RelaySettings(
@@ -91,20 +108,17 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry]) -> rc.Relay
             for d in sorted(domains, key=lambda d: d.domain)],
         limits=rc.Limits(max_message_size=spec.smtp.max_message_size),
         delivery=_delivery(cluster),
-        queue=rc.Queue(path=SPOOL_DIR, max_retry_age_seconds=duration_seconds(spec.queue.max_retry_age)),
+        queue=rc.Queue(path=SPOOL_DIR, max_retry_age_seconds=duration_seconds(spec.queue.max_retry_age),
+                       min_retry_interval_seconds=duration_seconds(spec.queue.min_retry_interval),
+                       max_retry_interval_seconds=duration_seconds(spec.queue.max_retry_interval)),
         rate_limit=rc.RateLimit(messages=rate.messages, period_seconds=PERIOD_SECONDS[rate.period])
         if rate else None,
+        handoff=handoff_section,
     )
 
 
 def settings_yaml(settings: rc.RelaySettings) -> str:
     return yaml.safe_dump(settings.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
-
-
-def settings_fingerprint_source(settings: rc.RelaySettings) -> str:
-    """Settings whose change must restart the pods: everything but the domain list, which the relay
-    reloads (domain changes must not roll the Deployment)."""
-    return settings.model_copy(update={"domains": []}).model_dump_json(by_alias=True)
 
 
 def mechanisms(cluster: Cluster) -> list[str]:

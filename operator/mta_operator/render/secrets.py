@@ -1,5 +1,6 @@
-"""Secrets and the ConfigMap: relay settings, the DKIM key bundle, the sharded credential table with its
-manifest, the per-credential connection Secret apps mount, a domain's DKIM key, cert-manager Certificate."""
+"""Secrets and the ConfigMap: relay settings, the DKIM key bundle, the MTAs' peer token, the sharded
+credential table with its manifest, the per-credential connection Secret apps mount, a domain's DKIM key,
+cert-manager Certificate."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mta_operator import naming
 from mta_operator.api import Cluster, SendingDomain, SmtpCredential
 
 from .meta import Obj, child, secret
+from .relay_config import PEER_TOKEN_KEY
 
 MANIFEST_KEY = "manifest.json"
 SUBMISSION_PORT = 587
@@ -22,6 +24,13 @@ def settings_config_map(cluster: Cluster, relay_yaml: str) -> Obj:
     obj = child("v1", "ConfigMap", naming.settings(name), cluster, naming.labels(name, "settings"))
     obj["data"] = {"relay.yaml": relay_yaml}
     return obj
+
+
+def peer_secret(cluster: Cluster, token: str) -> Obj:
+    """The token the MTAs of a cluster authenticate each other with when they hand over queued mail; the
+    operator uses it to ask a leaving MTA how much it still holds. Never an SMTP credential."""
+    name = cluster.metadata.name
+    return secret(naming.peer(name), cluster, naming.labels(name, "peer"), {PEER_TOKEN_KEY: token})
 
 
 def dkim_bundle(cluster: Cluster, keys: Mapping[str, str]) -> Obj:

@@ -33,7 +33,7 @@ def client_service(cluster: Cluster) -> Obj:
     if _publish_on_headless(cluster):
         annotations.pop(EXTERNAL_DNS)
     obj = child("v1", "Service", naming.mta(name), cluster, naming.labels(name, "service"), annotations)
-    spec: Obj = {"type": str(svc.type), "selector": naming.pod_selector(name), "ports": _ports(cluster)}
+    spec: Obj = {"type": str(svc.type), "selector": naming.workload_selector(name), "ports": _ports(cluster)}
     if svc.external_traffic_policy:
         spec["externalTrafficPolicy"] = str(svc.external_traffic_policy)
     obj["spec"] = spec
@@ -47,7 +47,7 @@ def headless_service(cluster: Cluster) -> Obj:
     obj = child("v1", "Service", naming.headless(name), cluster, naming.labels(name, "dns-rotation"),
                 annotations)
     obj["spec"] = {"clusterIP": "None", "publishNotReadyAddresses": False,
-                   "selector": naming.pod_selector(name), "ports": _ports(cluster)}
+                   "selector": naming.workload_selector(name), "ports": _ports(cluster)}
     return obj
 
 
@@ -57,5 +57,5 @@ def disruption_budget(cluster: Cluster) -> Obj | None:
         return None
     name = cluster.metadata.name
     obj = child("policy/v1", "PodDisruptionBudget", naming.mta(name), cluster, naming.labels(name, "relay"))
-    obj["spec"] = {"maxUnavailable": 1, "selector": {"matchLabels": naming.pod_selector(name)}}
+    obj["spec"] = {"maxUnavailable": 1, "selector": {"matchLabels": naming.workload_selector(name)}}
     return obj

@@ -1,5 +1,12 @@
-"""The MTA pods: ServiceAccount, the least-privilege Role of the relay's config watcher, and the Deployment
-(Pod Security "restricted", probes, topology spread, a drain-sized grace period)."""
+"""The MTA pods: ServiceAccount, the least-privilege Role of the relay's config watcher, and the StatefulSet
+(one spool volume per MTA that outlives its pod, Pod Security "restricted", probes, topology spread, a
+drain-sized grace period).
+
+Only what needs a new process is in the pod template: image, resources, ports, pod settings and which
+objects the watcher follows. Everything else (domains, DKIM keys, credentials, limits, rate limit, number
+of MTAs, delivery, a renewed certificate) reaches running MTAs through the watcher, so changing it rolls
+no pod.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +21,16 @@ from .relay_config import (
     CREDENTIALS_DIR,
     DKIM_DIR,
     HTTP_PORT,
+    PEER_DIR,
     SMARTHOST_DIR,
     SPOOL_DIR,
     TLS_DIR,
     container_port,
 )
 
-WATCHER_READY_FILE = f"{CREDENTIALS_DIR}/..data"
+WATCHER_READY_FILES = (f"{CREDENTIALS_DIR}/..data", f"{CONFIG_DIR}/..data")
 SHUTDOWN_GRACE_SECONDS = 20  # the relay's Limits.shutdown_grace_seconds default; the pod gets 10 s more
+SPOOL_VOLUME = "spool"
 
 
 @dataclass(frozen=True)
@@ -37,13 +46,27 @@ def service_account(cluster: Cluster) -> Obj:
     return obj
 
 
-def role(cluster: Cluster) -> Obj:
-    """Only the credential table's Secrets of this cluster, by name; watch works with a name fieldSelector."""
+def watched_secrets(cluster: Cluster, tls_secret: str) -> list[tuple[str, str]]:
+    """(Secret name, subdirectory) of every Secret the watcher publishes into the config directory."""
     name = cluster.metadata.name
-    secrets = [naming.manifest(name), *(naming.shard(name, i) for i in range(naming.MAX_SHARDS))]
+    found = [(tls_secret, TLS_DIR), (naming.dkim_bundle(name), DKIM_DIR), (naming.peer(name), PEER_DIR)]
+    smarthost = cluster.spec.delivery.smarthost
+    if smarthost and smarthost.credentials_secret_ref:
+        found.append((smarthost.credentials_secret_ref.name, SMARTHOST_DIR))
+    return found
+
+
+def role(cluster: Cluster, tls_secret: str) -> Obj:
+    """Only the Secrets and the ConfigMap the watcher follows, by name (watch works with a name
+    fieldSelector)."""
+    name = cluster.metadata.name
+    secrets = [naming.manifest(name), *(naming.shard(name, i) for i in range(naming.MAX_SHARDS)),
+               *sorted({secret for secret, _ in watched_secrets(cluster, tls_secret)})]
     obj = child("rbac.authorization.k8s.io/v1", "Role", naming.mta(name), cluster,
                 naming.labels(name, "relay"))
     obj["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets,
+                     "verbs": ["get", "list", "watch"]},
+                    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [naming.settings(name)],
                      "verbs": ["get", "list", "watch"]}]
     return obj
 
@@ -71,56 +94,68 @@ def _probe(cluster: Cluster, path: str, period: int) -> Obj:
     return {**action, "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": 3}
 
 
-def _volumes(cluster: Cluster, tls_secret: str) -> tuple[list[Obj], list[Obj]]:
-    name = cluster.metadata.name
-    spool = cluster.spec.queue.storage
+def _volumes(cluster: Cluster) -> tuple[list[Obj], list[Obj]]:
     volumes: list[Obj] = [
-        {"name": "config", "configMap": {"name": naming.settings(name)}},
-        {"name": "tls", "secret": {"secretName": tls_secret}},
-        {"name": "dkim", "secret": {"secretName": naming.dkim_bundle(name), "optional": True}},
-        # Verifiers never touch a disk: the watcher writes them to memory.
+        # What the watcher publishes (keys, verifiers, settings) never touches a disk.
+        {"name": "config", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "credentials", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-        {"name": "spool", "emptyDir": {"sizeLimit": spool.size}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
     ]
+    storage = cluster.spec.queue.storage
+    if storage.ephemeral:
+        volumes.append({"name": SPOOL_VOLUME, "emptyDir": {"sizeLimit": storage.size}})
     mounts: list[Obj] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
-        {"name": "dkim", "mountPath": DKIM_DIR, "readOnly": True},
         {"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True},
-        {"name": "spool", "mountPath": SPOOL_DIR},
+        {"name": SPOOL_VOLUME, "mountPath": SPOOL_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own writable tmp volume
     ]
-    smarthost = cluster.spec.delivery.smarthost
-    if smarthost and smarthost.credentials_secret_ref:
-        volumes.append({"name": "smarthost", "secret": {"secretName": smarthost.credentials_secret_ref.name}})
-        mounts.append({"name": "smarthost", "mountPath": SMARTHOST_DIR, "readOnly": True})
     return volumes, mounts
 
 
-def _watcher(cluster: Cluster, image: Image) -> Obj:
-    """Native sidecar: starts first (its startup probe waits for the first table), runs for the pod's life."""
+def _watcher(cluster: Cluster, tls_secret: str, image: Image) -> Obj:
+    """Native sidecar: starts first (its startup probe waits for the first config and table), runs for
+    the pod's life."""
     name = cluster.metadata.name
+    sources = [f"configmap/{naming.settings(name)}",
+               *(f"secret/{secret}={subdir}" for secret, subdir in watched_secrets(cluster, tls_secret))]
+    ready = ["test", "-e", WATCHER_READY_FILES[0]]
+    for path in WATCHER_READY_FILES[1:]:
+        ready += ["-a", "-e", path]
     return {
         "name": "config-watcher", "image": image.name, "imagePullPolicy": image.pull_policy,
         "restartPolicy": "Always",
         "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
-                    "--manifest", naming.manifest(name), "--dir", CREDENTIALS_DIR],
+                    "--manifest", naming.manifest(name), "--dir", CREDENTIALS_DIR,
+                    "--config-dir", CONFIG_DIR, *(arg for s in sources for arg in ("--source", s))],
         "securityContext": _security(),
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
-        "startupProbe": {"exec": {"command": ["test", "-e", WATCHER_READY_FILE]},
-                         "periodSeconds": 1, "failureThreshold": 120},
+        "startupProbe": {"exec": {"command": ready}, "periodSeconds": 1, "failureThreshold": 120},
         "volumeMounts": [{"name": "credentials", "mountPath": CREDENTIALS_DIR},
+                         {"name": "config", "mountPath": CONFIG_DIR},
                          {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
     }
 
 
-def deployment(cluster: Cluster, tls_secret: str, settings_hash: str, image: Image) -> Obj:
+def volume_claim(cluster: Cluster) -> Obj:
+    """The spool claim template: the StatefulSet makes spool-CLUSTER-mta-N from it, one per MTA."""
+    storage = cluster.spec.queue.storage
+    spec: Obj = {"accessModes": [str(m) for m in storage.access_modes],
+                 "resources": {"requests": {"storage": storage.size}}}
+    if storage.storage_class_name:
+        spec["storageClassName"] = storage.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": SPOOL_VOLUME, "labels": naming.labels(cluster.metadata.name, "spool")},
+            "spec": spec}
+
+
+def statefulset(cluster: Cluster, tls_secret: str, image: Image, replicas: int) -> Obj:
+    """``replicas`` is what the StatefulSet runs now: spec.mtas, or more while leaving MTAs hand off."""
     name = cluster.metadata.name
     spec = cluster.spec
-    selector = naming.pod_selector(name)
-    pod_labels = naming.labels(name, "relay")
-    volumes, mounts = _volumes(cluster, tls_secret)
+    selector = naming.workload_selector(name)
+    pod_labels = {**naming.labels(name, "relay"), **selector}
+    volumes, mounts = _volumes(cluster)
     ports = [{"name": f"smtp-{p}", "containerPort": container_port(p), "protocol": "TCP"}
              for p in spec.smtp.ports]
     ports.append({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"})
@@ -130,7 +165,9 @@ def deployment(cluster: Cluster, tls_secret: str, settings_hash: str, image: Ima
         # Listening on the pod IP only: pods that share a host's network (the test bed) do not collide.
         "command": ["mta-relay"],
         "args": ["--config", CONFIG_DIR, "--listen-address", "$(POD_IP)"],
-        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                # The relay finds itself in the settings' hand-off list by its pod name.
+                {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": ports,
         "readinessProbe": _probe(cluster, "/readyz", 5),
         "livenessProbe": _probe(cluster, "/healthz", 10),
@@ -142,10 +179,12 @@ def deployment(cluster: Cluster, tls_secret: str, settings_hash: str, image: Ima
         relay["resources"] = resources
     pod: Obj = {
         "serviceAccountName": naming.mta(name),
+        # OnRootMismatch: a large spool is not walked and chowned at every start.
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "fsGroupChangePolicy": "OnRootMismatch",
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": SHUTDOWN_GRACE_SECONDS + 10,
-        "initContainers": [_watcher(cluster, image)],
+        "initContainers": [_watcher(cluster, tls_secret, image)],
         "containers": [relay],
         "volumes": volumes,
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
@@ -156,13 +195,19 @@ def deployment(cluster: Cluster, tls_secret: str, settings_hash: str, image: Ima
         pod["nodeSelector"] = dict(spec.pod.node_selector)
     if spec.pod.tolerations:
         pod["tolerations"] = [t.model_dump(exclude_none=True) for t in spec.pod.tolerations]
-    obj = child("apps/v1", "Deployment", naming.mta(name), cluster, pod_labels)
+    obj = child("apps/v1", "StatefulSet", naming.mta(name), cluster, naming.labels(name, "relay"))
     obj["spec"] = {
-        "replicas": spec.mtas,
+        "replicas": replicas,
+        "serviceName": naming.headless(name),
         "selector": {"matchLabels": selector},
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"metadata": {"labels": pod_labels,
-                                  "annotations": {naming.SETTINGS_HASH: settings_hash}},
-                     "spec": pod},
+        # MTAs start and stop side by side (scale-up needs no order); rollouts still go one pod at a time.
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "RollingUpdate"},
+        # Retain: a volume may hold mail that is not delivered yet; the operator deletes the volume of a
+        # removed MTA only after that MTA reported its queue empty (see reconcile_cluster).
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod},
     }
+    if not spec.queue.storage.ephemeral:
+        obj["spec"]["volumeClaimTemplates"] = [volume_claim(cluster)]
     return obj
