@@ -34,7 +34,7 @@ def test_health_ready_metrics(relay: RelayThread, tls_client: ssl.SSLContext) ->
     status, _, body = https(port, tls_client, "/readyz")
     assert status == 200
     assert json.loads(body) == {"ready": True, "config": True, "tls": True, "spool": True,
-                                "not_draining": True}
+                                "not_draining": True, "not_leaving": True}
     _inject(relay, tls_client, {"envelope_sender": "app@example.com", "recipients": ["r@example.net"],
                                 "content": RAW})
     status, _, body = https(port, tls_client, "/metrics")
