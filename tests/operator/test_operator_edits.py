@@ -1,6 +1,6 @@
-"""Edits and deletes: table changes never roll the MTAs, settings changes do; a later SendingDomain reaches
-the relay settings; deletes remove table entries and garbage-collect; user Secrets survive; a username
-claimed twice is served once."""
+"""Edits and deletes: table and settings changes never roll the MTAs (the watcher carries them), pod
+settings do; a later SendingDomain reaches the relay settings; deletes remove table entries and
+garbage-collect; user Secrets survive; a username claimed twice is served once."""
 
 from __future__ import annotations
 
@@ -18,20 +18,22 @@ def _ready(k, namespace: str, kind: str, name: str) -> dict[str, Any]:
                       condition(o, "Ready").get("status") == "True" and o, 60, f"{kind} {name} Ready")
 
 
-def _template(k, namespace: str) -> tuple[int, str]:
-    dep = k.get("apps/v1", "Deployment", namespace, "main-mta")
-    return dep["metadata"]["generation"], dep["spec"]["template"]["metadata"]["annotations"][
-        "mta-operator.io/settings-hash"]
+def _template(k, namespace: str) -> dict[str, Any]:
+    return k.get("apps/v1", "StatefulSet", namespace, "main-mta")["spec"]["template"]
 
 
-def test_operator_edits_roll_only_for_settings(k, namespace, run_operator) -> None:
+def _settings(k, namespace: str) -> str:
+    return k.get("v1", "ConfigMap", namespace, "main-mta-settings")["data"]["relay.yaml"]
+
+
+def test_operator_edits_roll_only_for_pod_settings(k, namespace, run_operator) -> None:
     run_operator()
     apply(k, *examples(namespace))
     _ready(k, namespace, "Cluster", "main")
     _ready(k, namespace, "SmtpCredential", "newsletter")
     before = _template(k, namespace)
 
-    # allowedIPs: the table changes, the Deployment does not.
+    # allowedIPs: the table changes, the pods do not.
     patch_spec(k, "SmtpCredential", namespace, "newsletter", {"allowedIPs": ["10.20.0.0/16"]})
     wait_until(lambda: table(k, namespace, "main")["newsletter@example.com"]["allowedIPs"] ==
                ["10.20.0.0/16"], 10, "allowedIPs in the table")
@@ -44,23 +46,22 @@ def test_operator_edits_roll_only_for_settings(k, namespace, run_operator) -> No
     apply(k, {"apiVersion": "mta-operator.io/v1alpha1", "kind": "SendingDomain",
               "metadata": {"name": "later", "namespace": namespace},
               "spec": {"clusterRef": {"name": "main"}, "domain": "later.example.net"}})
-    wait_until(lambda: "later.example.net" in k.get("v1", "ConfigMap", namespace,
-                                                    "main-mta-settings")["data"]["relay.yaml"],
-               20, "new domain in the relay settings")
+    wait_until(lambda: "later.example.net" in _settings(k, namespace), 20, "new domain in the relay settings")
     assert table(k, namespace, "main")["newsletter@example.com"]["domains"] == {"mode": "AllClusterDomains"}
-    assert _template(k, namespace) == before
 
-    # mtas: scales (and the quota share in the settings changes, so the pods roll).
+    # mtas: scales; the quota share in the settings changes, the pod template does not.
     patch_spec(k, "Cluster", namespace, "main", {"mtas": 4})
-    wait_until(lambda: k.get("apps/v1", "Deployment", namespace, "main-mta")["spec"]["replicas"] == 4,
+    wait_until(lambda: k.get("apps/v1", "StatefulSet", namespace, "main-mta")["spec"]["replicas"] == 4,
                20, "4 replicas")
-    after_mtas = _template(k, namespace)
-    assert after_mtas[1] != before[1]
-    # A settings change rolls the pods.
-    patch_spec(k, "Cluster", namespace, "main", {"smtp": {"maxMessageSize": 10485760}})
-    wait_until(lambda: _template(k, namespace)[1] not in {before[1], after_mtas[1]}, 20, "template change")
-    assert "maxMessageSize: 10485760" in k.get("v1", "ConfigMap", namespace,
-                                               "main-mta-settings")["data"]["relay.yaml"]
+    wait_until(lambda: "mtas: 4" in _settings(k, namespace), 10, "quota share in the settings")
+    # Settings the relay applies in place: no new template either.
+    patch_spec(k, "Cluster", namespace, "main", {"smtp": {"maxMessageSize": 10485760},
+                                                  "rateLimit": {"messages": 60, "period": "Minute"}})
+    wait_until(lambda: "maxMessageSize: 10485760" in _settings(k, namespace), 20, "settings change")
+    assert _template(k, namespace) == before
+    # Pod settings do roll the pods.
+    patch_spec(k, "Cluster", namespace, "main", {"pod": {"resources": {"limits": {"memory": "640Mi"}}}})
+    wait_until(lambda: _template(k, namespace) != before, 20, "template change")
 
 
 def test_operator_deletes_and_user_secret_survives(k, kube, namespace, run_operator) -> None:
@@ -78,9 +79,9 @@ def test_operator_deletes_and_user_secret_survives(k, kube, namespace, run_opera
     wait_until(lambda: "crm+mailer@example.com" not in table(k, namespace, "main"), 5, "crm out of the table")
 
     kube.kubectl("delete", "mtacluster", "main", "-n", namespace)
-    gone = (("Deployment", "main-mta"), ("Service", "main-mta"), ("Secret", "main-mta-credentials"))
+    gone = (("StatefulSet", "main-mta"), ("Service", "main-mta"), ("Secret", "main-mta-credentials"))
     for kind, name in gone:
-        api = "apps/v1" if kind == "Deployment" else "v1"
+        api = "apps/v1" if kind == "StatefulSet" else "v1"
         wait_until(lambda api=api, kind=kind, name=name: k.get(api, kind, namespace, name) is None, 30,
                    f"{kind} {name} garbage-collected")
     # The user's password Secret was never ours: it survives everything.

@@ -18,7 +18,8 @@ CHILDREN = [("v1", "ServiceAccount", "main-mta"), ("rbac.authorization.k8s.io/v1
             ("v1", "ConfigMap", "main-mta-settings"), ("v1", "Secret", "main-mta-dkim"),
             ("v1", "Secret", "main-mta-tls"), ("v1", "Secret", "main-mta-ca"),
             ("v1", "Service", "main-mta"), ("v1", "Service", "main-mta-pods"),
-            ("apps/v1", "Deployment", "main-mta"), ("policy/v1", "PodDisruptionBudget", "main-mta"),
+            ("apps/v1", "StatefulSet", "main-mta"), ("policy/v1", "PodDisruptionBudget", "main-mta"),
+            ("v1", "Secret", "main-mta-peer"),
             ("v1", "Secret", "main-mta-credentials"), ("v1", "Secret", "main-mta-credentials-000")]
 
 
@@ -56,9 +57,12 @@ def test_operator_examples_converge(k, kube, namespace, run_operator) -> None:
     eps = wait_until(endpoints, 30, "3 ready endpoints")
     assert all(e["addresses"][0].startswith("198.18.") for e in eps)
 
-    dep = k.get("apps/v1", "Deployment", namespace, "main-mta")
-    assert dep is not None
-    assert dep["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"] == "main-mta-tls"
+    sts = k.get("apps/v1", "StatefulSet", namespace, "main-mta")
+    assert "secret/main-mta-tls=tls" in sts["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    claims = {c["metadata"]["name"]: c["status"]["phase"]
+              for c in k.list("v1", "PersistentVolumeClaim", namespace)}
+    assert claims == {f"spool-main-mta-{i}": "Bound" for i in range(3)}
+    assert condition(cluster, "SpoolPersistent")["reason"] == "VolumePerMta"
 
     creds = {c: wait_until(lambda c=c: (o := cr(k, "SmtpCredential", namespace, c)) and
                            condition(o, "Ready").get("status") == "True" and o, 30, f"{c} Ready")

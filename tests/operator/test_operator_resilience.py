@@ -49,9 +49,9 @@ def test_operator_kill9_mid_reconcile_converges(k, namespace, run_operator) -> N
             assert password == passwords_before[c]  # never regenerated
         username = cr(k, "SmtpCredential", namespace, c)["status"]["username"]
         assert verify_fast(entries[username]["passwordVerifier"], password.encode())
-    dep = k.list("apps/v1", "Deployment", namespace)
-    assert [d["metadata"]["name"] for d in dep] == ["main-mta"]
-    assert len(k.list("apps/v1", "ReplicaSet", namespace)) == 1
+    sts = k.list("apps/v1", "StatefulSet", namespace)
+    assert [d["metadata"]["name"] for d in sts] == ["main-mta"]
+    assert len(k.list("apps/v1", "ControllerRevision", namespace)) == 1  # no rollout from the restarts
     services = sorted(s["metadata"]["name"] for s in k.list("v1", "Service", namespace))
     assert services == ["main-mta", "main-mta-pods"]
     wait_until(lambda: len(k.list("v1", "Pod", namespace)) == 3, 30, "3 pods")
