@@ -57,9 +57,8 @@ def examples_for_testbed(namespace: str, smarthost_port: int, mtas: int | None =
 
 
 def relay_config_in_force(pod_dir: Path, want: str) -> bool:
-    """Whether the relay of a pod the pod runner runs uses relay.yaml ``want``: the mounted ConfigMap is
-    synced, and the relay started with it or has reloaded since. (Domains reach running pods through
-    the mounted ConfigMap, so DKIM keys made after a pod started arrive with the next volume sync.)"""
+    """Whether the relay of a pod the pod runner runs uses relay.yaml ``want``: the config watcher has
+    published it, and the relay started with it or has reloaded since."""
     mounted = pod_dir / "volumes" / "config" / "relay.yaml"
     log_path = pod_dir / "relay.log"
     if not mounted.exists() or mounted.read_text() != want or not log_path.exists():

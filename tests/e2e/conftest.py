@@ -121,12 +121,11 @@ class Chain:
         self.settle(mtas)
 
     def settle(self, mtas: int) -> None:
-        """Until the Deployment has rolled out ``mtas`` replicas and cluster DNS answers with exactly them.
-        (Scaling rolls the pods too: each MTA's share of the credential quotas is in its settings.)"""
-        deployment = f"deployment/{naming.mta(CLUSTER)}"
-        wait_until(lambda: self.get(deployment, "").get("spec", {}).get("replicas") == mtas,
+        """Until the StatefulSet runs ``mtas`` replicas and cluster DNS answers with exactly them."""
+        workload = f"statefulset/{naming.mta(CLUSTER)}"
+        wait_until(lambda: self.get(workload, "").get("spec", {}).get("replicas") == mtas,
                    what=f"the operator sets {mtas} replicas")
-        self.kubectl("rollout", "status", deployment, "--timeout=150s", timeout=160)
+        self.kubectl("rollout", "status", workload, "--timeout=150s", timeout=160)
         wait_until(lambda: len(pods := self.ready_pods()) == mtas
                    and sorted(self.addresses()) == sorted(pods.values()), timeout=60, interval=0.5,
                    what=f"{mtas} Ready MTAs, and only they, behind {self.headless}")

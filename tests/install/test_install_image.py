@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from install_kit import REPO, by_kind, render
 from mta_operator.api import Cluster
-from mta_operator.render.workload import Image, deployment
+from mta_operator.render.workload import Image, statefulset
 from setuptools import find_packages
 
 DOCKERFILE = (REPO / "Dockerfile").read_text().replace("\\\n", " ")  # continuation lines joined
@@ -100,8 +100,8 @@ def test_entry_points_and_user(context: Path) -> None:
     assert operator_pod["containers"][0]["command"][0] == "mta-operator"
     cluster = Cluster.model_validate({"kind": "Cluster", "metadata": {"name": "main", "namespace": "mail"},
                                       "spec": {"hostname": "smtp.example.com"}})
-    relay_deployment = deployment(cluster, "main-mta-tls", "0", Image("mta-operator:0.1.0"))
-    relay_pod = relay_deployment["spec"]["template"]["spec"]
+    relay_sts = statefulset(cluster, "main-mta-tls", Image("mta-operator:0.1.0"), 2)
+    relay_pod = relay_sts["spec"]["template"]["spec"]
     assert relay_pod["securityContext"]["runAsUser"] == int(uid)
     relay = next(c for c in relay_pod["containers"] if c["name"] == "relay")
     assert relay.get("command", ["mta-relay"])[0] == "mta-relay"

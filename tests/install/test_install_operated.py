@@ -72,7 +72,7 @@ def test_operator_as_the_charts_service_account_reconciles_examples(kube: Any, c
     ns = converged.namespace
     mtas = lambda: _get(kube, ns, "clusters.mta-operator.io", "main")["status"]["mtas"]["summary"]  # noqa: E731
     wait_until(lambda: mtas() == "3/3", 60, "3/3 MTAs")  # a rollout briefly counts old and new pods
-    for kind, name in [("deployment", "main-mta"), ("service", "main-mta"), ("secret", "billing-smtp"),
+    for kind, name in [("statefulset", "main-mta"), ("service", "main-mta"), ("secret", "billing-smtp"),
                        ("role", "main-mta"), ("rolebinding", "main-mta")]:
         assert _get(kube, ns, kind, name), f"{kind} {name} missing"
     log = converged.operator_log.read_text(errors="replace")
