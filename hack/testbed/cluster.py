@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import nodes, pki, podrunner, stages, storage
+from . import pki, podrunner, stages, storage
 from .versions import binary, cache_root
 
 POD_CIDR = "198.18.0.0/16"
@@ -149,8 +149,7 @@ def _node_manifest(index: int) -> dict:
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {nodes.KWOK_MANAGED[0]: nodes.KWOK_MANAGED[1],
-                            "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                        "kubernetes.io/arch": "amd64", "type": "kwok",
                        "topology.kubernetes.io/zone": f"zone-{index}"},

@@ -1,12 +1,15 @@
 """Node operations on the test bed's fake nodes, for tests: drain and uncordon with the real kubectl,
 and a node crash with Kubernetes' non-graceful node shutdown flow.
 
-A crash is two things at once, set by one annotate: kwok stops heartbeating the node (it manages only
-nodes carrying KWOK_MANAGED), so the node lifecycle controller marks it NotReady after its grace period;
-and the pod runner, seeing CRASHED, kills that node's pod processes at once and stops reporting for its
-pods, as a dead machine would. ``shut_down`` then applies the out-of-service taint, so the taint
-eviction controller deletes the node's pods and the pod GC force-deletes them (the node is not Ready),
-and their controllers recreate them elsewhere. This module owns the CRASHED annotation; the pod runner
+A crash is two things: the pod runner, seeing CRASHED on the node, kills that node's pod processes at
+once and stops reporting for its pods, as a dead machine would; and kwok stops heartbeating the node,
+because the node's Lease (kube-node-lease) is taken over by another holder: kwok renews and manages
+only nodes whose Lease it holds, and it leaves a Lease held by someone else alone until it expires. (Its
+node annotation selector would not do: kwok v0.7 drops an update that stops matching, so the node stays
+managed.) The node lifecycle controller then marks the node NotReady after its grace period.
+``shut_down`` then applies the out-of-service taint, so the taint eviction controller deletes the node's
+pods and the pod GC force-deletes them (the node is not Ready), and their controllers recreate them
+elsewhere. This module owns the CRASHED annotation; the pod runner
 reads it with ``is_crashed``.
 """
 
@@ -17,11 +20,13 @@ import subprocess
 import time
 from typing import Any, Protocol
 
-KWOK_MANAGED = ("kwok.x-k8s.io/node", "fake")  # kwok --manage-nodes-with-annotation-selector
 CRASHED = "testbed.mta-operator.io/crashed"
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 # The node lifecycle controller's taints of a node that stopped reporting; gone again once it is Ready.
 _UNHEALTHY = ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+LEASE_NAMESPACE = "kube-node-lease"
+CRASH_HOLDER = "testbed-crashed-node"  # holds a crashed node's Lease so that kwok leaves it alone
+CRASH_LEASE_SECONDS = 24 * 3600  # longer than any test: kwok takes the Lease back only when it expires
 NOT_READY_TIMEOUT = 150.0  # kube-controller-manager's node-monitor-grace-period is 50 s
 
 
@@ -76,8 +81,10 @@ def _wait(kube: Kubectl, name: str, check: Any, what: str, timeout: float) -> di
 
 def crash(kube: Kubectl, name: str) -> None:
     """The machine dies: its pods' processes are killed at once, kwok stops its heartbeat."""
-    key, _ = KWOK_MANAGED
-    kube.kubectl("annotate", "--overwrite", "node", name, f"{CRASHED}=true", f"{key}-")
+    kube.kubectl("annotate", "--overwrite", "node", name, f"{CRASHED}=true")
+    # renewTime stays kwok's last renewal: the heartbeat stops there.
+    kube.kubectl("patch", "lease", name, "-n", LEASE_NAMESPACE, "--type=merge", "-p", json.dumps(
+        {"spec": {"holderIdentity": CRASH_HOLDER, "leaseDurationSeconds": CRASH_LEASE_SECONDS}}))
 
 
 def wait_not_ready(kube: Kubectl, name: str, timeout: float = NOT_READY_TIMEOUT) -> dict:
@@ -93,8 +100,9 @@ def shut_down(kube: Kubectl, name: str) -> None:
 def recover(kube: Kubectl, name: str, timeout: float = NOT_READY_TIMEOUT) -> None:
     """The machine is back: heartbeat again, runner again; then, once Ready, the out-of-service taint is
     lifted, and this waits until the lifecycle controller has removed its own taints too."""
-    key, value = KWOK_MANAGED
-    kube.kubectl("annotate", "--overwrite", "node", name, f"{key}={value}", f"{CRASHED}-")
+    kube.kubectl("annotate", "node", name, f"{CRASHED}-")
+    # Without a Lease kwok creates its own again (on its next retry, within its renew interval).
+    kube.kubectl("delete", "lease", name, "-n", LEASE_NAMESPACE, "--ignore-not-found")
     _wait(kube, name, ready, "Ready", timeout)
     kube.kubectl("taint", "node", name, f"{OUT_OF_SERVICE}-", check=False)  # absent when not shut down
     _wait(kube, name, lambda n: not taints(n) & {OUT_OF_SERVICE, *_UNHEALTHY}, "no unhealthy taints",
