@@ -37,14 +37,15 @@ DKIM_RECORD = b"sel._domainkey.example.com."
 class Pair:
     """Relay A (the one that leaves) and relay B (the one that stays), one cluster certificate."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, shared_cert: bool = True) -> None:
         self.receiver_port = smarthost_port = free_port()  # nothing listens there until a test says so
         pem, self.dkim_txt = rsa_key()
         self.a = self._relay(tmp_path / "a", smarthost_port, pem, A_NAME)
         self.b = self._relay(tmp_path / "b", smarthost_port, pem, B_NAME)
-        for name in ("tls.crt", "tls.key"):  # one certificate for the cluster's MTAs
-            shutil.copyfile(tmp_path / "a" / "tls" / name, tmp_path / "b" / "tls" / name)
-        self.b.ca, self.b.client_tls = self.a.ca, self.a.client_tls
+        if shared_cert:
+            for name in ("tls.crt", "tls.key"):  # one certificate for the cluster's MTAs
+                shutil.copyfile(tmp_path / "a" / "tls" / name, tmp_path / "b" / "tls" / name)
+            self.b.ca, self.b.client_tls = self.a.ca, self.a.client_tls
         for relay in (self.a, self.b):
             self.set_handoff(relay, leaving=[])
 
@@ -352,3 +353,18 @@ async def test_the_internal_endpoints_take_only_the_peer_token_and_a_sound_entry
     assert TOKEN not in log
     assert "secret-looking" not in log
     assert "Subject: direct" not in log
+
+
+async def test_a_peer_without_the_cluster_certificate_gets_nothing(tmp_path: Path) -> None:
+    """B's certificate is valid for 127.0.0.1 but is not the cluster's: the pin refuses it."""
+    both = Pair(tmp_path, shared_cert=False)
+    try:
+        await start_both(both)
+        await asyncio.to_thread(submit_many, both.a, the_queue(3))
+        both.set_handoff(both.a, leaving=[A_NAME])
+        await until(lambda: queue_status(both.a)["handoffFailures"] >= 2, what="A refusing B's certificate")
+        assert queue_status(both.a)["depth"] == 3
+        assert queue_status(both.b)["depth"] == 0
+        assert "ServerFingerprintMismatch" in both.a.log.read_text()
+    finally:
+        both.stop()
