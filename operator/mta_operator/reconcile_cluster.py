@@ -153,7 +153,7 @@ async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Obs
         return step
     leaving = range(desired, running)
     names = {i: naming.pod(name, i) for i in range(running)}
-    pods = await _pods(ctl, ns, naming.workload_selector(name))
+    pods = await _pods(ctl, ns, _selector_text(naming.workload_selector(name)))
     peers = [(names[i], pods[names[i]]) for i in range(desired) if names[i] in pods]
     section = relay_config.handoff(leaving=[names[i] for i in leaving], peers=peers)
     started = previous.started_at if previous and previous.started_at else now_text(ctl.now())
@@ -213,9 +213,9 @@ async def _finish_handoff(ctl: Controller, cluster: Cluster, plan: scale_down.Pl
                        f"{', '.join(v['claim'] for v in retained)}"))
 
 
-async def _pods(ctl: Controller, namespace: str, selector: dict[str, str]) -> dict[str, str]:
-    """Pod name → pod IP of the running, not deleted pods matching ``selector``."""
-    items = await ctl.io(ctl.kube.list, "v1", "Pod", namespace, _selector_text(selector))
+async def _pods(ctl: Controller, namespace: str, selector: str) -> dict[str, str]:
+    """Pod name → pod IP of the running, not deleted pods matching the label ``selector``."""
+    items = await ctl.io(ctl.kube.list, "v1", "Pod", namespace, selector)
     return {p["metadata"]["name"]: p["status"]["podIP"] for p in items
             if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")}
 
@@ -239,9 +239,7 @@ async def _retire_legacy(ctl: Controller, cluster: Cluster, seen: Observed) -> N
     live = await ctl.io(ctl.kube.get, "apps/v1", "Deployment", ns, naming.mta(name))
     if live is None or cluster.metadata.uid not in owner_uids(live):
         return
-    pods = await _pods(ctl, ns, naming.pod_selector(name))
-    legacy = {pod: ip for pod, ip in pods.items() if not pod.startswith(f"{naming.mta(name)}-")
-              or not pod.rsplit("-", 1)[1].isdigit()}
+    legacy = await _pods(ctl, ns, f"{_selector_text(naming.pod_selector(name))},!{naming.LAYOUT_LABEL}")
     cert = await _serving_certificate(ctl, ns, seen)
     depths = await asyncio.gather(*(ctl.io(_legacy_depth, ip, cert) for ip in legacy.values())) \
         if cert is not None else [None] * len(legacy)
