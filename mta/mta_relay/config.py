@@ -46,10 +46,12 @@ class SmtpListener(_Model):
 
 
 class HttpListener(_Model):
-    """The HTTP port: injection API, /healthz, /readyz, /metrics. HTTPS with the cluster's certificate
-    by default, since Basic auth carries the password (kubelet probes with scheme HTTPS)."""
+    """The HTTP port: injection API, /healthz, /readyz, /metrics and the peers' /internal/v1/*. HTTPS with
+    the cluster's certificate by default, since Basic auth carries the password (kubelet probes with
+    scheme HTTPS). ``inject`` off keeps the port for probes, metrics and peers, and refuses submission."""
 
     enabled: bool = True
+    inject: bool = True
     port: Port = 8080
     tls: bool = True
     address: str = "0.0.0.0"  # noqa: S104 - see SmtpListener

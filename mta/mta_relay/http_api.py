@@ -96,6 +96,8 @@ async def _authenticate(relay: Relay, request: web.Request, ip: str) -> Credenti
 
 async def inject(request: web.Request) -> web.Response:
     relay = request.app[RELAY_KEY]
+    if not relay.settings.http.inject:  # checked per request: a reload may turn it on or off
+        return web.json_response({"error": "HTTP submission is off for this cluster"}, status=404)
     ip = request.remote or ""
     cred = await _authenticate(relay, request, ip)
     if isinstance(cred, Reply):

@@ -140,3 +140,22 @@ def test_no_cleartext_http(relay: RelayThread) -> None:
     connection.request("GET", "/healthz")
     with pytest.raises((ConnectionError, http.client.HTTPException)):
         connection.getresponse()
+
+
+def test_submission_off_keeps_the_port_for_probes(relay_setup, tls_client: ssl.SSLContext) -> None:
+    """http.inject false (a Cluster's http.enabled: false): the HTTPS port still serves probes and
+    metrics (and the peers' hand-off), and refuses submission with 404, whatever the credentials."""
+    relay_setup.settings = {**relay_setup.settings, "http": {**relay_setup.settings.get("http", {}),
+                                                             "inject": False}}
+    relay_setup.write()
+    thread = RelayThread(relay_setup.config_dir).start()
+    try:
+        port = thread.server.http_port
+        assert https(port, tls_client, "/readyz")[0] == 200
+        status, _, body = _inject(thread, tls_client, {"envelope_sender": "app@example.com",
+                                                       "recipients": ["r@example.net"], "content": RAW})
+        assert status == 404
+        assert "off" in body["error"]
+        assert _entries(thread) == []
+    finally:
+        thread.stop()

@@ -86,12 +86,10 @@ def _security() -> Obj:
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _probe(cluster: Cluster, path: str, period: int) -> Obj:
-    if cluster.spec.http.enabled:
-        action: Obj = {"httpGet": {"path": path, "port": "http", "scheme": "HTTPS"}}
-    else:
-        action = {"tcpSocket": {"port": container_port(cluster.spec.smtp.ports[0])}}
-    return {**action, "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": 3}
+def _probe(path: str, period: int) -> Obj:
+    # The HTTPS port serves probes whether or not HTTP submission is on (see relay_config).
+    return {"httpGet": {"path": path, "port": "http", "scheme": "HTTPS"}, "periodSeconds": period,
+            "timeoutSeconds": 3, "failureThreshold": 3}
 
 
 def _volumes(cluster: Cluster) -> tuple[list[Obj], list[Obj]]:
@@ -169,8 +167,8 @@ def statefulset(cluster: Cluster, tls_secret: str, image: Image, replicas: int) 
                 # The relay finds itself in the settings' hand-off list by its pod name.
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": ports,
-        "readinessProbe": _probe(cluster, "/readyz", 5),
-        "livenessProbe": _probe(cluster, "/healthz", 10),
+        "readinessProbe": _probe("/readyz", 5),
+        "livenessProbe": _probe("/healthz", 10),
         "securityContext": _security(),
         "volumeMounts": mounts,
     }
