@@ -31,8 +31,8 @@ def _free_port() -> int:
 def _token_kubeconfig(kube, namespace: str, path: Path) -> Path:
     """A kubeconfig that acts as the relay pod's ServiceAccount (least privilege under test)."""
     # The ServiceAccount comes with the Cluster's reconcile, which may still be under way.
-    token = wait_until(lambda: kube.kubectl("create", "token", "main-mta", "-n", namespace).stdout.strip(), 30,
-                       "a token for the MTAs' ServiceAccount")
+    token = wait_until(lambda: kube.kubectl("create", "token", "main-mta", "-n", namespace).stdout.strip(),
+                       30, "a token for the MTAs' ServiceAccount")
     admin = yaml.safe_load(kube.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     path.write_text(yaml.safe_dump({
