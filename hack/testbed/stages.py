@@ -4,11 +4,17 @@ kwok plays kubelet for every pod on its nodes, except pods whose first container
 pod runner executes for real (RUNNABLE). For those, kwok only does the network part (hostIP and a pod
 IP from the node's podCIDR, so one allocator hands out every pod IP) and leaves them not Ready; the
 runner starts the processes, runs the probes and writes Ready, phase and container states.
+
+Nodes get kwok's own default node stages (node-initialize, node-heartbeat, copied from kwok v0.7's
+kustomize/stage/node), with one selector added: a node annotated as crashed (nodes.CRASHED) matches no
+stage, so kwok stops writing its status heartbeat (its Lease is stopped separately, see nodes.py).
 """
 
 from __future__ import annotations
 
 import json
+
+from .nodes import CRASHED
 
 # The MTA pods, and python3 for the runner's own tests. Not the operator's own Deployment (from the Helm
 # chart): tests run the operator as a process of their own, and a second copy would fight it; its
@@ -72,10 +78,69 @@ _RUNNER_NETWORK = (
 )
 
 
-def _stage(name: str, selector: list[dict], nxt: dict) -> dict:
+_NODE_CONDITIONS = (
+    "{{ $now := Now }}\n"
+    "{{ $lastTransitionTime := or .metadata.creationTimestamp $now }}\n"
+    "conditions:\n"
+    "{{ range NodeConditions }}\n"
+    "- lastHeartbeatTime: {{ $now | Quote }}\n"
+    "  lastTransitionTime: {{ $lastTransitionTime | Quote }}\n"
+    "  message: {{ .message | Quote }}\n"
+    "  reason: {{ .reason | Quote }}\n"
+    "  status: {{ .status | Quote }}\n"
+    "  type: {{ .type | Quote }}\n"
+    "{{ end }}\n"
+)
+
+_NODE_INITIALIZE = _NODE_CONDITIONS + (
+    "addresses:\n"
+    "{{ with .status.addresses }}\n{{ YAML . 1 }}\n{{ else }}\n"
+    "{{ with NodeIP }}\n- address: {{ . | Quote }}\n  type: InternalIP\n{{ end }}\n"
+    "{{ with NodeName }}\n- address: {{ . | Quote }}\n  type: Hostname\n{{ end }}\n"
+    "{{ end }}\n"
+    "{{ with NodePort }}\ndaemonEndpoints:\n  kubeletEndpoint:\n    Port: {{ . }}\n{{ end }}\n"
+    "allocatable:\n"
+    "{{ with .status.allocatable }}\n{{ YAML . 1 }}\n{{ else }}\n"
+    "  cpu: 1k\n  memory: 1Ti\n  pods: 1M\n{{ end }}\n"
+    "capacity:\n"
+    "{{ with .status.capacity }}\n{{ YAML . 1 }}\n{{ else }}\n"
+    "  cpu: 1k\n  memory: 1Ti\n  pods: 1M\n{{ end }}\n"
+    "{{ $nodeInfo := .status.nodeInfo }}\n"
+    "{{ $kwokVersion := printf \"kwok-%s\" Version }}\n"
+    "nodeInfo:\n"
+    "  architecture: {{ or $nodeInfo.architecture \"amd64\" }}\n"
+    "  bootID: {{ or $nodeInfo.bootID `\"\"` }}\n"
+    "  containerRuntimeVersion: {{ or $nodeInfo.containerRuntimeVersion $kwokVersion }}\n"
+    "  kernelVersion: {{ or $nodeInfo.kernelVersion $kwokVersion }}\n"
+    "  kubeProxyVersion: {{ or $nodeInfo.kubeProxyVersion $kwokVersion }}\n"
+    "  kubeletVersion: {{ or $nodeInfo.kubeletVersion $kwokVersion }}\n"
+    "  machineID: {{ or $nodeInfo.machineID `\"\"` }}\n"
+    "  operatingSystem: {{ or $nodeInfo.operatingSystem \"linux\" }}\n"
+    "  osImage: {{ or $nodeInfo.osImage `\"\"` }}\n"
+    "  systemUUID: {{ or $nodeInfo.systemUUID `\"\"` }}\n"
+    "phase: Running\n"
+)
+
+_READY = '.status.conditions.[] | select( .type == "Ready" ) | .status'
+_ALIVE = {"key": f'.metadata.annotations["{CRASHED}"]', "operator": "DoesNotExist"}
+
+
+def _stage(name: str, selector: list[dict], nxt: dict, kind: str = "Pod", **spec: object) -> dict:
     return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": name},
-            "spec": {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-                     "selector": {"matchExpressions": selector}, "next": nxt}}
+            "spec": {"resourceRef": {"apiGroup": "v1", "kind": kind},
+                     "selector": {"matchExpressions": selector}, "next": nxt, **spec}}
+
+
+def node_stages() -> list[dict]:
+    return [
+        _stage("node-initialize", [_ALIVE, {"key": _READY, "operator": "NotIn", "values": ["True"]}],
+               {"statusTemplate": _NODE_INITIALIZE}, kind="Node"),
+        _stage("node-heartbeat", [_ALIVE, {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                                  {"key": _READY, "operator": "In", "values": ["True"]}],
+               {"statusTemplate": _NODE_CONDITIONS}, kind="Node",
+               delay={"durationMilliseconds": 20000, "jitterDurationMilliseconds": 25000},
+               immediateNextStage=True),
+    ]
 
 
 def pod_stages() -> list[dict]:
@@ -90,4 +155,4 @@ def pod_stages() -> list[dict]:
 
 def config_text() -> str:
     """kwok --config content: YAML documents (JSON is YAML)."""
-    return "\n---\n".join(json.dumps(stage) for stage in pod_stages()) + "\n"
+    return "\n---\n".join(json.dumps(stage) for stage in [*node_stages(), *pod_stages()]) + "\n"
