@@ -38,12 +38,12 @@ def volumes_dir(state_dir: Path) -> Path:
 
 
 def prepare(state_dir: Path) -> list[Path]:
-    """Create STATE/volumes and the mount point; returns the paths created outside the state directory
-    (for `testbed down` to remove again)."""
+    """Create STATE/volumes and the mount point; returns the paths outside the state directory for
+    `testbed down` to remove again. The mount point is always returned, even when it exists: test beds
+    running side by side share it, and the last one down removes it (empty and mounted nowhere)."""
     volumes_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    created = [] if PROVISIONER_ROOT.exists() else [PROVISIONER_ROOT]
     PROVISIONER_ROOT.mkdir(parents=True, exist_ok=True)
-    return created
+    return [PROVISIONER_ROOT]
 
 
 def host_view(state_dir: Path, argv: list[str]) -> list[str]:
