@@ -9,8 +9,8 @@ node annotation selector would not do: kwok v0.7 drops an update that stops matc
 managed.) The node lifecycle controller then marks the node NotReady after its grace period.
 ``shut_down`` then applies the out-of-service taint, so the taint eviction controller deletes the node's
 pods and the pod GC force-deletes them (the node is not Ready), and their controllers recreate them
-elsewhere. This module owns the CRASHED annotation; the pod runner
-reads it with ``is_crashed``.
+elsewhere. This module owns the CRASHED annotation; the pod runner reads it with ``is_crashed`` and
+kwok's node stages (stages.py) skip a node that carries it.
 """
 
 from __future__ import annotations
