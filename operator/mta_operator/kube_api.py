@@ -33,7 +33,9 @@ def _base(api_version: str) -> str:
 
 
 def plural(kind: str) -> str:
-    return kind.lower() + "s"  # true for every kind the operator touches
+    """The resource name of a kind the operator touches (StorageClass → storageclasses)."""
+    lower = kind.lower()
+    return lower + ("es" if lower.endswith("s") else "s")
 
 
 def path(api_version: str, kind: str, namespace: str | None, name: str | None = None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,18 +100,21 @@ async def reconcile(ctl: Controller, ck: Key) -> None:
             await _finish_handoff(ctl, cluster, step.plan, seen)
         await _retire_legacy(ctl, cluster, seen)
         await _check_volumes(ctl, cluster, seen)
+        await _diagnose_mtas(ctl, cluster, seen)
     except NotOwned as error:
         seen.problem = ("ChildNotOwned", str(error))
     ctl.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
     if ctl.tables[ck].manifest_written is None:
         ctl.tables[ck].dirty.set()
-    ctl.schedule(("cluster", ck), _next_check(seen))
+    ctl.schedule(("cluster", ck), _next_check(ctl, ck, seen))
     await write_status(ctl, ck, seen)
 
 
-def _next_check(seen: Observed) -> float:
+def _next_check(ctl: Controller, ck: Key, seen: Observed) -> float:
     if seen.handoff.get("leaving"):
         return scale_down.POLL_SECONDS
+    if ck in ctl.index.mta_problems:
+        return VOLUME_CHECK_SECONDS  # MTAs not ready: say why, and notice when they are
     waiting = [c for c in seen.conditions if not c[1] and c[0] in {SPOOL, LEGACY}]
     if waiting:
         return LEGACY_CHECK_SECONDS if any(c[0] == LEGACY for c in waiting) else VOLUME_CHECK_SECONDS
@@ -263,10 +267,10 @@ def _legacy_depth(address: str, cert_pem: bytes | None) -> int | None:
     """The queue depth a relay of any release exports on /metrics (pinned TLS, as scale_down)."""
     if cert_pem is None:
         return None
-    text = scale_down.fetch_pinned(address, relay_config.HTTP_PORT, "/metrics", cert_pem, headers={})
-    if text is None:
+    answer = scale_down.fetch_pinned(address, relay_config.HTTP_PORT, "/metrics", cert_pem, headers={})
+    if answer is None or answer[0] != 200:
         return None
-    for family in text_string_to_metric_families(text.decode()):
+    for family in text_string_to_metric_families(answer[1].decode()):
         if family.name == QUEUE_DEPTH_METRIC:
             return int(sum(sample.value for sample in family.samples))
     return None
@@ -299,6 +303,42 @@ async def _check_volumes(ctl: Controller, cluster: Cluster, seen: Observed) -> N
     seen.conditions.append((SPOOL, True, "VolumePerMta",
                             "Each MTA's queue is on its own PersistentVolumeClaim (spool-<pod>), kept when "
                             "the pod goes"))
+
+
+# What a failing /readyz check of the relay means, for the Cluster's Ready message.
+READY_CHECKS = {"spool": "spool not writable or full", "config": "config not loaded", "tls": "no certificate",
+                "not_draining": "shutting down", "not_leaving": "handing its queue over"}
+
+
+async def _diagnose_mtas(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+    """While MTAs are not ready, ask each one that runs why (its /readyz), so Ready says it."""
+    ck = (cluster.metadata.namespace or "", cluster.metadata.name)
+    if ctl.index.ready_mtas.get(ck, 0) >= cluster.spec.mtas:
+        ctl.index.mta_problems.pop(ck, None)
+        return
+    items = await ctl.io(ctl.kube.list, "v1", "Pod", ck[0], _selector_text(naming.workload_selector(ck[1])))
+    waiting = {p["metadata"]["name"]: p["status"]["podIP"] for p in items
+               if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
+               and not any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in p["status"].get("conditions") or [])}
+    cert = await _serving_certificate(ctl, ck[0], seen) if waiting else None
+    notes = []
+    for pod, ip in sorted(waiting.items()):
+        answer = await ctl.io(scale_down.fetch_pinned, ip, relay_config.HTTP_PORT, "/readyz", cert, {}) \
+            if cert is not None else None
+        notes.append(f"{pod}: {_readiness_note(answer)}")
+    ctl.index.mta_problems[ck] = "; ".join(notes)
+
+
+def _readiness_note(answer: tuple[int, bytes] | None) -> str:
+    if answer is None:
+        return "not answering yet"
+    try:
+        checks = json.loads(answer[1])
+    except ValueError:
+        return f"readiness answered {answer[0]}"
+    failing = [READY_CHECKS.get(name, name) for name, ok in checks.items() if name != "ready" and ok is False]
+    return ", ".join(failing) or "starting"
 
 
 def _ref(cluster: Cluster) -> dict[str, Any]:
@@ -346,8 +386,12 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
         problem = (old["reason"], old["message"])
     if problem is not None:
         outcome = (False, *problem)
+    elif ready_mtas < desired and (volume := _volume_problem(conds)) is not None:
+        outcome = (False, *volume)
     elif ready_mtas < desired:
-        outcome = (False, "MtasNotReady", f"{ready_mtas}/{desired} MTAs ready")
+        notes = ctl.index.mta_problems.get(ck)
+        outcome = (False, "MtasNotReady",
+                   f"{ready_mtas}/{desired} MTAs ready" + (f"; {notes}" if notes else ""))
     elif busy is not None:
         outcome = (False, busy, f"{ready_mtas}/{desired} MTAs ready; {len(leaving or [])} MTAs handing their "
                                 "queue over")
@@ -370,6 +414,14 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
     await _patch(ctl, cluster, status)
     if before != conditions.status_of(conds, "Ready"):
         await ctl.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+
+
+def _volume_problem(conds: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """A spool volume the MTAs wait for explains why they are not ready better than the count does."""
+    spool = next((c for c in conds if c["type"] == SPOOL), None)
+    if spool and spool["status"] == "False" and spool["reason"] in {"StorageClassNotFound", "VolumeNotBound"}:
+        return spool["reason"], spool["message"]
+    return None
 
 
 def _retained_message(retained: list[dict[str, Any]], mtas: int) -> str:

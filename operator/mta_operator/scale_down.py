@@ -75,19 +75,19 @@ def summary(names: dict[int, str], queued: dict[int, int | None]) -> str:
 
 def queue_status(address: str, port: int, token: str, cert_pem: bytes) -> QueueReport | None:
     """Ask one MTA for its queue; None when it does not answer or answers something else."""
-    body = fetch_pinned(address, port, QUEUE_PATH, cert_pem, {"Authorization": f"Bearer {token}"})
+    answer = fetch_pinned(address, port, QUEUE_PATH, cert_pem, {"Authorization": f"Bearer {token}"})
     try:
-        data = json.loads(body) if body is not None else None
+        data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else None
         return QueueReport(depth=int(data["depth"]), leaving=bool(data["leaving"])) if data else None
     except (ValueError, KeyError, TypeError):
         return None
 
 
 def fetch_pinned(address: str, port: int, path: str, cert_pem: bytes,
-                 headers: dict[str, str]) -> bytes | None:
-    """GET ``path`` from an MTA; the body of a 200, else None. The MTAs serve the cluster's own
-    certificate, which does not name pod IPs, so the certificate is pinned (compared whole) instead of
-    checked by name, and headers (the token) are sent only after that check."""
+                 headers: dict[str, str]) -> tuple[int, bytes] | None:
+    """GET ``path`` from an MTA: (status, body), or None when it does not answer. The MTAs serve the
+    cluster's own certificate, which does not name pod IPs, so the certificate is pinned (compared
+    whole) instead of checked by name, and headers (the token) are sent only after that check."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the pin below is the check
@@ -99,8 +99,7 @@ def fetch_pinned(address: str, port: int, path: str, cert_pem: bytes,
             return None
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
-        body = response.read()
-        return body if response.status == 200 else None
+        return response.status, response.read()
     except (OSError, ValueError, ssl.SSLError, http.client.HTTPException):
         return None
     finally:

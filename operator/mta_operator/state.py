@@ -56,6 +56,7 @@ class Index:
     ready_mtas: dict[Key, int] = field(default_factory=dict)
     mta_replicas: dict[Key, int] = field(default_factory=dict)  # the StatefulSet's replicas as last applied
     peer_tokens: dict[Key, str] = field(default_factory=dict)  # as read or generated, never logged
+    mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
     # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
     connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
     unknown_connections: set[Key] = field(default_factory=set)  # seen to exist (409) but not read yet

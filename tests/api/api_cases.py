@@ -342,6 +342,26 @@ INVALID: tuple[Invalid, ...] = (
         "must be a Kubernetes quantity",
         True,
     ),
+    Invalid(
+        "ephemeral-with-storage-class",
+        cluster("c19", queue={"storage": {"ephemeral": True, "storageClassName": "fast"}}),
+        "spec.queue.storage",
+        "storageClassName and ephemeral: true exclude each other",
+        True,
+    ),
+    Invalid(
+        "retry-intervals-out-of-order",
+        cluster("c20", queue={"minRetryInterval": "2h", "maxRetryInterval": "30m"}),
+        "spec.queue.minRetryInterval",
+        "minRetryInterval must not be longer than queue.maxRetryInterval",
+        True,
+    ),
+    Invalid(
+        "access-mode-unknown",
+        cluster("c21", queue={"storage": {"accessModes": ["ReadWriteMany"]}}),
+        "spec.queue.storage.accessModes[0]",
+        "Unsupported value",
+    ),
 )
 
 
@@ -384,6 +404,20 @@ CHANGES: tuple[Change, ...] = (
         "clusterRef is immutable",
     ),
     Change(
+        "queue-storage-size-changed",
+        cluster("t10", queue={"storage": {"size": "1Gi"}}),
+        cluster("t10", queue={"storage": {"size": "2Gi"}}),
+        "spec.queue.storage",
+        "queue.storage (the MTAs' volumes are made from it",
+    ),
+    Change(
+        "queue-storage-class-set",
+        cluster("t11"),
+        cluster("t11", queue={"storage": {"storageClassName": "fast"}}),
+        "spec.queue.storage",
+        "is immutable",
+    ),
+    Change(
         "sd-domain-changed",
         domain("t6"),
         domain("t6", domain="example.org"),
@@ -397,6 +431,7 @@ ALLOWED_CHANGES: tuple[tuple[str, Manifest, Manifest], ...] = (
     ("username-spelled-out-as-name", cred("t7"), cred("t7", username="t7")),
     ("description-changed", cred("t8", description="a"), cred("t8", description="b")),
     ("sd-dkim-selector-changed", domain("t9"), domain("t9", dkim={"selector": "mta2"})),
+    ("cluster-retry-and-mtas-changed", cluster("t12"), cluster("t12", mtas=5, queue={"maxRetryAge": "48h"})),
 )
 
 VALID: tuple[tuple[str, Manifest], ...] = (
