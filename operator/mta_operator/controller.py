@@ -196,7 +196,10 @@ class Controller:
             self.queue.add(("cluster", ck))
         if self.index.ready_mtas.get(ck) != ready:
             self.index.ready_mtas[ck] = ready
-            self.queue.add(("cluster-status", ck))
+            cluster = self.index.clusters.get(ck)
+            # Short of MTAs: a full reconcile asks the ones not ready why (Ready then says it).
+            short = cluster is not None and ready < cluster.spec.mtas
+            self.queue.add(("cluster" if short else "cluster-status", ck))
 
     # --- work ---
 

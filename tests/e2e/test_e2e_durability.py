@@ -43,12 +43,13 @@ from e2ekit import (
     figure,
     message,
     resolver,
+    submit,
     submit_many,
 )
 from mta_operator import naming
 from mta_operator.api import KINDS, Cluster, SmtpCredential
 from support.waiting import wait_until
-from testbed import nodes, podrunner
+from testbed import nodes, podrunner, storage
 
 if TYPE_CHECKING:
     from conftest import Kube
@@ -402,3 +403,34 @@ def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost
         operator.stop()
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         trust.unlink(missing_ok=True)
+
+
+def test_unwritable_spool_is_never_answered_250(durable: tuple[Chain, Smarthost], kube: Kube) -> None:
+    """An MTA whose volume takes no writes (full, or read-only) answers 452 4.3.1, turns not ready, and
+    the Cluster's Ready says which MTA and why; it comes back when the volume does."""
+    chain, _ = durable
+    wait_ready(chain, MTAS)
+    pod = naming.pod(CLUSTER, MTAS - 1)
+    claim = chain.get("pvc", naming.spool_claim(CLUSTER, MTAS - 1))
+    pv = chain.get("pv", claim["spec"]["volumeName"])
+    slots = storage.volume_dir(Path(kube.testbed.dir), pv["spec"]["hostPath"]["path"]) / "slots"  # type: ignore[union-attr]
+    modes = {path: path.stat().st_mode for path in [slots, *slots.iterdir()]}
+    ip = chain.ready_pods()[pod]
+    creds = chain.connection("billing")
+    try:
+        for path in modes:  # the pod's processes hold no capability, so root's DAC override is gone too
+            path.chmod(0o500 if path == slots else 0o400)
+        reply = submit(ip, chain.port(587), chain.tls, username="billing", password=creds["password"],
+                       mail_from=SENDER)
+        assert (reply.stage, reply.code) == ("data", 452)
+        assert reply.text.startswith("4.3.1")
+        wait_until(lambda: pod not in chain.ready_pods(), 30, what=f"{pod} not ready")
+        ready = wait_until(lambda: (c := _condition(chain, "Ready")).get("reason") == "MtasNotReady"
+                           and "spool not writable or full" in c.get("message", "") and c, 30,
+                           what="Ready names the MTA and its spool")
+        assert pod in ready["message"]
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+    wait_ready(chain, MTAS)
+    wait_until(lambda: _condition(chain, "Ready").get("status") == "True", 30, what="Ready again")
