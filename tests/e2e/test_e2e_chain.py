@@ -163,7 +163,7 @@ def test_dns_rotation_follows_scale_and_readiness(chain):
     assert len(firsts) > 1  # loadbalance rotates the answers
 
     victim, victim_ip = sorted(pods.items())[0]
-    modes = _make_read_only(chain.pod_dir(victim) / "volumes" / "spool")
+    modes = _make_read_only(chain.spool_dir(victim))
     try:
         started = time.monotonic()
         wait_until(lambda: victim_ip not in chain.addresses(), timeout=45, what="unready MTA out of DNS")
@@ -239,8 +239,9 @@ def test_rolling_update_under_load_delivers_every_accepted_message(chain):
     sender.start()
     try:
         time.sleep(1)
+        # A pod setting: the one kind of change that replaces the MTAs (settings reach them in place).
         chain.kubectl("patch", f"mtacluster/{CLUSTER}", "--type=merge",
-                      "-p", '{"spec": {"smtp": {"maxMessageSize": 20971520}}}')
+                      "-p", '{"spec": {"pod": {"resources": {"limits": {"memory": "600Mi"}}}}}')
         started = time.monotonic()
         wait_until(lambda: (now := set(chain.ready_pods())) and len(now) == 3 and not now & before
                    and len(chain.addresses()) == 3, timeout=150, interval=0.5,

@@ -49,7 +49,7 @@ from e2ekit import (
 from mta_operator import naming
 from mta_operator.api import KINDS, Cluster, SmtpCredential
 from support.waiting import wait_until
-from testbed import nodes, podrunner, storage
+from testbed import nodes, podrunner
 
 if TYPE_CHECKING:
     from conftest import Kube
@@ -405,15 +405,13 @@ def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost
         trust.unlink(missing_ok=True)
 
 
-def test_unwritable_spool_is_never_answered_250(durable: tuple[Chain, Smarthost], kube: Kube) -> None:
+def test_unwritable_spool_is_never_answered_250(durable: tuple[Chain, Smarthost]) -> None:
     """An MTA whose volume takes no writes (full, or read-only) answers 452 4.3.1, turns not ready, and
     the Cluster's Ready says which MTA and why; it comes back when the volume does."""
     chain, _ = durable
     wait_ready(chain, MTAS)
     pod = naming.pod(CLUSTER, MTAS - 1)
-    claim = chain.get("pvc", naming.spool_claim(CLUSTER, MTAS - 1))
-    pv = chain.get("pv", claim["spec"]["volumeName"])
-    slots = storage.volume_dir(Path(kube.testbed.dir), pv["spec"]["hostPath"]["path"]) / "slots"  # type: ignore[union-attr]
+    slots = chain.spool_dir(pod) / "slots"
     modes = {path: path.stat().st_mode for path in [slots, *slots.iterdir()]}
     ip = chain.ready_pods()[pod]
     creds = chain.connection("billing")
