@@ -9,6 +9,8 @@ local TERMINAL = {
   DkimSecretNotOwned = true,
   DkimKeyUnreadable = true,
   DkimKeyMismatch = true,
+  ChildNotOwned = true,
+  StorageClassNotFound = true,
 }
 
 local hs = {status = "Progressing", message = "Waiting for the operator to reconcile"}
