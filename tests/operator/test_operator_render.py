@@ -6,12 +6,15 @@ import base64
 import datetime as dt
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from mta_operator import dkim_keys, managed_tls, naming
 from mta_operator.api import Cluster, DkimAlgorithm, SendingDomain, SmtpCredential
+from mta_operator.reconcile_cluster import domain_entries
 from mta_operator.render import conditions, dns_records, relay_config, secrets, services, workload
+from mta_operator.state import DkimState, Index
 from mta_relay import config_loader
 from mta_relay.passwords import fast_verifier, verify_fast
 
@@ -293,3 +296,28 @@ def test_operator_table_mixed_assignment_is_fully_rerendered() -> None:
     swapped = {names[0]: users[names[1]], names[1]: users[names[0]], **{n: users[n] for n in names[2:]}}
     assert not consistent(swapped)
     assert render(entries, {name: "" for name in two}, set(), budget=4096) == two
+
+
+def test_operator_a_domain_waits_for_its_dkim_key(cluster: Cluster) -> None:
+    """A signing domain enters the relay settings only with its key: its mail is refused for the seconds
+    until the key exists, never sent unsigned."""
+    index = Index()
+    ck = ("mail", "main")
+    index.clusters[ck] = cluster
+    for doc in _examples("SendingDomain"):
+        domain = SendingDomain.model_validate(_with_uid(doc))
+        index.domains[Index.key(domain)] = domain
+    ctl = SimpleNamespace(index=index)
+    signing = [k for k, d in index.domains.items() if d.spec.dkim.enabled]
+    assert signing
+    entries, keys = domain_entries(ctl, ck)  # type: ignore[arg-type]
+    assert {e.domain for e in entries} == {d.spec.domain for d in index.domains.values()
+                                          if not d.spec.dkim.enabled}
+    assert keys == {}
+    pem = dkim_keys.generate(DkimAlgorithm.ED25519, 2048)
+    for key in signing:
+        index.dkim[key] = DkimState(pem, DkimAlgorithm.ED25519)
+    entries, keys = domain_entries(ctl, ck)  # type: ignore[arg-type]
+    assert {e.domain for e in entries} == {d.spec.domain for d in index.domains.values()}
+    assert all(e.dkim for e in entries if e.domain in {index.domains[k].spec.domain for k in signing})
+    assert set(keys) == {relay_config.dkim_file_name(index.domains[k].spec.domain) for k in signing}
