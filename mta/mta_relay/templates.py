@@ -150,8 +150,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         if type(owner) in _METHODS:
             if name not in _METHODS[type(owner)]:
                 raise SecurityError(f"method {name!r} is not available in templates")
-        elif not (isinstance(__obj, Undefined) or __obj in __self.globals.values() or isinstance(owner, LoopContext | Cycler | Joiner)
-                  or isinstance(__obj, Joiner)):
+        elif not (isinstance(__obj, Undefined | Joiner) or __obj in __self.globals.values()
+                  or isinstance(owner, LoopContext | Cycler | Joiner)):
             raise SecurityError(f"{name!r} cannot be called in templates")
         _int_arguments([*args, *kwargs.values()])
         return super().call(__context, __obj, *args, **kwargs)
@@ -169,8 +169,9 @@ _CURRENT = _Current()
 class _Guard(NodeTransformer):
     """Refuses what a mail template has no use for and routes loops and ``~`` through the budget."""
 
-    _REFUSED: ClassVar[dict[type[nodes.Node], str]] = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "import",
-                nodes.Extends: "extends", nodes.Macro: "macro", nodes.CallBlock: "call block"}
+    _REFUSED: ClassVar[dict[type[nodes.Node], str]] = {
+        nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "import",
+        nodes.Extends: "extends", nodes.Macro: "macro", nodes.CallBlock: "call block"}
 
     def generic_visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
         for kind, what in self._REFUSED.items():
