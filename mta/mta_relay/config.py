@@ -38,11 +38,21 @@ class _Model(BaseModel):
 
 class SmtpListener(_Model):
     """One SMTP port. ``port`` is where the process listens (unprivileged in a pod); ``public_port`` is the
-    port clients see through the Service (25, 587, 2587), used only in logs and metrics labels."""
+    port clients see through the Service (25, 587, 2587, 465), used only in logs and metrics labels.
+    ``implicit_tls``: TLS from the first byte (RFC 8314, port 465 by convention) instead of STARTTLS;
+    the same policy, AUTH offered at once, STARTTLS not offered."""
 
     port: Port
     public_port: Port | None = None
     address: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its addresses; tests use loopback
+    implicit_tls: bool = False
+
+
+class Trace(_Model):
+    """What the relay's Received field says (``trace_headers``). ``client_address`` false leaves out the
+    client's EHLO name and address, as many submission services do for their users' privacy."""
+
+    client_address: bool = True
 
 
 class HttpListener(_Model):
@@ -139,6 +149,8 @@ class Credential(_Model):
     allowed_ips: list[IPNetwork] = Field(default_factory=list, alias="allowedIPs")  # empty = any source
     quota: Quota | None = None
     allow_sender_header: bool = False
+    # MAIL FROM:<> (bounces of a mail server relaying through the cluster); refused unless set
+    allow_null_sender: bool = False
 
     @field_validator("allowed_ips", mode="before")
     @classmethod
@@ -171,9 +183,13 @@ class CredentialShard(_Model):
 
 
 class Smarthost(_Model):
+    """The next hop for all mail. ``tls``: STARTTLS (required, certificate verified), Implicit (TLS from
+    the first byte, verified), Opportunistic (STARTTLS when offered, unverified; plaintext otherwise, as
+    towards MX hosts) or None."""
+
     host: str
     port: Port = 587
-    tls: Literal["STARTTLS", "Implicit", "None"] = "STARTTLS"
+    tls: Literal["STARTTLS", "Implicit", "Opportunistic", "None"] = "STARTTLS"
     username_file: str | None = None
     password_file: str | None = None
 
@@ -249,6 +265,7 @@ class RelaySettings(_Model):
     queue: Queue = Field(default_factory=Queue)
     rate_limit: RateLimit | None = None
     handoff: Handoff | None = None
+    trace: Trace = Field(default_factory=Trace)
 
 
 class RelayConfig(_Model):

@@ -21,7 +21,8 @@ from mta_relay.queue import QueueSettings
 
 MX_PORT = 25
 PER_DESTINATION = 10  # concurrent connections to one smarthost or one MX domain
-_SMARTHOST_TLS = {"STARTTLS": TlsMode.REQUIRED, "Implicit": TlsMode.IMPLICIT, "None": TlsMode.NONE}
+_SMARTHOST_TLS = {"STARTTLS": TlsMode.REQUIRED, "Implicit": TlsMode.IMPLICIT,
+                  "Opportunistic": TlsMode.OPPORTUNISTIC, "None": TlsMode.NONE}
 
 
 def _read(config_dir: Path, path: str) -> bytes:
