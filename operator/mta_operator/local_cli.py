@@ -11,7 +11,6 @@ from mta_relay import logs
 from mta_relay.cli import serve
 
 from .local import LISTEN_ADDRESS, ManifestError, default_state_dir, pick_cluster, read_manifests, render
-from .render.relay_config import container_port
 
 
 def _ports(pairs: list[str]) -> dict[int, int]:
@@ -28,6 +27,8 @@ def run_local(args: argparse.Namespace) -> int:
     state = args.state_dir or default_state_dir()
     try:
         found = read_manifests(args.directory, args.namespace)
+        for warning in found.warnings:  # as kubectl apply warns: the object is still used, the field not
+            print(f"Warning: {warning}", file=sys.stderr)
         cluster = pick_cluster(found, args.cluster)
         ports = _ports(args.port)
         done = render(found, cluster, state, ports, args.http_port)
@@ -36,12 +37,14 @@ def run_local(args: argparse.Namespace) -> int:
         return 2
     out = sys.stdout
     print(f"Cluster {cluster.metadata.name} ({cluster.spec.hostname}) on {LISTEN_ADDRESS}:", file=out)
-    for public in cluster.spec.smtp.ports:
-        print(f"  SMTP {public} -> {LISTEN_ADDRESS}:{ports.get(public, container_port(public))} "
-              "(STARTTLS required)", file=out)
-    print(f"  CA certificate: {state / 'tls' / 'ca.crt'}", file=out)
+    for line in done.endpoints:
+        print(f"  {line}", file=out)
+    print(f"  CA certificate: {state / 'tls' / 'ca.crt'} (the certificate names {cluster.spec.hostname})",
+          file=out)
     for line in done.skipped:
         print(f"  not served: {line}", file=out)
+    for line in done.notes:
+        print(f"  note: {line}", file=out)
     if done.new_passwords:
         print("Generated passwords (shown once; kept in the state directory, mode 0600):", file=out)
         for user, password in sorted(done.new_passwords.items()):
@@ -53,5 +56,7 @@ def run_local(args: argparse.Namespace) -> int:
     out.flush()
     if args.render_only:
         return 0
+    print("Serving; Ctrl-C stops.", file=out)
+    out.flush()
     logs.setup(args.log_level)
     return asyncio.run(serve(done.config_dir, LISTEN_ADDRESS))

@@ -56,14 +56,14 @@ async def reconcile(ctl: Controller, key: Key) -> None:
                           f"{winner[1] if winner else '?'} of Cluster {ck[1]}; this credential is not served")
         if not _has_status(cred):
             await _patch(ctl, cred, _status(ctl, cred, Outcome(False, "Reconciling", "Adding to the table")))
-        verifier = await _verifier(ctl, cred, cluster, ck, table)
+        verifier, password = await _verifier(ctl, cred, cluster, ck, table)
     except Refused as refused:
         if table is not None:
             table.remove(key)  # a credential that stops being served leaves the table at the next write
         await _refuse(ctl, cred, refused)
         return
     assert table is not None
-    entry = relay_config.credential(cred, verifier, relay_config.mechanisms(cluster))
+    entry = relay_config.credential(cred, verifier, relay_config.mechanisms(cluster, cred), password)
     if not table.put(key, entry) and table.served(key):
         await write_status(ctl, key)
 
@@ -80,12 +80,28 @@ async def write_status(ctl: Controller, key: Key) -> None:
     cred = ctl.index.creds.get(key)
     if cred is None:
         return
-    table = ctl.tables.get(ctl.index.cluster_of(cred))
+    ck = ctl.index.cluster_of(cred)
+    table = ctl.tables.get(ck)
     if table is None or not table.served(key):
         return
-    await _patch(ctl, cred, _status(ctl, cred, Outcome(True, "Serving",
-                                                       f"In the credential table of Cluster "
-                                                       f"{cred.spec.cluster_ref.name}")))
+    outcome = served_outcome(cred, ctl.index.clusters.get(ck))
+    if outcome.ok:
+        await _patch(ctl, cred, _status(ctl, cred, outcome))
+    else:
+        await _refuse(ctl, cred, Refused(outcome.reason, outcome.message))
+
+
+def served_outcome(cred: SmtpCredential, cluster: Cluster | None) -> Outcome:
+    """Ready of a credential in the written table: True, unless it asks for CRAM-MD5 and its Cluster does
+    not offer it (then it is served with the Cluster's other mechanisms, and Ready says what is missing)."""
+    name = cred.spec.cluster_ref.name
+    cram_missing = cluster is not None and not relay_config.cram_md5_offered(cluster)
+    if cram_missing and relay_config.wants_cram_md5(cred):
+        offered = ", ".join(relay_config.mechanisms(cluster, cred))
+        return Outcome(False, "CramMd5NotOffered",
+                       f"spec.cramMd5 is set but Cluster {name} does not offer CRAM-MD5 "
+                       f"(spec.smtp.authMechanisms); served with {offered} only")
+    return Outcome(True, "Serving", f"In the credential table of Cluster {name}")
 
 
 def _ref(cred: SmtpCredential) -> dict[str, Any]:
@@ -126,25 +142,31 @@ async def _patch(ctl: Controller, cred: SmtpCredential, status: dict[str, Any]) 
 
 
 async def _verifier(ctl: Controller, cred: SmtpCredential, cluster: Cluster, ck: Key,
-                    table: Any) -> str | None:
+                    table: Any) -> tuple[str | None, str | None]:
+    """(verifier, password): the password only for a credential that asks for CRAM-MD5 (its table entry
+    needs it; it goes nowhere else)."""
     spec = cred.spec
     old = table.entries.get((cred.metadata.namespace, cred.metadata.name))
     known = (old.password_verifier if old else None) or ctl.known_verifiers.get((ck, cred.effective_username))
     if spec.authentication == Authentication.SOURCE_IP:
         await _connection(ctl, cred, cluster, generate=False)
-        return None
+        return None, None
     if spec.password_secret_ref is not None:
         password = await _user_password(ctl, cred)
         await _connection(ctl, cred, cluster, generate=False)
         if known and not known.startswith(passwords.FAST_SCHEME) and \
                 await ctl.io(passwords._verify_argon2, known, password.encode()):
-            return known
-        return await ctl.io(passwords.argon2_verifier, password)
+            return known, _for_cram(cred, password)
+        return await ctl.io(passwords.argon2_verifier, password), _for_cram(cred, password)
     password = await _connection(ctl, cred, cluster, generate=True)
     assert password is not None
     if known and passwords.verify_fast(known, password.encode()):
-        return known
-    return passwords.fast_verifier(password)
+        return known, _for_cram(cred, password)
+    return passwords.fast_verifier(password), _for_cram(cred, password)
+
+
+def _for_cram(cred: SmtpCredential, password: str) -> str | None:
+    return password if relay_config.wants_cram_md5(cred) else None
 
 
 async def _user_password(ctl: Controller, cred: SmtpCredential) -> str:

@@ -43,11 +43,15 @@ class SmtpSettings(ApiModel):
     max_message_size: int = Field(
         26214400, ge=1024, le=1073741824,
         description="Largest message accepted, in bytes (advertised as SIZE); default 25 MiB.")
-    auth_mechanisms: Annotated[list[AuthMechanism], UNIQUE] = Field(
+    auth_mechanisms: Annotated[list[AuthMechanism], UNIQUE, Rule(
+        "self.exists(m, m != 'CRAM-MD5')",
+        "authMechanisms must offer PLAIN or LOGIN: CRAM-MD5 works only for credentials that opt in",
+        lambda ms: any(m != AuthMechanism.CRAM_MD5 for m in ms))] = Field(
         default_factory=lambda: [AuthMechanism.PLAIN, AuthMechanism.LOGIN], min_length=1, max_length=3,
         json_schema_extra={"default": ["PLAIN", "LOGIN"]},
-        description="SASL mechanisms offered. CRAM-MD5 is opt-in: it needs the relay to keep a password-"
-                    "equivalent secret instead of a one-way hash.")
+        description="SASL mechanisms offered to every credential. CRAM-MD5 is offered only to "
+                    "credentials that also opt in (SmtpCredential spec.cramMd5): it needs the relay to keep "
+                    "the password itself instead of a one-way hash. At least PLAIN or LOGIN.")
 
 
 class HttpSettings(ApiModel):
@@ -130,7 +134,8 @@ class Smarthost(ApiModel):
     tls: SmarthostTls = Field(
         SmarthostTls.REQUIRED,
         description="Required: STARTTLS with a verified certificate; Implicit: TLS from the first byte "
-                    "(port 465); Opportunistic: STARTTLS when offered (not recommended).")
+                    "(port 465), verified; Opportunistic: STARTTLS when offered, certificate not verified, "
+                    "plaintext when not offered (not recommended).")
     credentials_secret_ref: SecretRef | None = Field(
         None, description="A Secret with keys username and password for AUTH at the smarthost.")
 

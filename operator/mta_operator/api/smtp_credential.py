@@ -99,6 +99,10 @@ class SmtpCredentialSpec(ApiModel):
              "passwordSecretRef is only allowed when authentication is Password",
              lambda s: s.authentication == Authentication.PASSWORD or s.password_secret_ref is None,
              field_path=".passwordSecretRef", reason="FieldValueForbidden"),
+        Rule("self.authentication == 'Password' || !has(self.cramMd5) || !self.cramMd5",
+             "cramMd5 is only allowed when authentication is Password",
+             lambda s: s.authentication == Authentication.PASSWORD or not s.cram_md5,
+             field_path=".cramMd5", reason="FieldValueForbidden"),
     )
 
     cluster_ref: ImmutableClusterRef
@@ -125,6 +129,12 @@ class SmtpCredentialSpec(ApiModel):
     allow_sender_header: bool = Field(
         False, description="Accept a message whose From header domain is not allowed when its Sender "
                            "header domain is (sending on behalf of someone else).")
+    cram_md5: bool = Field(
+        False, description="Also accept AUTH CRAM-MD5 (for clients that cannot do anything else). The relay "
+                           "then keeps the password itself, not only a one-way hash, in the Cluster's "
+                           "credential table Secrets. Needs CRAM-MD5 in the Cluster's "
+                           "spec.smtp.authMechanisms; otherwise the credential is served without it and "
+                           "its Ready condition says so (CramMd5NotOffered).")
 
 
 class QuotaUsage(ApiModel):

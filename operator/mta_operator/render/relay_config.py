@@ -36,8 +36,11 @@ CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
 SPOOL_DIR = "/var/spool/mta"
 HTTP_PORT = 8080
 PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Month": 30 * 86400}
-# CRAM-MD5 needs the password itself in the table; the operator keeps only verifiers (see docs/operator.md).
-TABLE_MECHANISMS = ("PLAIN", "LOGIN")
+CRAM_MD5 = str(AuthMechanism.CRAM_MD5)
+# Cluster.spec.delivery.smarthost.tls → the relay's smarthost tls.
+SMARTHOST_TLS: dict[SmarthostTls, str] = {
+    SmarthostTls.REQUIRED: "STARTTLS", SmarthostTls.IMPLICIT: "Implicit",
+    SmarthostTls.OPPORTUNISTIC: "Opportunistic"}
 
 
 def container_port(public: int) -> int:
@@ -68,8 +71,7 @@ def _delivery(cluster: Cluster) -> rc.Delivery:
     if spec.mode != DeliveryMode.SMARTHOST or spec.smarthost is None:
         return rc.Delivery(mode="MX")
     host = spec.smarthost
-    # The relay has no opportunistic mode; STARTTLS-required is the safe reading of it.
-    tls = {SmarthostTls.IMPLICIT: "Implicit"}.get(host.tls, "STARTTLS")
+    tls = SMARTHOST_TLS[host.tls]
     creds = host.credentials_secret_ref is not None
     return rc.Delivery(mode="Smarthost", smarthost=rc.Smarthost(
         host=host.host, port=host.port, tls=tls,
@@ -122,20 +124,36 @@ def settings_yaml(settings: rc.RelaySettings) -> str:
     return yaml.safe_dump(settings.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
 
 
-def mechanisms(cluster: Cluster) -> list[str]:
-    offered = [str(m) for m in cluster.spec.smtp.auth_mechanisms if m != AuthMechanism.CRAM_MD5]
-    return [m for m in offered if m in TABLE_MECHANISMS] or list(TABLE_MECHANISMS)
+def cram_md5_offered(cluster: Cluster) -> bool:
+    return AuthMechanism.CRAM_MD5 in cluster.spec.smtp.auth_mechanisms
 
 
-def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str]) -> rc.Credential:
-    """The table entry of one SmtpCredential; ``verifier`` is None for SourceIP."""
+def wants_cram_md5(cred: SmtpCredential) -> bool:
+    return cred.spec.cram_md5 and cred.spec.authentication == Authentication.PASSWORD
+
+
+def mechanisms(cluster: Cluster, cred: SmtpCredential | None = None) -> list[str]:
+    """The SASL mechanisms of a table entry: what the Cluster offers, CRAM-MD5 only to a credential that
+    opts in (its entry then carries the password itself, which the others' entries never do)."""
+    cram = cred is not None and wants_cram_md5(cred)
+    return [str(m) for m in cluster.spec.smtp.auth_mechanisms if m != AuthMechanism.CRAM_MD5 or cram]
+
+
+def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
+               cram_md5_secret: str | None = None) -> rc.Credential:
+    """The table entry of one SmtpCredential; ``verifier`` is None for SourceIP. ``cram_md5_secret`` (the
+    password) enters the entry only when ``mechs`` has CRAM-MD5."""
     spec = cred.spec
     quota = spec.quota
+    cram = CRAM_MD5 in mechs
+    if cram and not cram_md5_secret:
+        raise ValueError("CRAM-MD5 needs the credential's password")
     return rc.Credential(
         username=cred.effective_username,
         authentication=str(spec.authentication),
         password_verifier=verifier if spec.authentication == Authentication.PASSWORD else None,
         mechanisms=mechs,
+        cram_md5_secret=cram_md5_secret if cram else None,
         domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
         allowed_ips=list(spec.allowed_ips),
         quota=rc.Quota(messages=quota.messages, period_seconds=PERIOD_SECONDS[quota.period])
