@@ -6,7 +6,16 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from localkit import Served, cluster, credential, domain, generated_passwords, message, serving, write_manifests
+from localkit import (
+    Served,
+    cluster,
+    credential,
+    domain,
+    generated_passwords,
+    message,
+    serving,
+    write_manifests,
+)
 from support.receiver_thread import ThreadedReceiver
 from support.tls import make_ca
 
@@ -26,10 +35,10 @@ def _submit(served: Served, text: str) -> None:
 
 
 def test_opportunistic_delivers_in_plaintext_when_the_smarthost_offers_no_starttls(tmp_path: Path) -> None:
-    with ThreadedReceiver() as receiver:  # no TLS context: STARTTLS is not offered
-        with serving(_manifests(tmp_path, receiver.port, "Opportunistic"), tmp_path / "state") as served:
-            _submit(served, "opportunistic, plaintext hop")
-            (delivered,) = receiver.wait_for(1, within=30)
+    with ThreadedReceiver() as receiver, serving(  # no TLS context: STARTTLS is not offered
+            _manifests(tmp_path, receiver.port, "Opportunistic"), tmp_path / "state") as served:
+        _submit(served, "opportunistic, plaintext hop")
+        (delivered,) = receiver.wait_for(1, within=30)
     assert delivered.tls is False
     assert b"opportunistic, plaintext hop" in delivered.data
 
@@ -38,10 +47,10 @@ def test_opportunistic_uses_starttls_when_offered_without_verifying(tmp_path: Pa
     # The relay does not trust this CA (no SSL_CERT_FILE): Opportunistic encrypts without verifying.
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     make_ca().issue_cert("127.0.0.1").configure_cert(context)
-    with ThreadedReceiver(tls=context) as receiver:
-        with serving(_manifests(tmp_path, receiver.port, "Opportunistic"), tmp_path / "state") as served:
-            _submit(served, "opportunistic, TLS hop")
-            (delivered,) = receiver.wait_for(1, within=30)
+    with ThreadedReceiver(tls=context) as receiver, serving(
+            _manifests(tmp_path, receiver.port, "Opportunistic"), tmp_path / "state") as served:
+        _submit(served, "opportunistic, TLS hop")
+        (delivered,) = receiver.wait_for(1, within=30)
     assert delivered.tls is True
     assert b"opportunistic, TLS hop" in delivered.data
 
