@@ -2,8 +2,9 @@
 
     mta-operator run [--kubeconfig PATH] [--namespace NS] [--relay-image IMAGE] ...
 
-``run`` starts the kopf operator (standalone: one replica, no peering); ``local -f DIR`` serves manifests
-from a directory on loopback without Kubernetes (``local.py`` renders, the relay serves).
+``run`` starts the kopf operator: one namespace, several (``--namespace`` repeated) or all; with
+``--leader-election-namespace`` several replicas may run and one leads (``leader``). ``local -f DIR`` serves
+manifests from a directory on loopback without Kubernetes (``local.py`` renders, the relay serves).
 Rendering CRs into relay config needs no API access (``render.relay_config.relay_files``).
 """
 
@@ -13,6 +14,8 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
+import socket
 from pathlib import Path
 
 import kopf
@@ -21,6 +24,7 @@ from kubernetes import config
 from .controller import Controller
 from .handlers import register
 from .kube_api import Kube
+from .leader import LeaderElector
 from .options import Options
 
 
@@ -41,8 +45,9 @@ def _api_client(kubeconfig: str | None, workers: int):  # type: ignore[no-untype
 
 
 def _run(args: argparse.Namespace) -> int:
+    namespaces = tuple(dict.fromkeys(args.namespace))
     options = Options(relay_image=args.relay_image, image_pull_policy=args.image_pull_policy,
-                      namespace=args.namespace, workers=args.workers, table_debounce=args.table_debounce,
+                      namespaces=namespaces, workers=args.workers, table_debounce=args.table_debounce,
                       resync_seconds=args.resync_seconds, dns_nameserver=args.dns_nameserver,
                       dns_check_seconds=args.dns_check_seconds)
     kopf.configure(debug=args.log_level == "DEBUG", verbose=args.log_level in {"DEBUG", "INFO"},
@@ -50,12 +55,17 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level)
     if args.log_level != "DEBUG":  # one line per handled event is noise at 10,000 objects
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    controller = Controller(Kube(_api_client(args.kubeconfig, args.workers)), options)
+    kube = Kube(_api_client(args.kubeconfig, args.workers))
+    controller = Controller(kube, options)
+    elector = None
+    if args.leader_election_namespace:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+        elector = LeaderElector(kube, args.leader_election_namespace, identity)
     registry = kopf.OperatorRegistry()
-    register(registry, controller)
-    namespaces = [args.namespace] if args.namespace else []
+    register(registry, controller, elector)
+    # standalone: kopf's own peering stays off; the Lease decides who works (see leader.py).
     asyncio.run(kopf.operator(registry=registry, standalone=True, clusterwide=not namespaces,
-                              namespaces=namespaces, liveness_endpoint=args.liveness))
+                              namespaces=list(namespaces), liveness_endpoint=args.liveness))
     return 0
 
 
@@ -64,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator against a cluster")
     run.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG / ~/.kube/config")
-    run.add_argument("--namespace", help="watch one namespace (default: all)")
+    run.add_argument("--namespace", action="append", default=[],
+                     help="watch this namespace (repeat for several; default: all namespaces)")
+    run.add_argument("--leader-election-namespace",
+                     help="run as one of several replicas: the one holding the Lease mta-operator in this "
+                          "namespace reconciles, the others stand by (default: no election, run alone)")
     run.add_argument("--relay-image", default=Options.relay_image)
     run.add_argument("--image-pull-policy", default=Options.image_pull_policy)
     run.add_argument("--workers", type=int, default=Options.workers)

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from . import reconcile_cluster, reconcile_credential, reconcile_domain, startup
 from .apply import Applier
 from .credential_table import Table
 from .kube_api import Kube
+from .leader import LeaderElector
 from .options import Options
 from .render.conditions import now_text
 from .state import Index, Key
@@ -29,6 +31,12 @@ OBJECT_OF = {"cluster": "Cluster", "cluster-status": "Cluster", "domain": "Sendi
              "verify": "SendingDomain", "cred": "SmtpCredential", "cred-status": "SmtpCredential"}
 KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
     "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
+
+
+def _stop_at_once() -> None:
+    """Leadership lost: another replica may reconcile any moment now, so this one must not go on."""
+    logging.shutdown()
+    os._exit(1)
 
 
 class Controller:
@@ -43,6 +51,10 @@ class Controller:
         self.queue = table_writer.make_queue(self)
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._locks: dict[tuple[str, Key], asyncio.Lock] = {}
+        self._launch: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._resync: asyncio.Task[None] | None = None
+        self._stats: asyncio.Task[None] | None = None
 
     async def io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking API call in the bounded pool."""
@@ -75,6 +87,16 @@ class Controller:
             table.task = asyncio.create_task(table_writer.run(self, ck), name=f"table-{ck[0]}/{ck[1]}")
         return table
 
+    def launch(self, elector: LeaderElector | None) -> None:
+        """Start working now, or (with leader election) once this replica leads; until then the watch
+        events still fill the index, so a standby that takes over starts warm."""
+        async def lead() -> None:
+            if elector is not None:
+                await elector.acquire()
+                self._keeper = asyncio.create_task(elector.keep(_stop_at_once), name="lease")
+            await self.start()
+        self._launch = asyncio.create_task(lead(), name="launch")
+
     async def start(self) -> None:
         await startup.sync(self)
         self.queue.start()
@@ -89,8 +111,9 @@ class Controller:
         self._stats = asyncio.create_task(self._stats_loop())
 
     async def stop(self) -> None:
-        self._resync.cancel()
-        self._stats.cancel()
+        for task in (self._launch, self._keeper, self._resync, self._stats):
+            if task is not None:
+                task.cancel()
         await self.queue.stop()
         for table in self.tables.values():
             if table.task:

@@ -11,11 +11,13 @@ import kopf
 from . import naming
 from .api import GROUP, VERSION
 from .controller import Controller
+from .leader import LeaderElector
 
 SERVER_TIMEOUT = 300  # the API server ends each watch after this; kopf reconnects from the last version
 
 
-def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+def register(registry: kopf.OperatorRegistry, controller: Controller,
+             elector: LeaderElector | None = None) -> None:
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = f"{naming.PREFIX}/finalizer"
@@ -32,7 +34,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         settings.batching.idle_timeout = 1.0
         settings.batching.batch_window = 0.05
         settings.posting.enabled = False  # Events are ours, for transitions only; not every log line
-        await controller.start()
+        controller.launch(elector)  # not awaited: kopf starts its watches only after startup handlers
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -41,6 +43,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
         await controller.stop()
+        if elector is not None:
+            elector.release()
 
     for plural, kind in (("clusters", "Cluster"), ("sendingdomains", "SendingDomain"),
                          ("smtpcredentials", "SmtpCredential")):

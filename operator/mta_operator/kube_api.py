@@ -118,6 +118,14 @@ class Kube:
         assert out is not None
         return out
 
+    def replace(self, obj: Obj) -> Obj:
+        """PUT with the object's resourceVersion: 409 when someone wrote it since it was read."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        out = self.request("PUT", url, obj, query={"fieldManager": FIELD_MANAGER})
+        assert out is not None
+        return out
+
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
         self.request("PATCH", path(api_version, kind, namespace, name, "status"), {"status": status},
                      content_type="application/merge-patch+json")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class Options:
     relay_image: str = "ghcr.io/mta-operator/mta-relay:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    namespace: str | None = None  # None: all namespaces
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
     workers: int = 16
     table_debounce: float = 0.1  # seconds a burst of credential changes is coalesced into one write
     resync_seconds: float = 600  # full re-list: catches what watches cannot (missed deletes, lost children)

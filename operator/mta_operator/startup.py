@@ -31,12 +31,19 @@ def _decode(data: dict[str, str] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
 
 
+async def _list(ctl: Controller, api_version: str, kind: str, selector: str | None = None) -> list[dict]:
+    """Objects of ``kind`` in every watched namespace (one cluster-wide list when all are watched)."""
+    found: list[dict] = []
+    for ns in ctl.options.namespaces or (None,):
+        found += await ctl.io(ctl.kube.list, api_version, kind, ns, selector)
+    return found
+
+
 async def sync(ctl: Controller) -> None:
-    ns = ctl.options.namespace
-    clusters = await ctl.io(ctl.kube.list, API_VERSION, "Cluster", ns)
-    domains = await ctl.io(ctl.kube.list, API_VERSION, "SendingDomain", ns)
-    creds = await ctl.io(ctl.kube.list, API_VERSION, "SmtpCredential", ns)
-    own = await ctl.io(ctl.kube.list, "v1", "Secret", ns, OWN_SECRETS)
+    clusters = await _list(ctl, API_VERSION, "Cluster")
+    domains = await _list(ctl, API_VERSION, "SendingDomain")
+    creds = await _list(ctl, API_VERSION, "SmtpCredential")
+    own = await _list(ctl, "v1", "Secret", OWN_SECRETS)
     for raw in clusters:
         ctl.on_object("Cluster", "ADDED", raw)
     for raw in domains:
@@ -110,10 +117,9 @@ def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
 
 async def resync(ctl: Controller) -> None:
     """Re-list the custom resources: forget what vanished unseen, re-check everything else."""
-    ns = ctl.options.namespace
     for kind, store in (("Cluster", ctl.index.clusters), ("SendingDomain", ctl.index.domains),
                         ("SmtpCredential", ctl.index.creds)):
-        items = await ctl.io(ctl.kube.list, API_VERSION, kind, ns)
+        items = await _list(ctl, API_VERSION, kind)
         live = {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
         for key in [k for k in store if k not in live]:
             ctl.on_object(kind, "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})

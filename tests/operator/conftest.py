@@ -40,8 +40,8 @@ def dns_server() -> Iterator[DnsServer]:
 def run_operator(op_crds: TestKube, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
-    def start(*extra: str) -> Operator:
-        op = Operator(op_crds.kubeconfig, namespace, tmp_path / "operator.log", list(extra)).start()
+    def start(*extra: str, log: str = "operator.log") -> Operator:
+        op = Operator(op_crds.kubeconfig, namespace, tmp_path / log, list(extra)).start()
         started.append(op)
         return op
 
