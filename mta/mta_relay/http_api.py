@@ -5,7 +5,8 @@
 The injection API applies the SMTP policy with the same replies: Basic auth by the same credentials
 (SourceIP credentials need no header), then source IP, sender domain, header domains, quota, spool.
 Refusals are JSON ``{"error", "reason", "reply"}`` where ``reply`` is the SMTP reply SMTP would give:
-401 bad or missing credentials, 403 not authorised, 400 malformed, 413 too big, 429 temporary (quota,
+401 bad or missing credentials, 403 not authorised, 400 malformed (with ``field``, the path of the field at
+fault, e.g. ``recipients[3].email``), 413 too big, 429 temporary (quota,
 throttling; Retry-After), 503 spool unavailable.
 
 ``/internal/v1/*`` take only ``Authorization: Bearer <peer token>`` (``handoff``), never an SMTP
@@ -20,10 +21,10 @@ import asyncio
 import base64
 import binascii
 import logging
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
 from mta_relay import acceptance, handoff, inject_format, replies
 from mta_relay.config import Credential
@@ -110,35 +111,45 @@ async def inject(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge:
         return _error(replies.TOO_BIG)
     try:
-        payload = inject_format.InjectRequest.model_validate_json(body)
-        messages = inject_format.messages(payload, relay.settings.hostname)
-    except (ValidationError, inject_format.BadRequest) as error:
-        detail = (error.errors(include_input=False, include_url=False)[0]["msg"]
-                  if isinstance(error, ValidationError) else str(error))
-        return _error(replies.BAD_MESSAGE, f"bad request: {detail}")
-    if any(len(message) > limit for _, message in messages):
-        return _error(replies.TOO_BIG)
+        payload = inject_format.parse(body)
+        prepared = inject_format.prepare(payload)
+    except inject_format.BadRequest as error:
+        return _bad_request(error)
     sender = payload.envelope_sender
     reply = await acceptance.check_sender(relay, cred, sender)
     if reply is not None:
         return _error(acceptance.rejected(relay, "http", reply, client_ip=ip, credential=cred.username,
                                           mail_from=sender))
-    result = {"success_count": 0, "fail_count": 0, "failed_recipients": [], "errors": []}
+    # KumoMTA's response: counts are of recipients; a recipient that gets no message is named in
+    # failed_recipients with its error, and the request still answers 200 when any recipient got one.
+    result: dict[str, Any] = {"success_count": 0, "fail_count": 0, "failed_recipients": [], "errors": []}
     last: Reply | None = None
-    for rcpts, message in messages:
-        outcome = await acceptance.accept(relay, source="http", cred=cred, client_ip=ip,
-                                          queue_id=new_queue_id(), mail_from=sender, rcpts=rcpts,
-                                          message=message, smtputf8=not all(r.isascii() for r in rcpts))
-        if isinstance(outcome, Envelope):
-            result["success_count"] += len(rcpts)
+    for outcome in inject_format.outcomes(prepared, limit=limit,
+                                          max_recipients=relay.settings.limits.max_recipients):
+        if isinstance(outcome, inject_format.Failed):
+            failed, error_text, last = [outcome.rcpt], outcome.error, outcome.reply or last
         else:
-            last = outcome
-            result["fail_count"] += len(rcpts)
-            result["failed_recipients"].extend(rcpts)
-            result["errors"].append(outcome.smtp)
+            accepted = await acceptance.accept(
+                relay, source="http", cred=cred, client_ip=ip, queue_id=new_queue_id(), mail_from=sender,
+                rcpts=outcome.rcpts, message=outcome.message,
+                smtputf8=not all(r.isascii() for r in [sender, *outcome.rcpts]))
+            if isinstance(accepted, Envelope):
+                result["success_count"] += len(outcome.rcpts)
+                continue
+            failed, error_text, last = outcome.rcpts, accepted.smtp, accepted
+        result["fail_count"] += len(failed)
+        result["failed_recipients"].extend(failed)
+        result["errors"].extend(f"{rcpt}: {error_text}" for rcpt in failed)
     if result["success_count"] == 0 and last is not None:
-        return web.json_response({**result, "reason": last.reason}, status=_status(last))
+        return web.json_response({**result, "reason": last.reason, "reply": last.smtp}, status=_status(last))
     return web.json_response(result)
+
+
+def _bad_request(error: inject_format.BadRequest) -> web.Response:
+    """400 naming the field at fault (``field``, a path such as ``recipients[3].email``)."""
+    reply = replies.BAD_MESSAGE
+    return web.json_response({"error": f"bad request: {error}", "field": error.field, "reason": reply.reason,
+                              "reply": reply.smtp}, status=400)
 
 
 async def healthz(request: web.Request) -> web.Response:
