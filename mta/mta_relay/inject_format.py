@@ -61,7 +61,11 @@ def mailbox_problem(address: str) -> str | None:
     """Why ``address`` is not an RFC 5321 mailbox (None when it is). Syntax is ``smtp_paths``' (the SMTP
     side's rule); JSON has no angle brackets, so the address must also come back unchanged (no comments,
     no quoting added), and it needs a domain."""
-    if not address or len(address.encode()) > 254:
+    try:
+        octets = len(address.encode())
+    except UnicodeEncodeError:  # a lone surrogate from JSON's \ud800 escapes
+        return "not a mailbox (not UTF-8)"
+    if not address or octets > 254:
         return "not a mailbox (empty or longer than 254 octets)"
     if any(c in address for c in "\r\n\0<>"):
         return "not a mailbox"
@@ -366,7 +370,10 @@ def prepare(request: InjectRequest) -> Prepared:
 
 def raw_message(content: str) -> bytes:
     """A whole message as given: line ends made CRLF; ``BadRequest`` for what SMTP could not carry."""
-    data = content.encode("utf-8", "surrogateescape")
+    try:
+        data = content.encode()
+    except UnicodeEncodeError:  # a lone surrogate from JSON's \ud800 escapes
+        raise BadRequest("content", "not UTF-8") from None
     data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
