@@ -24,7 +24,7 @@ from kubernetes import config
 from .controller import Controller
 from .handlers import register
 from .kube_api import Kube
-from .leader import LeaderElector
+from .leader import LEASE_NAME, LeaderElector
 from .options import Options
 
 
@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     elector = None
     if args.leader_election_namespace:
         identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
-        elector = LeaderElector(kube, args.leader_election_namespace, identity)
+        elector = LeaderElector(kube, args.leader_election_namespace, identity, args.leader_election_name)
     registry = kopf.OperatorRegistry()
     register(registry, controller, elector)
     # standalone: kopf's own peering stays off; the Lease decides who works (see leader.py).
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--leader-election-namespace",
                      help="run as one of several replicas: the one holding the Lease mta-operator in this "
                           "namespace reconciles, the others stand by (default: no election, run alone)")
+    run.add_argument("--leader-election-name", default=LEASE_NAME, help="name of that Lease")
     run.add_argument("--relay-image", default=Options.relay_image)
     run.add_argument("--image-pull-policy", default=Options.image_pull_policy)
     run.add_argument("--workers", type=int, default=Options.workers)

@@ -9,6 +9,7 @@ OPTIONS: dict[str, dict] = {
     "imagePullSecrets": {"imagePullSecrets": [{"name": "regcred"}]},
     "crds": {"crds": {"install": False}},
     "watchNamespaces": {"watchNamespaces": ["mail"]},
+    "replicas": {"replicas": 1},
     "serviceAccount": {"serviceAccount": {"create": True, "name": "mta-op",
                                           "annotations": {"a.example/b": "c"}}},
     "rbac": {"rbac": {"create": False}},

@@ -40,12 +40,20 @@ def test_chart_refuses_clusters_older_than_kube_version() -> None:
     assert "requires kubeVersion" in out.stderr
 
 
-def test_defaults_render_one_restricted_operator() -> None:
+def test_defaults_render_two_restricted_replicas_that_elect_a_leader() -> None:
     objs = render()
     (deployment,) = by_kind(objs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    name = deployment["metadata"]["name"]
+    (budget,) = by_kind(objs, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    (role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["name"] == f"{name}-leader-election"]
+    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert {(tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in role["rules"]} == {
+        ((name,), ("get", "update")), ((), ("create",))}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert isinstance(pod["securityContext"]["runAsUser"], int)
@@ -56,6 +64,8 @@ def test_defaults_render_one_restricted_operator() -> None:
                                             "capabilities": {"drop": ["ALL"]}}
     assert container["command"] == ["mta-operator", "run"]
     assert not any(a.startswith("--namespace") for a in container["args"])
+    assert f"--leader-election-namespace={deployment['metadata']['namespace']}" in container["args"]
+    assert f"--leader-election-name={name}" in container["args"]
     assert f"--relay-image={container['image']}" in container["args"]
     probe = container["livenessProbe"]["httpGet"]
     assert probe["port"] == "health"
@@ -63,7 +73,7 @@ def test_defaults_render_one_restricted_operator() -> None:
     assert pod["serviceAccountName"] == by_kind(objs, "ServiceAccount")[0]["metadata"]["name"]
     assert by_kind(objs, "ClusterRole")
     assert by_kind(objs, "ClusterRoleBinding")
-    assert not by_kind(objs, "Role")
+    assert [r["metadata"]["name"] for r in by_kind(objs, "Role")] == [f"{name}-leader-election"]
     assert not by_kind(objs, "PodMonitor")
 
 
@@ -107,12 +117,13 @@ def _rules(obj: dict) -> set[tuple[str, str, str]]:
 
 def test_namespaced_mode_grants_namespaced_rules_only_in_watched_namespaces() -> None:
     cluster_wide = render()
-    namespaced = render({"watchNamespaces": ["mail"]})
+    namespaced = render({"watchNamespaces": ["mail", "ops"]})
     (all_rules,) = [_rules(o) for o in by_kind(cluster_wide, "ClusterRole")]
-    roles = by_kind(namespaced, "Role")
-    assert [r["metadata"]["namespace"] for r in roles] == ["mail"]
-    bindings = by_kind(namespaced, "RoleBinding")
-    assert [b["metadata"]["namespace"] for b in bindings] == ["mail"]
+    roles = [r for r in by_kind(namespaced, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+    assert [r["metadata"]["namespace"] for r in roles] == ["mail", "ops"]
+    bindings = [b for b in by_kind(namespaced, "RoleBinding")
+                if not b["metadata"]["name"].endswith("-leader-election")]
+    assert [b["metadata"]["namespace"] for b in bindings] == ["mail", "ops"]
     (cluster_rules,) = [_rules(o) for o in by_kind(namespaced, "ClusterRole")]
     role_rules = _rules(roles[0])
     assert ("", "secrets", "get") in role_rules
@@ -120,6 +131,7 @@ def test_namespaced_mode_grants_namespaced_rules_only_in_watched_namespaces() ->
     assert cluster_rules | role_rules == all_rules
     (container,) = by_kind(namespaced, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     assert "--namespace=mail" in container["args"]
+    assert "--namespace=ops" in container["args"]
 
 
 def test_podmonitor_only_when_the_prometheus_operator_api_is_served() -> None:
@@ -150,7 +162,8 @@ def test_helm_test_pod_sends_with_the_credentials_connection_secret() -> None:
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+    ({"replicas": 0}, "/replicas"),
+    ({"operatorReplicas": 2}, "additional properties 'operatorReplicas' not allowed"),
     ({"image": {"repository": "x", "tag": "", "pullPolicy": "IfNotPresent", "digest": "sha256:0"}},
      "additional properties 'digest' not allowed"),
     ({"crds": {"install": "yes"}}, "/crds/install"),

@@ -109,7 +109,7 @@ def test_install_upgrade_uninstall_cluster_wide(kube: Any, release_ns: str) -> N
     assert "kubectl mta status" in installed.stdout  # NOTES: the next step
     name = f"{release}-mta-operator"
     deployment = json.loads(kube.kubectl("get", "deployment", name, "-n", release_ns, "-o", "json").stdout)
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"  # replicas elect a leader
     kube.kubectl("get", "serviceaccount", name, "-n", release_ns)
     kube.kubectl("get", "clusterrole", name)
     kube.kubectl("get", "clusterrolebinding", name)

@@ -3,6 +3,8 @@
 {{- range .Values.watchNamespaces }}
 - --namespace={{ . }}
 {{- end }}
+- --leader-election-namespace={{ .Release.Namespace }}
+- --leader-election-name={{ include "mta-operator.fullname" . }}
 - --relay-image={{ include "mta-operator.image" . }}
 - --image-pull-policy={{ .Values.image.pullPolicy }}
 - --liveness=http://0.0.0.0:{{ .Values.healthPort }}/healthz
