@@ -8,10 +8,12 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mta_relay import config as rc
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import naming, scale_down, tls_source
@@ -95,7 +97,6 @@ async def reconcile(ctl: Controller, ck: Key) -> None:
         if pdb is None:
             await ctl.io(ctl.applier.remove, "policy/v1", "PodDisruptionBudget", ck[0], naming.mta(name),
                          cluster.metadata.uid or "")
-        ctl.index.mta_replicas[ck] = step.plan.replicas
         if step.plan.done:
             await _finish_handoff(ctl, cluster, step.plan, seen)
         await _retire_legacy(ctl, cluster, seen)
@@ -141,7 +142,7 @@ async def _peer_token(ctl: Controller, cluster: Cluster) -> str:
 @dataclass(frozen=True)
 class HandoffStep:
     plan: scale_down.Plan
-    section: Any  # the relay settings' handoff section
+    section: rc.Handoff  # the relay settings' handoff section
 
 
 async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Observed) -> HandoffStep:
@@ -169,7 +170,9 @@ async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Obs
             ctl.io(scale_down.queue_status, pods[names[i]], relay_config.HTTP_PORT, token, cert)
             if names[i] in pods else _none() for i in leaving))
         reports = dict(zip(leaving, asked, strict=True))
-    timeout = duration_seconds(cluster.spec.queue.handoff_timeout)
+    # An emptyDir spool cannot be kept: its MTA goes only once it handed everything over.
+    timeout = math.inf if cluster.spec.queue.storage.ephemeral else duration_seconds(
+        cluster.spec.queue.handoff_timeout)
     plan = scale_down.plan(desired, running, reports, elapsed, timeout)
     status_names = {i: names[i] for i in leaving}
     seen.handoff = {"leaving": [] if plan.done else [names[i] for i in leaving],

@@ -54,7 +54,6 @@ class Index:
     creds: CompactCreds = field(default_factory=CompactCreds)
     dkim: dict[Key, DkimState] = field(default_factory=dict)
     ready_mtas: dict[Key, int] = field(default_factory=dict)
-    mta_replicas: dict[Key, int] = field(default_factory=dict)  # the StatefulSet's replicas as last applied
     peer_tokens: dict[Key, str] = field(default_factory=dict)  # as read or generated, never logged
     mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
     # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.

@@ -207,7 +207,8 @@ class Queue(ApiModel):
     handoff_timeout: Duration = Field(
         "15m", description="On scale-down, how long the MTAs that go may take to hand their queue to the "
                            "MTAs that stay. Past it they are removed all the same and their volumes are "
-                           "kept, with the mail on them (see the QueueHandedOff condition).")
+                           "kept, with the mail on them (see the QueueHandedOff condition). An ephemeral "
+                           "spool cannot be kept: its MTAs are removed only once empty.")
 
 
 class ServiceType(StrEnum):
