@@ -1,12 +1,14 @@
 """Submission steps shared by SMTP and HTTP: the MAIL FROM checks and durable acceptance, with the one
-log line and the metrics every accepted or rejected message gets."""
+log line and the metrics every accepted or rejected message gets. ``accept`` is also where the trace and
+standard header fields are added (``trace_headers``), so a message gets them whichever door it came in by.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Literal
 
-from mta_relay import replies
+from mta_relay import replies, trace_headers
 from mta_relay.config import Credential
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
@@ -27,14 +29,20 @@ async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply 
     """MAIL FROM: quota first (cheap, and a used-up quota is temporary), then the sender domain."""
     if relay.quota.exhausted(cred.username, cred.quota, relay.settings.mtas):
         return replies.QUOTA
-    if mail_from in ("", "<>"):
-        return replies.SENDER_DOMAIN  # the null sender: see policy
     return await relay.gen.policy.check_sender(cred, mail_from, relay.gen.spf)
 
 
 async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: str, queue_id: str,
-                 mail_from: str, rcpts: list[str], message: bytes, smtputf8: bool) -> Reply | Envelope:
-    """End of DATA: header domains, quota, then the spool. An Envelope means durable: answer 250."""
+                 mail_from: str, rcpts: list[str], message: bytes, smtputf8: bool,
+                 protocol: str | None = None, helo: str | None = None) -> Reply | Envelope:
+    """End of DATA: header domains, quota, then the spool. An Envelope means durable: answer 250.
+
+    ``mail_from`` is ``""`` for the null sender. ``message`` is the client's message as received; what is
+    spooled is that message with the relay's Received field and any missing Date / Message-ID
+    (``trace_headers.stamp``). ``protocol`` is the Received field's ``with`` keyword and ``helo`` the
+    client's EHLO name: SMTP passes both (``trace_headers.smtp_protocol``); HTTP leaves them out and gets
+    ``HTTPS`` (or ``HTTP`` when the port has no TLS) and no EHLO name.
+    """
     fields = {"queue_id": queue_id, "credential": cred.username, "client_ip": client_ip,
               "mail_from": mail_from, "rcpt_count": len(rcpts), "size": len(message)}
     reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf)
@@ -43,6 +51,14 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
     mtas = relay.settings.mtas
     if not relay.quota.charge(cred.username, cred.quota, mtas):
         return rejected(relay, source, replies.QUOTA, **fields)
+    settings = relay.settings
+    if protocol is None:
+        protocol = (trace_headers.http_protocol(settings.http.tls) if source == "http"
+                    else trace_headers.smtp_protocol(tls=True, smtp_auth=cred.authentication == "Password"))
+    arrival = trace_headers.Arrival(protocol=protocol, client_ip=client_ip, credential=cred.username,
+                                    helo=helo, by_address=cred.authentication == "SourceIP")
+    message = trace_headers.stamp(message, arrival, hostname=settings.hostname, queue_id=queue_id,
+                                  client_address_shown=settings.trace.client_address)
     try:
         envelope = await relay.spool.put(queue_id=queue_id, mail_from=mail_from, rcpts=rcpts,
                                          credential=cred.username, client_ip=client_ip, source=source,

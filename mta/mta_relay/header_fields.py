@@ -18,12 +18,26 @@ from email.policy import compat32
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _FIELD_OR_CONTINUATION = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+_LINE_BYTES = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_FIELD_OR_CONTINUATION_BYTES = re.compile(rb"From |[\041-\071\073-\176]*:|[\t ]")
 
 
 def header_block(message: bytes) -> bytes:
     """The message up to its first empty CRLF line, which the header block cannot extend past."""
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[:end + 2]
+
+
+def header_end(message: bytes) -> int:
+    """Where the header section ends by the same rules: the offset of the empty line (or of the first
+    line that is no field), or the message's length when it is all header. Fields added there are the
+    last of the header section."""
+    end = 0
+    for match in _LINE_BYTES.finditer(header_block(message)):
+        if not _FIELD_OR_CONTINUATION_BYTES.match(match.group()):
+            return match.start()
+        end = match.end()
+    return end
 
 
 def header_values(message: bytes, *names: str) -> dict[str, list[str]]:

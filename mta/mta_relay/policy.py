@@ -7,10 +7,15 @@ of DATA, then quota (``quota``).
 Address rules: the domain is what follows the last ``@``, lower-cased, compared exactly, so
 ``x@example.com.evil.com`` is evil.com's subdomain and ``"x@example.com"@evil.com`` is evil.com. A source
 route (``<@a:x@b>``) is ignored as RFC 5321 says: the address is ``x@b``. ``x%evil.com@example.com`` is an
-example.com address (``%`` has no routing meaning here). The null sender ``<>`` is refused: an
-authenticated submission client has no business sending bounces; the delivery side makes its own.
+example.com address (``%`` has no routing meaning here).
 
-Headers: exactly one From, every address in it (and in Sender, if present) must be on an allowed domain.
+The null sender ``<>`` (``""`` here, as in the spool) is refused with its own reply unless the credential
+has ``allowNullSender``: an application has no business sending bounces (the delivery side makes its own),
+but a mail server relaying through the cluster (a Postfix with this cluster as its relayhost) sends its
+own bounces and delivery reports from ``<>``. Such a message still passes the header checks.
+
+Headers: exactly one From and at most one Sender, or the message is malformed (its own 5.6.0 replies);
+every address in From (and in Sender, if present) must be on an allowed domain.
 With ``allowSenderHeader`` a message may instead carry a foreign From when its Sender is allowed (the
 RFC 5322 "on behalf of" form).
 """
@@ -88,6 +93,8 @@ class Policy:
         return await spf(domain)
 
     async def check_sender(self, cred: Credential, mail_from: str, spf: SpfCheck) -> Reply | None:
+        if mail_from in ("", "<>"):
+            return None if cred.allow_null_sender else replies.NULL_SENDER
         verdict = await self.domain_allowed(cred, domain_of(mail_from), spf)
         if verdict is None:
             return replies.SPF_TEMPFAIL
@@ -96,8 +103,12 @@ class Policy:
     async def check_headers(self, cred: Credential, message: bytes, spf: SpfCheck) -> Reply | None:
         fields = header_values(message, "from", "sender")
         froms, senders = fields["from"], fields["sender"]
-        if len(froms) != 1 or len(senders) > 1:
-            return replies.HEADER_DOMAIN
+        if len(froms) != 1:
+            return replies.FROM_COUNT
+        if len(senders) > 1:
+            return replies.SENDER_COUNT
+        if not all(_addresses(value) for value in (*froms, *senders)):
+            return replies.HEADER_ADDRESS
         if senders:
             sender_ok = await self._all_allowed(cred, senders[0], spf)
             if sender_ok and cred.allow_sender_header:
@@ -110,10 +121,16 @@ class Policy:
         return None if from_ok else replies.HEADER_DOMAIN
 
     async def _all_allowed(self, cred: Credential, header: str, spf: SpfCheck) -> bool | None:
-        addresses = [addr for _, addr in getaddresses([header])]
-        if not addresses or any(not addr for addr in addresses):
+        addresses = _addresses(header)
+        if not addresses:
             return False
         verdicts = [await self.domain_allowed(cred, domain_of(addr), spf) for addr in addresses]
         if False in verdicts:
             return False
         return None if None in verdicts else True
+
+
+def _addresses(header: str) -> list[str]:
+    """The addresses of a From/Sender value; empty when any part of it is not an address."""
+    addresses = [addr for _, addr in getaddresses([header])]
+    return addresses if addresses and all(addresses) else []

@@ -58,8 +58,13 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         for listener in settings.smtp_listeners:
             label = str(listener.public_port or listener.port)
-            server = await loop.create_server(lambda label=label: RelaySession(relay, handler, label),
-                                              self.listen_address or listener.address, listener.port)
+            implicit = listener.implicit_tls
+            # Implicit TLS (RFC 8314): the listening socket does the handshake, with the server context a
+            # reload loads the new certificate into (a listening socket keeps the context it was made with)
+            server = await loop.create_server(
+                lambda label=label, implicit=implicit: RelaySession(relay, handler, label, implicit),
+                self.listen_address or listener.address, listener.port,
+                ssl=relay.http_tls if implicit else None)
             self._servers.append(server)
         if settings.http.enabled:
             self._http = web.AppRunner(make_app(relay), access_log=None, handle_signals=False)

@@ -1,4 +1,5 @@
-"""aiosmtpd handler hooks: the per-transaction policy (MAIL, RCPT, DATA) for an authenticated session."""
+"""aiosmtpd handler hooks: the per-transaction policy (MAIL, RCPT, DATA) for an authenticated session.
+Every refusal here goes through ``_refuse``: its reply from ``replies``, one log line and a metric."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from aiosmtpd.smtp import Envelope, Session
 
-from mta_relay import acceptance, replies
+from mta_relay import acceptance, replies, trace_headers
 from mta_relay.config import Credential
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
@@ -59,9 +60,9 @@ class SubmissionHandler:
     async def handle_RCPT(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.relay.settings.limits.max_recipients:
-            return replies.TOO_MANY_RCPTS.smtp
+            return self._refuse(server, envelope, replies.TOO_MANY_RCPTS)
         if not envelope.smtp_utf8 and not _ascii(address):
-            return replies.NEEDS_SMTPUTF8.smtp
+            return self._refuse(server, envelope, replies.NEEDS_SMTPUTF8)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
@@ -70,10 +71,15 @@ class SubmissionHandler:
         cred = self._credential(server, session)
         if isinstance(cred, Reply):
             return self._refuse(server, envelope, cred)
+        protocol = trace_headers.smtp_protocol(tls=session.ssl is not None,
+                                               smtp_auth=cred.authentication == "Password",
+                                               smtputf8=envelope.smtp_utf8, extended=session.extended_smtp)
+        # aiosmtpd's envelope keeps "<>" (its sequence checks need a true value); the spool wants ""
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         result = await acceptance.accept(
             self.relay, source="smtp", cred=cred, client_ip=server.client_ip, queue_id=envelope.queue_id,
-            mail_from=envelope.mail_from, rcpts=list(envelope.rcpt_tos), message=envelope.original_content,
-            smtputf8=envelope.smtp_utf8)
+            mail_from=mail_from, rcpts=list(envelope.rcpt_tos), message=envelope.original_content,
+            smtputf8=envelope.smtp_utf8, protocol=protocol, helo=session.host_name)
         if isinstance(result, Reply):
             return result.smtp
         return f"250 2.0.0 OK queued as {result.queue_id}"

@@ -1,11 +1,18 @@
 """The SMTP session: aiosmtpd's protocol, hardened and bound to the relay's state.
 
-What this subclass adds to aiosmtpd (configured with require_starttls, auth_required, auth_require_tls):
+What this subclass adds to aiosmtpd (configured with require_starttls, auth_required, auth_require_tls,
+or, on an implicit TLS listener, with TLS from the first byte and no STARTTLS):
 - a framing guard on the byte stream (``framing``): bare CR/LF or NUL → 521 and disconnect;
+- a TLS ClientHello on a STARTTLS port (a client set up for implicit TLS) is recognised by its first
+  bytes and the connection closed at once, with its own log line and metric reason (not a smuggling
+  attempt, and no reply: the client could not read one);
 - the connection limit per source IP, and 421 while shutting down;
 - AUTH PLAIN / LOGIN / CRAM-MD5 checked asynchronously (argon2id off the loop), with throttling, the
   credential's mechanisms and its allowedIPs; SourceIP credentials authenticate by address at MAIL;
-- the design's reply wording where aiosmtpd's stock text differs.
+- the relay's own wording for every reply aiosmtpd would give in its words (``stock_reply``): each
+  refusal leaves with an enhanced status code, one log line and a metric reason. ``push`` is where
+  aiosmtpd's texts are swapped, since aiosmtpd has no hook for its protocol replies; a test holds the
+  table to every reply text in aiosmtpd's source.
 aiosmtpd itself discards plaintext buffered behind STARTTLS (RFC 3207 §4.2) when TLS comes up.
 """
 
@@ -18,6 +25,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -32,9 +40,67 @@ from mta_relay.replies import Reply
 from mta_relay.smtp_paths import parse_path
 
 log = logging.getLogger("mta_relay.smtp")
-_REWORDED = {"530 Must issue a STARTTLS command first": replies.STARTTLS_FIRST.smtp,
-             "552 Error: Too much mail data": replies.TOO_BIG.smtp,
-             "552 Error: message size exceeds fixed maximum message size": replies.TOO_BIG.smtp}
+
+# aiosmtpd 1.4's replies, in its words → ours. Exact texts first, then the ones that carry an argument.
+_STOCK: dict[str, Reply] = {
+    "500 Command line too long": replies.COMMAND_TOO_LONG,
+    "500 Error: bad syntax": replies.BAD_SYNTAX,
+    "500 Error: strict ASCII mode": replies.BAD_SYNTAX,
+    "554 Command refused due to lack of security": replies.TLS_REFUSED,
+    "530 Must issue a STARTTLS command first": replies.STARTTLS_FIRST,
+    "502 5.5.1 Too many unrecognized commands, goodbye.": replies.TOO_MANY_UNKNOWN,
+    "501 Syntax: HELO hostname": replies.EHLO_SYNTAX,
+    "501 Syntax: EHLO hostname": replies.EHLO_SYNTAX,
+    "501 Syntax: QUIT": replies.NO_ARGUMENTS,
+    "501 Syntax: STARTTLS": replies.NO_ARGUMENTS,
+    "501 Syntax: RSET": replies.NO_ARGUMENTS,
+    "501 Syntax: DATA": replies.NO_ARGUMENTS,
+    "454 TLS not available": replies.TLS_UNAVAILABLE,
+    "500 Error: command 'AUTH' not recognized": replies.AUTH_AFTER_HELO,
+    "538 5.7.11 Encryption required for requested authentication mechanism": replies.AUTH_ENCRYPTION,
+    "503 Already authenticated": replies.ALREADY_AUTHENTICATED,
+    "501 Not enough value": replies.AUTH_SYNTAX,
+    "501 Too many values": replies.AUTH_SYNTAX,
+    "504 5.5.4 Unrecognized authentication type": replies.AUTH_MECHANISM,
+    "535 5.7.8 Authentication credentials invalid": replies.AUTH_FAILED,
+    "501 5.7.0 Auth aborted": replies.AUTH_ABORTED,
+    "501 5.5.2 Can't decode base64": replies.AUTH_BASE64,
+    "501 5.5.2 Can't split auth value": replies.AUTH_PLAIN_SPLIT,
+    "501 Syntax: VRFY <address>": replies.VRFY_SYNTAX,
+    "553 5.1.3 Error: malformed address": replies.MALFORMED_ADDRESS,
+    "503 Error: nested MAIL command": replies.NESTED_MAIL,
+    "501 Error: BODY can only be one of 7BIT, 8BITMIME": replies.BODY_PARAMETER,
+    "501 Error: SMTPUTF8 takes no arguments": replies.SMTPUTF8_PARAMETER,
+    "501 Error: SMTPUTF8 disabled": replies.SMTPUTF8_PARAMETER,
+    "552 Error: message size exceeds fixed maximum message size": replies.TOO_BIG,
+    "555 MAIL FROM parameters not recognized or not implemented": replies.MAIL_PARAMETERS,
+    "503 Error: need MAIL command": replies.MAIL_FIRST,
+    "555 RCPT TO parameters not recognized or not implemented": replies.RCPT_PARAMETERS,
+    "503 Error: need RCPT command": replies.RCPT_FIRST,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": replies.LINE_TOO_LONG,
+    "552 Error: Too much mail data": replies.TOO_BIG,
+    "502 EXPN not implemented": replies.NOT_SUPPORTED,
+    "500 Error: Cannot describe error": replies.INTERNAL,
+}
+_STOCK_PATTERNS: tuple[tuple[re.Pattern[str], Reply], ...] = (
+    (re.compile(r"503 Error: send E?HELO first"), replies.EHLO_FIRST),
+    (re.compile(r'500 Error: command ".*" not recognized', re.S), replies.UNKNOWN_COMMAND),
+    (re.compile(r"421 4\.7\.0 \S+ sent too many times"), replies.TOO_MANY_UNKNOWN),
+    (re.compile(r"502 Could not VRFY .*", re.S), replies.MALFORMED_ADDRESS),
+    (re.compile(r"501 Syntax: MAIL FROM: <address>.*"), replies.MAIL_SYNTAX),
+    (re.compile(r"501 Syntax: RCPT TO: <address>.*"), replies.RCPT_SYNTAX),
+    (re.compile(r"501 Supported commands: .*"), replies.HELP_TOPIC),
+    (re.compile(r"500 Error: \(.*", re.S), replies.INTERNAL),
+)
+_TLS_RECORD_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello; no SMTP command starts with it
+
+
+def stock_reply(text: str) -> Reply | None:
+    """Our reply for one of aiosmtpd's stock replies; None for any other text (ours, or a success)."""
+    reply = _STOCK.get(text)
+    if reply is None:
+        reply = next((r for pattern, r in _STOCK_PATTERNS if pattern.fullmatch(text)), None)
+    return reply
 
 
 @functools.cache
@@ -45,17 +111,27 @@ def scanned_names(cls: type, prefixes: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class RelaySession(SMTP):
-    def __init__(self, relay: Relay, handler: Any, port_label: str) -> None:
+    # RFC 4954 leaves the LOGIN prompts free; every client and tool expects these two
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
+    def __init__(self, relay: Relay, handler: Any, port_label: str, implicit_tls: bool = False) -> None:
+        """``implicit_tls``: the listener's transport is TLS already (``RelayServer`` made it with the
+        relay's server context); STARTTLS is then neither offered nor needed, and AUTH is offered at once."""
         settings = relay.settings
         limits = settings.limits
-        super().__init__(handler, hostname=settings.hostname, ident="ESMTP", tls_context=relay.gen.tls,
-                         require_starttls=True, auth_required=True, auth_require_tls=True,
+        super().__init__(handler, hostname=settings.hostname, ident="ESMTP",
+                         tls_context=None if implicit_tls else relay.gen.tls,
+                         require_starttls=not implicit_tls, auth_required=True,
+                         auth_require_tls=not implicit_tls,
                          data_size_limit=limits.max_message_size, enable_SMTPUTF8=True,
                          timeout=limits.idle_timeout_seconds,
                          auth_exclude_mechanism=[] if relay.gen.policy.cram_md5 else ["CRAM-MD5"])
         self.relay = relay
         self.port_label = port_label
+        self.implicit_tls = implicit_tls
         self.client_ip = ""
+        self._first_bytes = True
         self._framing = LineFraming()
         self._admitted = False
         self.in_data = False
@@ -75,6 +151,11 @@ class RelaySession(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # called again by aiosmtpd when STARTTLS completes
         super().connection_made(transport)
+        if first and self.implicit_tls:
+            # aiosmtpd records TLS only when it did STARTTLS itself; the session's TLS state drives the
+            # SourceIP check, the Received field's keyword and the EOF handling
+            self.session.ssl = {"ssl_object": transport.get_extra_info("ssl_object"),
+                                "peercert": transport.get_extra_info("peercert")}
         if first:
             peer = transport.get_extra_info("peername")
             self.client_ip = str(peer[0]) if peer else ""
@@ -107,6 +188,11 @@ class RelaySession(SMTP):
         await super()._handle_client()
 
     def data_received(self, data: bytes) -> None:
+        if self._first_bytes and data:
+            self._first_bytes = False
+            if data[0] == _TLS_RECORD_HANDSHAKE and not self.implicit_tls and self._tls_protocol is None:
+                self._tls_on_starttls_port()
+                return
         if self._framing.feed(data):
             super().data_received(data)
             return
@@ -116,6 +202,24 @@ class RelaySession(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(replies.BARE_LINE_END.smtp.encode() + b"\r\n")
             self.transport.close()
+
+    def _tls_on_starttls_port(self) -> None:
+        reply = replies.TLS_ON_STARTTLS_PORT
+        self.relay.metrics.connections_refused.labels(reply.reason).inc()
+        log.info("TLS handshake on a STARTTLS port", extra={"fields": {
+            "event": reply.reason, "reason": reply.reason, "client_ip": self.client_ip,
+            "port": self.port_label, "reply": reply.smtp}})
+        if self.transport is not None:
+            self.transport.abort()  # nothing to flush: the client reads TLS records, not replies
+
+    def refused(self, reply: Reply, **fields: Any) -> str:
+        """The one log line and metric of a protocol refusal; returns the reply line to send."""
+        self.relay.metrics.rejected.labels("smtp", reply.reason).inc()
+        log.info("command refused", extra={"fields": {"event": "rejected", "source": "smtp",
+                                                       "reason": reply.reason, "reply": reply.smtp,
+                                                       "client_ip": self.client_ip, "port": self.port_label,
+                                                       **fields}})
+        return reply.smtp
 
     def close_if_idle(self) -> bool:
         """Shutdown: end a session between transactions (421 first); True if it was closed."""
@@ -135,8 +239,10 @@ class RelaySession(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
+            if status[:1] in ("4", "5") and (reply := stock_reply(status)) is not None:
+                status = self.refused(reply)
             # aiosmtpd echoes some arguments (VRFY); undecodable client bytes must not crash the reply
-            status = _REWORDED.get(status, status).encode("utf-8", "replace")
+            status = status.encode("utf-8", "replace")
         if status[3:4] == b"-":
             # A line of a multi-line reply (EHLO's): held until its last line, so the whole reply goes
             # out in one TLS record and one send, not one per line.
@@ -154,7 +260,10 @@ class RelaySession(SMTP):
             cred = self.relay.gen.policy.source_ip_credential(self.client_ip)
             if cred is not None:
                 session.authenticated, session.auth_data = True, cred.username
-        return await super().check_auth_needed(caller_method)
+        if session.authenticated:
+            return False
+        await self.push(self.refused(replies.AUTH_REQUIRED, command=caller_method))
+        return True
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         blob = await self._initial_or_challenge(args, "")
@@ -162,7 +271,7 @@ class RelaySession(SMTP):
             return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3:
-            await self.push("501 5.5.2 Can't split auth value")
+            await self.push(self.refused(replies.AUTH_PLAIN_SPLIT))
             return AuthResult(success=False, handled=True)
         authzid, login, password = parts
         if authzid and authzid != login:  # acting as someone else is not a thing here
@@ -170,17 +279,17 @@ class RelaySession(SMTP):
         return await self._verified("PLAIN", login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        login = await self._initial_or_challenge(args, "User Name\0")
+        login = await self._initial_or_challenge(args, self.AuthLoginUsernameChallenge)
         if login is None:
             return AuthResult(success=False, handled=True)
-        password = await self._challenge("Password\0")
+        password = await self._challenge(self.AuthLoginPasswordChallenge)
         if password is None:
             return AuthResult(success=False, handled=True)
         return await self._verified("LOGIN", login, password)
 
     async def auth_CRAM__MD5(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) != 1:
-            await self.push("501 5.5.4 CRAM-MD5 takes no initial response")
+            await self.push(self.refused(replies.CRAM_MD5_NO_INITIAL))
             return AuthResult(success=False, handled=True)
         challenge = f"<{secrets.token_hex(8)}.{int(time.time())}@{self.hostname}>".encode()
         response = await self._challenge(challenge)
@@ -197,7 +306,7 @@ class RelaySession(SMTP):
         try:
             return base64.b64decode(args[1], validate=True)
         except (binascii.Error, ValueError):
-            await self.push("501 5.5.2 Can't decode base64")
+            await self.push(self.refused(replies.AUTH_BASE64))
             return None
 
     async def _challenge(self, prompt: str | bytes) -> bytes | None:

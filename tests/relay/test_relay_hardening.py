@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import RelaySetup
+from mta_relay.replies import BARE_LINE_END
 from relaykit import PASSWORD, RawSmtp, RelayThread
 
 SMUGGLING = [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r",
@@ -40,7 +41,7 @@ def test_smuggling_never_yields_two_messages(relay: RelayThread, tls_client: ssl
     replies = []
     while reply := raw.reply():
         replies.append(reply)
-    assert replies[0] == "521 5.5.2 Bare CR or LF (or NUL) received, closing connection"
+    assert replies[0] == BARE_LINE_END.smtp
     assert relay.relay.spool.queue_ids() == []
 
 
@@ -74,7 +75,7 @@ def test_starttls_injection_gets_no_reply_inside_tls(relay: RelayThread, tls_cli
     with pytest.raises(TimeoutError):
         raw.sock.recv(1)  # the injected EHLO must not be answered
     raw.sock.settimeout(10)
-    assert raw.cmd("MAIL FROM:<a@example.com>") == "503 Error: send HELO first"  # no EHLO took effect
+    assert raw.cmd("MAIL FROM:<a@example.com>") == "503 5.5.1 Send EHLO first"  # no EHLO took effect
     assert "250-AUTH " in raw.cmd("EHLO client.example")
 
 
