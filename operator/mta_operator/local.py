@@ -88,7 +88,7 @@ def read_manifests(directory: Path, default_namespace: str = "default") -> Manif
         model = _KINDS.get(kind or "")
         if model is None:
             continue  # Namespaces and anything else have no meaning here
-        found.warnings += [f"{path.name}: {kind} {meta.get('name')!r}: unknown field {where!r}"
+        found.warnings += [f"{path.name}: {kind} {meta.get('name')!r}: unknown field \"{where}\""
                            for where in unknown_fields(crd.root_schema(model), doc)]
         try:
             obj = model.model_validate(doc)
