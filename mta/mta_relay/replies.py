@@ -78,7 +78,8 @@ AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode base64, send the response base6
 AUTH_PLAIN_SPLIT = Reply(501, "5.5.2", "AUTH PLAIN response must be authzid NUL login NUL password",
                          "auth_syntax")
 CRAM_MD5_NO_INITIAL = Reply(501, "5.5.4", "CRAM-MD5 takes no initial response", "auth_syntax")
-TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available", "tls_unavailable")
+# aiosmtpd's "454 TLS not available" comes only where the listener has no STARTTLS: the implicit TLS ports
+TLS_ACTIVE = Reply(554, "5.5.1", "TLS already active on this port", "bad_sequence")
 TLS_REFUSED = Reply(554, "5.7.0", "Command refused: TLS handshake not accepted", "tls_refused")
 MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]",
                     "bad_arguments")

@@ -55,7 +55,7 @@ _STOCK: dict[str, Reply] = {
     "501 Syntax: STARTTLS": replies.NO_ARGUMENTS,
     "501 Syntax: RSET": replies.NO_ARGUMENTS,
     "501 Syntax: DATA": replies.NO_ARGUMENTS,
-    "454 TLS not available": replies.TLS_UNAVAILABLE,
+    "454 TLS not available": replies.TLS_ACTIVE,
     "500 Error: command 'AUTH' not recognized": replies.AUTH_AFTER_HELO,
     "538 5.7.11 Encryption required for requested authentication mechanism": replies.AUTH_ENCRYPTION,
     "503 Already authenticated": replies.ALREADY_AUTHENTICATED,
@@ -122,11 +122,14 @@ class RelaySession(SMTP):
         limits = settings.limits
         super().__init__(handler, hostname=settings.hostname, ident="ESMTP",
                          tls_context=None if implicit_tls else relay.gen.tls,
-                         require_starttls=not implicit_tls, auth_required=True,
-                         auth_require_tls=not implicit_tls,
+                         require_starttls=not implicit_tls, auth_required=True, auth_require_tls=True,
                          data_size_limit=limits.max_message_size, enable_SMTPUTF8=True,
                          timeout=limits.idle_timeout_seconds,
                          auth_exclude_mechanism=[] if relay.gen.policy.cram_md5 else ["CRAM-MD5"])
+        if implicit_tls:
+            # aiosmtpd knows TLS only from its own STARTTLS; passing auth_require_tls=False would make it
+            # warn on every connection. The transport is TLS from the first byte (test_relay_implicit_tls).
+            self._auth_require_tls = False
         self.relay = relay
         self.port_label = port_label
         self.implicit_tls = implicit_tls
