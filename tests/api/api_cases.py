@@ -261,7 +261,7 @@ INVALID: tuple[Invalid, ...] = (
         "cl-port-70000",
         cluster("c5", smtp={"ports": [25, 70000]}),
         "spec.smtp.ports[1]",
-        "less than or equal to 65535",
+        "less than or equal to 55535",
     ),
     Invalid("cl-ports-empty", cluster("c6", smtp={"ports": []}), "spec.smtp.ports", "at least 1 items"),
     Invalid(
@@ -269,6 +269,33 @@ INVALID: tuple[Invalid, ...] = (
         cluster("c7", smtp={"maxMessageSize": 10}),
         "spec.smtp.maxMessageSize",
         "greater than or equal to 1024",
+    ),
+    Invalid(
+        "cl-port-above-55535",
+        cluster("c30", smtp={"ports": [587, 60000]}),
+        "spec.smtp.ports[1]",
+        "less than or equal to 55535",
+    ),
+    Invalid(
+        "cl-port-8443",
+        cluster("c31", smtp={"ports": [8443]}),
+        "spec.smtp.ports[0]",
+        "8443 is the Service's HTTPS port",
+        True,
+    ),
+    Invalid(
+        "cl-cram-md5-only",
+        cluster("c32", smtp={"authMechanisms": ["CRAM-MD5"]}),
+        "spec.smtp.authMechanisms",
+        "authMechanisms must offer PLAIN or LOGIN",
+        True,
+    ),
+    Invalid(
+        "cram-md5-source-ip",
+        cred("s30", authentication="SourceIP", allowedIPs=["192.0.2.1"], cramMd5=True),
+        "spec.cramMd5",
+        "cramMd5 is only allowed when authentication is Password",
+        True,
     ),
     Invalid(
         "cl-auth-mechanism",
@@ -458,6 +485,8 @@ VALID: tuple[tuple[str, Manifest], ...] = (
     ("sd-63-char-label-and-punycode", domain("v12", domain=f"{'a' * 63}.xn--bcher-kva.example")),
     ("sd-ed25519", domain("v13", dkim={"algorithm": "Ed25519", "enabled": False})),
     ("cl-minimal", cluster("v14")),
+    ("cl-cram-md5-offered", cluster("v30", smtp={"authMechanisms": ["PLAIN", "CRAM-MD5"]})),
+    ("cram-md5-password", cred("v31", cramMd5=True)),
     (
         "cl-smarthost-ip",
         cluster(

@@ -32,14 +32,19 @@ class AuthMechanism(StrEnum):
     CRAM_MD5 = "CRAM-MD5"
 
 
+# The relay listens on 10000 + the public port (unprivileged), and the Service's https port is 8443.
+SmtpPort = Annotated[int, Field(ge=1, le=55535), Rule(
+    "self != 8443", "8443 is the Service's HTTPS port; choose another SMTP port", lambda p: p != 8443)]
+
+
 class SmtpSettings(ApiModel):
     """SMTP submission."""
 
-    ports: Annotated[list[Port], UNIQUE] = Field(
+    ports: Annotated[list[SmtpPort], UNIQUE] = Field(
         default_factory=lambda: [25, 587, 2587], min_length=1, max_length=8,
         json_schema_extra={"default": [25, 587, 2587]},
-        description="Ports the Service offers SMTP on (STARTTLS required on every one). The container "
-                    "listens on unprivileged ports; the Service maps these onto them.")
+        description="Ports the Service offers SMTP on (STARTTLS required on every one), 1-55535 except "
+                    "8443. The container listens on 10000 + each; the Service maps these onto them.")
     max_message_size: int = Field(
         26214400, ge=1024, le=1073741824,
         description="Largest message accepted, in bytes (advertised as SIZE); default 25 MiB.")

@@ -67,7 +67,8 @@ class Quota(ApiModel):
     """How many messages the credential may send per period; over it, SMTP answers 452 4.7.1."""
 
     messages: int = Field(ge=0, le=1_000_000_000, description="Messages per period; 0 = unlimited.")
-    period: QuotaPeriod = Field(QuotaPeriod.DAY, description="Hour, Day or Month (calendar, UTC).")
+    period: QuotaPeriod = Field(QuotaPeriod.DAY, description="Hour or Day (UTC hours and days), or Month "
+                                                             "(30-day windows, not calendar months).")
 
 
 class Authentication(StrEnum):
