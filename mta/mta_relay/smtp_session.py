@@ -83,7 +83,7 @@ _STOCK: dict[str, Reply] = {
     "500 Error: Cannot describe error": replies.INTERNAL,
 }
 _STOCK_PATTERNS: tuple[tuple[re.Pattern[str], Reply], ...] = (
-    (re.compile(r"503 Error: send E?HELO first"), replies.EHLO_FIRST),
+    (re.compile(r"503 Error: send \S+ first"), replies.EHLO_FIRST),
     (re.compile(r'500 Error: command ".*" not recognized', re.S), replies.UNKNOWN_COMMAND),
     (re.compile(r"421 4\.7\.0 \S+ sent too many times"), replies.TOO_MANY_UNKNOWN),
     (re.compile(r"502 Could not VRFY .*", re.S), replies.MALFORMED_ADDRESS),
