@@ -11,6 +11,7 @@ local TERMINAL = {
   DkimKeyMismatch = true,
   ChildNotOwned = true,
   StorageClassNotFound = true,
+  CramMd5NotOffered = true,
 }
 
 local hs = {status = "Progressing", message = "Waiting for the operator to reconcile"}
