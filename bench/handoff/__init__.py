@@ -1,0 +1,1 @@
+"""Hand-off benchmark (see bench/README.md)."""
