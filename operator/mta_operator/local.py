@@ -247,7 +247,9 @@ def render(found: Manifests, cluster: Cluster, state: Path, ports: dict[int, int
 
 def endpoints(settings: rc.RelaySettings) -> list[str]:
     """Every listener of the served config as a URL with its scheme, and what it is for."""
-    out = [f"smtp://{lst.address}:{lst.port}  SMTP (public port {lst.public_port or lst.port}), "
+    out = [f"smtps://{lst.address}:{lst.port}  SMTP (public port {lst.public_port or lst.port}), TLS from "
+           "the first byte, then AUTH" if lst.implicit_tls else
+           f"smtp://{lst.address}:{lst.port}  SMTP (public port {lst.public_port or lst.port}), "
            "STARTTLS required, then AUTH" for lst in settings.smtp_listeners]
     http = settings.http
     if http.enabled:
@@ -263,8 +265,8 @@ def endpoints(settings: rc.RelaySettings) -> list[str]:
 def _local_settings(settings: rc.RelaySettings, state: Path, ports: dict[int, int] | None,
                     http_port: int | None) -> rc.RelaySettings:
     """The operator's settings with this machine's paths and loopback listeners."""
-    listeners = [rc.SmtpListener(port=(ports or {}).get(lst.public_port or lst.port, lst.port),
-                                 public_port=lst.public_port, address=LISTEN_ADDRESS)
+    listeners = [lst.model_copy(update={"port": (ports or {}).get(lst.public_port or lst.port, lst.port),
+                                        "address": LISTEN_ADDRESS})
                  for lst in settings.smtp_listeners]
     domains = [d.model_copy(update={"dkim": d.dkim.model_copy(update={
         "key_file": str(state / "dkim" / Path(d.dkim.key_file).name)})}) if d.dkim else d

@@ -407,6 +407,7 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
         "observedGeneration": gen, "conditions": conds,
         "mtas": {"desired": desired, "ready": ready_mtas, "summary": f"{ready_mtas}/{desired}"},
         "connection": {"smtpHost": spec.hostname, "smtpPorts": list(spec.smtp.ports),
+                       "implicitTlsPorts": list(spec.smtp.implicit_tls_ports),
                        "httpEndpoint": f"https://{spec.hostname}:{services.HTTPS_PORT}/api/inject/v1"
                        if spec.http.enabled else ""},
         "sendingDomains": len(ctl.index.domains_of(ck)),

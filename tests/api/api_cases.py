@@ -384,6 +384,13 @@ INVALID: tuple[Invalid, ...] = (
         True,
     ),
     Invalid(
+        "implicit-tls-port-also-starttls",
+        cluster("c22", smtp={"ports": [587, 465], "implicitTlsPorts": [465]}),
+        "spec.smtp.implicitTlsPorts",
+        "smtp.implicitTlsPorts and smtp.ports must not share a port",
+        True,
+    ),
+    Invalid(
         "access-mode-unknown",
         cluster("c21", queue={"storage": {"accessModes": ["ReadWriteMany"]}}),
         "spec.queue.storage.accessModes[0]",

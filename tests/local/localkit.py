@@ -105,13 +105,17 @@ class Served:
 
 
 @contextmanager
-def serving(manifests: Path, state: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
+def serving(manifests: Path, state: Path, env: dict[str, str] | None = None,
+            more_ports: dict[int, int] | None = None) -> Iterator[Served]:
+    """``more_ports``: public port → local port for listeners besides 587."""
     smtp_port, http_port = free_port(), free_port()
     log = state.parent / f"{state.name}.log"
+    extra = [arg for public, local_port in (more_ports or {}).items()
+             for arg in ("--port", f"{public}={local_port}")]
     with log.open("w") as err:
         proc = subprocess.Popen(
             [*CLI, "local", "-f", str(manifests), "--state-dir", str(state), "--port", f"587={smtp_port}",
-             "--http-port", str(http_port)],
+             *extra, "--http-port", str(http_port)],
             stdout=subprocess.PIPE, stderr=err, text=True, env={"PATH": "/usr/bin:/bin", **(env or {})})
     assert proc.stdout is not None
     seen = []

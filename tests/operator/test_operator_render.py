@@ -321,3 +321,19 @@ def test_operator_a_domain_waits_for_its_dkim_key(cluster: Cluster) -> None:
     assert {e.domain for e in entries} == {d.spec.domain for d in index.domains.values()}
     assert all(e.dkim for e in entries if e.domain in {index.domains[k].spec.domain for k in signing})
     assert set(keys) == {relay_config.dkim_file_name(index.domains[k].spec.domain) for k in signing}
+
+
+def test_operator_implicit_tls_ports_reach_service_pod_and_relay(cluster: Cluster) -> None:
+    smtp = cluster.spec.smtp.model_copy(update={"implicit_tls_ports": [465], "trace_client_address": False})
+    with_465 = _spec(cluster, smtp=smtp)
+    service = services.client_service(with_465)
+    service_ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert service_ports["smtps-465"] == (465, 10465)
+    assert service_ports["smtp-587"] == (587, 10587)
+    relay = workload.statefulset(with_465, "main-mta-tls", workload.Image("relay:1"), 3)[
+        "spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "smtps-465", "containerPort": 10465, "protocol": "TCP"} in relay["ports"]
+    settings = relay_config.relay_settings(with_465, _entries())
+    listeners = {lst.public_port: lst.implicit_tls for lst in settings.smtp_listeners}
+    assert listeners == {25: False, 587: False, 2587: False, 465: True}
+    assert settings.trace.client_address is False

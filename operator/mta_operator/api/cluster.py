@@ -40,11 +40,23 @@ SmtpPort = Annotated[int, Field(ge=1, le=55535), Rule(
 class SmtpSettings(ApiModel):
     """SMTP submission."""
 
+    rules = (Rule("!has(self.implicitTlsPorts) || !has(self.ports) || "
+                  "self.implicitTlsPorts.all(p, !(p in self.ports))",
+                  "smtp.implicitTlsPorts and smtp.ports must not share a port",
+                  lambda s: not set(s.implicit_tls_ports) & set(s.ports), field_path=".implicitTlsPorts"),)
+
     ports: Annotated[list[SmtpPort], UNIQUE] = Field(
         default_factory=lambda: [25, 587, 2587], min_length=1, max_length=8,
         json_schema_extra={"default": [25, 587, 2587]},
         description="Ports the Service offers SMTP on (STARTTLS required on every one), 1-55535 except "
                     "8443. The container listens on 10000 + each; the Service maps these onto them.")
+    implicit_tls_ports: Annotated[list[SmtpPort], UNIQUE] = Field(
+        default_factory=list, max_length=4,
+        description="Ports with TLS from the first byte (RFC 8314 submissions, 465 by convention), with the "
+                    "same policy as the STARTTLS ports; 1-55535 except 8443, none of spec.smtp.ports.")
+    trace_client_address: bool = Field(
+        True, description="Whether the Received header the MTAs add names the client's address and EHLO "
+                          "name. false: only the credential and the MTA (for senders' privacy).")
     max_message_size: int = Field(
         26214400, ge=1024, le=1073741824,
         description="Largest message accepted, in bytes (advertised as SIZE); default 25 MiB.")
@@ -309,7 +321,9 @@ class Connection(ApiModel):
     """Where applications connect."""
 
     smtp_host: str = Field("", max_length=253, description="Host name of the SMTP Service.")
-    smtp_ports: list[int] = Field(default_factory=list, max_length=8, description="SMTP ports.")
+    smtp_ports: list[int] = Field(default_factory=list, max_length=8, description="SMTP ports (STARTTLS).")
+    implicit_tls_ports: list[int] = Field(default_factory=list, max_length=4,
+                                          description="SMTP ports with implicit TLS (smtps).")
     http_endpoint: str = Field("", max_length=512, description="URL of the HTTP submission API (empty: off).")
 
 

@@ -130,6 +130,10 @@ class SmtpCredentialSpec(ApiModel):
     allow_sender_header: bool = Field(
         False, description="Accept a message whose From header domain is not allowed when its Sender "
                            "header domain is (sending on behalf of someone else).")
+    allow_null_sender: bool = Field(
+        False, description="Accept the null sender MAIL FROM:<> (bounces and delivery reports, e.g. from a "
+                           "Postfix relaying through the cluster). Such mail never gets a bounce back; its "
+                           "From header must still be in an allowed domain.")
     cram_md5: bool = Field(
         False, description="Also accept AUTH CRAM-MD5 (for clients that cannot do anything else). The relay "
                            "then keeps the password itself, not only a one-way hash, in the Cluster's "

@@ -48,6 +48,13 @@ def container_port(public: int) -> int:
     return 10000 + public
 
 
+def smtp_ports(cluster: Cluster) -> list[tuple[str, int]]:
+    """(port name, public port) of every SMTP port: ``smtp-587`` (STARTTLS), ``smtps-465`` (implicit TLS);
+    the Service, the container and the SRV records use these names."""
+    return ([(f"smtp-{p}", p) for p in cluster.spec.smtp.ports]
+            + [(f"smtps-{p}", p) for p in cluster.spec.smtp.implicit_tls_ports])
+
+
 def spf_include(cluster: Cluster) -> str:
     return f"_spf.{cluster.spec.hostname}"
 
@@ -98,7 +105,10 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
     return rc.RelaySettings(
         hostname=spec.hostname,
         mtas=spec.mtas,
-        smtp_listeners=[rc.SmtpListener(port=container_port(p), public_port=p) for p in spec.smtp.ports],
+        smtp_listeners=[rc.SmtpListener(port=container_port(p), public_port=p) for p in spec.smtp.ports]
+        + [rc.SmtpListener(port=container_port(p), public_port=p, implicit_tls=True)
+           for p in spec.smtp.implicit_tls_ports],
+        trace=rc.Trace(client_address=spec.smtp.trace_client_address),
         # The port always serves probes, metrics and the peers' hand-off; spec.http.enabled is submission.
         http=rc.HttpListener(enabled=True, inject=spec.http.enabled, port=HTTP_PORT, tls=True),
         tls=rc.TlsFiles(cert_file=f"{TLS_DIR}/tls.crt", key_file=f"{TLS_DIR}/tls.key"),
@@ -159,6 +169,7 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         quota=rc.Quota(messages=quota.messages, period_seconds=PERIOD_SECONDS[quota.period])
         if quota and quota.messages else None,
         allow_sender_header=spec.allow_sender_header,
+        allow_null_sender=spec.allow_null_sender,
     )
 
 

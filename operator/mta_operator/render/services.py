@@ -7,15 +7,15 @@ from mta_operator import naming
 from mta_operator.api import Cluster
 
 from .meta import Obj, child
-from .relay_config import HTTP_PORT, container_port
+from .relay_config import HTTP_PORT, container_port, smtp_ports
 
 HTTPS_PORT = 8443
 EXTERNAL_DNS = "external-dns.alpha.kubernetes.io/hostname"
 
 
 def _ports(cluster: Cluster) -> list[Obj]:
-    ports = [{"name": f"smtp-{p}", "port": p, "targetPort": container_port(p), "protocol": "TCP"}
-             for p in cluster.spec.smtp.ports]
+    ports = [{"name": name, "port": p, "targetPort": container_port(p), "protocol": "TCP"}
+             for name, p in smtp_ports(cluster)]
     if cluster.spec.http.enabled:
         ports.append({"name": "https", "port": HTTPS_PORT, "targetPort": HTTP_PORT, "protocol": "TCP"})
     return ports

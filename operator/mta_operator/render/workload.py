@@ -26,6 +26,7 @@ from .relay_config import (
     SPOOL_DIR,
     TLS_DIR,
     container_port,
+    smtp_ports,
 )
 
 WATCHER_READY_FILES = (f"{CREDENTIALS_DIR}/..data", f"{CONFIG_DIR}/..data")
@@ -154,8 +155,8 @@ def statefulset(cluster: Cluster, tls_secret: str, image: Image, replicas: int) 
     selector = naming.workload_selector(name)
     pod_labels = {**naming.labels(name, "relay"), **selector}
     volumes, mounts = _volumes(cluster)
-    ports = [{"name": f"smtp-{p}", "containerPort": container_port(p), "protocol": "TCP"}
-             for p in spec.smtp.ports]
+    ports = [{"name": name, "containerPort": container_port(p), "protocol": "TCP"}
+             for name, p in smtp_ports(cluster)]
     ports.append({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"})
     relay = {
         "name": "relay", "image": image.name, "imagePullPolicy": image.pull_policy,
