@@ -108,13 +108,17 @@ def deliver_all(smarthost: Smarthost, tokens: list[str], scenario: str, started:
 
 
 def relay_pids(pod_ip: str) -> list[int]:
-    """The front door process of the relay listening on ``pod_ip`` (the pod runner's real process)."""
+    """The front door process of the relay listening on ``pod_ip`` (the pod runner's real process). Only
+    in this network namespace (the test host): another test bed on the machine hands out the same IPs."""
+    here = os.readlink("/proc/self/ns/net")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if os.readlink(entry / "ns" / "net") != here:
+                continue
         except OSError:
             continue
         if any(a.endswith(b"mta-relay") for a in argv[:2]) and pod_ip.encode() in argv:
