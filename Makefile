@@ -33,8 +33,15 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m mta_operator.api.crdgen --check
 
+# Nodemailer for tests/clients, from the npm registry, before the suite enters its network namespace
+# (no registry there); again only when the lock file changes.
+NODE_DEPS := tests/clients/node/node_modules/.installed
+$(NODE_DEPS): tests/clients/node/package-lock.json
+	npm ci --prefix tests/clients/node --no-audit --no-fund
+	touch $@
+
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
-test: testbed-build lint
+test: testbed-build lint $(NODE_DEPS)
 	$(TESTBED) run -- $(BIN)/pytest
 
 # The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.
