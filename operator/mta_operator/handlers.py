@@ -10,8 +10,8 @@ import kopf
 
 from . import naming
 from .api import GROUP, VERSION
-from .controller import Controller
-from .leader import LeaderElector
+from .controller.controller import Controller
+from .controller.leader import LeaderElector
 
 SERVER_TIMEOUT = 300  # the API server ends each watch after this; kopf reconnects from the last version
 

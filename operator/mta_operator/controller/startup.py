@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from mta_relay.config import CredentialShard
 from pydantic import ValidationError
 
-from . import credential_table, naming
-from .api import API_VERSION, SendingDomain, SmtpCredential
-from .apply import owner_uids
-from .dkim_keys import algorithm_of
-from .state import DkimState, Key
-from .table_writer import decode_shard
+from mta_operator import naming
+from mta_operator.api import API_VERSION, SendingDomain, SmtpCredential
+from mta_operator.keys.dkim import algorithm_of
+from mta_operator.kube.apply import owner_uids
+from mta_operator.reconcile.index import DkimState, Key
+from mta_operator.reconcile.table import consistent, decode_shard
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -110,7 +110,7 @@ def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
             else:  # deleted while the operator was away: its shard is rewritten at the first write
                 table.changed.add(entry.username)
                 table.dirty.set()
-    if not credential_table.consistent(users):
+    if not consistent(users):
         table.written = {name: "" for name in table.written}  # not a clean assignment: full render
         table.dirty.set()
 
@@ -125,10 +125,10 @@ async def resync(ctl: Controller) -> None:
             ctl.on_object(kind, "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
     ctl.applier.forget_all()
     for ck in ctl.index.clusters:
-        ctl.queue.add(("cluster", ck))
+        ctl.enqueue(("cluster", ck))
     for key in ctl.index.domains:
-        ctl.queue.add(("domain", key))
+        ctl.enqueue(("domain", key))
     for key, cred in ctl.index.creds.items():
         if cred.spec.password_secret_ref is not None:  # the user may have rotated their password
-            ctl.queue.add(("cred", key))
+            ctl.enqueue(("cred", key))
 

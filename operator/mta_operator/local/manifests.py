@@ -21,9 +21,10 @@ from mta_relay import config as rc
 from mta_relay import passwords
 from pydantic import ValidationError
 
-from . import dkim_keys, managed_tls
-from .api import Authentication, Cluster, SendingDomain, SmtpCredential, crd
-from .render import dns_records, relay_config
+from mta_operator.api import Authentication, Cluster, SendingDomain, SmtpCredential, crd
+from mta_operator.keys import dkim as dkim_keys
+from mta_operator.keys import managed_tls
+from mta_operator.render import dns_records, relay_config
 
 LISTEN_ADDRESS = "127.0.0.1"
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client as k8s
 
-from .naming import FIELD_MANAGER
+from mta_operator.naming import FIELD_MANAGER
 
 Obj = dict[str, Any]
 TIMEOUT = (5, 30)  # connect, read: an API outage fails fast and the work queue retries
@@ -51,7 +51,10 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
     return "/".join(parts)
 
 
-class Kube:
+class KubeClient:
+    """The operator's API client: one method per REST verb it uses, each a blocking call (the controller
+    runs them in its pool), every request counted in ``calls``."""
+
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api = api_client
         self.calls: Counter[str] = Counter()
