@@ -31,6 +31,8 @@ crds: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m mta_operator.api.crdgen --check
 
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.

@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import logging
 import os
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -161,7 +161,7 @@ class Controller:
 
     # --- watch events (called from kopf's event handlers, on the loop) ---
 
-    def on_object(self, kind: str, event_type: str, raw: dict[str, Any]) -> None:
+    def on_object(self, kind: str, event_type: str, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata", {})
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
         if kind == "Cluster":
@@ -171,7 +171,7 @@ class Controller:
         elif kind == "SmtpCredential":
             self._on_cred(key, event_type, raw)
 
-    def _on_cluster(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_cluster(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old = self.index.clusters.get(key)
         if event_type == "DELETED":
             self.index.clusters.pop(key, None)
@@ -192,7 +192,7 @@ class Controller:
         for domain in self.index.domains_of(key):
             self.queue.add(("domain", domain))
 
-    def _on_domain(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_domain(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old = self.index.domains.get(key)
         if event_type == "DELETED":
             self.index.domains.pop(key, None)
@@ -207,7 +207,7 @@ class Controller:
             if old is None:
                 self.queue.add(("verify", key))
 
-    def _on_cred(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_cred(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old_generation = self.index.creds.generation.get(key, -1)
         if event_type == "DELETED":
             old = self.index.creds.get(key)
@@ -228,7 +228,7 @@ class Controller:
         if old_generation == -1:
             self.queue.add(("cluster-status", self.index.cluster_of(cred)))
 
-    def on_statefulset(self, event_type: str, raw: dict[str, Any]) -> None:
+    def on_statefulset(self, event_type: str, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata", {})
         cluster = meta.get("labels", {}).get("app.kubernetes.io/instance")
         if not cluster:

@@ -31,9 +31,10 @@ def _decode(data: dict[str, str] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
 
 
-async def _list(ctl: Controller, api_version: str, kind: str, selector: str | None = None) -> list[dict]:
+async def _list(ctl: Controller, api_version: str, kind: str,
+                selector: str | None = None) -> list[dict[str, Any]]:
     """Objects of ``kind`` in every watched namespace (one cluster-wide list when all are watched)."""
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     for ns in ctl.options.namespaces or (None,):
         found += await ctl.io(ctl.kube.list, api_version, kind, ns, selector)
     return found

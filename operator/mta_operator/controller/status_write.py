@@ -20,7 +20,7 @@ async def patch_status(ctx: Context, obj: Resource, status: dict[str, Any]) -> d
     if all(current.get(k) == v for k, v in status.items()):
         return None
     try:
-        await ctx.io(ctx.kube.patch_status, API_VERSION, obj.kind, obj.metadata.namespace,
+        await ctx.io(ctx.kube.patch_status, API_VERSION, obj.kind, obj.metadata.namespace or "",
                      obj.metadata.name, status)
     except ApiError as error:
         if error.status == 404:

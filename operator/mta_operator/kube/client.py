@@ -75,14 +75,15 @@ class KubeClient:
             raise ApiError(error.status or 0, str(error.reason), "request failed") from None
         except (OSError, urllib3.exceptions.HTTPError) as error:  # refused/reset: the API server is away
             raise ApiError(0, "Unreachable", type(error).__name__) from None
+        raw: bytes = resp.data or b""
         if resp.status >= 300:
             try:
-                detail = json.loads(resp.data)
+                detail = json.loads(raw)
             except ValueError:
                 detail = {}
             raise ApiError(resp.status, str(detail.get("reason", resp.reason)),
                            str(detail.get("message", "")))
-        return json.loads(resp.data) if resp.data else None
+        return json.loads(raw) if raw else None
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         try:

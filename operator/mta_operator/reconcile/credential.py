@@ -19,7 +19,7 @@ from mta_operator.kube.client import ApiError
 from mta_operator.render import conditions, relay_config, secrets
 
 from .context import Context
-from .index import Key
+from .index import Index, Key
 from .table import Table
 
 log = logging.getLogger("mta_operator.credential")
@@ -55,6 +55,7 @@ async def reconcile(ctx: Context, key: Key) -> None:
                           f"{winner[1] if winner else '?'} of Cluster {ck[1]}; this credential is not served")
         if not _has_status(cred):
             await _patch(ctx, cred, _status(ctx, cred, Outcome(False, "Reconciling", "Adding to the table")))
+        assert table is not None  # made above, since the Cluster exists
         verifier, password = await _verifier(ctx, cred, cluster, ck, table)
     except Refused as refused:
         if table is not None:
@@ -94,8 +95,8 @@ def served_outcome(cred: SmtpCredential, cluster: Cluster | None) -> Outcome:
     """Ready of a credential in the written table: True, unless it asks for CRAM-MD5 and its Cluster does
     not offer it (then it is served with the Cluster's other mechanisms, and Ready says what is missing)."""
     name = cred.spec.cluster_ref.name
-    cram_missing = cluster is not None and not relay_config.cram_md5_offered(cluster)
-    if cram_missing and relay_config.wants_cram_md5(cred):
+    if cluster is not None and not relay_config.cram_md5_offered(cluster) \
+            and relay_config.wants_cram_md5(cred):
         offered = ", ".join(relay_config.mechanisms(cluster, cred))
         return Outcome(False, "CramMd5NotOffered",
                        f"spec.cramMd5 is set but Cluster {name} does not offer CRAM-MD5 "
@@ -145,7 +146,7 @@ async def _verifier(ctx: Context, cred: SmtpCredential, cluster: Cluster, ck: Ke
     """(verifier, password): the password only for a credential that asks for CRAM-MD5 (its table entry
     needs it; it goes nowhere else)."""
     spec = cred.spec
-    old = table.entries.get((cred.metadata.namespace, cred.metadata.name))
+    old = table.entries.get(Index.key(cred))
     known = (old.password_verifier if old else None) or ctx.known_verifiers.get((ck, cred.effective_username))
     if spec.authentication == Authentication.SOURCE_IP:
         await _connection(ctx, cred, cluster, generate=False)
@@ -157,11 +158,11 @@ async def _verifier(ctx: Context, cred: SmtpCredential, cluster: Cluster, ck: Ke
                 await ctx.io(passwords._verify_argon2, known, password.encode()):
             return known, _for_cram(cred, password)
         return await ctx.io(passwords.argon2_verifier, password), _for_cram(cred, password)
-    password = await _connection(ctx, cred, cluster, generate=True)
-    assert password is not None
-    if known and passwords.verify_fast(known, password.encode()):
-        return known, _for_cram(cred, password)
-    return passwords.fast_verifier(password), _for_cram(cred, password)
+    generated = await _connection(ctx, cred, cluster, generate=True)
+    assert generated is not None
+    if known and passwords.verify_fast(known, generated.encode()):
+        return known, _for_cram(cred, generated)
+    return passwords.fast_verifier(generated), _for_cram(cred, generated)
 
 
 def _for_cram(cred: SmtpCredential, password: str) -> str | None:
@@ -171,7 +172,7 @@ def _for_cram(cred: SmtpCredential, password: str) -> str | None:
 async def _user_password(ctx: Context, cred: SmtpCredential) -> str:
     ref = cred.spec.password_secret_ref
     assert ref is not None
-    secret = await ctx.io(ctx.kube.get, "v1", "Secret", cred.metadata.namespace, ref.name)
+    secret = await ctx.io(ctx.kube.get, "v1", "Secret", cred.metadata.namespace or "", ref.name)
     value = (secret or {}).get("data", {}).get(ref.key)
     if not value:
         raise Refused("PasswordSecretNotFound",

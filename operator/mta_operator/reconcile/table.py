@@ -11,7 +11,7 @@ import base64
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mta_relay import config as rc
 from mta_relay.shards import DEFAULT_SHARD_BUDGET, SHARD_NAME, render_shards, shard_of  # relay's own hash
@@ -112,7 +112,7 @@ async def run(ctx: Context, ck: Key) -> None:
             await asyncio.sleep(1)
 
 
-def decode_shard(obj: dict) -> tuple[str, str] | None:
+def decode_shard(obj: dict[str, Any]) -> tuple[str, str] | None:
     """(file name, text) of a shard Secret as read from the API."""
     data = obj.get("data") or {}
     if len(data) != 1:

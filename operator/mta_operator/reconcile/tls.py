@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
 from mta_operator import naming
 from mta_operator.api import Cluster
@@ -23,7 +24,8 @@ class TlsResult:
     message: str
 
 
-def _pair(secret: dict | None, cert: str = "tls.crt", key: str = "tls.key") -> managed_tls.Pair | None:
+def _pair(secret: dict[str, Any] | None, cert: str = "tls.crt",
+          key: str = "tls.key") -> managed_tls.Pair | None:
     data = (secret or {}).get("data") or {}
     if cert not in data or key not in data:
         return None
