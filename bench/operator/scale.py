@@ -6,7 +6,7 @@ For each size, in a fresh namespace with a fresh operator process: time from the
 credential is Ready and in the credential table; then single changes (one credential's allowedIPs) timed
 until the table in the API carries them (read through the manifest, as the relay's watcher reads it);
 the operator's own API calls per credential (its "api calls" log line; kopf's few watch/list requests
-are not included); its peak resident memory. Floors (issue #6): 10k converge < 300 s, change p99 < 2 s,
+are not included); its peak resident memory. Floors: 10k converge < 300 s, change p99 < 2 s,
 memory < 300 MB. There is no peer operator to run side by side offline; the floors are the yardstick.
 """
 
