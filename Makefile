@@ -31,6 +31,8 @@ crds: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m mta_operator.api.crdgen --check
 
 # Nodemailer for tests/clients, from the npm registry, before the suite enters its network namespace

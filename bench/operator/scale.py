@@ -6,7 +6,7 @@ For each size, in a fresh namespace with a fresh operator process: time from the
 credential is Ready and in the credential table; then single changes (one credential's allowedIPs) timed
 until the table in the API carries them (read through the manifest, as the relay's watcher reads it);
 the operator's own API calls per credential (its "api calls" log line; kopf's few watch/list requests
-are not included); its peak resident memory. Floors (issue #6): 10k converge < 300 s, change p99 < 2 s,
+are not included); its peak resident memory. Floors: 10k converge < 300 s, change p99 < 2 s,
 memory < 300 MB. There is no peer operator to run side by side offline; the floors are the yardstick.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from kubernetes import config
 from mta_operator.api import API_VERSION
-from mta_operator.kube_api import Kube, path
+from mta_operator.kube.client import KubeClient, path
 from testbed import cluster as testbed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _decoded(secret: dict[str, Any] | None, key: str) -> str:
 class TableReader:
     """Reads the table through its manifest, fetching only shards whose digest changed."""
 
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    def __init__(self, kube: KubeClient, namespace: str) -> None:
         self.kube, self.ns = kube, namespace
         self.shards: dict[str, tuple[str, dict[str, Any]]] = {}
         self.manifest = ""
@@ -72,7 +72,7 @@ def _cred(namespace: str, i: int) -> dict[str, Any]:
                      "allowedIPs": ["10.0.0.0/8"]}}
 
 
-def _ready_count(kube: Kube, namespace: str) -> int:
+def _ready_count(kube: KubeClient, namespace: str) -> int:
     items = kube.list(API_VERSION, "SmtpCredential", namespace)
     return sum(1 for i in items for c in i.get("status", {}).get("conditions", [])
                if c["type"] == "Ready" and c["status"] == "True")
@@ -98,7 +98,7 @@ def _api_calls(log: Path) -> dict[str, int]:
     return calls
 
 
-def run_size(tb: testbed.Testbed, kube: Kube, n: int, changes: int, workdir: Path) -> dict[str, Any]:
+def run_size(tb: testbed.Testbed, kube: KubeClient, n: int, changes: int, workdir: Path) -> dict[str, Any]:
     ns = f"bench-{n}-{uuid.uuid4().hex[:6]}"
     tb.kubectl("create", "namespace", ns)
     log = workdir / f"operator-{n}.log"
@@ -173,7 +173,7 @@ def main() -> int:
                        "crd/smtpcredentials.mta-operator.io")
             client = config.new_client_from_config(config_file=str(tb.kubeconfig))
             client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 20
-            kube = Kube(client)
+            kube = KubeClient(client)
             results = []
             for n in (int(s) for s in args.sizes.split(",")):
                 result = run_size(tb, kube, n, args.changes, work)

@@ -11,7 +11,7 @@ operator renders into Secrets, never into the ConfigMap that holds ``RelaySettin
 
 Parts other components use:
 - ``delivery``, ``queue``, ``rate_limit``, ``domains[].dkim``: plain settings for the delivery side
-  (issue #5); the front door does not interpret them.
+  (``mta_relay.delivery``); the front door does not interpret them.
 - ``mtas``: how many MTAs share each credential's quota (see ``quota``).
 """
 

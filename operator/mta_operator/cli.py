@@ -4,7 +4,7 @@
 
 ``run`` starts the kopf operator: one namespace, several (``--namespace`` repeated) or all; with
 ``--leader-election-namespace`` several replicas may run and one leads (``leader``). ``local -f DIR`` serves
-manifests from a directory on loopback without Kubernetes (``local.py`` renders, the relay serves).
+manifests from a directory on loopback without Kubernetes (``local/manifests.py`` renders, the relay serves).
 Rendering CRs into relay config needs no API access (``render.relay_config.relay_files``).
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 import kopf
 from kubernetes import config
 
-from .controller import Controller
+from .controller.controller import Controller
+from .controller.leader import LEASE_NAME, LeaderElector
 from .handlers import register
-from .kube_api import Kube
-from .leader import LEASE_NAME, LeaderElector
+from .kube.client import KubeClient
 from .options import Options
 
 
@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level)
     if args.log_level != "DEBUG":  # one line per handled event is noise at 10,000 objects
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kube = Kube(_api_client(args.kubeconfig, args.workers))
+    kube = KubeClient(_api_client(args.kubeconfig, args.workers))
     controller = Controller(kube, options)
     elector = None
     if args.leader_election_namespace:
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         elector = LeaderElector(kube, args.leader_election_namespace, identity, args.leader_election_name)
     registry = kopf.OperatorRegistry()
     register(registry, controller, elector)
-    # standalone: kopf's own peering stays off; the Lease decides who works (see leader.py).
+    # standalone: kopf's own peering stays off; the Lease decides who works (see controller/leader.py).
     asyncio.run(kopf.operator(registry=registry, standalone=True, clusterwide=not namespaces,
                               namespaces=list(namespaces), liveness_endpoint=args.liveness))
     return 0
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     loc.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     if args.command == "local":
-        from .local_cli import run_local
+        from .local.cli import run_local
 
         return run_local(args)
     return _run(args)

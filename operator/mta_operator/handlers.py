@@ -3,15 +3,14 @@ the controller. Event handlers keep no per-object state in annotations: the cont
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import kopf
 
 from . import naming
 from .api import GROUP, VERSION
-from .controller import Controller
-from .leader import LeaderElector
+from .controller.controller import Controller
+from .controller.leader import LeaderElector
 
 SERVER_TIMEOUT = 300  # the API server ends each watch after this; kopf reconnects from the last version
 
@@ -51,13 +50,13 @@ def register(registry: kopf.OperatorRegistry, controller: Controller,
         _watch(registry, controller, plural, kind)
 
     @kopf.on.event("apps", "v1", "statefulsets", labels=naming.MANAGED_BY, registry=registry)
-    async def statefulset(event: dict[str, Any], **_: Any) -> None:
+    async def statefulset(event: kopf.RawEvent, **_: Any) -> None:
         controller.on_statefulset(event["type"] or "ADDED", event["object"])
 
 
 def _watch(registry: kopf.OperatorRegistry, controller: Controller, plural: str, kind: str) -> None:
     @kopf.on.event(GROUP, VERSION, plural, registry=registry)
-    async def on_event(event: dict[str, Any], logger: logging.Logger, **_: Any) -> None:
+    async def on_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
         try:
             controller.on_object(kind, event["type"] or "ADDED", event["object"])
         except ValueError as error:  # a body the models refuse (older schema): report, do not crash

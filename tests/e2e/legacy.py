@@ -11,8 +11,9 @@ import datetime as dt
 from typing import Any
 
 import yaml
-from mta_operator import managed_tls, naming
+from mta_operator import naming
 from mta_operator.api import Cluster, SmtpCredential
+from mta_operator.keys import managed_tls
 from mta_operator.render import relay_config, secrets
 from mta_operator.render.meta import child, secret
 from mta_relay.passwords import fast_verifier

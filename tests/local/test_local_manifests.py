@@ -8,7 +8,7 @@ from pathlib import Path
 
 from localkit import NAMESPACE, cluster, credential, domain, free_port, local, write_manifests
 from mta_operator.api import Cluster, crd
-from mta_operator.local import read_manifests, unknown_fields
+from mta_operator.local.manifests import read_manifests, unknown_fields
 from mta_relay.config_loader import load as load_config
 
 ROOT = Path(__file__).resolve().parents[2]

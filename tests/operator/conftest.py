@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from mta_operator.api import KINDS
-from mta_operator.kube_api import Kube
+from mta_operator.kube.client import KubeClient
 from opkit import CRDS, Operator
 from support.dnsserver import DnsServer
 
@@ -26,8 +26,8 @@ def op_crds(kube: TestKube) -> TestKube:
 
 
 @pytest.fixture
-def k(op_crds: TestKube, api_client) -> Kube:
-    return Kube(api_client)
+def k(op_crds: TestKube, api_client) -> KubeClient:
+    return KubeClient(api_client)
 
 
 @pytest.fixture

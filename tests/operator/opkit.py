@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 from mta_operator.api import API_VERSION
-from mta_operator.kube_api import Kube
+from mta_operator.kube.client import KubeClient
 from support.waiting import stop_process  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def examples(namespace: str, managed_tls: bool = True) -> list[dict[str, Any]]:
     return docs
 
 
-def apply(kube: Kube, *objs: dict[str, Any]) -> None:
+def apply(kube: KubeClient, *objs: dict[str, Any]) -> None:
     for obj in objs:
         body = copy.deepcopy(obj)
         if "stringData" in body:
@@ -84,7 +84,7 @@ def apply(kube: Kube, *objs: dict[str, Any]) -> None:
         kube.apply(body, manager="tests")
 
 
-def cr(kube: Kube, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+def cr(kube: KubeClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     return kube.get(API_VERSION, kind, namespace, name)
 
 
@@ -99,7 +99,7 @@ def decoded(secret: dict[str, Any] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in ((secret or {}).get("data") or {}).items()}
 
 
-def table(kube: Kube, namespace: str, cluster: str) -> dict[str, dict[str, Any]]:
+def table(kube: KubeClient, namespace: str, cluster: str) -> dict[str, dict[str, Any]]:
     """Username → credential entry, read through the manifest as the relay's watcher reads it."""
     manifest = decoded(kube.get("v1", "Secret", namespace, f"{cluster}-mta-credentials"))
     if not manifest:
@@ -111,8 +111,8 @@ def table(kube: Kube, namespace: str, cluster: str) -> dict[str, dict[str, Any]]
     return out
 
 
-def patch_spec(kube: Kube, kind: str, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    from mta_operator.kube_api import path
+def patch_spec(kube: KubeClient, kind: str, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    from mta_operator.kube.client import path
 
     kube.request("PATCH", path(API_VERSION, kind, namespace, name), {"spec": spec},
                  content_type="application/merge-patch+json")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from mta_operator.api import Cluster, SmtpCredential
-from mta_operator.reconcile_credential import served_outcome
+from mta_operator.reconcile.credential import served_outcome
 from mta_operator.render import relay_config
 from mta_relay import config_loader
 from mta_relay.passwords import fast_verifier

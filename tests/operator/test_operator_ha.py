@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 import pytest
-from mta_operator.leader import API_VERSION as LEASE_API
-from mta_operator.leader import LEASE_NAME
+from mta_operator.controller.leader import API_VERSION as LEASE_API
+from mta_operator.controller.leader import LEASE_NAME
 from opkit import apply, condition, cr, decoded, examples, table
 from support.namespaces import temporary_namespace
 from support.waiting import wait_until

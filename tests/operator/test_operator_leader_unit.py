@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mta_operator.leader import DURATION, claim, micro_time
+from mta_operator.controller.leader import DURATION, claim, micro_time
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from mta_operator import dkim_keys, managed_tls, naming
+from mta_operator import naming
 from mta_operator.api import Cluster, DkimAlgorithm, SendingDomain, SmtpCredential
-from mta_operator.reconcile_cluster import domain_entries
+from mta_operator.keys import dkim as dkim_keys
+from mta_operator.keys import managed_tls
+from mta_operator.reconcile.cluster import domain_entries
+from mta_operator.reconcile.index import DkimState, Index
 from mta_operator.render import conditions, dns_records, relay_config, secrets, services, workload
-from mta_operator.state import DkimState, Index
 from mta_relay import config_loader
 from mta_relay.passwords import fast_verifier, verify_fast
 
@@ -263,7 +265,7 @@ def test_operator_condition_transition_time_changes_only_on_flip() -> None:
 
 
 def test_operator_table_renders_only_changed_shards_and_matches_a_full_render() -> None:
-    from mta_operator.credential_table import render
+    from mta_operator.reconcile.table import render
     from mta_relay import config as rc
     from mta_relay.shards import render_shards
 
@@ -283,7 +285,7 @@ def test_operator_table_renders_only_changed_shards_and_matches_a_full_render() 
 
 
 def test_operator_table_mixed_assignment_is_fully_rerendered() -> None:
-    from mta_operator.credential_table import consistent, render
+    from mta_operator.reconcile.table import consistent, render
     from mta_relay import config as rc
     from mta_relay.shards import render_shards
 

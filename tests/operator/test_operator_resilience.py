@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import config
-from mta_operator.kube_api import Kube
+from mta_operator.kube.client import KubeClient
 from mta_relay.passwords import verify_fast
 from opkit import CRDS, Operator, apply, condition, cr, decoded, examples, patch_spec, table
 from support.waiting import wait_until
@@ -85,7 +85,7 @@ def test_operator_survives_api_server_restart(kube, tmp_path: Path) -> None:
                                       check=False).returncode == 0, 60, "CRDs established")
         wait_until(lambda: tb.kubectl("create", "namespace", "mail", check=False).returncode == 0, 30,
                    "namespace")
-        k = Kube(config.new_client_from_config(config_file=str(tb.kubeconfig)))
+        k = KubeClient(config.new_client_from_config(config_file=str(tb.kubeconfig)))
         op = Operator(tb.kubeconfig, "mail", tmp_path / "operator.log").start()
         apply(k, *[d for d in examples("mail") if d["kind"] in {"Cluster", "SmtpCredential"}
                    and d["metadata"]["name"] in {"main", "newsletter"}])

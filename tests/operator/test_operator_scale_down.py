@@ -3,7 +3,7 @@ hand-off that does not finish leaves behind."""
 
 from __future__ import annotations
 
-from mta_operator.scale_down import Plan, QueueReport, plan, summary
+from mta_operator.reconcile.scale_down import Plan, QueueReport, plan, summary
 
 
 def test_no_scale_down_runs_spec_mtas() -> None:

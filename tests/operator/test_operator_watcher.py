@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import config
-from mta_operator.kube_api import ApiError, Kube
+from mta_operator.kube.client import ApiError, KubeClient
 from opkit import apply, condition, cr, decoded, examples
 from support.tls import make_ca, write_server_cert
 from support.waiting import wait_until
@@ -83,7 +83,7 @@ def test_operator_watcher_feeds_a_real_relay(k, kube, namespace, run_operator, t
     relay_kubeconfig = _token_kubeconfig(kube, namespace, tmp_path / "relay.kubeconfig")
 
     # Least privilege: the relay's token reads the table, and nothing else.
-    as_relay = Kube(config.new_client_from_config(config_file=str(relay_kubeconfig)))
+    as_relay = KubeClient(config.new_client_from_config(config_file=str(relay_kubeconfig)))
 
     def reads_table() -> bool:  # RBAC and token caches in the API server are eventually consistent
         try:

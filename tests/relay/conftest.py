@@ -83,7 +83,7 @@ def relay_setup(tmp_path: Path, ca: trustme.CA, dns_server: DnsServer) -> RelayS
     relay_settings = settings([0, 0, 0], 0, cert, key, spool, spfInclude=SPF_INCLUDE,
                               dns={"nameservers": ["127.0.0.1"], "port": dns_server.port,
                                    "timeoutSeconds": 2},
-                              # delivery (issue #5) runs in the relay: point it at a closed port so
+                              # delivery runs in the relay: point it at a closed port so
                               # accepted mail stays deferred in the spool for the tests to inspect
                               delivery={"mode": "Smarthost", "smarthost": {
                                   "host": "127.0.0.1", "port": free_port(), "tls": "None"}},

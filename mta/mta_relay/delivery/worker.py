@@ -2,7 +2,7 @@
 [--pod-name NAME]``.
 
 ``mta-relay`` starts it after recovering the spool and tells it every entry to deliver over the channel
-(``delivery.channel``). It runs the queue runner as the relay once did on its own loop: delivers,
+(``delivery.channel``). It runs the queue runner in its own process, off the front door's loop: delivers,
 records outcomes, bounces (the DSN is spooled by the front door, which owns the slots) and removes,
 telling the front door which slots are free again. While the settings name its pod as leaving, it hands
 its queue to the peers instead (``delivery.handoff``). Delivery gets its own interpreter and GIL, so it

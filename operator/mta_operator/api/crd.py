@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
+
+from pydantic import BaseModel
 
 from .base import CATEGORY, GROUP, VERSION, Resource
 from .rules import VALIDATIONS
@@ -19,7 +22,8 @@ def root_schema(kind: type[Resource]) -> Schema:
             "apiVersion": {"description": "mta-operator.io/v1alpha1", "type": "string"},
             "kind": {"description": f"{info.kind}", "type": "string"},
             "metadata": {"type": "object"},
-            "spec": {**of_model(fields["spec"].annotation), "description": fields["spec"].description},
+            "spec": {**of_model(_model(fields["spec"].annotation)),
+                     "description": fields["spec"].description},
             "status": {**of_model(_status_model(kind)), "description": fields["status"].description},
         },
         "required": ["spec"],
@@ -32,7 +36,14 @@ def root_schema(kind: type[Resource]) -> Schema:
 def _status_model(kind: type[Resource]) -> Any:
     annotation = kind.model_fields["status"].annotation
     # `XStatus | None`: the model is the non-None member.
-    return next(arg for arg in annotation.__args__ if arg is not type(None))
+    return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+
+
+def _model(annotation: Any) -> type[BaseModel]:
+    """A field's annotation that is a model (``spec``: the kind's spec model)."""
+    assert isinstance(annotation, type)
+    assert issubclass(annotation, BaseModel)
+    return annotation
 
 
 def build(kind: type[Resource]) -> dict[str, Any]:

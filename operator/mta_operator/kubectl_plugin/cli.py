@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 import aiosmtplib
 
@@ -75,7 +76,7 @@ def _dns(kube: Kube, domain: str) -> str:
     return zone_records.zone_lines(records)
 
 
-def _cluster_ca(kube: Kube, cluster: dict) -> str | None:
+def _cluster_ca(kube: Kube, cluster: dict[str, Any]) -> str | None:
     """The operator-managed CA's certificate (ca.crt of the serving Secret) when the cluster uses one."""
     if cluster["spec"].get("tls"):
         return None

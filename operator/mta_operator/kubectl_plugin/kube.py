@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -42,12 +42,13 @@ class Kube:
             result = api.list_cluster_custom_object(GROUP, VERSION, PLURALS[kind])
         else:
             result = api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURALS[kind])
-        return sorted(result["items"], key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+        listed = cast(Obj, result)  # the generated client says ``object``; the body is a JSON object
+        return sorted(listed["items"], key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
     def get(self, kind: str, name: str) -> Obj:
         try:
-            return client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                GROUP, VERSION, self._ns(), PLURALS[kind], name)
+            return cast(Obj, client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+                GROUP, VERSION, self._ns(), PLURALS[kind], name))
         except ApiException as error:
             raise NotFound(f"{kind} {name!r} in namespace {self._ns()}: {error.reason}") from None
 

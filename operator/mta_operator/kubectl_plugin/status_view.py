@@ -41,7 +41,8 @@ def _cluster_cells(o: Obj) -> list[str]:
 
 
 def _cluster_ref(o: Obj) -> str:
-    return (o["spec"].get("clusterRef") or {}).get("name", "")
+    name: str = (o["spec"].get("clusterRef") or {}).get("name", "")
+    return name
 
 
 def _domain_cells(o: Obj) -> list[str]:

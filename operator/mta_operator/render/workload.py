@@ -203,7 +203,7 @@ def statefulset(cluster: Cluster, tls_secret: str, image: Image, replicas: int) 
         "podManagementPolicy": "Parallel",
         "updateStrategy": {"type": "RollingUpdate"},
         # Retain: a volume may hold mail that is not delivered yet; the operator deletes the volume of a
-        # removed MTA only after that MTA reported its queue empty (see reconcile_cluster).
+        # removed MTA only after that MTA reported its queue empty (see reconcile/cluster.py).
         "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
         "template": {"metadata": {"labels": pod_labels}, "spec": pod},
     }

@@ -11,22 +11,22 @@ import json
 import math
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mta_relay import config as rc
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import naming, scale_down, tls_source
-from .api import API_VERSION, Cluster, duration_seconds
-from .apply import NotOwned, owner_uids
-from .render import conditions, relay_config, services, workload
-from .render import secrets as secret_objects
-from .render.conditions import now_text
-from .state import Key
-from .status_write import patch_and_remember
+from mta_operator import naming
+from mta_operator.api import API_VERSION, Cluster, duration_seconds
+from mta_operator.kube.apply import NotOwned, owner_uids
+from mta_operator.render import conditions, relay_config, services, workload
+from mta_operator.render import secrets as secret_objects
+from mta_operator.render.conditions import now_text
 
-if TYPE_CHECKING:
-    from .controller import Controller
+from . import scale_down
+from . import tls as tls_source
+from .context import Context
+from .index import Key
 
 RENEW_CHECK_SECONDS = 6 * 3600
 LEGACY_CHECK_SECONDS = 10.0
@@ -50,13 +50,13 @@ class Observed:
     busy: str | None = None  # a reason the Cluster is not Ready yet although its MTAs are (a scale-down)
 
 
-def domain_entries(ctl: Controller, ck: Key) -> tuple[list[relay_config.DomainEntry], dict[str, str]]:
+def domain_entries(ctx: Context, ck: Key) -> tuple[list[relay_config.DomainEntry], dict[str, str]]:
     """Domains whose DKIM key does not exist yet are left out: mail from them is refused for the
     seconds until the key exists, never sent unsigned."""
     entries, keys = [], {}
-    for key in sorted(ctl.index.domains_of(ck)):
-        domain = ctl.index.domains[key]
-        state = ctl.index.dkim.get(key) if domain.spec.dkim.enabled else None
+    for key in sorted(ctx.index.domains_of(ck)):
+        domain = ctx.index.domains[key]
+        state = ctx.index.dkim.get(key) if domain.spec.dkim.enabled else None
         if domain.spec.dkim.enabled and state is None:
             continue
         entries.append(relay_config.DomainEntry(domain.spec.domain, domain.spec.dkim.selector,
@@ -67,23 +67,23 @@ def domain_entries(ctl: Controller, ck: Key) -> tuple[list[relay_config.DomainEn
     return entries, keys
 
 
-async def reconcile(ctl: Controller, ck: Key) -> None:
-    cluster = ctl.index.clusters.get(ck)
+async def reconcile(ctx: Context, ck: Key) -> None:
+    cluster = ctx.index.clusters.get(ck)
     if cluster is None:
         return
     conds = _conds(cluster)
     if not any(c["type"] == "Ready" for c in conds):
-        await _patch(ctl, cluster, {"observedGeneration": cluster.metadata.generation, "conditions":
+        await _patch(ctx, cluster, {"observedGeneration": cluster.metadata.generation, "conditions":
                                     conditions.put(conds, "Ready", False, "Reconciling", "Creating the MTAs",
-                                                   cluster.metadata.generation, ctl.now())})
-    seen = Observed(tls=await tls_source.ensure(ctl, cluster))
+                                                   cluster.metadata.generation, ctx.now())})
+    seen = Observed(tls=await tls_source.ensure(ctx, cluster))
     assert seen.tls is not None
     name = cluster.metadata.name
-    image = workload.Image(ctl.options.relay_image, ctl.options.image_pull_policy)
+    image = workload.Image(ctx.options.relay_image, ctx.options.image_pull_policy)
     try:
-        token = await _peer_token(ctl, cluster)
-        step = await _handoff_step(ctl, cluster, token, seen)
-        entries, keys = domain_entries(ctl, ck)
+        token = await _peer_token(ctx, cluster)
+        step = await _handoff_step(ctx, cluster, token, seen)
+        entries, keys = domain_entries(ctx, ck)
         settings = relay_config.relay_settings(cluster, entries, step.section)
         # Keys before the settings that name them: a relay never loads settings whose key is missing.
         wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
@@ -93,28 +93,28 @@ async def reconcile(ctl: Controller, ck: Key) -> None:
                   workload.statefulset(cluster, seen.tls.secret_name, image, step.plan.replicas)]
         pdb = services.disruption_budget(cluster)
         for obj in wanted + ([pdb] if pdb else []):
-            await ctl.io(ctl.applier.ensure, obj)
+            await ctx.io(ctx.applier.ensure, obj)
         if pdb is None:
-            await ctl.io(ctl.applier.remove, "policy/v1", "PodDisruptionBudget", ck[0], naming.mta(name),
+            await ctx.io(ctx.applier.remove, "policy/v1", "PodDisruptionBudget", ck[0], naming.mta(name),
                          cluster.metadata.uid or "")
         if step.plan.done:
-            await _finish_handoff(ctl, cluster, step.plan, seen)
-        await _retire_legacy(ctl, cluster, seen)
-        await _check_volumes(ctl, cluster, seen)
-        await _diagnose_mtas(ctl, cluster, seen)
+            await _finish_handoff(ctx, cluster, step.plan, seen)
+        await _retire_legacy(ctx, cluster, seen)
+        await _check_volumes(ctx, cluster, seen)
+        await _diagnose_mtas(ctx, cluster, seen)
     except NotOwned as error:
         seen.problem = ("ChildNotOwned", str(error))
-    ctl.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
-    if ctl.tables[ck].manifest_written is None:
-        ctl.tables[ck].dirty.set()
-    ctl.schedule(("cluster", ck), _next_check(ctl, ck, seen))
-    await write_status(ctl, ck, seen)
+    ctx.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
+    if ctx.tables[ck].manifest_written is None:
+        ctx.tables[ck].dirty.set()
+    ctx.schedule(("cluster", ck), _next_check(ctx, ck, seen))
+    await write_status(ctx, ck, seen)
 
 
-def _next_check(ctl: Controller, ck: Key, seen: Observed) -> float:
+def _next_check(ctx: Context, ck: Key, seen: Observed) -> float:
     if seen.handoff.get("leaving"):
         return scale_down.POLL_SECONDS
-    if ck in ctl.index.mta_problems:
+    if ck in ctx.index.mta_problems:
         return VOLUME_CHECK_SECONDS  # MTAs not ready: say why, and notice when they are
     waiting = [c for c in seen.conditions if not c[1] and c[0] in {SPOOL, LEGACY}]
     if waiting:
@@ -122,20 +122,20 @@ def _next_check(ctl: Controller, ck: Key, seen: Observed) -> float:
     return RENEW_CHECK_SECONDS  # certificate renewal and drift
 
 
-async def _peer_token(ctl: Controller, cluster: Cluster) -> str:
+async def _peer_token(ctx: Context, cluster: Cluster) -> str:
     """Generated once per Cluster and kept in its Secret; remembered so a reconcile costs no read."""
     ck = (cluster.metadata.namespace or "", cluster.metadata.name)
-    token = ctl.index.peer_tokens.get(ck)
+    token = ctx.index.peer_tokens.get(ck)
     if token is None:
-        live = await ctl.io(ctl.kube.get, "v1", "Secret", ck[0], naming.peer(ck[1]))
+        live = await ctx.io(ctx.kube.get, "v1", "Secret", ck[0], naming.peer(ck[1]))
         data = (live or {}).get("data") or {}
         key = relay_config.PEER_TOKEN_KEY
         if live is not None and cluster.metadata.uid in owner_uids(live) and key in data:
             token = base64.b64decode(data[key]).decode()
         else:
             token = secrets.token_urlsafe(PEER_TOKEN_BYTES)
-        ctl.index.peer_tokens[ck] = token
-    await ctl.io(ctl.applier.ensure, secret_objects.peer_secret(cluster, token))
+        ctx.index.peer_tokens[ck] = token
+    await ctx.io(ctx.applier.ensure, secret_objects.peer_secret(cluster, token))
     return token
 
 
@@ -145,10 +145,10 @@ class HandoffStep:
     section: rc.Handoff  # the relay settings' handoff section
 
 
-async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Observed) -> HandoffStep:
+async def _handoff_step(ctx: Context, cluster: Cluster, token: str, seen: Observed) -> HandoffStep:
     ns, name = cluster.metadata.namespace or "", cluster.metadata.name
     desired = cluster.spec.mtas
-    live = await ctl.io(ctl.kube.get, "apps/v1", "StatefulSet", ns, naming.mta(name))
+    live = await ctx.io(ctx.kube.get, "apps/v1", "StatefulSet", ns, naming.mta(name))
     running = int(live["spec"]["replicas"]) if live is not None else None
     previous = cluster.status.handoff if cluster.status else None
     if running is None or desired >= running:
@@ -158,16 +158,16 @@ async def _handoff_step(ctl: Controller, cluster: Cluster, token: str, seen: Obs
         return step
     leaving = range(desired, running)
     names = {i: naming.pod(name, i) for i in range(running)}
-    pods = await _pods(ctl, ns, _selector_text(naming.workload_selector(name)))
+    pods = await _pods(ctx, ns, _selector_text(naming.workload_selector(name)))
     peers = [(names[i], pods[names[i]]) for i in range(desired) if names[i] in pods]
     section = relay_config.handoff(leaving=[names[i] for i in leaving], peers=peers)
-    started = previous.started_at if previous and previous.started_at else now_text(ctl.now())
-    elapsed = (ctl.now() - dt.datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
-    cert = await _serving_certificate(ctl, ns, seen)
+    started = previous.started_at if previous and previous.started_at else now_text(ctx.now())
+    elapsed = (ctx.now() - dt.datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds()
+    cert = await _serving_certificate(ctx, ns, seen)
     reports: dict[int, scale_down.QueueReport | None] = {}
     if cert is not None:
         asked = await asyncio.gather(*(
-            ctl.io(scale_down.queue_status, pods[names[i]], relay_config.HTTP_PORT, token, cert)
+            ctx.io(scale_down.queue_status, pods[names[i]], relay_config.HTTP_PORT, token, cert)
             if names[i] in pods else _none() for i in leaving))
         reports = dict(zip(leaving, asked, strict=True))
     # An emptyDir spool cannot be kept: its MTA goes only once it handed everything over.
@@ -199,7 +199,7 @@ def _still_retained(previous: Any, desired: int) -> list[dict[str, Any]]:
     return [v.model_dump(exclude_none=True) for v in kept if int(v.claim.rsplit("-", 1)[1]) >= desired]
 
 
-async def _finish_handoff(ctl: Controller, cluster: Cluster, plan: scale_down.Plan, seen: Observed) -> None:
+async def _finish_handoff(ctx: Context, cluster: Cluster, plan: scale_down.Plan, seen: Observed) -> None:
     """The StatefulSet shrank: delete the volumes that were reported empty, keep (and list) the rest."""
     ns, name = cluster.metadata.namespace or "", cluster.metadata.name
     retained = list(seen.handoff.get("retainedVolumes", []))
@@ -208,21 +208,21 @@ async def _finish_handoff(ctl: Controller, cluster: Cluster, plan: scale_down.Pl
         queued = plan.queued.get(ordinal)
         if queued == 0:
             if not cluster.spec.queue.storage.ephemeral:
-                await ctl.io(ctl.kube.delete, "v1", "PersistentVolumeClaim", ns, claim)
+                await ctx.io(ctx.kube.delete, "v1", "PersistentVolumeClaim", ns, claim)
         else:
             retained = [v for v in retained if v["claim"] != claim]
             retained.append({"claim": claim, "messages": queued} if queued is not None else {"claim": claim})
     seen.handoff["retainedVolumes"] = retained
-    await ctl.event(_ref(cluster), "Normal" if not plan.timed_out else "Warning",
+    await ctx.event(_ref(cluster), "Normal" if not plan.timed_out else "Warning",
                     "ScaledDown" if not plan.timed_out else scale_down.HANDOFF_TIMED_OUT,
                     f"Scaled down to {cluster.spec.mtas} MTAs"
                     + ("" if not plan.timed_out else f"; volumes kept with mail: "
                        f"{', '.join(v['claim'] for v in retained)}"))
 
 
-async def _pods(ctl: Controller, namespace: str, selector: str) -> dict[str, str]:
+async def _pods(ctx: Context, namespace: str, selector: str) -> dict[str, str]:
     """Pod name → pod IP of the running, not deleted pods matching the label ``selector``."""
-    items = await ctl.io(ctl.kube.list, "v1", "Pod", namespace, selector)
+    items = await ctx.io(ctx.kube.list, "v1", "Pod", namespace, selector)
     return {p["metadata"]["name"]: p["status"]["podIP"] for p in items
             if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")}
 
@@ -231,31 +231,31 @@ def _selector_text(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-async def _serving_certificate(ctl: Controller, namespace: str, seen: Observed) -> bytes | None:
+async def _serving_certificate(ctx: Context, namespace: str, seen: Observed) -> bytes | None:
     if seen.tls is None or not seen.tls.ok:
         return None
-    live = await ctl.io(ctl.kube.get, "v1", "Secret", namespace, seen.tls.secret_name)
+    live = await ctx.io(ctx.kube.get, "v1", "Secret", namespace, seen.tls.secret_name)
     data = (live or {}).get("data") or {}
     return base64.b64decode(data["tls.crt"]) if "tls.crt" in data else None
 
 
-async def _retire_legacy(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+async def _retire_legacy(ctx: Context, cluster: Cluster, seen: Observed) -> None:
     """A Deployment of MTAs from an older release (emptyDir spool) is left running, out of the Services,
     until its pods' queues are empty, then deleted: its mail is delivered, not lost with the pods."""
     ns, name = cluster.metadata.namespace or "", cluster.metadata.name
-    live = await ctl.io(ctl.kube.get, "apps/v1", "Deployment", ns, naming.mta(name))
+    live = await ctx.io(ctx.kube.get, "apps/v1", "Deployment", ns, naming.mta(name))
     if live is None or cluster.metadata.uid not in owner_uids(live):
         return
-    legacy = await _pods(ctl, ns, f"{_selector_text(naming.pod_selector(name))},!{naming.LAYOUT_LABEL}")
-    cert = await _serving_certificate(ctl, ns, seen)
-    depths = await asyncio.gather(*(ctl.io(_legacy_depth, ip, cert) for ip in legacy.values())) \
+    legacy = await _pods(ctx, ns, f"{_selector_text(naming.pod_selector(name))},!{naming.LAYOUT_LABEL}")
+    cert = await _serving_certificate(ctx, ns, seen)
+    depths = await asyncio.gather(*(ctx.io(_legacy_depth, ip, cert) for ip in legacy.values())) \
         if cert is not None else [None] * len(legacy)
     if all(d == 0 for d in depths):
-        await ctl.io(ctl.kube.delete, "apps/v1", "Deployment", ns, naming.mta(name))
-        ctl.applier.forget(ns, naming.mta(name))
+        await ctx.io(ctx.kube.delete, "apps/v1", "Deployment", ns, naming.mta(name))
+        ctx.applier.forget(ns, naming.mta(name))
         seen.conditions.append((LEGACY, True, "Retired", "The MTAs of the previous release delivered their "
                                 "queue and were removed"))
-        await ctl.event(_ref(cluster), "Normal", "LegacyDeploymentRetired",
+        await ctx.event(_ref(cluster), "Normal", "LegacyDeploymentRetired",
                         f"Deployment {naming.mta(name)} from the previous release had an empty queue and was "
                         "removed; the StatefulSet's MTAs serve alone")
         return
@@ -279,7 +279,7 @@ def _legacy_depth(address: str, cert_pem: bytes | None) -> int | None:
     return None
 
 
-async def _check_volumes(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+async def _check_volumes(ctx: Context, cluster: Cluster, seen: Observed) -> None:
     ns, name = cluster.metadata.namespace or "", cluster.metadata.name
     storage = cluster.spec.queue.storage
     if storage.ephemeral:
@@ -288,12 +288,12 @@ async def _check_volumes(ctl: Controller, cluster: Cluster, seen: Observed) -> N
                                 "mail queued on an MTA is lost when its pod goes (rollout, drain, eviction)"))
         return
     class_name = storage.storage_class_name
-    if class_name and await ctl.io(ctl.kube.get, "storage.k8s.io/v1", "StorageClass", "", class_name) is None:
+    if class_name and await ctx.io(ctx.kube.get, "storage.k8s.io/v1", "StorageClass", "", class_name) is None:
         seen.conditions.append((SPOOL, False, "StorageClassNotFound",
                                 f"spec.queue.storage.storageClassName: StorageClass {class_name} does not "
                                 "exist; the MTAs cannot start without their volumes"))
         return
-    claims = await ctl.io(ctl.kube.list, "v1", "PersistentVolumeClaim", ns,
+    claims = await ctx.io(ctx.kube.list, "v1", "PersistentVolumeClaim", ns,
                           _selector_text(naming.labels(name, "spool")))
     wanted = {naming.spool_claim(name, i) for i in range(cluster.spec.mtas)}
     pending = sorted(c["metadata"]["name"] for c in claims if c["metadata"]["name"] in wanted
@@ -313,24 +313,24 @@ READY_CHECKS = {"spool": "spool not writable or full", "config": "config not loa
                 "not_draining": "shutting down", "not_leaving": "handing its queue over"}
 
 
-async def _diagnose_mtas(ctl: Controller, cluster: Cluster, seen: Observed) -> None:
+async def _diagnose_mtas(ctx: Context, cluster: Cluster, seen: Observed) -> None:
     """While MTAs are not ready, ask each one that runs why (its /readyz), so Ready says it."""
     ck = (cluster.metadata.namespace or "", cluster.metadata.name)
-    if ctl.index.ready_mtas.get(ck, 0) >= cluster.spec.mtas:
-        ctl.index.mta_problems.pop(ck, None)
+    if ctx.index.ready_mtas.get(ck, 0) >= cluster.spec.mtas:
+        ctx.index.mta_problems.pop(ck, None)
         return
-    items = await ctl.io(ctl.kube.list, "v1", "Pod", ck[0], _selector_text(naming.workload_selector(ck[1])))
+    items = await ctx.io(ctx.kube.list, "v1", "Pod", ck[0], _selector_text(naming.workload_selector(ck[1])))
     waiting = {p["metadata"]["name"]: p["status"]["podIP"] for p in items
                if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
                and not any(c["type"] == "Ready" and c["status"] == "True"
                            for c in p["status"].get("conditions") or [])}
-    cert = await _serving_certificate(ctl, ck[0], seen) if waiting else None
+    cert = await _serving_certificate(ctx, ck[0], seen) if waiting else None
     notes = []
     for pod, ip in sorted(waiting.items()):
-        answer = await ctl.io(scale_down.fetch_pinned, ip, relay_config.HTTP_PORT, "/readyz", cert, {}) \
+        answer = await ctx.io(scale_down.fetch_pinned, ip, relay_config.HTTP_PORT, "/readyz", cert, {}) \
             if cert is not None else None
         notes.append(f"{pod}: {_readiness_note(answer)}")
-    ctl.index.mta_problems[ck] = "; ".join(notes)
+    ctx.index.mta_problems[ck] = "; ".join(notes)
 
 
 def _readiness_note(answer: tuple[int, bytes] | None) -> str:
@@ -355,8 +355,8 @@ def _conds(cluster: Cluster) -> list[dict[str, Any]]:
         if cluster.status else []
 
 
-async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -> None:
-    cluster = ctl.index.clusters.get(ck)
+async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> None:
+    cluster = ctx.index.clusters.get(ck)
     if cluster is None:
         return
     seen = seen or Observed()
@@ -364,9 +364,9 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
     conds = _conds(cluster)
     tls = seen.tls
     if tls is not None:
-        conds = conditions.put(conds, "TlsReady", tls.ok, tls.reason, tls.message, gen, ctl.now())
+        conds = conditions.put(conds, "TlsReady", tls.ok, tls.reason, tls.message, gen, ctx.now())
     for type_, ok, reason, message in seen.conditions:
-        conds = conditions.put(conds, type_, ok, reason, message, gen, ctl.now())
+        conds = conditions.put(conds, type_, ok, reason, message, gen, ctx.now())
     handoff = seen.handoff
     if handoff and not handoff.get("leaving") and conditions.status_of(conds, HANDED_OFF) is not None \
             and not any(c[0] == HANDED_OFF for c in seen.conditions):
@@ -375,8 +375,8 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
                                scale_down.HANDOFF_TIMED_OUT if retained else scale_down.NOTHING_LEFT,
                                _retained_message(retained, cluster.spec.mtas) if retained
                                else "No MTA is being removed; every removed MTA handed its queue over",
-                               gen, ctl.now())
-    ready_mtas = ctl.index.ready_mtas.get(ck, 0)
+                               gen, ctx.now())
+    ready_mtas = ctx.index.ready_mtas.get(ck, 0)
     desired = cluster.spec.mtas
     held = cluster.status.handoff.leaving if cluster.status else []
     leaving = handoff.get("leaving") if handoff else held
@@ -392,7 +392,7 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
     elif ready_mtas < desired and (volume := _volume_problem(conds)) is not None:
         outcome = (False, *volume)
     elif ready_mtas < desired:
-        notes = ctl.index.mta_problems.get(ck)
+        notes = ctx.index.mta_problems.get(ck)
         outcome = (False, "MtasNotReady",
                    f"{ready_mtas}/{desired} MTAs ready" + (f"; {notes}" if notes else ""))
     elif busy is not None:
@@ -401,7 +401,7 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
     else:
         outcome = (True, "Ready", f"{ready_mtas}/{desired} MTAs ready")
     before = conditions.status_of(conds, "Ready")
-    conds = conditions.put(conds, "Ready", *outcome, gen, ctl.now())
+    conds = conditions.put(conds, "Ready", *outcome, gen, ctx.now())
     spec = cluster.spec
     status: dict[str, Any] = {
         "observedGeneration": gen, "conditions": conds,
@@ -410,14 +410,14 @@ async def write_status(ctl: Controller, ck: Key, seen: Observed | None = None) -
                        "implicitTlsPorts": list(spec.smtp.implicit_tls_ports),
                        "httpEndpoint": f"https://{spec.hostname}:{services.HTTPS_PORT}/api/inject/v1"
                        if spec.http.enabled else ""},
-        "sendingDomains": len(ctl.index.domains_of(ck)),
-        "smtpCredentials": len(ctl.index.creds_of(ck)),
+        "sendingDomains": len(ctx.index.domains_of(ck)),
+        "smtpCredentials": len(ctx.index.creds_of(ck)),
     }
     if handoff:
         status["handoff"] = handoff
-    await _patch(ctl, cluster, status)
+    await _patch(ctx, cluster, status)
     if before != conditions.status_of(conds, "Ready"):
-        await ctl.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+        await ctx.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
 
 
 def _volume_problem(conds: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -435,5 +435,5 @@ def _retained_message(retained: list[dict[str, Any]], mtas: int) -> str:
             f"include their MTAs brings them back with these volumes, and their mail is delivered")
 
 
-async def _patch(ctl: Controller, cluster: Cluster, status: dict[str, Any]) -> None:
-    await patch_and_remember(ctl, cluster, status, ctl.index.clusters)
+async def _patch(ctx: Context, cluster: Cluster, status: dict[str, Any]) -> None:
+    await ctx.patch_and_remember(cluster, status, ctx.index.clusters)

@@ -6,20 +6,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("mta_operator.workqueue")
 BACKOFF = (0.5, 1, 2, 5, 10, 30)
+K = TypeVar("K", bound=Hashable)
 
 
-class WorkQueue:
-    def __init__(self, handler: Callable[[Hashable], Awaitable[None]], workers: int) -> None:
+class WorkQueue(Generic[K]):
+    def __init__(self, handler: Callable[[K], Awaitable[None]], workers: int) -> None:
         self._handler = handler
         self._workers = workers
-        self._queue: asyncio.Queue[Hashable] = asyncio.Queue()
-        self._queued: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._again: set[Hashable] = set()
-        self._failures: dict[Hashable, int] = {}
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._processing: set[K] = set()
+        self._again: set[K] = set()
+        self._failures: dict[K, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -30,14 +32,14 @@ class WorkQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: K) -> None:
         if key in self._processing:
             self._again.add(key)
         elif key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key)
 
     def __len__(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .kube_api import Kube, Obj
+from .client import KubeClient, Obj
 
 
 class NotOwned(Exception):
@@ -27,7 +27,7 @@ def _digest(obj: Obj) -> str:
 
 
 class Applier:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
         self._applied: dict[tuple[str, str, str, str], str] = {}
         self._owner: dict[tuple[str, str, str, str], str] = {}  # owner UID we last applied it for

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .kube_api import ApiError, Kube
+from mta_operator.kube.client import ApiError, KubeClient
 
 log = logging.getLogger("mta_operator.leader")
 API_VERSION = "coordination.k8s.io/v1"
@@ -67,7 +67,7 @@ def claim(spec: dict[str, Any], identity: str, now: dt.datetime, duration: int =
 
 
 class LeaderElector:
-    def __init__(self, kube: Kube, namespace: str, identity: str, name: str = LEASE_NAME,
+    def __init__(self, kube: KubeClient, namespace: str, identity: str, name: str = LEASE_NAME,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.kube, self.namespace, self.identity, self.name = kube, namespace, identity, name
         self._clock = clock

@@ -4,18 +4,18 @@ publish in status, and the timed DNS check that sets Verified."""
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import dkim_keys, dns_check, naming
-from .api import API_VERSION, SendingDomain
-from .apply import owner_uids
-from .kube_api import ApiError
-from .render import conditions, dns_records, relay_config, secrets
-from .state import DkimState, Key
-from .status_write import patch_and_remember
+from mta_operator import naming
+from mta_operator.api import API_VERSION, SendingDomain
+from mta_operator.keys import dkim as dkim_keys
+from mta_operator.keys import dns_check
+from mta_operator.kube.apply import owner_uids
+from mta_operator.kube.client import ApiError
+from mta_operator.render import conditions, dns_records, relay_config, secrets
 
-if TYPE_CHECKING:
-    from .controller import Controller
+from .context import Context
+from .index import DkimState, Key
 
 
 class Refused(Exception):
@@ -24,17 +24,17 @@ class Refused(Exception):
         self.reason = reason
 
 
-async def _key(ctl: Controller, domain: SendingDomain) -> DkimState:
+async def _key(ctx: Context, domain: SendingDomain) -> DkimState:
     ns, name = domain.metadata.namespace or "", naming.dkim_key(domain.metadata.name)
-    live = await ctl.io(ctl.kube.get, "v1", "Secret", ns, name)
+    live = await ctx.io(ctx.kube.get, "v1", "Secret", ns, name)
     if live is None:
-        pem = await ctl.io(dkim_keys.generate, domain.spec.dkim.algorithm, domain.spec.dkim.key_size)
+        pem = await ctx.io(dkim_keys.generate, domain.spec.dkim.algorithm, domain.spec.dkim.key_size)
         try:
-            await ctl.io(ctl.kube.create, secrets.dkim_key_secret(domain, pem))
+            await ctx.io(ctx.kube.create, secrets.dkim_key_secret(domain, pem))
         except ApiError as error:
             if error.status != 409:
                 raise
-            live = await ctl.io(ctl.kube.get, "v1", "Secret", ns, name)  # a restart raced us: use it
+            live = await ctx.io(ctx.kube.get, "v1", "Secret", ns, name)  # a restart raced us: use it
     if live is not None:
         if domain.metadata.uid not in owner_uids(live):
             raise Refused("DkimSecretNotOwned", f"Secret {name} exists and is not owned by this "
@@ -52,26 +52,26 @@ def _conds(domain: SendingDomain) -> list[dict[str, Any]]:
         if domain.status else []
 
 
-async def reconcile(ctl: Controller, key: Key) -> None:
-    domain = ctl.index.domains.get(key)
+async def reconcile(ctx: Context, key: Key) -> None:
+    domain = ctx.index.domains.get(key)
     if domain is None:
         return
-    ck = ctl.index.cluster_of(domain)
-    cluster = ctl.index.clusters.get(ck)
+    ck = ctx.index.cluster_of(domain)
+    cluster = ctx.index.clusters.get(ck)
     gen = domain.metadata.generation
     conds = _conds(domain)
     if not any(c["type"] == "Ready" for c in conds):
-        conds = conditions.put(conds, "Ready", False, "Reconciling", "", gen, ctl.now())
-        conds = conditions.put(conds, "Verified", None, "NotChecked", "DNS not checked yet", gen, ctl.now())
-        await _patch(ctl, domain, {"observedGeneration": gen, "conditions": conds})
+        conds = conditions.put(conds, "Ready", False, "Reconciling", "", gen, ctx.now())
+        conds = conditions.put(conds, "Verified", None, "NotChecked", "DNS not checked yet", gen, ctx.now())
+        await _patch(ctx, domain, {"observedGeneration": gen, "conditions": conds})
     records: list[dict[str, Any]] = []
     try:
         if cluster is None:
             raise Refused("ClusterNotFound", f"Cluster {ck[1]} not found in namespace {ck[0]}")
         txt = None
         if domain.spec.dkim.enabled:
-            state = await _key(ctl, domain)
-            ctl.index.dkim[key] = state
+            state = await _key(ctx, domain)
+            ctx.index.dkim[key] = state
             txt = dkim_keys.txt_value(state.pem)
             if state.algorithm != domain.spec.dkim.algorithm:
                 raise Refused("DkimKeyMismatch",
@@ -79,7 +79,7 @@ async def reconcile(ctl: Controller, key: Key) -> None:
                               f"algorithm is {domain.spec.dkim.algorithm}; the published key keeps signing. "
                               "Delete the Secret to generate a new key (then publish the new DKIM record)")
         else:
-            ctl.index.dkim.pop(key, None)
+            ctx.index.dkim.pop(key, None)
         wanted = dns_records.records(domain, relay_config.spf_include(cluster), txt)
         old = {(r.purpose, r.name, r.value): r.verified for r in (domain.status.dns_records
                                                                  if domain.status else [])}
@@ -88,42 +88,42 @@ async def reconcile(ctl: Controller, key: Key) -> None:
         outcome = (True, "Reconciled", f"Signing for Cluster {ck[1]}; publish status.dnsRecords")
     except Refused as refused:
         outcome = (False, refused.reason, str(refused))
-    ctl.queue.add(("cluster", ck))  # domains and keys enter the relay settings
+    ctx.enqueue(("cluster", ck))  # domains and keys enter the relay settings
     before = conditions.status_of(conds, "Ready")
-    conds = conditions.put(conds, "Ready", *outcome, gen, ctl.now())
+    conds = conditions.put(conds, "Ready", *outcome, gen, ctx.now())
     status: dict[str, Any] = {"observedGeneration": gen, "conditions": conds,
                               "dkimSecretName": naming.dkim_key(key[1]) if domain.spec.dkim.enabled else ""}
     if records:
         status["dnsRecords"] = records
-    await _patch(ctl, domain, status)
+    await _patch(ctx, domain, status)
     if before != conditions.status_of(conds, "Ready"):
-        await ctl.event(_ref(domain), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
+        await ctx.event(_ref(domain), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
     if records:
-        ctl.queue.add(("verify", key))
+        ctx.enqueue(("verify", key))
 
 
-async def verify(ctl: Controller, key: Key) -> None:
+async def verify(ctx: Context, key: Key) -> None:
     """Check the published records; runs again every dns_check_seconds while the domain exists."""
-    domain = ctl.index.domains.get(key)
+    domain = ctx.index.domains.get(key)
     if domain is None:
         return
-    ctl.schedule(("verify", key), ctl.options.dns_check_seconds)
+    ctx.schedule(("verify", key), ctx.options.dns_check_seconds)
     wanted = domain.status.dns_records if domain.status else []
     if not wanted:
         return
-    res = dns_check.resolver(ctl.options.dns_nameserver)
-    found = await ctl.io(dns_check.txt, res, [r.name for r in wanted])
+    res = dns_check.resolver(ctx.options.dns_nameserver)
+    found = await ctx.io(dns_check.txt, res, [r.name for r in wanted])
     checked, missing = dns_records.verify(wanted, found)
     conds = _conds(domain)
     before = conditions.status_of(conds, "Verified")
     ok = not missing
     conds = conditions.put(conds, "Verified", ok, "RecordsFound" if ok else "RecordsMissing",
                            "All DNS records are published" if ok else missing, domain.metadata.generation,
-                           ctl.now())
-    await _patch(ctl, domain, {"conditions": conds,
+                           ctx.now())
+    await _patch(ctx, domain, {"conditions": conds,
                                "dnsRecords": [r.model_dump(mode="json") for r in checked]})
     if before != conditions.status_of(conds, "Verified"):
-        await ctl.event(_ref(domain), "Normal" if ok else "Warning", "Verified" if ok else "NotVerified",
+        await ctx.event(_ref(domain), "Normal" if ok else "Warning", "Verified" if ok else "NotVerified",
                         missing or "All DNS records are published")
 
 
@@ -133,5 +133,5 @@ def _ref(domain: SendingDomain) -> dict[str, Any]:
                          "uid": domain.metadata.uid}}
 
 
-async def _patch(ctl: Controller, domain: SendingDomain, status: dict[str, Any]) -> None:
-    await patch_and_remember(ctl, domain, status, ctl.index.domains)
+async def _patch(ctx: Context, domain: SendingDomain, status: dict[str, Any]) -> None:
+    await ctx.patch_and_remember(domain, status, ctx.index.domains)

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client as k8s
 
-from .naming import FIELD_MANAGER
+from mta_operator.naming import FIELD_MANAGER
 
 Obj = dict[str, Any]
 TIMEOUT = (5, 30)  # connect, read: an API outage fails fast and the work queue retries
@@ -51,7 +51,10 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
     return "/".join(parts)
 
 
-class Kube:
+class KubeClient:
+    """The operator's API client: one method per REST verb it uses, each a blocking call (the controller
+    runs them in its pool), every request counted in ``calls``."""
+
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api = api_client
         self.calls: Counter[str] = Counter()
@@ -72,14 +75,15 @@ class Kube:
             raise ApiError(error.status or 0, str(error.reason), "request failed") from None
         except (OSError, urllib3.exceptions.HTTPError) as error:  # refused/reset: the API server is away
             raise ApiError(0, "Unreachable", type(error).__name__) from None
+        raw: bytes = resp.data or b""
         if resp.status >= 300:
             try:
-                detail = json.loads(resp.data)
+                detail = json.loads(raw)
             except ValueError:
                 detail = {}
             raise ApiError(resp.status, str(detail.get("reason", resp.reason)),
                            str(detail.get("message", "")))
-        return json.loads(resp.data) if resp.data else None
+        return json.loads(raw) if raw else None
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         try:

@@ -2,7 +2,7 @@
 the StatefulSet may shrink, which volumes are kept with mail on them; and the one call the operator makes
 to an MTA to learn how much it still holds (``queue_status``).
 
-The sequence (driven by reconcile_cluster, one step per reconcile, level-based):
+The sequence (driven by reconcile/cluster.py, one step per reconcile, level-based):
 1. spec.mtas drops below the StatefulSet's replicas: the MTAs with the highest ordinals are *leaving*. The
    relay settings name them and the MTAs that stay (``handoff.leaving``/``peers``); the StatefulSet keeps
    its replicas. A leaving MTA turns not ready (the Services drop it) and sends every queued message to a

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from mta_relay.config import CredentialShard
 from pydantic import ValidationError
 
-from . import credential_table, naming
-from .api import API_VERSION, SendingDomain, SmtpCredential
-from .apply import owner_uids
-from .dkim_keys import algorithm_of
-from .state import DkimState, Key
-from .table_writer import decode_shard
+from mta_operator import naming
+from mta_operator.api import API_VERSION, SendingDomain, SmtpCredential
+from mta_operator.keys.dkim import algorithm_of
+from mta_operator.kube.apply import owner_uids
+from mta_operator.reconcile.index import DkimState, Key
+from mta_operator.reconcile.table import consistent, decode_shard
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -31,9 +31,10 @@ def _decode(data: dict[str, str] | None) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in (data or {}).items()}
 
 
-async def _list(ctl: Controller, api_version: str, kind: str, selector: str | None = None) -> list[dict]:
+async def _list(ctl: Controller, api_version: str, kind: str,
+                selector: str | None = None) -> list[dict[str, Any]]:
     """Objects of ``kind`` in every watched namespace (one cluster-wide list when all are watched)."""
-    found: list[dict] = []
+    found: list[dict[str, Any]] = []
     for ns in ctl.options.namespaces or (None,):
         found += await ctl.io(ctl.kube.list, api_version, kind, ns, selector)
     return found
@@ -110,7 +111,7 @@ def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
             else:  # deleted while the operator was away: its shard is rewritten at the first write
                 table.changed.add(entry.username)
                 table.dirty.set()
-    if not credential_table.consistent(users):
+    if not consistent(users):
         table.written = {name: "" for name in table.written}  # not a clean assignment: full render
         table.dirty.set()
 
@@ -125,10 +126,10 @@ async def resync(ctl: Controller) -> None:
             ctl.on_object(kind, "DELETED", {"metadata": {"namespace": key[0], "name": key[1]}})
     ctl.applier.forget_all()
     for ck in ctl.index.clusters:
-        ctl.queue.add(("cluster", ck))
+        ctl.enqueue(("cluster", ck))
     for key in ctl.index.domains:
-        ctl.queue.add(("domain", key))
+        ctl.enqueue(("domain", key))
     for key, cred in ctl.index.creds.items():
         if cred.spec.password_secret_ref is not None:  # the user may have rotated their password
-            ctl.queue.add(("cred", key))
+            ctl.enqueue(("cred", key))
 

@@ -1,6 +1,8 @@
-"""The operator's core, independent of kopf: watch events update the in-memory index and queue keys;
-workers reconcile them (API calls in a bounded thread pool); one debounced writer per Cluster writes the
-credential table. State changes happen on the event loop only, so no locks are needed."""
+"""The operator's core, independent of kopf: watch events update the in-memory index and queue jobs;
+workers hand each job to its reconciler (``mta_operator.reconcile``), with API calls in a bounded thread
+pool; one debounced writer per Cluster writes the credential table. The ``Controller`` is the
+reconcilers' ``Context``: the few services they may use. State changes happen on the event loop only, so
+no locks are needed."""
 
 from __future__ import annotations
 
@@ -9,25 +11,33 @@ import datetime as dt
 import functools
 import logging
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
-from mta_operator.api import Cluster, SendingDomain, SmtpCredential
+from mta_operator.api import Cluster, Resource, SendingDomain, SmtpCredential
+from mta_operator.kube.apply import Applier
+from mta_operator.kube.client import KubeClient
+from mta_operator.options import Options
+from mta_operator.reconcile import cluster as reconcile_cluster
+from mta_operator.reconcile import credential as reconcile_credential
+from mta_operator.reconcile import domain as reconcile_domain
+from mta_operator.reconcile import table as table_writer
+from mta_operator.reconcile.context import Job, JobKind
+from mta_operator.reconcile.index import Index, Key
+from mta_operator.reconcile.table import Table
+from mta_operator.render.conditions import now_text
 
-from . import reconcile_cluster, reconcile_credential, reconcile_domain, startup, table_writer
-from .apply import Applier
-from .credential_table import Table
-from .kube_api import Kube
+from . import startup, status_write
 from .leader import LeaderElector
-from .options import Options
-from .render.conditions import now_text
-from .state import Index, Key
+from .workqueue import WorkQueue
 
 log = logging.getLogger("mta_operator")
 T = TypeVar("T")
+R = TypeVar("R", bound=Resource)
+Args = TypeVarTuple("Args")
 STATS_SECONDS = 5
-OBJECT_OF = {"cluster": "Cluster", "cluster-status": "Cluster", "domain": "SendingDomain",
+OBJECT_OF: dict[JobKind, str] = {"cluster": "Cluster", "cluster-status": "Cluster", "domain": "SendingDomain",
              "verify": "SendingDomain", "cred": "SmtpCredential", "cred-status": "SmtpCredential"}
 KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
     "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
@@ -40,7 +50,7 @@ def _stop_at_once() -> None:
 
 
 class Controller:
-    def __init__(self, kube: Kube, options: Options) -> None:
+    def __init__(self, kube: KubeClient, options: Options) -> None:
         self.kube = kube
         self.options = options
         self.applier = Applier(kube)
@@ -48,15 +58,17 @@ class Controller:
         self.tables: dict[Key, Table] = {}
         self.known_verifiers: dict[tuple[Key, str], str] = {}  # from the shards found at start
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="api")
-        self.queue = table_writer.make_queue(self)
-        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self.queue: WorkQueue[Job] = WorkQueue(self.handle, options.workers)
+        self._timers: dict[Job, asyncio.TimerHandle] = {}
         self._locks: dict[tuple[str, Key], asyncio.Lock] = {}
         self._launch: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._resync: asyncio.Task[None] | None = None
         self._stats: asyncio.Task[None] | None = None
 
-    async def io(self, fn: Callable[..., T], *args: Any) -> T:
+    # --- the reconcilers' Context ---
+
+    async def io(self, fn: Callable[[*Args], T], *args: *Args) -> T:
         """Run a blocking API call in the bounded pool."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args))
 
@@ -73,12 +85,21 @@ class Controller:
         except Exception as error:  # an Event is best effort: never fail a reconcile over it
             log.info("event not posted", extra={"reason": reason, "error": str(error)})
 
-    def schedule(self, item: Hashable, delay: float) -> None:
-        """Queue ``item`` after ``delay``, replacing an earlier schedule of it (periodic checks)."""
-        old = self._timers.pop(item, None)
+    def enqueue(self, job: Job) -> None:
+        self.queue.add(job)
+
+    def schedule(self, job: Job, delay: float) -> None:
+        """Queue ``job`` after ``delay``, replacing an earlier schedule of it (periodic checks)."""
+        old = self._timers.pop(job, None)
         if old is not None:
             old.cancel()
-        self._timers[item] = asyncio.get_running_loop().call_later(delay, self.queue.add, item)
+        self._timers[job] = asyncio.get_running_loop().call_later(delay, self.queue.add, job)
+
+    async def patch_status(self, obj: Resource, status: dict[str, Any]) -> dict[str, Any] | None:
+        return await status_write.patch_status(self, obj, status)
+
+    async def patch_and_remember(self, obj: R, status: dict[str, Any], held: MutableMapping[Key, R]) -> None:
+        await status_write.patch_and_remember(self, obj, status, held)
 
     def table(self, ck: Key) -> Table:
         table = self.tables.get(ck)
@@ -140,7 +161,7 @@ class Controller:
 
     # --- watch events (called from kopf's event handlers, on the loop) ---
 
-    def on_object(self, kind: str, event_type: str, raw: dict[str, Any]) -> None:
+    def on_object(self, kind: str, event_type: str, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata", {})
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
         if kind == "Cluster":
@@ -150,7 +171,7 @@ class Controller:
         elif kind == "SmtpCredential":
             self._on_cred(key, event_type, raw)
 
-    def _on_cluster(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_cluster(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old = self.index.clusters.get(key)
         if event_type == "DELETED":
             self.index.clusters.pop(key, None)
@@ -171,7 +192,7 @@ class Controller:
         for domain in self.index.domains_of(key):
             self.queue.add(("domain", domain))
 
-    def _on_domain(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_domain(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old = self.index.domains.get(key)
         if event_type == "DELETED":
             self.index.domains.pop(key, None)
@@ -186,7 +207,7 @@ class Controller:
             if old is None:
                 self.queue.add(("verify", key))
 
-    def _on_cred(self, key: Key, event_type: str, raw: dict[str, Any]) -> None:
+    def _on_cred(self, key: Key, event_type: str, raw: Mapping[str, Any]) -> None:
         old_generation = self.index.creds.generation.get(key, -1)
         if event_type == "DELETED":
             old = self.index.creds.get(key)
@@ -207,7 +228,7 @@ class Controller:
         if old_generation == -1:
             self.queue.add(("cluster-status", self.index.cluster_of(cred)))
 
-    def on_statefulset(self, event_type: str, raw: dict[str, Any]) -> None:
+    def on_statefulset(self, event_type: str, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata", {})
         cluster = meta.get("labels", {}).get("app.kubernetes.io/instance")
         if not cluster:
@@ -226,13 +247,13 @@ class Controller:
 
     # --- work ---
 
-    async def handle(self, item: Hashable) -> None:
-        kind, key = item  # type: ignore[misc]
+    async def handle(self, job: Job) -> None:
+        kind, key = job
         # Jobs that write the same object's status never interleave (a lost update would undo a condition).
         async with self._locks.setdefault((OBJECT_OF[kind], key), asyncio.Lock()):
             await self._handle(kind, key)
 
-    async def _handle(self, kind: str, key: Key) -> None:
+    async def _handle(self, kind: JobKind, key: Key) -> None:
         if kind == "cluster":
             await reconcile_cluster.reconcile(self, key)
         elif kind == "cluster-status":

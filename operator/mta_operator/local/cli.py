@@ -1,4 +1,4 @@
-"""``mta-operator local``: render the manifests (``local``), print what a person needs once, then hand
+"""``mta-operator local``: render the manifests (``manifests``), print what a person needs once, then hand
 the config directory to the relay's own serving loop (``mta_relay.cli.serve``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from mta_relay import logs
 from mta_relay.cli import serve
 
-from .local import LISTEN_ADDRESS, ManifestError, default_state_dir, pick_cluster, read_manifests, render
+from .manifests import LISTEN_ADDRESS, ManifestError, default_state_dir, pick_cluster, read_manifests, render
 
 
 def _ports(pairs: list[str]) -> dict[int, int]:

@@ -21,9 +21,10 @@ from mta_relay import config as rc
 from mta_relay import passwords
 from pydantic import ValidationError
 
-from . import dkim_keys, managed_tls
-from .api import Authentication, Cluster, SendingDomain, SmtpCredential, crd
-from .render import dns_records, relay_config
+from mta_operator.api import Authentication, Cluster, SendingDomain, SmtpCredential, crd
+from mta_operator.keys import dkim as dkim_keys
+from mta_operator.keys import managed_tls
+from mta_operator.render import dns_records, relay_config
 
 LISTEN_ADDRESS = "127.0.0.1"
 
@@ -54,8 +55,8 @@ class Rendered:
     endpoints: list[str]  # "URL  what" lines, every listener with its scheme
 
 
-_KINDS: dict[str, type] = {"Cluster": Cluster, "SendingDomain": SendingDomain,
-                           "SmtpCredential": SmtpCredential}
+_KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
+    "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
 
 
 def _documents(directory: Path) -> Iterable[tuple[Path, dict[str, Any]]]:
@@ -95,8 +96,9 @@ def read_manifests(directory: Path, default_namespace: str = "default") -> Manif
         except ValidationError as exc:
             where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
             raise ManifestError(f"{path.name}: {kind} {meta.get('name')!r}: {where}") from None
-        {"Cluster": found.clusters, "SendingDomain": found.domains,
-         "SmtpCredential": found.credentials}[kind].append(obj)
+        buckets: dict[str, list[Any]] = {"Cluster": found.clusters, "SendingDomain": found.domains,
+                                         "SmtpCredential": found.credentials}
+        buckets[model.__name__].append(obj)
     return found
 
 
@@ -227,12 +229,12 @@ def render(found: Manifests, cluster: Cluster, state: Path, ports: dict[int, int
     settings = _local_settings(relay_config.relay_settings(cluster, entries), state, ports, http_port)
     smarthost = cluster.spec.delivery.smarthost
     if smarthost is not None and smarthost.credentials_secret_ref is not None:
-        ref = smarthost.credentials_secret_ref.name
+        secret_name = smarthost.credentials_secret_ref.name
         for key in ("username", "password"):
-            value = _secret_value(found, str(cluster.metadata.namespace), ref, key)
+            value = _secret_value(found, str(cluster.metadata.namespace), secret_name, key)
             if value is None:
                 raise ManifestError(f"Cluster {cluster.metadata.name}: spec.delivery.smarthost."
-                                    f"credentialsSecretRef: Secret {ref} has no key {key}")
+                                    f"credentialsSecretRef: Secret {secret_name} has no key {key}")
             _private(state / "smarthost" / key, value)
     config_dir = state / "config"
     files = relay_config.relay_files(settings, table)
