@@ -180,13 +180,7 @@ class Spool:
         """Make the message durable; return its envelope. Raises SpoolError: then never answer 250."""
         envelope = Envelope(queue_id or new_queue_id(), mail_from, tuple(rcpts), credential, client_ip,
                             time.time(), source, smtputf8, len(message))
-        try:
-            slot = await asyncio.get_running_loop().run_in_executor(self._io, self._store, envelope, message)
-        except OSError as error:
-            raise SpoolError(f"spool write failed: {error.strerror}") from None
-        with self._lock:
-            self._entries[envelope.queue_id] = slot
-        self.entries_written += 1
+        await self.put_entry(envelope, message)
         return envelope
 
     async def put_entry(self, envelope: Envelope, message: bytes) -> None:
