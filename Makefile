@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down crds lint test demo demo-down
+.PHONY: setup testbed-build up down crds lint unit test demo demo-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ NODE_DEPS := tests/clients/node/node_modules/.installed
 $(NODE_DEPS): tests/clients/node/package-lock.json
 	npm ci --prefix tests/clients/node --no-audit --no-fund
 	touch $@
+
+# The tier that needs nothing but Python: seconds, no root, no test bed, no server processes.
+unit: setup
+	$(BIN)/pytest -q -m unit
 
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
 test: testbed-build lint $(NODE_DEPS)

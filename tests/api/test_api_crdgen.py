@@ -15,6 +15,8 @@ from mta_operator.api.rules import VALIDATIONS
 from mta_operator.api.schema import UnsupportedSchema, of_model
 from pydantic import BaseModel, Field
 
+pytestmark = pytest.mark.unit
+
 FORBIDDEN_KEYS = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title", "const", "nullable", "examples"}
 
 

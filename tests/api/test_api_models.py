@@ -20,6 +20,8 @@ from mta_operator.api import (
 from mta_operator.api.strings import is_ip_or_cidr, is_masked
 from pydantic import ValidationError
 
+pytestmark = pytest.mark.unit
+
 BY_KIND = {kind.crd.kind: kind for kind in KINDS}
 
 

@@ -8,11 +8,14 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from mta_relay import state_files
 from mta_relay.config import Quota
 from mta_relay.quota import QuotaTracker
 from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import RetryState, Spool
+
+pytestmark = pytest.mark.unit
 
 
 async def _put(spool: Spool) -> str:

@@ -16,6 +16,8 @@ from mta_relay.delivery.router import group_recipients
 from mta_relay.dsn import build_dsn, header_section
 from mta_relay.ratelimit import SlidingWindowLimit
 
+pytestmark = pytest.mark.unit
+
 
 def test_sliding_window_allows_n_per_period_and_says_when_next() -> None:
     limit = SlidingWindowLimit(messages=3, period=10.0)

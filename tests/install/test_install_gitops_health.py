@@ -13,6 +13,8 @@ from install_kit import REPO
 from install_kstatus import compute
 from lupa import lua51
 
+pytestmark = pytest.mark.unit
+
 GITOPS = REPO / "gitops"
 HEALTH_LUA = (GITOPS / "argocd" / "health.lua").read_text()
 STATES = yaml.safe_load((Path(__file__).parent / "install_cr_states.yaml").read_text())

@@ -14,6 +14,8 @@ from mta_relay import config_loader
 from mta_relay.passwords import fast_verifier
 from pydantic import ValidationError
 
+pytestmark = pytest.mark.unit
+
 PASSWORD = "Cram-Md5-Password-" + "q" * 14
 
 

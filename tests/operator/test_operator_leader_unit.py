@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from mta_operator.controller.leader import DURATION, claim, micro_time
+
+pytestmark = pytest.mark.unit
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -20,6 +20,8 @@ from mta_operator.render import conditions, dns_records, relay_config, secrets, 
 from mta_relay import config_loader
 from mta_relay.passwords import fast_verifier, verify_fast
 
+pytestmark = pytest.mark.unit
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

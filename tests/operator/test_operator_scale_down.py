@@ -3,7 +3,10 @@ hand-off that does not finish leaves behind."""
 
 from __future__ import annotations
 
+import pytest
 from mta_operator.reconcile.scale_down import Plan, QueueReport, plan, summary
+
+pytestmark = pytest.mark.unit
 
 
 def test_no_scale_down_runs_spec_mtas() -> None:

@@ -12,6 +12,8 @@ from mta_relay import config_loader
 from mta_relay.k8s_source import Bundle, ObjectSource, Source, digest, publish
 from mta_relay.passwords import fast_verifier
 
+pytestmark = pytest.mark.unit
+
 
 def _shard(*users: str) -> str:
     return json.dumps({"version": 1, "credentials": [

@@ -10,6 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from mta_relay.header_fields import header_values
 
+pytestmark = pytest.mark.unit
+
 NAMES = ["From", "from", "FROM", "Sender", "From ", "X-From", "", "Subject", "Fr om"]
 ENDS = [b"\r\n", b"\n", b"\r", b""]
 VALUES = [b"a@example.com", b" Bench <bench@example.com>", b"\t<x@evil.com>, y@example.com", b"",

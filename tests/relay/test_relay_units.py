@@ -9,6 +9,8 @@ from mta_relay.policy import client_address, domain_of, ip_in
 from mta_relay.quota import QuotaTracker
 from mta_relay.spool import new_queue_id
 
+pytestmark = pytest.mark.unit
+
 
 class Clock:
     def __init__(self, now: float = 1_000_000.0) -> None:
