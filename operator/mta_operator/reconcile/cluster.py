@@ -373,7 +373,7 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
         retained = handoff.get("retainedVolumes", [])
         conds = conditions.put(conds, HANDED_OFF, not retained,
                                scale_down.HANDOFF_TIMED_OUT if retained else scale_down.NOTHING_LEFT,
-                               _retained_message(retained, cluster.spec.mtas) if retained
+                               _retained_message(retained) if retained
                                else "No MTA is being removed; every removed MTA handed its queue over",
                                gen, ctx.now())
     ready_mtas = ctx.index.ready_mtas.get(ck, 0)
@@ -428,7 +428,7 @@ def _volume_problem(conds: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def _retained_message(retained: list[dict[str, Any]], mtas: int) -> str:
+def _retained_message(retained: list[dict[str, Any]]) -> str:
     kept = ", ".join(f"{v['claim']} ({v.get('messages', 'an unknown number of')} messages)"
                      for v in retained)
     return (f"Volumes of removed MTAs still hold mail: {kept}. Nothing was dropped: scaling back up to "
