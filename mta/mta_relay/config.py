@@ -18,10 +18,13 @@ Parts other components use:
 from __future__ import annotations
 
 import ipaddress
+import urllib.parse
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from mta_relay.events.record import EventType
 
 CONFIG_VERSION = 1
 USERNAME_PATTERN = r"^[A-Za-z0-9+=,.@_-]{1,255}$"
@@ -245,11 +248,72 @@ class Handoff(_Model):
     peers: list[HandoffPeer] = Field(default_factory=list)
 
 
+def webhook_url_problem(url: str, *, allow_insecure_http: bool = False) -> str | None:
+    """What is wrong with a webhook URL, or None: https (http only when allowed), a host, a numeric
+    port, no user information (a password in a URL ends up in logs)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as error:
+        return f"not a URL ({error})"
+    schemes = {"https", "http"} if allow_insecure_http else {"https"}
+    if parts.scheme not in schemes:
+        return "must start with https://"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry user information; the signature authenticates the MTA"
+    return None
+
+
+class Webhook(_Model):
+    """An event receiver (``events.webhooks``). ``secret_file``: the Standard Webhooks signing secret
+    (``whsec_...``), relative to the config directory unless absolute. ``ca_file``: a CA bundle trusted
+    besides the system's. Plain ``http://`` only with ``allow_insecure_http`` (tests, loopback)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")]
+    url: str = Field(min_length=8, max_length=2048)
+    secret_file: str = Field(min_length=1)
+    types: list[str] = Field(default_factory=list)
+    credentials: list[str] = Field(default_factory=list)
+    ca_file: str | None = None
+    allow_insecure_http: bool = False
+    timeout_seconds: float = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Webhook:
+        problem = webhook_url_problem(self.url, allow_insecure_http=self.allow_insecure_http)
+        if problem:
+            raise ValueError(f"events.webhooks[{self.name}].url: {problem}")
+        unknown = sorted(set(self.types) - {str(t) for t in EventType})
+        if unknown:
+            raise ValueError(f"events.webhooks[{self.name}].types: unknown event types {unknown}")
+        return self
+
+
+class Events(_Model):
+    """Delivery events (``mta_relay.events``): the local store on the spool volume and the webhooks."""
+
+    retention_seconds: int = Field(default=7 * 86400, ge=60)
+    max_stored_events: int = Field(default=5_000_000, ge=1000)
+    max_pending_events: int = Field(default=1_000_000, ge=100)
+    credential_metrics: bool = False
+    webhooks: list[Webhook] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Events:
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError("events.webhooks: names must be unique")
+        return self
+
+
 class RelaySettings(_Model):
     """The ConfigMap part (``relay.yaml``): everything but the credentials."""
 
     version: Literal[1] = CONFIG_VERSION
     hostname: str
+    cluster: str = ""  # the Cluster's name, in events
     mtas: int = Field(default=1, ge=1)
     smtp_listeners: list[SmtpListener] = Field(min_length=1)
     http: HttpListener = Field(default_factory=HttpListener)
@@ -266,6 +330,7 @@ class RelaySettings(_Model):
     rate_limit: RateLimit | None = None
     handoff: Handoff | None = None
     trace: Trace = Field(default_factory=Trace)
+    events: Events = Field(default_factory=Events)
 
 
 class RelayConfig(_Model):

@@ -45,6 +45,12 @@ def peer(cluster: str) -> str:
     return f"{cluster}-mta-peer"
 
 
+def admin(cluster: str) -> str:
+    """The token the MTAs' admin API (messages, queue) asks for; reached through the Kubernetes API's pod
+    proxy by people whose RBAC lets them read this Secret and proxy to the MTA pods."""
+    return f"{cluster}-mta-admin"
+
+
 def pod(cluster: str, ordinal: int) -> str:
     return f"{mta(cluster)}-{ordinal}"
 

@@ -163,8 +163,8 @@ def test_operator_role_is_limited_to_what_the_watcher_follows(cluster: Cluster) 
     assert set(secrets_rule["verbs"]) == {"get", "list", "watch"}
     names = secrets_rule["resourceNames"]
     assert names[:2] == ["main-mta-credentials", "main-mta-credentials-000"]
-    assert {"main-mta-tls", "main-mta-dkim", "main-mta-peer"} <= set(names)
-    assert len(names) == naming.MAX_SHARDS + 1 + 3 + (1 if cluster.spec.delivery.smarthost else 0)
+    assert {"main-mta-tls", "main-mta-dkim", "main-mta-peer", "main-mta-admin"} <= set(names)
+    assert len(names) == naming.MAX_SHARDS + 1 + 4 + (1 if cluster.spec.delivery.smarthost else 0)
     assert maps_rule == {"apiGroups": [""], "resources": ["configmaps"],
                          "resourceNames": ["main-mta-settings"], "verbs": ["get", "list", "watch"]}
 
@@ -341,3 +341,21 @@ def test_operator_implicit_tls_ports_reach_service_pod_and_relay(cluster: Cluste
     listeners = {lst.public_port: lst.implicit_tls for lst in settings.smtp_listeners}
     assert listeners == {25: False, 587: False, 2587: False, 465: True}
     assert settings.trace.client_address is False
+
+
+def test_operator_webhook_secrets_are_watched_optional_and_named_in_the_settings(cluster: Cluster) -> None:
+    events = cluster.spec.events.model_validate({"webhooks": [
+        {"name": "app-events", "url": "https://hooks.example.com/mta", "secretRef": {"name": "hook"},
+         "types": ["Delivery", "Bounce"], "credentials": ["billing"]}]})
+    with_hook = _spec(cluster, events=events)
+    names = workload.role(with_hook, "main-mta-tls")["rules"][0]["resourceNames"]
+    assert "hook" in names
+    sts = workload.statefulset(with_hook, "main-mta-tls", workload.Image("relay:1"), 3)
+    (watcher,) = sts["spec"]["template"]["spec"]["initContainers"]
+    assert "secret/hook=webhook-app-events?" in watcher["command"]
+    assert "secret/main-mta-admin=admin" in watcher["command"]
+    settings = relay_config.relay_settings(with_hook, [])
+    (hook,) = settings.events.webhooks
+    assert (hook.url, hook.secret_file, hook.types, hook.credentials) == (
+        "https://hooks.example.com/mta", "webhook-app-events/secret", ["Delivery", "Bounce"], ["billing"])
+    assert settings.cluster == cluster.metadata.name

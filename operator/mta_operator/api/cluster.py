@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
+from mta_relay.events.record import EventType
 from pydantic import Field
 
 from .base import (
@@ -19,7 +20,19 @@ from .base import (
     section,
 )
 from .rules import UNIQUE, Rule, immutable
-from .strings import DNS_NAME_RE, DnsName, Duration, Quantity, duration_seconds, is_dns_name, is_ip
+from .strings import (
+    DNS_LABEL_RE,
+    DNS_NAME_RE,
+    DnsName,
+    Duration,
+    Quantity,
+    Username,
+    duration_seconds,
+    is_dns_label,
+    is_dns_name,
+    is_https_url,
+    is_ip,
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -228,6 +241,66 @@ class Queue(ApiModel):
                            "spool cannot be kept: its MTAs are removed only once empty.")
 
 
+HTTPS_URL_RULE = Rule("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",
+                      "url must be an https:// URL with a host, such as https://hooks.example.com/mta",
+                      is_https_url)
+
+
+class WebhookSecretRef(ApiModel):
+    """A key of a Secret in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret in this namespace.")
+    key: str = Field("secret", min_length=1, max_length=253, description="Key in the Secret's data.")
+
+
+class Webhook(ApiModel):
+    """Where an MTA posts its delivery events: batches signed per the Standard Webhooks specification,
+    retried with backoff until the receiver answers 2xx."""
+
+    name: Annotated[str, Rule(f"self.matches('{DNS_LABEL_RE}')",
+                              "name must be a DNS label: lower-case letters, digits and '-'",
+                              is_dns_label)] = Field(min_length=1, max_length=40,
+                                                      description="Name of the webhook (metrics, status).")
+    url: Annotated[str, HTTPS_URL_RULE] = Field(
+        min_length=9, max_length=2048,
+        description="https:// URL the events are posted to. The receiver's certificate is verified against "
+                    "the MTA image's trust store.")
+    secret_ref: WebhookSecretRef = Field(
+        description="The Standard Webhooks signing secret (whsec_ followed by base64), a key of a Secret "
+                    "in this namespace.")
+    types: Annotated[list[EventType], UNIQUE] = Field(
+        default_factory=list, max_length=len(EventType),
+        description="Event types to send; empty: all of them.")
+    credentials: Annotated[list[Username], UNIQUE] = Field(
+        default_factory=list, max_length=256,
+        description="Usernames of the SmtpCredentials whose events to send; empty: every credential's.")
+
+
+class Events(ApiModel):
+    """Delivery events: one per recipient and step (Reception, Delivery, TransientFailure, Bounce,
+    Expiration, Rejection, ...), always written as a JSON log line, kept on each MTA's volume for
+    `kubectl mta messages`, and posted to the webhooks."""
+
+    rules = (Rule("!has(self.webhooks) || "
+                  "self.webhooks.all(w, self.webhooks.exists_one(x, x.name == w.name))",
+                  "events.webhooks: names must be unique",
+                  lambda e: len({w.name for w in e.webhooks}) == len(e.webhooks), field_path=".webhooks"),)
+
+    retention: Duration = Field("168h", description="How long each MTA keeps its events queryable.")
+    max_stored_events: int = Field(
+        5_000_000, ge=10_000, le=100_000_000,
+        description="Most events each MTA keeps (the oldest go first, before their retention ends).")
+    max_pending_events: int = Field(
+        1_000_000, ge=1_000, le=10_000_000,
+        description="Most events each MTA holds for one webhook whose receiver does not answer; past it the "
+                    "oldest are dropped and counted (mta_webhook_events_dropped_total and the Cluster's "
+                    "status.events). Mail is never slowed down by a webhook.")
+    credential_metrics: bool = Field(
+        False, description="Label the per-credential delivery metrics with the credential's username (one "
+                           "series per credential and outcome; leave off with very many credentials).")
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=8, description="Event receivers.")
+
+
 class ServiceType(StrEnum):
     """Type of the client Service."""
 
@@ -305,6 +378,7 @@ class ClusterSpec(ApiModel):
     rate_limit: RateLimit | None = Field(None, description="Outgoing rate per MTA; unset: unlimited.")
     delivery: Delivery = section(Delivery, "Onward delivery.")
     queue: Queue = section(Queue, "The durable queue.")
+    events: Events = section(Events, "Delivery events: logs, the MTAs' local store, webhooks.")
     service: ServiceSettings = section(ServiceSettings, "The client Service.")
     pod: PodSettings = section(PodSettings, "Pod settings of the MTAs.")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from typing import Annotated
 
 from kubernetes.utils.quantity import parse_quantity
@@ -36,6 +37,16 @@ def is_dns_name(value: str) -> bool:
 
 def is_dns_label(value: str) -> bool:
     return _DNS_LABEL.fullmatch(value) is not None
+
+
+def is_https_url(value: str) -> bool:
+    """An https:// URL with a host (what the CEL rule on webhook URLs checks)."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
 def is_username(value: str) -> bool:

@@ -179,7 +179,8 @@ class Controller:
             if table and table.task:
                 table.task.cancel()
             self.applier.forget(key[0], f"{key[1]}-mta")
-            self.index.peer_tokens.pop(key, None)
+            for token_key in [k for k in self.index.tokens if k[0] == key]:
+                del self.index.tokens[token_key]
         else:
             cluster = Cluster.model_validate(raw)
             self.index.clusters[key] = cluster

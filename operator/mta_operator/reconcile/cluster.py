@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from mta_operator.kube.apply import NotOwned, owner_uids
 from mta_operator.render import conditions, relay_config, services, workload
 from mta_operator.render import secrets as secret_objects
 from mta_operator.render.conditions import now_text
+from mta_operator.render.meta import Obj
 
 from . import scale_down
 from . import tls as tls_source
@@ -82,6 +84,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
     image = workload.Image(ctx.options.relay_image, ctx.options.image_pull_policy)
     try:
         token = await _peer_token(ctx, cluster)
+        await _admin_token(ctx, cluster)
         step = await _handoff_step(ctx, cluster, token, seen)
         entries, keys = domain_entries(ctx, ck)
         settings = relay_config.relay_settings(cluster, entries, step.section)
@@ -123,19 +126,30 @@ def _next_check(ctx: Context, ck: Key, seen: Observed) -> float:
 
 
 async def _peer_token(ctx: Context, cluster: Cluster) -> str:
+    return await _generated_token(ctx, cluster, naming.peer, relay_config.PEER_TOKEN_KEY,
+                                  secret_objects.peer_secret)
+
+
+async def _admin_token(ctx: Context, cluster: Cluster) -> str:
+    return await _generated_token(ctx, cluster, naming.admin, relay_config.ADMIN_TOKEN_KEY,
+                                  secret_objects.admin_secret)
+
+
+async def _generated_token(ctx: Context, cluster: Cluster, secret_name: Callable[[str], str], key: str,
+                           render: Callable[[Cluster, str], Obj]) -> str:
     """Generated once per Cluster and kept in its Secret; remembered so a reconcile costs no read."""
     ck = (cluster.metadata.namespace or "", cluster.metadata.name)
-    token = ctx.index.peer_tokens.get(ck)
+    name = secret_name(ck[1])
+    token = ctx.index.tokens.get((ck, name))
     if token is None:
-        live = await ctx.io(ctx.kube.get, "v1", "Secret", ck[0], naming.peer(ck[1]))
+        live = await ctx.io(ctx.kube.get, "v1", "Secret", ck[0], name)
         data = (live or {}).get("data") or {}
-        key = relay_config.PEER_TOKEN_KEY
         if live is not None and cluster.metadata.uid in owner_uids(live) and key in data:
             token = base64.b64decode(data[key]).decode()
         else:
             token = secrets.token_urlsafe(PEER_TOKEN_BYTES)
-        ctx.index.peer_tokens[ck] = token
-    await ctx.io(ctx.applier.ensure, secret_objects.peer_secret(cluster, token))
+        ctx.index.tokens[(ck, name)] = token
+    await ctx.io(ctx.applier.ensure, render(cluster, token))
     return token
 
 

@@ -54,7 +54,8 @@ class Index:
     creds: CompactCreds = field(default_factory=CompactCreds)
     dkim: dict[Key, DkimState] = field(default_factory=dict)
     ready_mtas: dict[Key, int] = field(default_factory=dict)
-    peer_tokens: dict[Key, str] = field(default_factory=dict)  # as read or generated, never logged
+    # (cluster, Secret name) → the peer and admin tokens as read or generated; never logged
+    tokens: dict[tuple[Key, str], str] = field(default_factory=dict)
     mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
     # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
     connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)

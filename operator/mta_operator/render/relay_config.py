@@ -31,6 +31,9 @@ TLS_DIR = "tls"
 DKIM_DIR = "dkim"
 SMARTHOST_DIR = "smarthost"
 PEER_DIR = "peer"
+ADMIN_DIR = "admin"
+ADMIN_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
+WEBHOOK_DIR_PREFIX = "webhook-"
 PEER_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
 CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
 SPOOL_DIR = "/var/spool/mta"
@@ -127,7 +130,24 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
         rate_limit=rc.RateLimit(messages=rate.messages, period_seconds=PERIOD_SECONDS[rate.period])
         if rate else None,
         handoff=handoff_section,
+        cluster=cluster.metadata.name,
+        events=_events(cluster),
     )
+
+
+def webhook_dir(name: str) -> str:
+    """Where the watcher publishes a webhook's signing Secret (one subdirectory per webhook)."""
+    return f"{WEBHOOK_DIR_PREFIX}{name}"
+
+
+def _events(cluster: Cluster) -> rc.Events:
+    spec = cluster.spec.events
+    return rc.Events(
+        retention_seconds=duration_seconds(spec.retention), max_stored_events=spec.max_stored_events,
+        max_pending_events=spec.max_pending_events, credential_metrics=spec.credential_metrics,
+        webhooks=[rc.Webhook(name=w.name, url=w.url, secret_file=f"{webhook_dir(w.name)}/{w.secret_ref.key}",
+                             types=[str(t) for t in w.types], credentials=list(w.credentials))
+                  for w in spec.webhooks])
 
 
 def settings_yaml(settings: rc.RelaySettings) -> str:

@@ -13,7 +13,7 @@ from mta_operator import naming
 from mta_operator.api import Cluster, SendingDomain, SmtpCredential
 
 from .meta import Obj, child, secret
-from .relay_config import PEER_TOKEN_KEY
+from .relay_config import ADMIN_TOKEN_KEY, PEER_TOKEN_KEY
 
 MANIFEST_KEY = "manifest.json"
 SUBMISSION_PORT = 587
@@ -31,6 +31,13 @@ def peer_secret(cluster: Cluster, token: str) -> Obj:
     operator uses it to ask a leaving MTA how much it still holds. Never an SMTP credential."""
     name = cluster.metadata.name
     return secret(naming.peer(name), cluster, naming.labels(name, "peer"), {PEER_TOKEN_KEY: token})
+
+
+def admin_secret(cluster: Cluster, token: str) -> Obj:
+    """The token of the MTAs' admin API (``kubectl mta messages``): separate from the peer token, so
+    reading messages can be granted without the right to hand over queues."""
+    name = cluster.metadata.name
+    return secret(naming.admin(name), cluster, naming.labels(name, "admin"), {ADMIN_TOKEN_KEY: token})
 
 
 def dkim_bundle(cluster: Cluster, keys: Mapping[str, str]) -> Obj:

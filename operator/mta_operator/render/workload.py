@@ -17,6 +17,7 @@ from mta_operator.api import Cluster
 
 from .meta import Obj, child
 from .relay_config import (
+    ADMIN_DIR,
     CONFIG_DIR,
     CREDENTIALS_DIR,
     DKIM_DIR,
@@ -25,8 +26,10 @@ from .relay_config import (
     SMARTHOST_DIR,
     SPOOL_DIR,
     TLS_DIR,
+    WEBHOOK_DIR_PREFIX,
     container_port,
     smtp_ports,
+    webhook_dir,
 )
 
 WATCHER_READY_FILES = (f"{CREDENTIALS_DIR}/..data", f"{CONFIG_DIR}/..data")
@@ -48,12 +51,16 @@ def service_account(cluster: Cluster) -> Obj:
 
 
 def watched_secrets(cluster: Cluster, tls_secret: str) -> list[tuple[str, str]]:
-    """(Secret name, subdirectory) of every Secret the watcher publishes into the config directory."""
+    """(Secret name, subdirectory) of every Secret the watcher publishes into the config directory.
+    Subdirectories of webhooks' Secrets start with ``WEBHOOK_DIR_PREFIX``: those the bundle may go
+    without (a webhook whose Secret is missing is idle; mail goes on)."""
     name = cluster.metadata.name
     found = [(tls_secret, TLS_DIR), (naming.dkim_bundle(name), DKIM_DIR), (naming.peer(name), PEER_DIR)]
     smarthost = cluster.spec.delivery.smarthost
     if smarthost and smarthost.credentials_secret_ref:
         found.append((smarthost.credentials_secret_ref.name, SMARTHOST_DIR))
+    found.append((naming.admin(name), ADMIN_DIR))
+    found += [(hook.secret_ref.name, webhook_dir(hook.name)) for hook in cluster.spec.events.webhooks]
     return found
 
 
@@ -117,7 +124,8 @@ def _watcher(cluster: Cluster, tls_secret: str, image: Image) -> Obj:
     the pod's life."""
     name = cluster.metadata.name
     sources = [f"configmap/{naming.settings(name)}",
-               *(f"secret/{secret}={subdir}" for secret, subdir in watched_secrets(cluster, tls_secret))]
+               *(f"secret/{secret}={subdir}{'?' if subdir.startswith(WEBHOOK_DIR_PREFIX) else ''}"
+                 for secret, subdir in watched_secrets(cluster, tls_secret))]
     ready = ["test", "-e", WATCHER_READY_FILES[0]]
     for path in WATCHER_READY_FILES[1:]:
         ready += ["-a", "-e", path]
