@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from mta_relay import replies, trace_headers
 from mta_relay.config import Credential
+from mta_relay.events.record import Event, EventType, Response
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError
@@ -22,6 +23,15 @@ def rejected(relay: Relay, source: Source, reply: Reply, **fields: Any) -> Reply
     relay.metrics.rejected.labels(source, reply.reason).inc()
     log.info("message rejected", extra={"fields": {"event": "rejected", "source": source,
                                                     "reason": reply.reason, "reply": reply.smtp, **fields}})
+    credential = fields.get("credential")
+    if credential and relay.events is not None:  # refusals before AUTH belong to nobody: logs only
+        relay.events.emit(Event(
+            EventType.REJECTION, queue_id=fields.get("queue_id") or "", sender=fields.get("mail_from") or "",
+            recipient=fields.get("rcpt") or "", credential=credential, cluster=relay.settings.cluster,
+            mta=relay.pod_name or "", size=int(fields.get("size") or 0),
+            response=Response.parse(reply.code, f"{reply.enhanced} {reply.text}"),
+            source_address=fields.get("client_ip") or "",
+            reception_protocol=source.upper(), reason=reply.reason))
     return reply
 
 
@@ -57,12 +67,13 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
                     else trace_headers.smtp_protocol(tls=True, smtp_auth=cred.authentication == "Password"))
     arrival = trace_headers.Arrival(protocol=protocol, client_ip=client_ip, credential=cred.username,
                                     helo=helo, by_address=cred.authentication == "SourceIP")
-    message = trace_headers.stamp(message, arrival, hostname=settings.hostname, queue_id=queue_id,
-                                  client_address_shown=settings.trace.client_address)
+    message, message_id = trace_headers.stamped(
+        message, arrival, hostname=settings.hostname, queue_id=queue_id,
+        client_address_shown=settings.trace.client_address)
     try:
         envelope = await relay.spool.put(queue_id=queue_id, mail_from=mail_from, rcpts=rcpts,
                                          credential=cred.username, client_ip=client_ip, source=source,
-                                         smtputf8=smtputf8, message=message)
+                                         smtputf8=smtputf8, message=message, message_id=message_id)
     except SpoolError as error:
         relay.quota.refund(cred.username, cred.quota)
         relay.spool_ok = False
@@ -72,4 +83,12 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
         relay.queue.notify(envelope.queue_id)
     relay.metrics.accepted.labels(source).inc()
     log.info("message accepted", extra={"fields": {"event": "accepted", "source": source, **fields}})
+    if relay.events is not None:
+        response = Response.parse(250, f"2.0.0 OK id={queue_id}")
+        for rcpt in envelope.rcpts:
+            relay.events.emit(Event(
+                EventType.RECEPTION, queue_id=queue_id, sender=mail_from, recipient=rcpt,
+                credential=cred.username, timestamp=envelope.received_at, created=envelope.received_at,
+                message_id=message_id, cluster=settings.cluster, mta=relay.pod_name or "",
+                size=envelope.size, response=response, source_address=client_ip, reception_protocol=protocol))
     return envelope

@@ -329,6 +329,9 @@ class RelaySettings(_Model):
     queue: Queue = Field(default_factory=Queue)
     rate_limit: RateLimit | None = None
     handoff: Handoff | None = None
+    # The admin API's token (``admin_api``: messages), relative to the config directory unless absolute;
+    # unset: the admin API answers 404.
+    admin_token_file: str | None = None
     trace: Trace = Field(default_factory=Trace)
     events: Events = Field(default_factory=Events)
 

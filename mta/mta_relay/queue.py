@@ -37,6 +37,8 @@ from mta_relay.delivery.outcome import RecipientOutcome, Result
 from mta_relay.delivery.router import Deliverer
 from mta_relay.dkim_sign import DkimSigner
 from mta_relay.dsn import build_dsn
+from mta_relay.events.classify import classify as classify_reply
+from mta_relay.events.record import Event, EventSink, EventType, Response
 from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import CorruptEntry, RetryState, Spool, SpoolEntry, SpoolError, Status
 from mta_relay.state_files import Debounced, decode_rate_window, encode_rate_window, load
@@ -82,6 +84,8 @@ class QueueRunner:
         self._window_file = rate_window_file
         self._window_saver = (Debounced(rate_window_file, self._encode_window)
                               if rate_window_file is not None else None)
+        self.events: EventSink | None = None  # the delivery process sets it (``events.store``)
+        self.origin = ("", "")  # (cluster, MTA) named in events
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -337,8 +341,16 @@ class QueueRunner:
             self.metrics.results.labels(o.result.value, f"{str(o.code)[0]}xx").inc()
         if delivered:
             self.metrics.latency.observe(max(0.0, age))
+        attempt = self._failures.get(env.queue_id, 0) + 1
         if expired and deferred:
-            failed, deferred = failed + deferred, []
+            expiring, failed, deferred = deferred, failed + deferred, []
+        else:
+            expiring = []
+        if self.events is not None:
+            self._emit(entry, attempt, delivered, EventType.DELIVERY)
+            self._emit(entry, attempt, deferred, EventType.TRANSIENT_FAILURE)
+            self._emit(entry, attempt, [o for o in failed if o not in expiring], EventType.BOUNCE)
+            self._emit(entry, attempt, expiring, EventType.EXPIRATION)
         try:
             if delivered and (failed or deferred):  # the entry outlives this step: deliveries first
                 await self._record(env.queue_id, delivered, "delivered")
@@ -395,6 +407,23 @@ class QueueRunner:
                                       source="smtp", smtputf8=not env.mail_from.isascii(), message=dsn)
         self.metrics.dsns.inc()
         self.notify(bounce.queue_id)
+
+    def _emit(self, entry: SpoolEntry, attempt: int, outcomes: list[RecipientOutcome],
+              kind: EventType) -> None:
+        assert self.events is not None
+        env = entry.envelope
+        cluster, mta = self.origin
+        for o in outcomes:
+            verdict = classify_reply(o.code, o.text) if kind is not EventType.DELIVERY else None
+            self.events.emit(Event(
+                kind, queue_id=env.queue_id, sender=env.mail_from, recipient=o.recipient,
+                credential=env.credential, created=env.received_at, message_id=env.message_id,
+                cluster=cluster, mta=mta, size=env.size, num_attempts=attempt,
+                response=Response.parse(o.code, o.text),
+                peer_address={"name": o.remote, "addr": o.address} if o.remote or o.address else None,
+                delivery_protocol="ESMTP", tls_protocol_version=o.tls_version, tls_cipher=o.tls_cipher,
+                bounce_classification=verdict.category if verdict else "",
+                bounce_kind=verdict.kind if verdict else ""))
 
     def _encode_window(self) -> bytes:
         limit = self._limit

@@ -11,6 +11,7 @@ from pathlib import Path
 from mta_relay import config_loader, handoff, state_files
 from mta_relay.auth_throttle import AuthThrottle
 from mta_relay.delivery.process import DeliveryProcess
+from mta_relay.events.record import EventSink
 from mta_relay.generation import Generation, tls_context
 from mta_relay.metrics import Metrics
 from mta_relay.passwords import PasswordChecker
@@ -40,6 +41,7 @@ class Relay:
         self.sessions: set[object] = set()  # open SMTP protocols, for graceful shutdown
         self.draining = False
         self.queue: DeliveryProcess | None = None  # the delivery process, started by the server
+        self.events: EventSink | None = None  # Reception and Rejection events, started by the server
         self.spool_ok = spool.probe(generation.config.settings.limits.max_message_size)
         tls = generation.config.settings.tls
         # aiohttp keeps the context it started with: reloads load the new certificate into this one

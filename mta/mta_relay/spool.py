@@ -49,6 +49,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Literal
 
@@ -83,6 +84,10 @@ class Envelope:
     source: Literal["smtp", "http"]
     smtputf8: bool
     size: int
+    message_id: str = ""  # the message's Message-ID field (with its <>), for events; "" in older entries
+
+
+_ENVELOPE_FIELDS = frozenset(f.name for f in dataclass_fields(Envelope)) - {"rcpts"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,10 @@ def decode_entry(data: bytes) -> SpoolEntry:
         raise CorruptEntry("checksum mismatch")
     try:
         raw = json.loads(header)
-        envelope = Envelope(**{**raw, "rcpts": tuple(raw["rcpts"])})
+        # Fields a later release may add are ignored, so a downgrade or a hand-off to an older peer keeps
+        # the entry (it loses only what it does not know).
+        envelope = Envelope(**{k: v for k, v in raw.items() if k in _ENVELOPE_FIELDS},
+                            rcpts=tuple(raw["rcpts"]))
     except (ValueError, TypeError, KeyError):
         raise CorruptEntry("bad header") from None
     return SpoolEntry(envelope, message)
@@ -176,10 +184,10 @@ class Spool:
     # --- writing (front door) ---------------------------------------------------------------------
     async def put(self, *, queue_id: str | None = None, mail_from: str, rcpts: list[str] | tuple[str, ...],
                   credential: str, client_ip: str, source: Literal["smtp", "http"], smtputf8: bool,
-                  message: bytes) -> Envelope:
+                  message: bytes, message_id: str = "") -> Envelope:
         """Make the message durable; return its envelope. Raises SpoolError: then never answer 250."""
         envelope = Envelope(queue_id or new_queue_id(), mail_from, tuple(rcpts), credential, client_ip,
-                            time.time(), source, smtputf8, len(message))
+                            time.time(), source, smtputf8, len(message), message_id)
         await self.put_entry(envelope, message)
         return envelope
 

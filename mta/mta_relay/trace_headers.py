@@ -92,12 +92,20 @@ def received(arrival: Arrival, *, hostname: str, queue_id: str, when: datetime,
 
 def missing_fields(message: bytes, *, hostname: str, queue_id: str, when: datetime) -> bytes:
     """``Date`` and ``Message-ID`` lines for whichever of the two the message lacks (RFC 6409 §8)."""
-    present = header_values(message, "date", "message-id")
+    return _missing(header_values(message, "date", "message-id"), hostname=hostname, queue_id=queue_id,
+                    when=when)
+
+
+def _own_message_id(queue_id: str, hostname: str) -> str:
+    return f"<{queue_id}@{hostname}>"
+
+
+def _missing(present: dict[str, list[str]], *, hostname: str, queue_id: str, when: datetime) -> bytes:
     lines = b""
     if not present["date"]:
         lines += b"Date: " + format_datetime(when).encode("ascii") + b"\r\n"
     if not present["message-id"]:
-        lines += f"Message-ID: <{queue_id}@{hostname}>\r\n".encode("ascii")
+        lines += f"Message-ID: {_own_message_id(queue_id, hostname)}\r\n".encode("ascii")
     return lines
 
 
@@ -105,14 +113,24 @@ def stamp(message: bytes, arrival: Arrival, *, hostname: str, queue_id: str,
           client_address_shown: bool = True, when: datetime | None = None) -> bytes:
     """The message as spooled: Received first, missing Date/Message-ID at the end of the header section,
     every original byte kept in order."""
+    return stamped(message, arrival, hostname=hostname, queue_id=queue_id,
+                   client_address_shown=client_address_shown, when=when)[0]
+
+
+def stamped(message: bytes, arrival: Arrival, *, hostname: str, queue_id: str,
+            client_address_shown: bool = True, when: datetime | None = None) -> tuple[bytes, str]:
+    """``stamp``, and the message's Message-ID (the client's, or the one added), for events."""
     when = when or datetime.now(UTC)
     trace = received(arrival, hostname=hostname, queue_id=queue_id, when=when,
                      client_address_shown=client_address_shown)
-    added = missing_fields(message, hostname=hostname, queue_id=queue_id, when=when)
+    present = header_values(message, "date", "message-id")
+    added = _missing(present, hostname=hostname, queue_id=queue_id, when=when)
+    ids = present["message-id"]
+    message_id = ids[0].strip()[:998] if ids else _own_message_id(queue_id, hostname)
     if not added:
-        return trace + message
+        return trace + message, message_id
     end = header_end(message)
     head = message[:end]
     if head and not head.endswith((b"\n", b"\r")):
         head += b"\r\n"  # a message that is one unterminated header line: end it before adding ours
-    return trace + head + added + message[end:]
+    return trace + head + added + message[end:], message_id

@@ -77,6 +77,19 @@ def _unverified_context() -> ssl.SSLContext:
     return context
 
 
+def hop_facts(smtp: aiosmtplib.SMTP) -> tuple[str, str, str]:
+    """(IP address, TLS version, cipher) of an open session, for events; "" for what is not known.
+    Read before the transaction: a failed one may close the connection."""
+    transport = smtp.transport
+    if transport is None:
+        return "", "", ""
+    peer = transport.get_extra_info("peername")
+    tls = transport.get_extra_info("ssl_object")
+    cipher = tls.cipher() if tls is not None else None
+    return (str(peer[0]) if peer else "", (tls.version() or "") if tls is not None else "",
+            cipher[0] if cipher else "")
+
+
 async def open_session(hop: Hop, policy: HopPolicy) -> aiosmtplib.SMTP:
     """A connected, greeted, TLS-upgraded and authenticated client, or HopUnavailable."""
     verified = policy.verify_context or _system_context()

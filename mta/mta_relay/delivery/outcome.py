@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +25,9 @@ class RecipientOutcome:
     code: int
     text: str
     remote: str = ""  # host name or address of the next hop that answered, empty when none did
+    address: str = ""  # that hop's IP address
+    tls_version: str = ""  # of the connection the answer came on ("" : plaintext or no connection)
+    tls_cipher: str = ""
 
     @property
     def status(self) -> str:
@@ -50,3 +54,10 @@ def outcome(recipient: str, code: int, text: str, remote: str = "") -> Recipient
 def everyone(recipients: list[str], code: int, text: str, remote: str = "") -> list[RecipientOutcome]:
     """The same answer for every recipient (connection-level trouble, a refused MAIL FROM or DATA)."""
     return [outcome(rcpt, code, text, remote) for rcpt in recipients]
+
+
+def with_hop(outcomes: list[RecipientOutcome], address: str, tls_version: str,
+             tls_cipher: str) -> list[RecipientOutcome]:
+    """The outcomes, each saying which connection (address, TLS) its answer came on."""
+    return [dataclasses.replace(o, address=address, tls_version=tls_version, tls_cipher=tls_cipher)
+            for o in outcomes]

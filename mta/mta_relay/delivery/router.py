@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import aiosmtplib
 import dns.asyncresolver
 
-from mta_relay.delivery.client import HopPolicy, HopUnavailable, open_session, transact
+from mta_relay.delivery.client import HopPolicy, HopUnavailable, hop_facts, open_session, transact
 from mta_relay.delivery.mx import Hop, RouteError, resolve_hops
-from mta_relay.delivery.outcome import RecipientOutcome, everyone
+from mta_relay.delivery.outcome import RecipientOutcome, everyone, with_hop
 from mta_relay.delivery.pool import ConnectionPool
 
 Resolve = Callable[[str], Awaitable[list[Hop]]]
@@ -70,10 +70,11 @@ class Deliverer:
                              message: bytes) -> list[RecipientOutcome]:
         async with self.pool.lease(destination) as lease:
             if lease.session is not None:  # an idle connection from the pool: it may have died unnoticed
+                hop = hop_facts(lease.session)
                 result = await transact(lease.session, sender, rcpts, message, lease.remote)
                 if not result.lost_at_mail:
                     lease.keep = result.reusable
-                    return result.outcomes
+                    return with_hop(result.outcomes, *hop)
                 # Dead before anything of the message went out (transact closed it): run the
                 # transaction again at once on a fresh connection rather than defer the recipients.
                 lease.session = None
@@ -81,9 +82,10 @@ class Deliverer:
                 lease.session, lease.remote = await self._connect(destination)
             except (RouteError, HopUnavailable) as error:
                 return everyone(rcpts, error.code, error.text)
+            hop = hop_facts(lease.session)
             result = await transact(lease.session, sender, rcpts, message, lease.remote)
             lease.keep = result.reusable
-            return result.outcomes
+            return with_hop(result.outcomes, *hop)
 
     async def _connect(self, destination: str) -> tuple[aiosmtplib.SMTP, str]:
         last: HopUnavailable | None = None

@@ -55,11 +55,11 @@ class WorkerSpool(Spool):
 
     async def put(self, *, queue_id: str | None = None, mail_from: str, rcpts: list[str] | tuple[str, ...],
                   credential: str, client_ip: str, source: Literal["smtp", "http"], smtputf8: bool,
-                  message: bytes) -> Envelope:
+                  message: bytes, message_id: str = "") -> Envelope:
         """A DSN: the front door writes it (it owns the free slots); durable when this returns."""
         fields: dict[str, Any] = {"queue_id": queue_id, "mail_from": mail_from, "rcpts": list(rcpts),
                                   "credential": credential, "client_ip": client_ip, "source": source,
-                                  "smtputf8": smtputf8}
+                                  "smtputf8": smtputf8, "message_id": message_id}
         try:
             reply = await self.channel.request({"op": "store", "envelope": fields,
                                                 "message": base64.b64encode(message).decode()})

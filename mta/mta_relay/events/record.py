@@ -19,7 +19,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class EventType(StrEnum):
@@ -127,3 +127,10 @@ class Event:
 def new_event_id() -> str:
     """Time-ordered and unique: 16 hex digits of nanoseconds, then 10 random."""
     return f"{time.time_ns():016x}{os.urandom(5).hex()}"
+
+
+class EventSink(Protocol):
+    """Where events go: ``store.EventWriter`` (log line, local store, webhook outboxes). ``emit`` never
+    blocks and never raises: events must not slow mail down."""
+
+    def emit(self, event: Event) -> None: ...

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import aiosmtplib
+from mta_relay.admin_api import MESSAGES_PATH, TOKEN_HEADER
 
 from mta_operator import naming
+from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
-from . import credential_view, status_view, zone_records
+from . import credential_view, message_view, status_view, zone_records
 from .kube import Kube, NotFound
 from .smtp_send import Submission, send, tls_context
 
@@ -48,6 +51,23 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--ca-file", help="CA certificate to trust (default: the operator-managed CA when the "
                                         "cluster uses one, else the system trust store)")
     test.add_argument("--insecure", action="store_true", help="do not verify the server's certificate")
+
+    messages = commands.add_parser(
+        "messages", help="what happened to messages: each one's path through the MTAs, in time order",
+        description="Asks every MTA of the cluster for the events it holds (through the API server's pod "
+                    "proxy: needs get on pods/proxy and on the Cluster's admin token Secret) and merges "
+                    "them.")
+    messages.add_argument("--cluster", help="the Cluster (default: the only one in the namespace)")
+    messages.add_argument("--credential", help="SmtpCredential username")
+    messages.add_argument("--recipient", help="recipient address")
+    messages.add_argument("--sender", help="envelope sender address")
+    messages.add_argument("--message-id", help="Message-ID, with or without <>")
+    messages.add_argument("--since", help="a duration back from now (90m, 24h, 7d) or an RFC 3339 time")
+    messages.add_argument("--type", action="append", default=[],
+                          help="event type (repeat or comma-separate): Reception, Delivery, "
+                               "TransientFailure, Bounce, Expiration, Rejection")
+    messages.add_argument("--limit", type=int, default=1000, help="most events per MTA (default 1000)")
+    messages.add_argument("-o", "--output", choices=["text", "json"], default="text")
     return parser
 
 
@@ -112,6 +132,52 @@ def _send(kube: Kube, args: argparse.Namespace) -> str:
     return f"sent from {sender} to {args.to} via {host}:{port} as {conn.username}: {reply}"
 
 
+def _messages(kube: Kube, args: argparse.Namespace) -> str:
+    if args.cluster:
+        cluster = args.cluster
+    else:
+        names = [c["metadata"]["name"] for c in kube.list("Cluster")]
+        if len(names) != 1:
+            raise NotFound(f"{len(names)} Clusters in namespace {kube.namespace}: pass --cluster NAME")
+        cluster = names[0]
+    token = kube.secret_data(naming.admin(cluster)).get(ADMIN_TOKEN_KEY)
+    if not token:
+        raise NotFound(f"Secret {naming.admin(cluster)!r} has no {ADMIN_TOKEN_KEY}")
+    message_id = args.message_id
+    if message_id and not message_id.startswith("<"):
+        message_id = f"<{message_id}>"
+    types = [t for given in args.type for t in given.split(",") if t]
+    try:
+        params = message_view.query(
+            recipient=args.recipient, sender=args.sender, credential=args.credential, message_id=message_id,
+            since=message_view.since_seconds(args.since) if args.since else None, types=types,
+            limit=args.limit)
+    except ValueError as error:
+        raise NotFound(str(error)) from None
+    answers, failed = [], {}
+    pods = kube.pods(naming.pod_selector(cluster))
+    if not pods:
+        raise NotFound(f"no MTA pods of Cluster {cluster!r} in namespace {kube.namespace}")
+    for pod in pods:
+        status, body = kube.pod_proxy_get(pod, f"https:{HTTP_PORT}", MESSAGES_PATH.lstrip("/"), params,
+                                          {TOKEN_HEADER: token})
+        if status == 200:
+            answers.append(json.loads(body))
+        else:
+            failed[pod] = f"HTTP {status}: {_error_text(body)}"
+    events = message_view.merge(answers)
+    if args.output == "json":
+        return json.dumps({"events": events, "unanswered": failed}, indent=2)
+    return message_view.render(events, failed)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("error") or body[:200].decode("utf-8", "replace"))
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -124,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(credential_view.render(args.name, conn, show_password=args.reveal or sys.stdout.isatty()))
         elif args.command == "dns":
             print(_dns(kube, args.domain))
+        elif args.command == "messages":
+            print(_messages(kube, args))
         else:
             print(_send(kube, args))
     except NotFound as error:

@@ -60,6 +60,32 @@ class Kube:
             raise NotFound(f"Secret {name!r} in namespace {self._ns()}: {error.reason}") from None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
+    def pods(self, selector: dict[str, str]) -> list[str]:
+        """Names of the pods in the namespace that carry every label of ``selector``."""
+        text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        try:
+            listed = client.CoreV1Api(self.api).list_namespaced_pod(self._ns(), label_selector=text)
+        except ApiException as error:
+            raise NotFound(f"pods in namespace {self._ns()}: {error.reason}") from None
+        return sorted(p.metadata.name for p in listed.items)
+
+    def pod_proxy_get(self, pod: str, port: str, path: str, query: list[tuple[str, str]],
+                      headers: dict[str, str], timeout: float = 15) -> tuple[int, bytes]:
+        """GET through the API server's pod proxy (``pods/proxy``, with the user's own RBAC); ``port``
+        as the proxy names it, such as ``https:8080``. (status, body); status 0 if the call failed."""
+        ns = self._ns()
+        serialized = self.api.param_serialize(
+            method="GET", resource_path=f"/api/v1/namespaces/{{namespace}}/pods/{{name}}/proxy/{path}",
+            path_params={"namespace": ns, "name": f"{port.split(':')[0]}:{pod}:{port.split(':')[1]}"},
+            query_params=query, header_params={"Accept": "application/json", **headers},
+            auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=timeout)
+            response.read()
+        except (ApiException, OSError) as error:
+            return getattr(error, "status", 0) or 0, str(error).encode()
+        return response.status, response.data or b""
+
     def _ns(self) -> str:
         if self.namespace is None:
             raise NotFound("this command needs one namespace, not --all-namespaces")

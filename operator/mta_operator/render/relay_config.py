@@ -132,6 +132,7 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
         handoff=handoff_section,
         cluster=cluster.metadata.name,
         events=_events(cluster),
+        admin_token_file=f"{ADMIN_DIR}/{ADMIN_TOKEN_KEY}",
     )
 
 
