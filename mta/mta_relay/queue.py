@@ -54,6 +54,7 @@ class QueueSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rate_limit: tuple[int, float] | None = None  # (messages, period seconds) per MTA; None = unlimited
     drain_margin: float = 2.0  # seconds before the drain deadline at which delivery stops
+    credential_metrics: bool = False  # per-credential series (events.credentialMetrics)
 
 
 class QueueRunner:
@@ -346,11 +347,10 @@ class QueueRunner:
             expiring, failed, deferred = deferred, failed + deferred, []
         else:
             expiring = []
-        if self.events is not None:
-            self._emit(entry, attempt, delivered, EventType.DELIVERY)
-            self._emit(entry, attempt, deferred, EventType.TRANSIENT_FAILURE)
-            self._emit(entry, attempt, [o for o in failed if o not in expiring], EventType.BOUNCE)
-            self._emit(entry, attempt, expiring, EventType.EXPIRATION)
+        self._report(entry, attempt, delivered, EventType.DELIVERY)
+        self._report(entry, attempt, deferred, EventType.TRANSIENT_FAILURE)
+        self._report(entry, attempt, [o for o in failed if o not in expiring], EventType.BOUNCE)
+        self._report(entry, attempt, expiring, EventType.EXPIRATION)
         try:
             if delivered and (failed or deferred):  # the entry outlives this step: deliveries first
                 await self._record(env.queue_id, delivered, "delivered")
@@ -408,13 +408,19 @@ class QueueRunner:
         self.metrics.dsns.inc()
         self.notify(bounce.queue_id)
 
-    def _emit(self, entry: SpoolEntry, attempt: int, outcomes: list[RecipientOutcome],
-              kind: EventType) -> None:
-        assert self.events is not None
+    def _report(self, entry: SpoolEntry, attempt: int, outcomes: list[RecipientOutcome],
+                kind: EventType) -> None:
+        """Metrics and an event for each outcome of one kind."""
         env = entry.envelope
         cluster, mta = self.origin
         for o in outcomes:
             verdict = classify_reply(o.code, o.text) if kind is not EventType.DELIVERY else None
+            self.metrics.events.labels(str(kind), verdict.kind if verdict else "",
+                                       verdict.category if verdict else "").inc()
+            if self.settings.credential_metrics and env.credential:
+                self.metrics.by_credential.labels(env.credential, str(kind)).inc()
+            if self.events is None:
+                continue
             self.events.emit(Event(
                 kind, queue_id=env.queue_id, sender=env.mail_from, recipient=o.recipient,
                 credential=env.credential, created=env.received_at, message_id=env.message_id,

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mta_relay import config_loader, generation
+from mta_relay import admin_api, config_loader, generation
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.process import DeliveryProcess
+from mta_relay.events import from_config as events_config
+from mta_relay.events.store import EventWriter
 from mta_relay.http_api import make_app
 from mta_relay.relay import Relay
 from mta_relay.smtp_handler import SubmissionHandler
@@ -40,6 +42,8 @@ class RelayServer:
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._fingerprint: tuple[object, ...] = ()
+        self._events: EventWriter | None = None
+        self._admin: admin_api.Admin | None = None
 
     async def start(self) -> Relay:
         """Load the config (ConfigError if unusable), recover the spool, open every listener."""
@@ -52,6 +56,7 @@ class RelayServer:
                                                       "entries": len(report.entries),
                                                       "quarantined": list(report.quarantined)}})
         relay = self.relay = Relay(self.config_dir, gen, spool, self.pod_name)
+        relay.events = self._events = events_config.writer(self.config_dir, settings)
         relay.queue = DeliveryProcess(self.config_dir, spool, self.pod_name)
         await relay.queue.start()
         handler = SubmissionHandler(relay)
@@ -67,7 +72,10 @@ class RelayServer:
                 ssl=relay.http_tls if implicit else None)
             self._servers.append(server)
         if settings.http.enabled:
-            self._http = web.AppRunner(make_app(relay), access_log=None, handle_signals=False)
+            app = make_app(relay)
+            self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name)
+            admin_api.add_routes(app, self._admin)
+            self._http = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._http.setup()
             await web.TCPSite(self._http, self.listen_address or settings.http.address, settings.http.port,
                               ssl_context=relay.http_tls if settings.http.tls else None).start()
@@ -98,6 +106,11 @@ class RelayServer:
             log.warning("listener changes take effect at the next restart",
                         extra={"fields": {"event": "config_restart_needed"}})
         self.relay.install(gen)
+        if self._admin is not None:
+            self._admin.reload()
+        if self._events is not None:
+            settings = gen.config.settings
+            self._events.configure(events_config.filters(settings), events_config.limits(settings))
         if self.relay.queue is not None:
             self.relay.queue.reconfigure()
         self.relay.metrics.config_reloads.labels("applied").inc()
@@ -151,5 +164,7 @@ class RelayServer:
         if self._http is not None:
             await self._http.cleanup()
         relay.passwords.close()
+        if self._events is not None:
+            await asyncio.to_thread(self._events.close)
         await relay.save_state()  # quota counts since the last save (state_files)
         log.info("stopped", extra={"fields": {"event": "stopped"}})

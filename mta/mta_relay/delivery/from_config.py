@@ -71,4 +71,5 @@ def queue_settings(settings: RelaySettings) -> QueueSettings:
                          retry=RetryPolicy(first=settings.queue.min_retry_interval_seconds,
                                            cap=settings.queue.max_retry_interval_seconds,
                                            max_age=settings.queue.max_retry_age_seconds),
-                         rate_limit=(limit.messages, float(limit.period_seconds)) if limit else None)
+                         rate_limit=(limit.messages, float(limit.period_seconds)) if limit else None,
+                         credential_metrics=settings.events.credential_metrics)

@@ -57,6 +57,13 @@ class DeliveryMetrics:
                             registry=registry)
         self.quarantined = Counter("mta_queue_quarantined", "Spool entries quarantined as corrupt",
                                    registry=registry)
+        self.events = Counter("mta_delivery_events", "Delivery events by type (Delivery, TransientFailure, "
+                              "Bounce, Expiration), bounce kind (hard, soft) and category", ["type", "kind",
+                                                                                           "category"],
+                              registry=registry)
+        # Opt-in (events.credentialMetrics): one series per credential and type
+        self.by_credential = Counter("mta_credential_delivery_events", "Delivery events by SmtpCredential "
+                                     "username and type", ["credential", "type"], registry=registry)
         self._collector: _QueueCollector | None = None
 
     def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:

@@ -34,6 +34,9 @@ from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import service
 from mta_relay.delivery.channel import Channel
 from mta_relay.delivery.handoff import HandoffSender
+from mta_relay.events import from_config as events_config
+from mta_relay.events.store import EventWriter
+from mta_relay.events.webhooks import WebhookSender
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Envelope, Spool, SpoolError
 
@@ -97,10 +100,15 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
         return 2
     sender = HandoffSender(runner, spool, config_dir, pod_name, registry)
     await sender.apply(settings)
+    events = events_config.writer(config_dir, settings)
+    runner.events, runner.origin = events, (settings.cluster, pod_name or "")
+    webhooks = WebhookSender(events_config.store_path(config_dir, settings), registry)
+    await webhooks.apply(events_config.targets(config_dir, settings))
     channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()
     # One reader for the whole life: replies to DSN writes must still arrive while draining.
-    reader = asyncio.create_task(_read(channel, config_dir, spool, runner, sender, registry, drain_until))
+    reader = asyncio.create_task(_read(channel, config_dir, spool, runner, sender, registry, drain_until,
+                                       events, webhooks))
     await asyncio.wait({reader, drain_until}, return_when=asyncio.FIRST_COMPLETED)
     if sender.active:  # leaving: nothing to deliver; what is not handed off yet waits for the next start
         await sender.stop(give_back=False)
@@ -110,12 +118,14 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     else:
         await runner.stop()  # the front door closed the channel without a drain: it is gone
     reader.cancel()
+    await webhooks.stop()
+    await asyncio.to_thread(events.close)  # what was emitted is in the store (and its outboxes)
     return 0
 
 
 async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: QueueRunner,
                 sender: HandoffSender, registry: CollectorRegistry,
-                drain_until: asyncio.Future[float]) -> None:
+                drain_until: asyncio.Future[float], events: EventWriter, webhooks: WebhookSender) -> None:
     while (message := await channel.receive()) is not None:
         op = message["op"]
         if op == "queued":
@@ -136,6 +146,8 @@ async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: 
                 continue
             service.reconfigure(runner, settings, config_dir)
             await sender.apply(settings)
+            events.configure(events_config.filters(settings), events_config.limits(settings))
+            await webhooks.apply(events_config.targets(config_dir, settings))
         elif op == "handoff_status":
             channel.send({"op": "handoff_counts", "id": message["id"], "handedOff": sender.handed_off,
                           "failures": sender.failures, "active": sender.active})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mta_relay import config_loader
 from mta_relay.config import RelaySettings
-from mta_relay.events.store import WebhookFilter
+from mta_relay.events.store import EventWriter, StoreLimits, WebhookFilter
 from mta_relay.events.webhooks import WebhookTarget
 
 log = logging.getLogger("mta_relay.events")
@@ -22,6 +22,19 @@ STORE_FILE = "events.db"
 
 def store_path(config_dir: Path, settings: RelaySettings) -> Path:
     return config_loader.resolve_path(config_dir, settings.queue.path) / STORE_DIR / STORE_FILE
+
+
+def limits(settings: RelaySettings) -> StoreLimits:
+    events = settings.events
+    return StoreLimits(retention=float(events.retention_seconds), max_events=events.max_stored_events,
+                       max_pending=events.max_pending_events)
+
+
+def writer(config_dir: Path, settings: RelaySettings) -> EventWriter:
+    """The process's writer: it creates the store's directory on the spool volume if needed."""
+    path = store_path(config_dir, settings)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    return EventWriter(path, filters(settings), limits(settings))
 
 
 def filters(settings: RelaySettings) -> list[WebhookFilter]:

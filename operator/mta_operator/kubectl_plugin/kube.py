@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -60,16 +61,16 @@ class Kube:
             raise NotFound(f"Secret {name!r} in namespace {self._ns()}: {error.reason}") from None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def pods(self, selector: dict[str, str]) -> list[str]:
+    def pods(self, selector: dict[str, str]) -> builtins.list[str]:
         """Names of the pods in the namespace that carry every label of ``selector``."""
         text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         try:
             listed = client.CoreV1Api(self.api).list_namespaced_pod(self._ns(), label_selector=text)
         except ApiException as error:
             raise NotFound(f"pods in namespace {self._ns()}: {error.reason}") from None
-        return sorted(p.metadata.name for p in listed.items)
+        return sorted(str(p.metadata.name) for p in listed.items if p.metadata is not None)
 
-    def pod_proxy_get(self, pod: str, port: str, path: str, query: list[tuple[str, str]],
+    def pod_proxy_get(self, pod: str, port: str, path: str, query: builtins.list[tuple[str, str]],
                       headers: dict[str, str], timeout: float = 15) -> tuple[int, bytes]:
         """GET through the API server's pod proxy (``pods/proxy``, with the user's own RBAC); ``port``
         as the proxy names it, such as ``https:8080``. (status, body); status 0 if the call failed."""
