@@ -30,6 +30,12 @@ def test_shrinks_only_once_every_leaving_mta_knows_it_and_is_empty() -> None:
     assert (done.replicas, done.done, done.timed_out) == (1, True, False)
 
 
+def test_waits_for_the_webhook_events_to_move_too() -> None:
+    # The mail is gone, but events for a webhook still wait on the volume the shrink would delete.
+    assert not plan(1, 2, {1: QueueReport(0, True, pending_events=12)}, 10, 60).done
+    assert plan(1, 2, {1: QueueReport(0, True, pending_events=0)}, 10, 60).done
+
+
 def test_past_the_timeout_it_shrinks_and_says_what_is_left() -> None:
     late = plan(2, 3, {2: QueueReport(40, True)}, 61, 60)
     assert (late.replicas, late.done, late.timed_out, late.queued) == (2, True, True, {2: 40})

@@ -37,6 +37,13 @@ class QueueReport:
 
     depth: int
     leaving: bool
+    # Delivery events still waiting for a webhook: they move to a peer after the mail (0 from relays
+    # that do not say)
+    pending_events: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return self.leaving and self.depth == 0 and self.pending_events == 0
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ def plan(desired: int, running: int | None, reports: dict[int, QueueReport | Non
         return Plan(replicas=desired, leaving=())
     leaving = tuple(range(desired, running))
     queued = {i: (r.depth if r is not None else None) for i, r in ((i, reports.get(i)) for i in leaving)}
-    empty = all(r is not None and r.leaving and r.depth == 0 for r in (reports.get(i) for i in leaving))
+    empty = all(r is not None and r.empty for r in (reports.get(i) for i in leaving))
     if empty:
         return Plan(replicas=desired, leaving=leaving, done=True, queued=queued)
     if elapsed >= timeout:
@@ -78,7 +85,8 @@ def queue_status(address: str, port: int, token: str, cert_pem: bytes) -> QueueR
     answer = fetch_pinned(address, port, QUEUE_PATH, cert_pem, {"Authorization": f"Bearer {token}"})
     try:
         data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else None
-        return QueueReport(depth=int(data["depth"]), leaving=bool(data["leaving"])) if data else None
+        return QueueReport(depth=int(data["depth"]), leaving=bool(data["leaving"]),
+                           pending_events=int(data.get("pendingEvents", 0))) if data else None
     except (ValueError, KeyError, TypeError):
         return None
 
