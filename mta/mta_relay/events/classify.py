@@ -90,12 +90,13 @@ class Rule:
     code: re.Pattern[str] | None = None
     enhanced: re.Pattern[str] | None = None
 
-    def matches(self, code: str, enhanced: str | None, text: str) -> bool:
+    def matches(self, code: str, enhanced: str | None, folded: str) -> bool:
+        """``folded``: the reply text in lower case, as the text patterns are."""
         if self.code is not None and not self.code.fullmatch(code):
             return False
         if self.enhanced is not None and (enhanced is None or not self.enhanced.fullmatch(enhanced)):
             return False
-        return self.text is None or self.text.search(text) is not None
+        return self.text is None or self.text.search(folded) is not None
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,9 @@ class Rules:
         """The classification, and the rule that decided it (None for a fallback)."""
         reply = Response.parse(code, text)
         enhanced = str(reply.enhanced_code) if reply.enhanced_code else None
-        code_text = str(code)
+        code_text, folded = str(code), text.lower()
         for rule in self.rules:
-            if rule.matches(code_text, enhanced, text):
+            if rule.matches(code_text, enhanced, folded):
                 return Classification(rule.kind or _kind_of(code), rule.category), rule
         return Classification(_kind_of(code), self._fallback(code_text, reply)), None
 
@@ -166,15 +167,15 @@ def _rule(index: int, entry: Any) -> Rule:
     if not any(key in entry for key in ("text", "code", "enhanced")):
         raise RulesError(f"{where}: needs at least one of 'text', 'code', 'enhanced'")
 
-    def compiled(key: str, flags: int = 0) -> re.Pattern[str] | None:
+    def compiled(key: str, fold: bool = False) -> re.Pattern[str] | None:
         if key not in entry:
             return None
         try:
-            return re.compile(entry[key], flags)
+            return re.compile(_lower_literals(entry[key]) if fold else entry[key])
         except re.error as error:
             raise RulesError(f"{where}: key {key!r}: bad regex: {error}") from None
 
-    return Rule(index, category, source, cast("Kind | None", kind), compiled("text", re.IGNORECASE),
+    return Rule(index, category, source, cast("Kind | None", kind), compiled("text", fold=True),
                 compiled("code"), compiled("enhanced"))
 
 
@@ -185,6 +186,18 @@ def _fallback_table(name: str, table: Any) -> dict[str, str]:
         if category not in CATEGORIES:
             raise RulesError(f"{RULES_FILE}: [{name}] key {key!r}: {category!r} is not a documented category")
     return dict(table)
+
+
+def _lower_literals(pattern: str) -> str:
+    """``pattern`` in lower case, escapes kept: ``\\S`` stays "not space", it must not become ``\\s``.
+
+    Matching lower-cased patterns against lower-cased text is what case-insensitive means here; it runs
+    several times faster than re.IGNORECASE, and classification runs per recipient outcome."""
+    out, escaped = [], False
+    for char in pattern:
+        out.append(char if escaped else char.lower())
+        escaped = not escaped and char == "\\"
+    return "".join(out)
 
 
 def _kind_of(code: int) -> Kind:
