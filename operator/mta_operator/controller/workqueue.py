@@ -4,8 +4,8 @@ runs once; a key is never processed by two workers at once; a failure is retried
 from __future__ import annotations
 
 import asyncio
-import logging
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
