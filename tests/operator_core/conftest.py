@@ -39,7 +39,7 @@ def connect(kube: FakeKube, ctl: Controller) -> None:
     kube.watch(deliver)
 
 
-async def wait_for(check: Callable[[], Any], what: str, within: float = 5.0) -> Any:
+async def wait_for(check: Callable[[], Any], what: str, within: float = 15.0) -> Any:
     """Let the loop run until ``check()`` is truthy; its value."""
     deadline = time.monotonic() + within
     while True:
@@ -79,7 +79,7 @@ class Core:
     def cr(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.kube.stored(API_VERSION, kind, NAMESPACE, name)
 
-    async def ready(self, kind: str, name: str, within: float = 5.0) -> dict[str, Any]:
+    async def ready(self, kind: str, name: str, within: float = 15.0) -> dict[str, Any]:
         return await wait_for(lambda: (o := cr(self.kube, kind, NAMESPACE, name))
                               and condition(o, "Ready").get("status") == "True" and o,
                               f"{kind} {name} Ready", within)
