@@ -42,7 +42,9 @@ $(NODE_DEPS): tests/clients/node/package-lock.json
 	npm ci --prefix tests/clients/node --no-audit --no-fund
 	touch $@
 
-# The tier that needs nothing but Python: seconds, no root, no test bed, no server processes.
+# The tier that needs nothing but Python: seconds, no root, no test bed, no server processes (the tests
+# marked unit; tests/conftest.py refuses a unit test that also needs the test bed, root, Postfix, swaks
+# or Node.js).
 unit: setup
 	$(BIN)/pytest -q -m unit
 

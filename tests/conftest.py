@@ -91,6 +91,27 @@ def pod_network() -> str:
     return cluster.POD_CIDR
 
 
+# Fixtures that reach the test bed (directly or through another fixture) and what a test using them needs.
+TESTBED_FIXTURES = {"kube", "api_client", "namespace"}
+ROOT_FIXTURES = {"pod_network"}  # the test bed's network namespace
+NEEDS = ("testbed", "root", "postfix", "swaks", "node")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the test bed is marked so by its fixtures, whatever its module says; a test
+    marked ``unit`` that needs anything more than Python is an error, so ``make unit`` never picks up a
+    test that would need (and in CI fail without) the test bed."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & (TESTBED_FIXTURES | ROOT_FIXTURES):
+            item.add_marker(pytest.mark.testbed)
+        if fixtures & ROOT_FIXTURES:
+            item.add_marker(pytest.mark.root)
+        needs = [name for name in NEEDS if item.get_closest_marker(name)]
+        if item.get_closest_marker("unit") and needs:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but needs {', '.join(needs)}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _REPORT:
         terminalreporter.write_line(line)

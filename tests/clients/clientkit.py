@@ -14,7 +14,6 @@ import pwd
 import random
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from mta_relay.config import (
 from mta_relay.passwords import fast_verifier
 from mta_relay.shards import render_shards
 from support.dnsserver import DnsServer
+from support.ports import free_port
 from support.smtp_receiver import Transaction
 from support.tls import client_context, write_ca_file, write_server_cert
 
@@ -220,12 +220,6 @@ def verify_dkim(data: bytes, dns_server: DnsServer) -> bool:
 
 
 # --- the relay ------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Relay:
     """A real ``mta-relay`` over a config directory: two STARTTLS ports, one implicit-TLS port, HTTPS, a
     DKIM key for example.com, delivery by smarthost to ``smarthost_port`` with required (verified) TLS."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import functools
-import socket
 import ssl
 
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from support.ports import free_port as free_port  # re-exported for the tests
 
 
 @functools.cache
@@ -27,12 +27,6 @@ def client_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     ca().configure_trust(context)
     return context
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 @functools.cache

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import ssl
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -20,6 +18,7 @@ import aiohttp
 import aiosmtplib
 import demo
 import dns.resolver
+from support.operator_process import start_operator
 from support.waiting import stop_process  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,12 +52,8 @@ class OperatorProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        exe = Path(sys.executable).parent / "mta-operator"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "run", "--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace,
-                 "--relay-image", "mta-relay:e2e"],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = start_operator(self.kubeconfig, self.namespace, self.log_path, "--relay-image",
+                                   "mta-relay:e2e")
         return self
 
     def stop(self) -> None:

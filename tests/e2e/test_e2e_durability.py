@@ -10,7 +10,6 @@ figures (time, accepted, delivered, duplicated, lost) are printed in the termina
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import uuid
@@ -48,6 +47,7 @@ from e2ekit import (
 )
 from mta_operator import naming
 from mta_operator.api import KINDS, Cluster, SmtpCredential
+from support.ports import free_port
 from support.waiting import wait_until
 from testbed import nodes, podrunner
 
@@ -59,12 +59,6 @@ MTAS = 3
 BATCH = 120
 # Retries every 1-2 s once the smarthost is back: the scenarios wait seconds, not the default minutes.
 QUEUE = {"minRetryInterval": "1s", "maxRetryInterval": "2s", "handoffTimeout": "5m"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +76,7 @@ def durable(kube: Kube, pod_network: str, tmp_path_factory: pytest.TempPathFacto
     trust.parent.mkdir(exist_ok=True)
     trust.write_bytes(ca.cert_pem.bytes())
     log = tmp_path_factory.mktemp("durable") / "operator.log"
-    smarthost = Smarthost(_free_port(), _receiver_tls(ca), ca.cert_pem.bytes())
+    smarthost = Smarthost(free_port(), _receiver_tls(ca), ca.cert_pem.bytes())
     operator = OperatorProcess(kube.kubeconfig, namespace, log).start()
     chain = Chain(kube, namespace, None, resolver(kube.testbed.ports["dns"]), operator)  # type: ignore[arg-type]
     try:

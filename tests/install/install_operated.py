@@ -3,20 +3,17 @@ with the chart's ServiceAccount token (not the admin's), and the examples applie
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from install_kit import CHART, REPO, helm, set_args
-
-EXAMPLES = REPO / "examples"
+from install_kit import CHART, helm, set_args
+from support.examples import examples
+from support.operator_process import start_operator
 
 
 @dataclass
@@ -30,20 +27,6 @@ class Operated:
     def service_account(self) -> str:
         return f"{self.release}-mta-operator"
 
-
-
-def examples(namespace: str) -> list[dict[str, Any]]:
-    """examples/ moved into ``namespace``; the Cluster uses the operator-managed CA (no cert-manager here)."""
-    docs = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc["kind"] != "Namespace":
-                doc = copy.deepcopy(doc)
-                doc["metadata"]["namespace"] = namespace
-                if doc["kind"] == "Cluster":
-                    doc["spec"]["tls"] = {}
-                docs.append(doc)
-    return docs
 
 
 def token_kubeconfig(admin: Path, token: str, namespace: str, path: Path) -> Path:
@@ -69,12 +52,8 @@ def operate(kube: Any, namespace: str, release: str, workdir: Path) -> Iterator[
     token = kube.kubectl("create", "token", operated.service_account, "-n", namespace,
                          "--duration=1h").stdout.strip()
     sa_config = token_kubeconfig(kube.kubeconfig, token, namespace, workdir / "operator.kubeconfig")
-    exe = Path(sys.executable).parent / "mta-operator"
-    command = [str(exe), "run", "--kubeconfig", str(sa_config), "--namespace", namespace,
-               "--relay-image", "mta-operator:test", "--log-level", "DEBUG"]
-    with operated.operator_log.open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = start_operator(sa_config, namespace, operated.operator_log, "--relay-image", "mta-operator:test",
+                          "--log-level", "DEBUG", log_mode="wb")
     try:
         kube.kubectl("apply", "--server-side", "-f", "-",
                      stdin="\n---\n".join(json.dumps(d) for d in examples(namespace)))

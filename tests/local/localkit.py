@@ -4,7 +4,6 @@ the real command (render only, or serving until the test ends)."""
 from __future__ import annotations
 
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -15,16 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from support.ports import free_port  # re-exported for the tests
 
 CLI = [str(Path(sys.executable).parent / "mta-operator")]
 NAMESPACE = "mail"
 HOSTNAME = "smtp.example.com"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cluster(**spec: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,17 +15,12 @@ import pytest
 import yaml
 from mta_relay.config_loader import load as load_config
 from mta_relay.passwords import verify_fast
+from support.ports import free_port
 from support.receiver_thread import ThreadedReceiver
 from support.tls import make_ca, write_ca_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [str(Path(sys.executable).parent / "mta-operator")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _local(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -100,13 +94,13 @@ def test_local_mode_serves_submission_and_delivers(tmp_path):
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
     ca_file = write_ca_file(ca, tmp_path / "smarthost-ca.pem")
-    port = _free_port()
+    port = free_port()
     with ThreadedReceiver(tls=server_ctx, require_tls=True) as receiver:
         _manifests(tmp_path / "manifests", receiver.port)
         state = tmp_path / "state"
         proc = subprocess.Popen(
             [*CLI, "local", "-f", str(tmp_path / "manifests"), "--state-dir", str(state),
-             "--port", f"587={port}", "--http-port", str(_free_port())],
+             "--port", f"587={port}", "--http-port", str(free_port())],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={"PATH": "/usr/bin:/bin", "SSL_CERT_FILE": str(ca_file)})
         try:

@@ -14,18 +14,11 @@ import yaml
 from kubernetes import config
 from mta_operator.kube.client import ApiError, KubeClient
 from opkit import apply, condition, cr, decoded, examples
+from support.ports import free_port
 from support.tls import make_ca, write_server_cert
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _token_kubeconfig(kube, namespace: str, path: Path) -> Path:
@@ -49,7 +42,7 @@ def _relay_config(settings_yaml: str, tmp: Path, creds: Path, smtp_port: int) ->
     cert, key = write_server_cert(ca, tmp / "tls", ("smtp.example.com", "127.0.0.1"))
     settings = yaml.safe_load(settings_yaml)
     settings.update({"smtpListeners": [{"port": smtp_port, "address": "127.0.0.1"}],
-                     "http": {"enabled": True, "port": _free_port(), "address": "127.0.0.1"},
+                     "http": {"enabled": True, "port": free_port(), "address": "127.0.0.1"},
                      "tls": {"certFile": str(cert), "keyFile": str(key)}, "credentialsDir": str(creds),
                      "queue": {"path": str(tmp / "spool")},
                      "domains": [{"domain": d["domain"]} for d in settings["domains"]]})
@@ -100,7 +93,7 @@ def test_operator_watcher_feeds_a_real_relay(k, kube, namespace, run_operator, t
                                 str(relay_kubeconfig), "--namespace", namespace,
                                 "--manifest", "main-mta-credentials", "--dir", str(creds)],
                                stdout=(tmp_path / "watcher.log").open("wb"), stderr=subprocess.STDOUT)
-    port = _free_port()
+    port = free_port()
     settings = k.get("v1", "ConfigMap", namespace, "main-mta-settings")["data"]["relay.yaml"]
     config_dir = _relay_config(settings, tmp_path, creds, port)
     relay = None

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from mta_relay.passwords import fast_verifier
 from mta_relay.server import RelayServer
+from support.ports import free_port as free_port  # re-exported for the tests
 
 
 def write_volume(volume: Path, files: dict[str, str]) -> None:
@@ -74,12 +75,6 @@ def write_config(config_dir: Path, relay_settings: dict[str, Any], credentials: 
 # --- a relay to talk to --------------------------------------------------------------------------------
 PASSWORD = "Pw-" + "x" * 29  # a 32-character password like the generated ones
 CANARY = "CANARY-pw-6f1b2c9d0e8a7f3b5c4d2e1f"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

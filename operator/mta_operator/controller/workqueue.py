@@ -4,6 +4,7 @@ runs once; a key is never processed by two workers at once; a failure is retried
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -11,12 +12,16 @@ from typing import Generic, TypeVar
 log = logging.getLogger("mta_operator.workqueue")
 BACKOFF = (0.5, 1, 2, 5, 10, 30)
 K = TypeVar("K", bound=Hashable)
+# Runs a callback after a delay in seconds (the event loop's ``call_later`` unless a test passes its own).
+Later = Callable[[float, Callable[[], None]], object]
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self, handler: Callable[[K], Awaitable[None]], workers: int) -> None:
+    def __init__(self, handler: Callable[[K], Awaitable[None]], workers: int,
+                 later: Later | None = None) -> None:
         self._handler = handler
         self._workers = workers
+        self._later = later
         self._queue: asyncio.Queue[K] = asyncio.Queue()
         self._queued: set[K] = set()
         self._processing: set[K] = set()
@@ -40,7 +45,8 @@ class WorkQueue(Generic[K]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: K, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, self.add, key)
+        later = self._later or asyncio.get_running_loop().call_later
+        later(delay, functools.partial(self.add, key))
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._processing)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the Context names Table, so this import is for the type che
     from .context import Context
 
 log = logging.getLogger("mta_operator.table")
+RETRY_SECONDS = 1.0  # after a failed write, before the next try (the table stays dirty meanwhile)
 
 
 def consistent(texts: dict[str, list[str]]) -> bool:
@@ -109,7 +110,7 @@ async def run(ctx: Context, ck: Key) -> None:
             log.warning("credential table write failed", extra={"cluster": f"{ck[0]}/{ck[1]}",
                                                                 "error": str(error)})
             table.dirty.set()
-            await asyncio.sleep(1)
+            await asyncio.sleep(RETRY_SECONDS)
 
 
 def decode_shard(obj: dict[str, Any]) -> tuple[str, str] | None:
