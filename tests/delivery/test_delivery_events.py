@@ -23,7 +23,7 @@ from support.webhook_receiver import WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 OK, NO_USER, LATER = "ok@example.net", "nouser@example.net", "later@example.net"
-ADMIN_TOKEN = "admin-" + "t" * 30  # noqa: S105 - a test token
+ADMIN_TOKEN = "admin-" + "t" * 30
 
 
 def wait_for(done: Callable[[], bool], within: float, what: str) -> None:
