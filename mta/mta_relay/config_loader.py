@@ -26,9 +26,9 @@ import yaml
 from pydantic import ValidationError
 
 from mta_relay.config import CredentialShard, RelayConfig, RelaySettings
+from mta_relay.shards import SHARD_SUFFIX, decode_shard
 
 SETTINGS_NAMES = ("relay.yaml", "relay.json")
-SHARD_SUFFIX = ".json"
 _SWAP_RETRIES = 3  # a swap can delete the old snapshot while we read it: start over
 T = TypeVar("T")
 
@@ -128,13 +128,11 @@ def _parse_settings(path: Path) -> RelaySettings:
 
 def _parse_shard(path: Path) -> CredentialShard:
     try:
-        raw = json.loads(path.read_bytes())
+        return decode_shard(path.read_bytes())
+    except ValidationError as error:  # before ValueError: it is one
+        raise ConfigError(f"{path}: {_describe(error)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid JSON: {_where(error)}") from None
-    try:
-        return CredentialShard.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from None
 
 
 def _describe(error: ValidationError) -> str:

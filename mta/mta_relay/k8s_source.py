@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -40,19 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from mta_relay import logs
+from mta_relay.shards import MANIFEST_KEY, decode_manifest, digest
 
 log = logging.getLogger("mta_relay.k8s_source")
 DATA = "..data"
 WATCH_SECONDS = 300
 BACKOFF_MAX = 10.0
-MANIFEST_KEY = "manifest.json"
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    secret: str
-    key: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -73,17 +64,6 @@ class ObjectSource:
         if kind not in {"configmap", "secret"} or not name or "/" in subdir or subdir.startswith("."):
             raise ValueError(f"--source {text!r}: expected configmap/NAME or secret/NAME[=SUBDIR][?]")
         return cls(kind, name, subdir, optional)
-
-
-def parse_manifest(text: str) -> list[ShardRef]:
-    doc = json.loads(text)
-    if doc.get("version") != 1:
-        raise ValueError(f"unknown manifest version {doc.get('version')!r}")
-    return [ShardRef(s["secret"], s["key"], s["sha256"]) for s in doc["shards"]]
-
-
-def digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 def publish(directory: Path, files: Mapping[str, bytes]) -> Path:
@@ -134,7 +114,7 @@ class Source:
         """Publish the table the manifest names; False when a shard is not at its digest yet."""
         if manifest_text == self.published_manifest:
             return True
-        refs = parse_manifest(manifest_text)
+        refs = decode_manifest(manifest_text)
         files: dict[str, tuple[str, bytes]] = {}
         for ref in refs:
             have = self.current.get(ref.key)

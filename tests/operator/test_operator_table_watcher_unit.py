@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from mta_relay import config_loader
-from mta_relay.k8s_source import Bundle, ObjectSource, Source, digest, publish
+from mta_relay.k8s_source import Bundle, ObjectSource, Source, publish
 from mta_relay.passwords import fast_verifier
+from mta_relay.shards import encode_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -22,9 +23,7 @@ def _shard(*users: str) -> str:
 
 
 def _manifest(shards: dict[str, str]) -> str:
-    return json.dumps({"version": 1, "shards": [
-        {"secret": f"main-mta-{name[:-5]}", "key": name, "sha256": digest(text.encode())}
-        for name, text in sorted(shards.items())]})
+    return encode_manifest("main", shards)[1]
 
 
 class Store:
