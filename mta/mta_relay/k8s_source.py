@@ -9,8 +9,8 @@ Kubelet refreshes mounted ConfigMaps and Secrets only about once a minute; a del
 refused within seconds, and a new DKIM key, rate limit or certificate must reach every MTA as fast,
 without a restart. So this process watches exactly the objects the relay needs, each by name (its RBAC
 allows get, list and watch on those names only), and publishes them with kubelet's layout: a new
-snapshot directory, then an atomic swap of the ``DIR/..data`` symlink, which the relay's config loader
-reads and reloads. Two directories are published:
+snapshot directory, then an atomic swap of the ``DIR/..data`` symlink (``atomic_dir``), which the relay's
+config loader reads and reloads. Two directories are published:
 
 - the credential table (``--manifest``/``--dir``): the manifest Secret the operator writes last names
   the shard Secrets with their digests; shards whose digest changed are fetched and checked, and a shard
@@ -27,9 +27,6 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from mta_relay import logs
+from mta_relay.atomic_dir import publish
 from mta_relay.shards import MANIFEST_KEY, decode_manifest, digest
 
 log = logging.getLogger("mta_relay.k8s_source")
-DATA = "..data"
 WATCH_SECONDS = 300
 BACKOFF_MAX = 10.0
 
@@ -64,41 +61,6 @@ class ObjectSource:
         if kind not in {"configmap", "secret"} or not name or "/" in subdir or subdir.startswith("."):
             raise ValueError(f"--source {text!r}: expected configmap/NAME or secret/NAME[=SUBDIR][?]")
         return cls(kind, name, subdir, optional)
-
-
-def publish(directory: Path, files: Mapping[str, bytes]) -> Path:
-    """Write ``files`` (relative paths, one level of subdirectory allowed) as a new snapshot, swap
-    ``DIR/..data`` to it atomically, point a top-level link at each entry (``DIR/tls -> ..data/tls``, as
-    kubelet does, so settings can name files relative to DIR), and remove the old snapshot."""
-    directory.mkdir(parents=True, exist_ok=True)
-    snapshot = Path(tempfile.mkdtemp(prefix="..snap_", dir=directory))
-    for name, content in files.items():
-        target = snapshot / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    for sub in [snapshot, *(p for p in snapshot.iterdir() if p.is_dir())]:
-        sub.chmod(0o755)
-    link = directory / DATA
-    old = link.resolve() if link.is_symlink() else None
-    _swap_link(directory, DATA, snapshot.name)  # readers see the old or the new set, never a mix
-    tops = {name.split("/", 1)[0] for name in files}
-    for top in tops:
-        current = directory / top
-        if not current.is_symlink():
-            _swap_link(directory, top, f"{DATA}/{top}")
-    for entry in directory.iterdir():
-        if not entry.name.startswith(".") and entry.is_symlink() and entry.name not in tops:
-            entry.unlink()
-    if old is not None and old != snapshot:
-        shutil.rmtree(old, ignore_errors=True)
-    return snapshot
-
-
-def _swap_link(directory: Path, name: str, target: str) -> None:
-    tmp = directory / f"..{name}_tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, directory / name)  # rename(2) over the old link
 
 
 class Source:
