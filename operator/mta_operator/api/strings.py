@@ -10,6 +10,7 @@ import re
 from typing import Annotated
 
 from kubernetes.utils.quantity import parse_quantity
+from mta_relay.usernames import USERNAME_MAX, USERNAME_MESSAGE, USERNAME_RE
 from pydantic import Field
 
 from .rules import Rule
@@ -17,7 +18,6 @@ from .rules import Rule
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 DNS_NAME_RE = rf"^{_LABEL}([.]{_LABEL})+$"  # [.] not \. : no escapes in the CEL literal
 DNS_LABEL_RE = rf"^{_LABEL}$"
-USERNAME_RE = r"^[A-Za-z0-9+=,.@_-]+$"
 # IPv6 with an embedded IPv4 tail and a /128 prefix is the longest valid form: 45 + 4 characters.
 IP_OR_CIDR_MAX = 49
 
@@ -38,7 +38,8 @@ def is_dns_label(value: str) -> bool:
     return _DNS_LABEL.fullmatch(value) is not None
 
 
-def is_username(value: str) -> bool:
+def has_username_chars(value: str) -> bool:
+    """The CEL rule's mirror: the characters only (the length is the field's maxLength)."""
     return _USERNAME.fullmatch(value) is not None
 
 
@@ -100,9 +101,8 @@ DnsLabel = Annotated[
 ]
 Username = Annotated[
     str,
-    Field(min_length=1, max_length=255),
-    Rule(f"self.matches('{USERNAME_RE}')",
-         "username may contain only letters, digits and the characters +=,.@_-", is_username),
+    Field(min_length=1, max_length=USERNAME_MAX),
+    Rule(f"self.matches('{USERNAME_RE}')", USERNAME_MESSAGE, has_username_chars),
 ]
 IPOrCIDR = Annotated[
     str,
