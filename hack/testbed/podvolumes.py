@@ -1,22 +1,23 @@
 """Materialise a pod's volumes on disk the way kubelet does.
 
-Secret, ConfigMap, downwardAPI and projected volumes are written with kubelet's AtomicWriter layout:
-the files live in a timestamped directory, ``..data`` is a symlink to it and every visible name is a
-symlink through ``..data``. An update writes a new directory and swaps ``..data`` with one rename, so a
-reader never sees half of an update. emptyDir is a plain directory. hostPath and persistentVolumeClaim
-volumes are directories of the host, used in place: a claim resolves (through the caller) to its bound
-PV's hostPath, so every pod of the claim gets the same directory, and nothing here ever deletes one.
+Secret, ConfigMap, downwardAPI and projected volumes are written with kubelet's AtomicWriter layout
+(``mta_relay.atomic_dir``, its one implementation here): the files live in a timestamped directory,
+``..data`` is a symlink to it and every visible name is a symlink through ``..data``. An update writes a
+new directory and swaps ``..data`` with one rename, so a reader never sees half of an update. emptyDir
+is a plain directory. hostPath and persistentVolumeClaim volumes are directories of the host, used in
+place: a claim resolves (through the caller) to its bound PV's hostPath, so every pod of the claim gets
+the same directory, and nothing here ever deletes one.
 """
 
 from __future__ import annotations
 
 import base64
 import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from mta_relay import atomic_dir
 
 from .podspec import Pod, field_ref
 
@@ -33,40 +34,11 @@ class VolumeError(RuntimeError):
 
 def atomic_write(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
     """Make target hold exactly files (relative path -> (content, mode)); False when unchanged."""
-    target.mkdir(parents=True, exist_ok=True)
-    data = target / "..data"
-    if data.exists() and _same(data, files):
+    contents = {rel: content for rel, (content, _) in files.items()}
+    if atomic_dir.holds(target, contents):
         return False
-    stamp = Path(tempfile.mkdtemp(prefix=time.strftime("..%Y_%m_%d_%H_%M_%S."), dir=target))
-    for rel, (content, mode) in files.items():
-        path = stamp / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        path.chmod(mode)
-    stamp.chmod(0o755)
-    old = data.resolve() if data.is_symlink() else None
-    tmp = target / "..data_tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(stamp.name)
-    tmp.rename(data)  # the atomic step
-    top = {rel.split("/", 1)[0] for rel in files}
-    for entry in target.iterdir():
-        if not entry.name.startswith("..") and entry.name not in top:
-            entry.unlink()
-    for name in top:
-        link = target / name
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{name}")
-    if old is not None and old != stamp.resolve():
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_dir.publish(target, contents, {rel: mode for rel, (_, mode) in files.items()})
     return True
-
-
-def _same(data: Path, files: dict[str, tuple[bytes, int]]) -> bool:
-    present = {str(p.relative_to(data.resolve())) for p in data.resolve().rglob("*") if p.is_file()}
-    if present != set(files):
-        return False
-    return all((data / rel).read_bytes() == content for rel, (content, _) in files.items())
 
 
 def _keyed(values: dict[str, bytes], source: dict, default_mode: int, kind: str) -> dict:

@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from mta_relay.events.record import EventType
+from mta_relay.usernames import USERNAME_PATTERN
 
 CONFIG_VERSION = 1
-USERNAME_PATTERN = r"^[A-Za-z0-9+=,.@_-]{1,255}$"
 # RFC 1035 names (lower-case enforced by the validators below), no trailing dot.
 DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
 

@@ -9,7 +9,8 @@ Layout (``mta-relay --config DIR``)::
 
 Kubelet updates a volume by writing a new timestamped directory and atomically swapping the ``..data``
 symlink to it. Each volume is read through one resolution of ``..data``, so a reload sees either the old
-or the new set of files of that volume, never a mix. A plain directory (no ``..data``) is read as is.
+or the new set of files of that volume, never a mix (``atomic_dir.snapshot``, the layout's owner). A plain
+directory (no ``..data``) is read as is.
 
 Errors never quote file contents: credential files hold password verifiers and CRAM-MD5 secrets.
 """
@@ -25,22 +26,17 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
+from mta_relay.atomic_dir import snapshot
 from mta_relay.config import CredentialShard, RelayConfig, RelaySettings
+from mta_relay.shards import SHARD_SUFFIX, decode_shard
 
 SETTINGS_NAMES = ("relay.yaml", "relay.json")
-SHARD_SUFFIX = ".json"
 _SWAP_RETRIES = 3  # a swap can delete the old snapshot while we read it: start over
 T = TypeVar("T")
 
 
 class ConfigError(Exception):
     """The config cannot be used; the message names the file and the field, never a value."""
-
-
-def snapshot(volume: Path) -> Path:
-    """The directory holding one consistent generation of a mounted volume's files."""
-    data = volume / "..data"
-    return data.resolve(strict=True) if data.is_symlink() else volume
 
 
 def resolve_path(config_dir: Path, path: str) -> Path:
@@ -128,13 +124,11 @@ def _parse_settings(path: Path) -> RelaySettings:
 
 def _parse_shard(path: Path) -> CredentialShard:
     try:
-        raw = json.loads(path.read_bytes())
+        return decode_shard(path.read_bytes())
+    except ValidationError as error:  # before ValueError: it is one
+        raise ConfigError(f"{path}: {_describe(error)}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid JSON: {_where(error)}") from None
-    try:
-        return CredentialShard.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from None
 
 
 def _describe(error: ValidationError) -> str:

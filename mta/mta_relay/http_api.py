@@ -27,8 +27,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mta_relay import acceptance, handoff, inject_format, replies
+from mta_relay.authenticate import BASIC, authenticate, source_ip
 from mta_relay.config import Credential
-from mta_relay.policy import ip_in
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError, new_queue_id
@@ -73,26 +73,13 @@ def _basic(request: web.Request) -> tuple[str, bytes] | None:
 
 
 async def _authenticate(relay: Relay, request: web.Request, ip: str) -> Credential | Reply:
+    """The same path as SMTP AUTH (``authenticate``); no Authorization header: a SourceIP credential."""
     basic = _basic(request)
-    policy = relay.gen.policy
     if basic is None:
-        cred = policy.source_ip_credential(ip)
+        cred = source_ip(relay, ip)
         return cred if cred is not None else replies.AUTH_REQUIRED
     username, password = basic
-    verdict = relay.throttle.verdict(ip, username)
-    if verdict.disconnect:
-        return replies.AUTH_THROTTLED
-    if verdict.delay:
-        await asyncio.sleep(verdict.delay)
-    cred = policy.password_credential(username)
-    if cred is None or not await relay.passwords.check(cred.password_verifier, password):
-        relay.throttle.failed(ip, username)
-        relay.metrics.auth_failures.labels(replies.AUTH_FAILED.reason).inc()
-        return replies.AUTH_FAILED
-    if cred.allowed_ips and not ip_in(ip, cred.allowed_ips):
-        relay.metrics.auth_failures.labels(replies.IP_NOT_AUTHORIZED.reason).inc()
-        return replies.IP_NOT_AUTHORIZED
-    return cred
+    return await authenticate(relay, username, password, ip, BASIC, source="http")
 
 
 async def inject(request: web.Request) -> web.Response:

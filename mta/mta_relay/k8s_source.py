@@ -9,8 +9,8 @@ Kubelet refreshes mounted ConfigMaps and Secrets only about once a minute; a del
 refused within seconds, and a new DKIM key, rate limit or certificate must reach every MTA as fast,
 without a restart. So this process watches exactly the objects the relay needs, each by name (its RBAC
 allows get, list and watch on those names only), and publishes them with kubelet's layout: a new
-snapshot directory, then an atomic swap of the ``DIR/..data`` symlink, which the relay's config loader
-reads and reloads. Two directories are published:
+snapshot directory, then an atomic swap of the ``DIR/..data`` symlink (``atomic_dir``), which the relay's
+config loader reads and reloads. Two directories are published:
 
 - the credential table (``--manifest``/``--dir``): the manifest Secret the operator writes last names
   the shard Secrets with their digests; shards whose digest changed are fetched and checked, and a shard
@@ -26,12 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -40,19 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from mta_relay import logs
+from mta_relay.atomic_dir import publish
+from mta_relay.shards import MANIFEST_KEY, decode_manifest, digest
 
 log = logging.getLogger("mta_relay.k8s_source")
-DATA = "..data"
 WATCH_SECONDS = 300
 BACKOFF_MAX = 10.0
-MANIFEST_KEY = "manifest.json"
-
-
-@dataclass(frozen=True)
-class ShardRef:
-    secret: str
-    key: str
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -75,52 +63,6 @@ class ObjectSource:
         return cls(kind, name, subdir, optional)
 
 
-def parse_manifest(text: str) -> list[ShardRef]:
-    doc = json.loads(text)
-    if doc.get("version") != 1:
-        raise ValueError(f"unknown manifest version {doc.get('version')!r}")
-    return [ShardRef(s["secret"], s["key"], s["sha256"]) for s in doc["shards"]]
-
-
-def digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
-def publish(directory: Path, files: Mapping[str, bytes]) -> Path:
-    """Write ``files`` (relative paths, one level of subdirectory allowed) as a new snapshot, swap
-    ``DIR/..data`` to it atomically, point a top-level link at each entry (``DIR/tls -> ..data/tls``, as
-    kubelet does, so settings can name files relative to DIR), and remove the old snapshot."""
-    directory.mkdir(parents=True, exist_ok=True)
-    snapshot = Path(tempfile.mkdtemp(prefix="..snap_", dir=directory))
-    for name, content in files.items():
-        target = snapshot / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    for sub in [snapshot, *(p for p in snapshot.iterdir() if p.is_dir())]:
-        sub.chmod(0o755)
-    link = directory / DATA
-    old = link.resolve() if link.is_symlink() else None
-    _swap_link(directory, DATA, snapshot.name)  # readers see the old or the new set, never a mix
-    tops = {name.split("/", 1)[0] for name in files}
-    for top in tops:
-        current = directory / top
-        if not current.is_symlink():
-            _swap_link(directory, top, f"{DATA}/{top}")
-    for entry in directory.iterdir():
-        if not entry.name.startswith(".") and entry.is_symlink() and entry.name not in tops:
-            entry.unlink()
-    if old is not None and old != snapshot:
-        shutil.rmtree(old, ignore_errors=True)
-    return snapshot
-
-
-def _swap_link(directory: Path, name: str, target: str) -> None:
-    tmp = directory / f"..{name}_tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, directory / name)  # rename(2) over the old link
-
-
 class Source:
     """Turns manifests into published snapshots; ``fetch(secret_name) -> data dict or None`` is the API."""
 
@@ -134,7 +76,7 @@ class Source:
         """Publish the table the manifest names; False when a shard is not at its digest yet."""
         if manifest_text == self.published_manifest:
             return True
-        refs = parse_manifest(manifest_text)
+        refs = decode_manifest(manifest_text)
         files: dict[str, tuple[str, bytes]] = {}
         for ref in refs:
             have = self.current.get(ref.key)

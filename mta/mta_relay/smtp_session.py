@@ -7,8 +7,8 @@ or, on an implicit TLS listener, with TLS from the first byte and no STARTTLS):
   bytes and the connection closed at once, with its own log line and metric reason (not a smuggling
   attempt, and no reply: the client could not read one);
 - the connection limit per source IP, and 421 while shutting down;
-- AUTH PLAIN / LOGIN / CRAM-MD5 checked asynchronously (argon2id off the loop), with throttling, the
-  credential's mechanisms and its allowedIPs; SourceIP credentials authenticate by address at MAIL;
+- AUTH PLAIN / LOGIN / CRAM-MD5 decoded here and checked by ``authenticate`` (the path HTTP Basic takes
+  too: throttle, password, mechanisms, allowedIPs); SourceIP credentials authenticate by address at MAIL;
 - the relay's own wording for every reply aiosmtpd would give in its words (``stock_reply``): each
   refusal leaves with an enhanced status code, one log line and a metric reason. ``push`` is where
   aiosmtpd's texts are swapped, since aiosmtpd has no hook for its protocol replies; a test holds the
@@ -22,8 +22,6 @@ import asyncio
 import base64
 import binascii
 import functools
-import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -33,8 +31,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult
 
 from mta_relay import replies
+from mta_relay.authenticate import CramMd5, Secret, authenticate, source_ip
 from mta_relay.framing import LineFraming
-from mta_relay.policy import ip_in
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.smtp_paths import parse_path
@@ -260,7 +258,7 @@ class RelaySession(SMTP):
     async def check_auth_needed(self, caller_method: str) -> bool:
         session = self.session
         if not session.authenticated and session.ssl is not None:
-            cred = self.relay.gen.policy.source_ip_credential(self.client_ip)
+            cred = source_ip(self.relay, self.client_ip)
             if cred is not None:
                 session.authenticated, session.auth_data = True, cred.username
         if session.authenticated:
@@ -299,7 +297,7 @@ class RelaySession(SMTP):
         if response is None:
             return AuthResult(success=False, handled=True)
         login, _, digest = response.rpartition(b" ")
-        return await self._verified("CRAM-MD5", login, (challenge, digest))
+        return await self._verified("CRAM-MD5", login, CramMd5(challenge, digest))
 
     async def _initial_or_challenge(self, args: list[str], prompt: str) -> bytes | None:
         if len(args) == 1:
@@ -316,46 +314,13 @@ class RelaySession(SMTP):
         answer = await self.challenge_auth(prompt)
         return answer if isinstance(answer, bytes) else None
 
-    async def _verified(self, mechanism: str, login: bytes, secret: bytes | tuple[bytes, bytes] | None
-                        ) -> AuthResult:
-        relay, ip = self.relay, self.client_ip
-        username = login.decode("utf-8", "replace")
-        verdict = relay.throttle.verdict(ip, username)
-        if verdict.disconnect:
-            return await self._refuse_throttled()
-        if verdict.delay:
-            await asyncio.sleep(verdict.delay)
-        cred = relay.gen.policy.password_credential(username)
-        ok = False
-        if cred is not None and mechanism in cred.mechanisms and secret is not None:
-            if isinstance(secret, tuple):
-                challenge, digest = secret
-                expected = hmac.new(cred.cram_md5_secret.encode(), challenge, hashlib.md5).hexdigest()
-                ok = hmac.compare_digest(expected.encode(), digest.lower())
-            else:
-                ok = await relay.passwords.check(cred.password_verifier, secret)
-        fields = {"client_ip": ip, "mechanism": mechanism, "port": self.port_label,
-                  # an unknown "username" may be a mistyped password: only known usernames are logged
-                  "credential": username if cred is not None else None}
-        if not ok:
-            relay.throttle.failed(ip, username)
-            return self._auth_refused(replies.AUTH_FAILED, fields)
-        if cred.allowed_ips and not ip_in(ip, cred.allowed_ips):
-            return self._auth_refused(replies.IP_NOT_AUTHORIZED, fields)
-        log.info("authenticated", extra={"fields": {"event": "auth", **fields}})
-        return AuthResult(success=True, auth_data=username)
-
-    def _auth_refused(self, reply: Reply, fields: dict[str, Any]) -> AuthResult:
-        self.relay.metrics.auth_failures.labels(reply.reason).inc()
-        log.info("authentication refused", extra={"fields": {"event": "auth_refused",
-                                                              "reason": reply.reason, **fields}})
-        return AuthResult(success=False, handled=False, message=reply.smtp)
-
-    async def _refuse_throttled(self) -> AuthResult:
-        self.relay.metrics.auth_failures.labels(replies.AUTH_THROTTLED.reason).inc()
-        log.warning("authentication throttled", extra={"fields": {"event": "auth_refused",
-                                                                   "reason": replies.AUTH_THROTTLED.reason,
-                                                                   "client_ip": self.client_ip}})
-        await self.push(replies.AUTH_THROTTLED.smtp)
-        self.transport.close()
-        return AuthResult(success=False, handled=True)
+    async def _verified(self, mechanism: str, login: bytes, secret: Secret) -> AuthResult:
+        outcome = await authenticate(self.relay, login.decode("utf-8", "replace"), secret, self.client_ip,
+                                     mechanism, source="smtp", port=self.port_label)
+        if outcome is replies.AUTH_THROTTLED:
+            await self.push(outcome.smtp)
+            self.transport.close()
+            return AuthResult(success=False, handled=True)
+        if isinstance(outcome, Reply):
+            return AuthResult(success=False, handled=False, message=outcome.smtp)
+        return AuthResult(success=True, auth_data=outcome.username)

@@ -1,5 +1,7 @@
 """Names and labels of everything the operator creates: one place, so handlers, renderers and the relay's
-watcher agree. Children are named after their owner, so a restart finds (never duplicates) them."""
+watcher agree. Children are named after their owner, so a restart finds (never duplicates) them. The
+credential table's Secrets are the exception: their names are part of its wire format, owned by
+``mta_relay.shards``."""
 
 from __future__ import annotations
 
@@ -70,15 +72,6 @@ def ca(cluster: str) -> str:
 
 def dkim_bundle(cluster: str) -> str:
     return f"{cluster}-mta-dkim"
-
-
-def manifest(cluster: str) -> str:
-    """The credential table's manifest Secret: which shard Secrets are in force, with their digests."""
-    return f"{cluster}-mta-credentials"
-
-
-def shard(cluster: str, index: int) -> str:
-    return f"{cluster}-mta-credentials-{index:03d}"
 
 
 def connection(credential: str) -> str:

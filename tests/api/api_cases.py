@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mta_operator.api import API_VERSION
+from mta_relay.usernames import USERNAME_MAX, USERNAME_MESSAGE
 
 Manifest = dict[str, Any]
 DELETE = object()  # in an override: remove the key
@@ -72,7 +73,7 @@ class Invalid:
 IP_MSG = "must be an IPv4 or IPv6 address or CIDR"
 MASK_MSG = "CIDR has bits set after its prefix length"
 DNS_MSG = "must be a lower-case DNS name"
-USER_MSG = "username may contain only letters, digits and the characters +=,.@_-"
+USER_MSG = USERNAME_MESSAGE
 
 
 def _ip_case(id_: str, ip: str, message: str = IP_MSG) -> Invalid:
@@ -82,7 +83,7 @@ def _ip_case(id_: str, ip: str, message: str = IP_MSG) -> Invalid:
 INVALID: tuple[Invalid, ...] = (
     # username
     Invalid("username-space", cred("u1", username="app user"), "spec.username", USER_MSG, True),
-    Invalid("username-256", cred("u2", username="a" * 256), "spec.username", "Too long"),
+    Invalid("username-256", cred("u2", username="a" * (USERNAME_MAX + 1)), "spec.username", "Too long"),
     Invalid("username-empty", cred("u3", username=""), "spec.username", "at least 1 chars long"),
     Invalid("username-umlaut", cred("u4", username="jürgen"), "spec.username", USER_MSG, True),
     Invalid("username-slash", cred("u5", username="team/app"), "spec.username", USER_MSG, True),
@@ -469,7 +470,7 @@ ALLOWED_CHANGES: tuple[tuple[str, Manifest, Manifest], ...] = (
 )
 
 VALID: tuple[tuple[str, Manifest], ...] = (
-    ("username-255", cred("v1", username="a" * 250 + "+=,.@")),
+    ("username-255", cred("v1", username="a" * (USERNAME_MAX - 5) + "+=,.@")),
     ("username-all-special", cred("v2", username="a+b=c,d.e@f_g-h")),
     ("username-only-special", cred("v3", username="+=,.@_-")),
     (

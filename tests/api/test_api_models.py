@@ -128,3 +128,27 @@ def test_examples_parse_and_cover_every_mode() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("90m", 5400), ("120h", 432000)])
 def test_duration_seconds(text: str, seconds: int) -> None:
     assert duration_seconds(text) == seconds
+
+
+USERNAMES = [("app", True), ("a" * 255, True), ("x+y=z,w.v@u_t-s", True), ("", False), ("a" * 256, False),
+             ("app user", False), ("jürgen", False), ("team/app", False), ("user:pass", False),
+             ("app\n", False)]
+
+
+@pytest.mark.parametrize(("username", "valid"), USERNAMES,
+                         ids=[f"{i}-{v}" for i, (_, v) in enumerate(USERNAMES)])
+def test_username_rule_is_the_same_for_the_api_and_the_relay(username: str, valid: bool) -> None:
+    from mta_relay.config import Credential
+    from mta_relay.usernames import is_username
+
+    def accepted(check: Any) -> bool:
+        try:
+            check()
+        except ValidationError:
+            return False
+        return True
+
+    api = accepted(lambda: SmtpCredential.model_validate(cred("c", username=username)))
+    relay = accepted(lambda: Credential.model_validate({"username": username, "passwordVerifier": "x",
+                                                        "domains": {"mode": "AnyDomain"}}))
+    assert (api, relay, is_username(username)) == (valid, valid, valid)

@@ -17,7 +17,7 @@ from mta_operator.keys import managed_tls
 from mta_operator.render import relay_config, secrets
 from mta_operator.render.meta import child, secret
 from mta_relay.passwords import fast_verifier
-from mta_relay.shards import render_shards
+from mta_relay.shards import manifest_secret, render_shards
 
 OLD_CONFIG = "/etc/mta-relay/config"
 OLD_TLS = "/etc/mta-relay/tls"
@@ -49,7 +49,7 @@ def objects(cluster: Cluster, cred: SmtpCredential, password: str) -> tuple[list
     account = child("v1", "ServiceAccount", naming.mta(name), cluster, relay_labels)
     role = child("rbac.authorization.k8s.io/v1", "Role", naming.mta(name), cluster, relay_labels)
     role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"],
-                      "resourceNames": [naming.manifest(name), *shards]}]
+                      "resourceNames": [manifest_secret(name), *shards]}]
     binding = child("rbac.authorization.k8s.io/v1", "RoleBinding", naming.mta(name), cluster,
                     naming.labels(name, "relay"))
     binding["roleRef"] = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": naming.mta(name)}
@@ -66,7 +66,7 @@ def deployment(cluster: Cluster) -> Obj:
                 "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     watcher = {"name": "config-watcher", "image": "mta-relay:previous", "restartPolicy": "Always",
                "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
-                           "--manifest", naming.manifest(name), "--dir", OLD_CREDENTIALS],
+                           "--manifest", manifest_secret(name), "--dir", OLD_CREDENTIALS],
                "securityContext": security,
                "startupProbe": {"exec": {"command": ["test", "-e", f"{OLD_CREDENTIALS}/..data"]},
                                 "periodSeconds": 1, "failureThreshold": 120},

@@ -13,6 +13,7 @@ import aiosmtplib
 import pytest
 from e2ekit import CLUSTER, HOSTNAME, auth_code
 from mta_operator import naming
+from mta_relay.shards import manifest_secret
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
@@ -65,7 +66,7 @@ def _table_text(chain) -> str:
     secrets = json.loads(chain.kubectl("get", "secrets", "-l", f"mta-operator.io/cluster={CLUSTER}",
                                        "-o", "json").stdout)["items"]
     return "".join(base64.b64decode(v).decode(errors="replace") for s in secrets
-                   if s["metadata"]["name"].startswith(naming.manifest(CLUSTER))
+                   if s["metadata"]["name"].startswith(manifest_secret(CLUSTER))
                    for v in (s.get("data") or {}).values())
 
 

@@ -201,16 +201,16 @@ def test_operator_services(cluster: Cluster) -> None:
 
 
 def test_operator_table_manifest_names_digests(cluster: Cluster, creds: list[SmtpCredential]) -> None:
-    from mta_relay.shards import render_shards
+    from mta_relay.shards import MANIFEST_KEY, decode_manifest, digest, render_shards
 
     entries = [relay_config.credential(c, fast_verifier("x"), ["PLAIN"]) for c in creds]
     shards = render_shards(entries)
     objects, manifest = secrets.table(cluster, shards)
-    listing = json.loads(base64.b64decode(manifest["data"][secrets.MANIFEST_KEY]))
-    assert [e["secret"] for e in listing["shards"]] == sorted(objects)
-    for entry in listing["shards"]:
-        text = base64.b64decode(objects[entry["secret"]]["data"][entry["key"]]).decode()
-        assert secrets.digest(text) == entry["sha256"]
+    listing = decode_manifest(base64.b64decode(manifest["data"][MANIFEST_KEY]).decode())
+    assert [ref.secret for ref in listing] == sorted(objects)
+    for ref in listing:
+        text = base64.b64decode(objects[ref.secret]["data"][ref.key]).decode()
+        assert digest(text) == ref.sha256
 
 
 def test_operator_connection_secret(cluster: Cluster, creds: list[SmtpCredential]) -> None:

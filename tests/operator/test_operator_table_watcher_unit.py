@@ -1,5 +1,6 @@
 """The relay-side table watcher's logic without an API server: digests gate publication, only changed
-shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads."""
+shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads (the swap
+itself: tests/relay/test_relay_atomic_dir.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-from mta_relay import config_loader
-from mta_relay.k8s_source import Bundle, ObjectSource, Source, digest, publish
+from mta_relay.atomic_dir import snapshot
+from mta_relay.k8s_source import Bundle, ObjectSource, Source
 from mta_relay.passwords import fast_verifier
+from mta_relay.shards import encode_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -22,9 +24,7 @@ def _shard(*users: str) -> str:
 
 
 def _manifest(shards: dict[str, str]) -> str:
-    return json.dumps({"version": 1, "shards": [
-        {"secret": f"main-mta-{name[:-5]}", "key": name, "sha256": digest(text.encode())}
-        for name, text in sorted(shards.items())]})
+    return encode_manifest("main", shards)[1]
 
 
 class Store:
@@ -43,7 +43,7 @@ class Store:
 
 
 def _usernames(directory: Path) -> set[str]:
-    snap = config_loader.snapshot(directory)
+    snap = snapshot(directory)
     return {c["username"] for f in snap.glob("*.json") for c in json.loads(f.read_text())["credentials"]}
 
 
@@ -55,7 +55,7 @@ def test_operator_watcher_publishes_consistent_sets(tmp_path: Path) -> None:
     source = Source(tmp_path, store.fetch)
     assert source.apply(_manifest(shards))
     assert _usernames(tmp_path) == {"a", "b", "c"}
-    first = config_loader.snapshot(tmp_path)
+    first = snapshot(tmp_path)
 
     # Only shard 001 changes: only it is fetched; the old snapshot is removed after the swap.
     store.reads.clear()
@@ -73,25 +73,6 @@ def test_operator_watcher_publishes_consistent_sets(tmp_path: Path) -> None:
     store.put("credentials-000", "credentials-000.json", ahead["credentials-000.json"])
     assert source.apply(_manifest(ahead))
     assert _usernames(tmp_path) == {"a", "c", "d"}
-
-
-def test_operator_publish_swaps_atomically(tmp_path: Path) -> None:
-    one = publish(tmp_path, {"credentials-000.json": b"{}"})
-    two = publish(tmp_path, {"credentials-000.json": b"[]"})
-    assert (tmp_path / "..data").resolve() == two
-    assert not one.exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("..snap_")) == [
-        "..data", "credentials-000.json"]
-    assert (tmp_path / "credentials-000.json").read_bytes() == b"[]"  # kubelet's link into ..data
-
-
-def test_operator_publish_links_subdirectories_and_drops_stale_links(tmp_path: Path) -> None:
-    publish(tmp_path, {"relay.yaml": b"a", "tls/tls.crt": b"cert", "dkim/x.test.pem": b"k"})
-    assert (tmp_path / "tls" / "tls.crt").read_bytes() == b"cert"
-    publish(tmp_path, {"relay.yaml": b"b", "tls/tls.crt": b"cert2"})
-    assert (tmp_path / "tls" / "tls.crt").read_bytes() == b"cert2"
-    assert not (tmp_path / "dkim").exists()
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("..snap_")]) == 1
 
 
 def test_operator_bundle_waits_for_required_sources_and_publishes_changes(tmp_path: Path) -> None:

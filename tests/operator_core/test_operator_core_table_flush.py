@@ -10,19 +10,18 @@ import hashlib
 import json
 
 import pytest
-from mta_operator import naming
-from mta_relay import passwords
+from mta_relay import passwords, shards
 from operator_core.conftest import NAMESPACE, Core, cluster_and_domains, credentials, wait_for
 from support.objects import condition, decoded, table
 
 pytestmark = pytest.mark.unit
 
-MANIFEST = naming.manifest("main")
-SHARD = naming.shard("main", 0)
+MANIFEST = shards.manifest_secret("main")
+SHARD = shards.shard_secret("main", 0)
 
 
 def _manifest(core: Core) -> str | None:
-    return decoded(core.kube.stored("v1", "Secret", NAMESPACE, MANIFEST)).get("manifest.json")
+    return decoded(core.kube.stored("v1", "Secret", NAMESPACE, MANIFEST)).get(shards.MANIFEST_KEY)
 
 
 def _consistent(core: Core) -> bool:

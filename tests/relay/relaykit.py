@@ -6,42 +6,23 @@ import asyncio
 import base64
 import http.client
 import json
-import os
-import shutil
 import socket
 import ssl
 import threading
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from mta_relay import atomic_dir
 from mta_relay.passwords import fast_verifier
 from mta_relay.server import RelayServer
 from support.ports import free_port as free_port  # re-exported for the tests
 
 
 def write_volume(volume: Path, files: dict[str, str]) -> None:
-    """Write ``files`` the way kubelet updates a ConfigMap/Secret volume: a new timestamped directory,
-    then an atomic swap of the ``..data`` symlink, then the old generation removed."""
-    volume.mkdir(parents=True, exist_ok=True)
-    generation = volume / f"..{uuid.uuid4().hex}"
-    generation.mkdir()
-    for name, text in files.items():
-        (generation / name).write_text(text)
-    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
-    tmp_link = volume / "..data_tmp"
-    tmp_link.symlink_to(generation.name)
-    os.replace(tmp_link, volume / "..data")
-    for name in files:
-        if not (volume / name).is_symlink():
-            (volume / name).symlink_to(f"..data/{name}")
-    for entry in volume.iterdir():
-        if entry.is_symlink() and entry.name not in files and not entry.name.startswith(".."):
-            entry.unlink()
-    if old:
-        shutil.rmtree(volume / old)
+    """Write ``files`` the way kubelet updates a ConfigMap/Secret volume (``atomic_dir``)."""
+    atomic_dir.publish(volume, {name: text.encode() for name, text in files.items()})
 
 
 def password_credential(username: str, password: str, **extra: Any) -> dict[str, Any]:

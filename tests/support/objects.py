@@ -11,6 +11,7 @@ from typing import Any
 
 from mta_operator.api import API_VERSION
 from mta_operator.kube.client import KubeClient
+from mta_relay import shards
 
 
 def apply(kube: KubeClient, *objs: dict[str, Any]) -> None:
@@ -40,11 +41,11 @@ def decoded(secret: dict[str, Any] | None) -> dict[str, str]:
 
 def table(kube: KubeClient, namespace: str, cluster: str) -> dict[str, dict[str, Any]]:
     """Username → credential entry, read through the manifest as the relay's watcher reads it."""
-    manifest = decoded(kube.get("v1", "Secret", namespace, f"{cluster}-mta-credentials"))
+    manifest = decoded(kube.get("v1", "Secret", namespace, shards.manifest_secret(cluster)))
     if not manifest:
         return {}
     out = {}
-    for shard in json.loads(manifest["manifest.json"])["shards"]:
-        text = decoded(kube.get("v1", "Secret", namespace, shard["secret"]))[shard["key"]]
+    for ref in shards.decode_manifest(manifest[shards.MANIFEST_KEY]):
+        text = decoded(kube.get("v1", "Secret", namespace, ref.secret))[ref.key]
         out.update({c["username"]: c for c in json.loads(text)["credentials"]})
     return out

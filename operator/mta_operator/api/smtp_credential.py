@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
+from mta_relay.usernames import USERNAME_MAX, USERNAME_SPECIALS
 from pydantic import Field
 
 from .base import (
@@ -108,8 +109,8 @@ class SmtpCredentialSpec(ApiModel):
 
     cluster_ref: ImmutableClusterRef
     username: Username | None = Field(
-        None, description="SMTP/HTTP username: 1-255 letters, digits and +=,.@_- ; unique within the "
-                          "cluster. Default: metadata.name. Immutable.")
+        None, description=f"SMTP/HTTP username: 1-{USERNAME_MAX} letters, digits and {USERNAME_SPECIALS} ; "
+                          "unique within the cluster. Default: metadata.name. Immutable.")
     description: str | None = Field(None, max_length=1024, description="What the credential is for.")
     domains: DomainRestriction = Field(
         description="Sender domains the credential may use in MAIL FROM and the From/Sender headers.")

@@ -11,6 +11,7 @@ import urllib.parse
 from typing import Annotated
 
 from kubernetes.utils.quantity import parse_quantity
+from mta_relay.usernames import USERNAME_MAX, USERNAME_MESSAGE, USERNAME_RE
 from pydantic import Field
 
 from .rules import Rule
@@ -18,7 +19,6 @@ from .rules import Rule
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 DNS_NAME_RE = rf"^{_LABEL}([.]{_LABEL})+$"  # [.] not \. : no escapes in the CEL literal
 DNS_LABEL_RE = rf"^{_LABEL}$"
-USERNAME_RE = r"^[A-Za-z0-9+=,.@_-]+$"
 # IPv6 with an embedded IPv4 tail and a /128 prefix is the longest valid form: 45 + 4 characters.
 IP_OR_CIDR_MAX = 49
 
@@ -49,7 +49,8 @@ def is_https_url(value: str) -> bool:
     return parts.scheme == "https" and bool(parts.hostname)
 
 
-def is_username(value: str) -> bool:
+def has_username_chars(value: str) -> bool:
+    """The CEL rule's mirror: the characters only (the length is the field's maxLength)."""
     return _USERNAME.fullmatch(value) is not None
 
 
@@ -111,9 +112,8 @@ DnsLabel = Annotated[
 ]
 Username = Annotated[
     str,
-    Field(min_length=1, max_length=255),
-    Rule(f"self.matches('{USERNAME_RE}')",
-         "username may contain only letters, digits and the characters +=,.@_-", is_username),
+    Field(min_length=1, max_length=USERNAME_MAX),
+    Rule(f"self.matches('{USERNAME_RE}')", USERNAME_MESSAGE, has_username_chars),
 ]
 IPOrCIDR = Annotated[
     str,

@@ -5,19 +5,17 @@ periodic resync that catches what watches cannot (deletes missed while the opera
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mta_relay.config import CredentialShard
-from pydantic import ValidationError
+from mta_relay import shards
 
 from mta_operator import naming
 from mta_operator.api import API_VERSION, SendingDomain, SmtpCredential
 from mta_operator.keys.dkim import algorithm_of
 from mta_operator.kube.apply import owner_uids
 from mta_operator.reconcile.index import DkimState, Key
-from mta_operator.reconcile.table import consistent, decode_shard
+from mta_operator.reconcile.table import consistent, shard_in_secret
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -82,10 +80,10 @@ def _remember(ctl: Controller, secret: dict[str, Any], shard_texts: dict[Key, di
             ctl.index.dkim[(ns, owner["name"])] = DkimState(pem, algorithm)
     elif component == "credentials":
         ck = (ns, labels.get(naming.CLUSTER_LABEL, ""))
-        if meta["name"] == naming.manifest(ck[1]):
-            manifests[ck] = _decode(secret.get("data")).get("manifest.json", "")
+        if meta["name"] == shards.manifest_secret(ck[1]):
+            manifests[ck] = _decode(secret.get("data")).get(shards.MANIFEST_KEY, "")
             return
-        shard = decode_shard(secret)
+        shard = shard_in_secret(secret)
         if shard:
             shard_texts.setdefault(ck, {})[shard[0]] = shard[1]
 
@@ -97,8 +95,8 @@ def _carry_over(ctl: Controller, ck: Key, texts: dict[str, str]) -> None:
     users: dict[str, list[str]] = {}
     for name, text in texts.items():
         try:
-            shard = CredentialShard.model_validate(json.loads(text))
-        except (ValueError, ValidationError):
+            shard = shards.decode_shard(text)
+        except ValueError:  # bad JSON or a bad entry (pydantic's ValidationError is one)
             table.written[name] = ""  # unreadable: rewritten at the first write
             continue
         users[name] = [entry.username for entry in shard.credentials]

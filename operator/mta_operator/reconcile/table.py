@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mta_relay import config as rc
-from mta_relay.shards import DEFAULT_SHARD_BUDGET, SHARD_NAME, render_shards, shard_of  # relay's own hash
+from mta_relay.shards import (
+    DEFAULT_SHARD_BUDGET,
+    MANIFEST_KEY,
+    render_shards,
+    shard_file,
+    shard_index,
+    shard_of,
+    shard_secret,
+)
 
-from mta_operator import naming
 from mta_operator.render import secrets
 
 from .index import Key
@@ -32,8 +39,8 @@ def consistent(texts: dict[str, list[str]]) -> bool:
     """Whether shard file name → usernames is the hash assignment for that many shards (a crash in the
     middle of a resharding write leaves a mix, which only a full render repairs)."""
     count = len(texts)
-    return set(texts) == {SHARD_NAME.format(i) for i in range(count)} and all(
-        SHARD_NAME.format(shard_of(u, count)) == name for name, users in texts.items() for u in users)
+    return set(texts) == {shard_file(i) for i in range(count)} and all(
+        shard_file(shard_of(u, count)) == name for name, users in texts.items() for u in users)
 
 
 def render(entries: list[rc.Credential], previous: dict[str, str], changed: set[str],
@@ -43,7 +50,7 @@ def render(entries: list[rc.Credential], previous: dict[str, str], changed: set[
     rendering (or it is not a clean assignment) or a shard outgrows the budget. Each shard is rendered
     with the relay's own render_shards."""
     count = len(previous)
-    clean = set(previous) == {SHARD_NAME.format(i) for i in range(count)} and all(previous.values())
+    clean = set(previous) == {shard_file(i) for i in range(count)} and all(previous.values())
     if not count or not clean:
         return render_shards(entries, budget)
     texts = dict(previous)
@@ -51,7 +58,7 @@ def render(entries: list[rc.Credential], previous: dict[str, str], changed: set[
         part = render_shards([e for e in entries if shard_of(e.username, count) == index], budget)
         if len(part) != 1:
             return render_shards(entries, budget)
-        texts[SHARD_NAME.format(index)] = next(iter(part.values()))
+        texts[shard_file(index)] = next(iter(part.values()))
     return texts
 
 
@@ -113,7 +120,7 @@ async def run(ctx: Context, ck: Key) -> None:
             await asyncio.sleep(RETRY_SECONDS)
 
 
-def decode_shard(obj: dict[str, Any]) -> tuple[str, str] | None:
+def shard_in_secret(obj: dict[str, Any]) -> tuple[str, str] | None:
     """(file name, text) of a shard Secret as read from the API."""
     data = obj.get("data") or {}
     if len(data) != 1:
@@ -142,18 +149,18 @@ async def flush(ctx: Context, ck: Key) -> None:
     for file_name, text in shards.items():
         if table.written.get(file_name) != text:
             try:
-                await ctx.io(ctx.applier.ensure, objects[naming.shard(ck[1], secrets.shard_index(file_name))])
+                await ctx.io(ctx.applier.ensure, objects[shard_secret(ck[1], shard_index(file_name))])
             except BaseException:
                 table.changed |= changed  # the next round renders these shards again
                 raise
             table.written[file_name] = text
-    manifest_text = manifest["data"][secrets.MANIFEST_KEY]
+    manifest_text = base64.b64decode(manifest["data"][MANIFEST_KEY]).decode()  # as startup reads it
     if table.manifest_written != manifest_text:
         await ctx.io(ctx.applier.ensure, manifest)
         table.manifest_written = manifest_text
     for stale in [f for f in table.written if f not in shards]:
         # After the manifest stopped naming it, so no reader still needs it.
-        name = naming.shard(ck[1], secrets.shard_index(stale))
+        name = shard_secret(ck[1], shard_index(stale))
         await ctx.io(ctx.applier.remove, "v1", "Secret", ck[0], name, cluster.metadata.uid or "")
         del table.written[stale]
     for key in pending:

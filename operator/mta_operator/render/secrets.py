@@ -4,10 +4,10 @@ cert-manager Certificate."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from urllib.parse import quote
+
+from mta_relay import shards as table_format
 
 from mta_operator import naming
 from mta_operator.api import Cluster, SendingDomain, SmtpCredential
@@ -15,7 +15,6 @@ from mta_operator.api import Cluster, SendingDomain, SmtpCredential
 from .meta import Obj, child, secret
 from .relay_config import ADMIN_TOKEN_KEY, PEER_TOKEN_KEY
 
-MANIFEST_KEY = "manifest.json"
 SUBMISSION_PORT = 587
 
 
@@ -46,28 +45,16 @@ def dkim_bundle(cluster: Cluster, keys: Mapping[str, str]) -> Obj:
     return secret(naming.dkim_bundle(name), cluster, naming.labels(name, "dkim"), dict(keys))
 
 
-def shard_index(file_name: str) -> int:
-    """credentials-007.json → 7."""
-    return int(file_name.removeprefix("credentials-").removesuffix(".json"))
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def table(cluster: Cluster, shards: Mapping[str, str]) -> tuple[dict[str, Obj], Obj]:
-    """Shard Secrets (name → object) and the manifest that names them with their digests. The watcher
-    reads the manifest and fetches shards whose digest changed, so a reader never mixes generations."""
+    """Shard Secrets (name → object) and the manifest that names them with their digests (the format is
+    ``mta_relay.shards``'s). The watcher reads the manifest and fetches shards whose digest changed, so a
+    reader never mixes generations."""
     name = cluster.metadata.name
     labels = naming.labels(name, "credentials")
-    objects = {}
-    entries = []
-    for file_name, text in sorted(shards.items()):
-        secret_name = naming.shard(name, shard_index(file_name))
-        objects[secret_name] = secret(secret_name, cluster, labels, {file_name: text})
-        entries.append({"secret": secret_name, "key": file_name, "sha256": digest(text)})
-    manifest_text = json.dumps({"version": 1, "shards": entries}, separators=(",", ":"))
-    return objects, secret(naming.manifest(name), cluster, labels, {MANIFEST_KEY: manifest_text})
+    refs, manifest_text = table_format.encode_manifest(name, dict(shards))
+    objects = {ref.secret: secret(ref.secret, cluster, labels, {ref.key: shards[ref.key]}) for ref in refs}
+    return objects, secret(table_format.manifest_secret(name), cluster, labels,
+                           {table_format.MANIFEST_KEY: manifest_text})
 
 
 def submission_port(cluster: Cluster) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mta_relay import shards
+
 from mta_operator import naming
 from mta_operator.api import Cluster
 
@@ -68,7 +70,8 @@ def role(cluster: Cluster, tls_secret: str) -> Obj:
     """Only the Secrets and the ConfigMap the watcher follows, by name (watch works with a name
     fieldSelector)."""
     name = cluster.metadata.name
-    secrets = [naming.manifest(name), *(naming.shard(name, i) for i in range(naming.MAX_SHARDS)),
+    secrets = [shards.manifest_secret(name),
+               *(shards.shard_secret(name, i) for i in range(naming.MAX_SHARDS)),
                *sorted({secret for secret, _ in watched_secrets(cluster, tls_secret)})]
     obj = child("rbac.authorization.k8s.io/v1", "Role", naming.mta(name), cluster,
                 naming.labels(name, "relay"))
@@ -133,7 +136,7 @@ def _watcher(cluster: Cluster, tls_secret: str, image: Image) -> Obj:
         "name": "config-watcher", "image": image.name, "imagePullPolicy": image.pull_policy,
         "restartPolicy": "Always",
         "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
-                    "--manifest", naming.manifest(name), "--dir", CREDENTIALS_DIR,
+                    "--manifest", shards.manifest_secret(name), "--dir", CREDENTIALS_DIR,
                     "--config-dir", CONFIG_DIR, *(arg for s in sources for arg in ("--source", s))],
         "securityContext": _security(),
         "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
