@@ -42,7 +42,7 @@ def objects(cluster: Cluster, cred: SmtpCredential, password: str) -> tuple[list
         "tls": settings.tls.model_copy(update={"cert_file": f"{OLD_TLS}/tls.crt",
                                                "key_file": f"{OLD_TLS}/tls.key"}),
         "credentials_dir": OLD_CREDENTIALS})
-    config = secrets.settings_config_map(cluster, relay_config.settings_yaml(old))
+    config = relay_config.settings_config_map(cluster, relay_config.settings_yaml(old))
     entry = relay_config.credential(cred, fast_verifier(password), relay_config.mechanisms(cluster))
     shards, manifest = secrets.table(cluster, render_shards([entry]))
     relay_labels = naming.labels(name, "relay")

@@ -89,7 +89,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         # Keys before the settings that name them: a relay never loads settings whose key is missing.
         wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
                   workload.role_binding(cluster), secret_objects.dkim_bundle(cluster, keys),
-                  secret_objects.settings_config_map(cluster, relay_config.settings_yaml(settings)),
+                  relay_config.settings_config_map(cluster, relay_config.settings_yaml(settings)),
                   services.client_service(cluster), services.headless_service(cluster),
                   workload.statefulset(cluster, seen.tls.secret_name, image, step.plan.replicas)]
         pdb = services.disruption_budget(cluster)

@@ -12,7 +12,7 @@ from mta_operator.api import Cluster
 from mta_operator.api.reasons import Reason
 from mta_operator.keys import managed_tls
 from mta_operator.kube.apply import owner_uids
-from mta_operator.render import meta, secrets
+from mta_operator.render import certificate, meta
 
 from .context import Context
 
@@ -50,7 +50,7 @@ async def ensure(ctx: Context, cluster: Cluster) -> TlsResult:
                              "spec.tls.issuerRef needs cert-manager (certificates.cert-manager.io/v1 is not "
                              "served): install cert-manager, or set spec.tls.secretName, or leave spec.tls "
                              "empty for an operator-managed CA")
-        await ctx.io(ctx.applier.ensure, secrets.certificate(cluster))
+        await ctx.io(ctx.applier.ensure, certificate.certificate(cluster))
         ready = _pair(await ctx.io(ctx.kube.get, "v1", "Secret", ns, naming.tls(name))) is not None
         return TlsResult(naming.tls(name), ready,
                          Reason.CERT_MANAGER if ready else Reason.CERTIFICATE_PENDING,
