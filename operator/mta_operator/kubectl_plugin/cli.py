@@ -13,7 +13,7 @@ import aiosmtplib
 from mta_operator import naming
 
 from . import credential_view, status_view, zone_records
-from .kube import Kube, NotFound
+from .kube import KubeconfigReader, NotFound
 from .smtp_send import Submission, send, tls_context
 
 
@@ -51,12 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _status(kube: Kube) -> str:
+def _status(kube: KubeconfigReader) -> str:
     return status_view.render(kube.list("Cluster"), kube.list("SendingDomain"), kube.list("SmtpCredential"),
                               all_namespaces=kube.namespace is None)
 
 
-def _connection(kube: Kube, name: str) -> credential_view.Connection:
+def _connection(kube: KubeconfigReader, name: str) -> credential_view.Connection:
     credential = kube.get("SmtpCredential", name)
     secret_name = (credential.get("status") or {}).get("connectionSecretName") or naming.connection(name)
     own = credential["spec"].get("passwordSecretRef")
@@ -64,7 +64,7 @@ def _connection(kube: Kube, name: str) -> credential_view.Connection:
     return credential_view.connection(credential, kube.secret_data(secret_name), own_password)
 
 
-def _dns(kube: Kube, domain: str) -> str:
+def _dns(kube: KubeconfigReader, domain: str) -> str:
     wanted = domain.rstrip(".").lower()
     match = [d for d in kube.list("SendingDomain")
              if wanted in (d["spec"].get("domain"), d["metadata"]["name"])]
@@ -76,14 +76,14 @@ def _dns(kube: Kube, domain: str) -> str:
     return zone_records.zone_lines(records)
 
 
-def _cluster_ca(kube: Kube, cluster: dict[str, Any]) -> str | None:
+def _cluster_ca(kube: KubeconfigReader, cluster: dict[str, Any]) -> str | None:
     """The operator-managed CA's certificate (ca.crt of the serving Secret) when the cluster uses one."""
     if cluster["spec"].get("tls"):
         return None
     return kube.secret_data(naming.tls(cluster["metadata"]["name"])).get("ca.crt")
 
 
-def _send(kube: Kube, args: argparse.Namespace) -> str:
+def _send(kube: KubeconfigReader, args: argparse.Namespace) -> str:
     credential = kube.get("SmtpCredential", args.credential)
     cluster = kube.get("Cluster", credential["spec"]["clusterRef"]["name"])
     conn = _connection(kube, args.credential)
@@ -115,7 +115,7 @@ def _send(kube: Kube, args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        kube = Kube.connect(args.kubeconfig, args.context, args.namespace,
+        kube = KubeconfigReader.connect(args.kubeconfig, args.context, args.namespace,
                             all_namespaces=getattr(args, "all_namespaces", False))
         if args.command == "status":
             print(_status(kube))
