@@ -65,8 +65,9 @@ def deployment(cluster: Cluster) -> Obj:
     security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                 "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     watcher = {"name": "config-watcher", "image": "mta-relay:previous", "restartPolicy": "Always",
-               "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
-                           "--manifest", naming.manifest(name), "--dir", OLD_CREDENTIALS],
+               "command": ["python", "-m", "mta_relay.config_watcher", "--namespace",
+                           cluster.metadata.namespace, "--manifest", naming.manifest(name), "--dir",
+                           OLD_CREDENTIALS],
                "securityContext": security,
                "startupProbe": {"exec": {"command": ["test", "-e", f"{OLD_CREDENTIALS}/..data"]},
                                 "periodSeconds": 1, "failureThreshold": 120},

@@ -1,4 +1,4 @@
-"""The relay-side table watcher's logic without an API server: digests gate publication, only changed
+"""The config watcher's logic without an API server: digests gate publication, only changed
 shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mta_relay import config_loader
-from mta_relay.k8s_source import Bundle, ObjectSource, Source, digest, publish
+from mta_relay.config_watcher import Bundle, ObjectSource, Source, digest, publish
 from mta_relay.passwords import fast_verifier
 
 pytestmark = pytest.mark.unit
