@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down crds lint unit test demo demo-down
+.PHONY: setup testbed-build up down crds reasons lint unit test demo demo-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,17 @@ crds: setup
 	$(BIN)/python -m mta_operator.api.crdgen
 	cp crds/*.yaml helm/mta-operator/files/crds/
 
+# The Argo CD health check's terminal reasons and the reason tables in the docs come from the operator's
+# reason registry (operator/mta_operator/api/reasons.py).
+reasons: setup
+	$(BIN)/python -m mta_operator.api.healthgen
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m mta_operator.api.crdgen --check
+	$(BIN)/python -m mta_operator.api.healthgen --check
 
 # Nodemailer for tests/clients, from the npm registry, before the suite enters its network namespace
 # (no registry there); again only when the lock file changes.

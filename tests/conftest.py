@@ -26,7 +26,7 @@ USE_EXISTING = os.environ.get("MTA_USE_EXISTING_CLUSTER", "").lower() in {"1", "
 
 
 @dataclass(frozen=True)
-class Kube:
+class ReachableCluster:
     """A reachable cluster: its kubeconfig and a kubectl bound to it."""
 
     kubeconfig: Path
@@ -47,11 +47,11 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReachableCluster]:
     if USE_EXISTING:
         kubeconfig = Path(os.environ.get("KUBECONFIG", "~/.kube/config")).expanduser()
         path = shutil.which("kubectl") or str(versions.binary("kubectl"))
-        yield Kube(kubeconfig, path, None)
+        yield ReachableCluster(kubeconfig, path, None)
         return
     missing = [name for name in cluster.COMPONENTS if not versions.binary(name).exists()]
     if missing:
@@ -60,7 +60,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     tb = cluster.up(tmp_path_factory.mktemp("testbed"), die_with_parent=True)
     _REPORT.append(f"test bed: up in {time.monotonic() - started:.1f}s")
     try:
-        yield Kube(tb.kubeconfig, str(versions.binary("kubectl")), tb)
+        yield ReachableCluster(tb.kubeconfig, str(versions.binary("kubectl")), tb)
     finally:
         cluster.down(tb.dir)
         peaks = json.loads((tb.dir / "peak-memory.json").read_text())
@@ -69,7 +69,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 
 @pytest.fixture(scope="session")
-def api_client(kube: Kube):
+def api_client(kube: ReachableCluster):
     from kubernetes import config
 
     client = config.new_client_from_config(config_file=str(kube.kubeconfig))
@@ -78,7 +78,7 @@ def api_client(kube: Kube):
 
 
 @pytest.fixture
-def namespace(kube: Kube) -> Iterator[str]:
+def namespace(kube: ReachableCluster) -> Iterator[str]:
     yield from temporary_namespace(kube, "t")
 
 

@@ -1,16 +1,17 @@
 -- Argo CD health of mta-operator.io Cluster, SendingDomain and SmtpCredential (one script for all three).
 -- Healthy: Ready=True for the current generation. Degraded: Ready=False with a reason that needs a person
--- (TERMINAL below, listed in gitops/README.md). Progressing: anything else, i.e. the operator has not
--- observed the latest spec yet, Ready is Unknown or missing, or Ready=False with a reason that resolves
--- by itself (MTAs starting, a referenced Cluster or Secret not created yet, DNS records not published).
+-- (TERMINAL below, generated from the operator's reason registry). Progressing: anything else, i.e. the
+-- operator has not observed the latest spec yet, Ready is Unknown or missing, or Ready=False with a reason
+-- that resolves by itself (MTAs starting, a referenced Cluster or Secret not created yet, DNS records not
+-- published).
 local TERMINAL = {
-  UsernameConflict = true,
   SecretNotOwned = true,
+  ChildNotOwned = true,
+  StorageClassNotFound = true,
   DkimSecretNotOwned = true,
   DkimKeyUnreadable = true,
   DkimKeyMismatch = true,
-  ChildNotOwned = true,
-  StorageClassNotFound = true,
+  UsernameConflict = true,
   CramMd5NotOffered = true,
 }
 

@@ -31,7 +31,7 @@ NOT_READY_TIMEOUT = 150.0  # kube-controller-manager's node-monitor-grace-period
 
 
 class Kubectl(Protocol):
-    """cluster.Testbed, or the tests' Kube fixture."""
+    """cluster.Testbed, or the tests' ReachableCluster (the kube fixture)."""
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]: ...

@@ -79,8 +79,8 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
         relay.spool_ok = False
         log.error("spool write failed", extra={"fields": {"event": "spool_error", "error": str(error)}})
         return rejected(relay, source, replies.SPOOL_FAILED, **fields)
-    if relay.queue is not None:
-        relay.queue.notify(envelope.queue_id)
+    if relay.delivery is not None:
+        relay.delivery.notify(envelope.queue_id)
     relay.metrics.accepted.labels(source).inc()
     log.info("message accepted", extra={"fields": {"event": "accepted", "source": source, **fields}})
     if relay.events is not None:

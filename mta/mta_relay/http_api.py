@@ -152,8 +152,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     relay = request.app[RELAY_KEY]
     data = generate_latest(relay.metrics.registry)
-    if relay.queue is not None:  # the delivery process's own metrics, one exposition
-        data += (await relay.queue.metrics_text()).encode()
+    if relay.delivery is not None:  # the delivery process's own metrics, one exposition
+        data += (await relay.delivery.metrics_text()).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -203,8 +203,8 @@ async def receive_handoff(request: web.Request) -> web.Response:
         return web.json_response({"error": "spool cannot write"}, status=503)
     finally:
         in_progress.discard(env.queue_id)
-    if relay.queue is not None:
-        relay.queue.notify(env.queue_id, recorded=bool(taken.attempts))
+    if relay.delivery is not None:
+        relay.delivery.notify(env.queue_id, recorded=bool(taken.attempts))
     relay.handoff_received.labels("stored").inc()
     log.info("hand-off received", extra={"fields": {**fields, "event": "handoff_received",
                                                      "attempts": taken.attempts}})
@@ -217,7 +217,7 @@ async def queue_status(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     relay = request.app[RELAY_KEY]
-    handed_off, failures = await relay.queue.handoff_status() if relay.queue is not None else (0, 0)
+    handed_off, failures = await relay.delivery.handoff_status() if relay.delivery is not None else (0, 0)
     return web.json_response({"depth": await asyncio.to_thread(relay.spool.depth), "leaving": relay.leaving,
                               "handedOff": handed_off, "handoffFailures": failures})
 

@@ -40,7 +40,7 @@ class Relay:
         self.connections: collections.Counter[str] = collections.Counter()  # open sessions per client IP
         self.sessions: set[object] = set()  # open SMTP protocols, for graceful shutdown
         self.draining = False
-        self.queue: DeliveryProcess | None = None  # the delivery process, started by the server
+        self.delivery: DeliveryProcess | None = None  # the delivery process, started by the server
         self.events: EventSink | None = None  # Reception and Rejection events, started by the server
         self.spool_ok = spool.probe(generation.config.settings.limits.max_message_size)
         tls = generation.config.settings.tls

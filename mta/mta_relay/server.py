@@ -57,8 +57,8 @@ class RelayServer:
                                                       "quarantined": list(report.quarantined)}})
         relay = self.relay = Relay(self.config_dir, gen, spool, self.pod_name)
         relay.events = self._events = events_config.writer(self.config_dir, settings)
-        relay.queue = DeliveryProcess(self.config_dir, spool, self.pod_name)
-        await relay.queue.start()
+        relay.delivery = DeliveryProcess(self.config_dir, spool, self.pod_name)
+        await relay.delivery.start()
         handler = SubmissionHandler(relay)
         loop = asyncio.get_running_loop()
         for listener in settings.smtp_listeners:
@@ -111,8 +111,8 @@ class RelayServer:
         if self._events is not None:
             settings = gen.config.settings
             self._events.configure(events_config.filters(settings), events_config.limits(settings))
-        if self.relay.queue is not None:
-            self.relay.queue.reconfigure()
+        if self.relay.delivery is not None:
+            self.relay.delivery.reconfigure()
         self.relay.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
                                                       "credentials": len(gen.config.credentials)}})
@@ -157,8 +157,8 @@ class RelayServer:
             if session.transport is not None:
                 session.transport.abort()  # grace is over: no TLS close_notify round trip either
         await asyncio.sleep(0.05)  # let the closed sessions' connection_lost run and end their tasks
-        if relay.queue is not None:
-            await relay.queue.drain(deadline)  # keeps delivering until the grace time is nearly over
+        if relay.delivery is not None:
+            await relay.delivery.drain(deadline)  # keeps delivering until the grace time is nearly over
         for task in self._tasks:
             task.cancel()
         if self._http is not None:

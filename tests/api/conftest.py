@@ -11,11 +11,11 @@ from api_kube import CRDS, FIELD_MANAGER
 from mta_operator.api import KINDS
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from conftest import ReachableCluster
 
 
 @pytest.fixture(scope="session")
-def mta_crds(kube: Kube) -> Kube:
+def mta_crds(kube: ReachableCluster) -> ReachableCluster:
     """The generated CRDs applied (server-side, idempotent) and Established."""
     kube.kubectl("apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
                  "-f", str(CRDS))
@@ -25,7 +25,7 @@ def mta_crds(kube: Kube) -> Kube:
 
 
 @pytest.fixture(scope="module")
-def api_namespace(mta_crds: Kube) -> Iterator[str]:
+def api_namespace(mta_crds: ReachableCluster) -> Iterator[str]:
     """One namespace for a whole module of table-driven cases (each case uses its own object name)."""
     name = f"api-{uuid.uuid4().hex[:8]}"
     mta_crds.kubectl("create", "namespace", name)

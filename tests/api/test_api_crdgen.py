@@ -1,4 +1,4 @@
-"""The CRD generator: structural output, the CRD features the issue asks for, and drift of crds/."""
+"""The CRD generator: structural output, the CRD features the API relies on, and drift of crds/."""
 
 from __future__ import annotations
 

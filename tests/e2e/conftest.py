@@ -37,7 +37,7 @@ from support.waiting import wait_until
 from testbed import podrunner, storage
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from conftest import ReachableCluster
 
 FQDN = "svc.cluster.local"
 
@@ -51,7 +51,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @dataclass
 class Chain:
-    kube: Kube
+    kube: ReachableCluster
     namespace: str
     receiver: ThreadedReceiver
     dns: dns.resolver.Resolver
@@ -144,7 +144,8 @@ def _receiver_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture(scope="module")
-def chain(kube: Kube, pod_network: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+def chain(kube: ReachableCluster, pod_network: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     if kube.testbed is None:
         pytest.skip("needs the test bed's pod runner and cluster DNS, not an existing cluster")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))

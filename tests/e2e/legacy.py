@@ -42,7 +42,7 @@ def objects(cluster: Cluster, cred: SmtpCredential, password: str) -> tuple[list
         "tls": settings.tls.model_copy(update={"cert_file": f"{OLD_TLS}/tls.crt",
                                                "key_file": f"{OLD_TLS}/tls.key"}),
         "credentials_dir": OLD_CREDENTIALS})
-    config = secrets.settings_config_map(cluster, relay_config.settings_yaml(old))
+    config = relay_config.settings_config_map(cluster, relay_config.settings_yaml(old))
     entry = relay_config.credential(cred, fast_verifier(password), relay_config.mechanisms(cluster))
     shards, manifest = secrets.table(cluster, render_shards([entry]))
     relay_labels = naming.labels(name, "relay")
@@ -65,8 +65,9 @@ def deployment(cluster: Cluster) -> Obj:
     security = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
                 "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
     watcher = {"name": "config-watcher", "image": "mta-relay:previous", "restartPolicy": "Always",
-               "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
-                           "--manifest", manifest_secret(name), "--dir", OLD_CREDENTIALS],
+               "command": ["python", "-m", "mta_relay.config_watcher", "--namespace",
+                           cluster.metadata.namespace, "--manifest", manifest_secret(name), "--dir",
+                           OLD_CREDENTIALS],
                "securityContext": security,
                "startupProbe": {"exec": {"command": ["test", "-e", f"{OLD_CREDENTIALS}/..data"]},
                                 "periodSeconds": 1, "failureThreshold": 120},

@@ -52,7 +52,7 @@ from support.waiting import wait_until
 from testbed import nodes, podrunner
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from conftest import ReachableCluster
 
 pytestmark = pytest.mark.testbed
 MTAS = 3
@@ -62,7 +62,7 @@ QUEUE = {"minRetryInterval": "1s", "maxRetryInterval": "2s", "handoffTimeout": "
 
 
 @pytest.fixture(scope="module")
-def durable(kube: Kube, pod_network: str, tmp_path_factory: pytest.TempPathFactory
+def durable(kube: ReachableCluster, pod_network: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[Chain, Smarthost]]:
     if kube.testbed is None:
         pytest.skip("needs the test bed's pod runner, volumes and cluster DNS, not an existing cluster")
@@ -341,7 +341,7 @@ def test_node_crash(down: tuple[Chain, Smarthost]) -> None:
     assert (tally.lost, tally.duplicated) == (0, 0)
 
 
-def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost], kube: Kube,
+def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost], kube: ReachableCluster,
                                                     tmp_path: Path) -> None:
     """A Cluster laid out by the previous release (a Deployment, emptyDir spools) with mail queued: the
     new operator runs the StatefulSet beside it, takes the old pods out of the Services, and removes the

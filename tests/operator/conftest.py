@@ -14,11 +14,11 @@ from opkit import CRDS, Operator
 from support.dnsserver import DnsServer
 
 if TYPE_CHECKING:
-    from conftest import Kube as TestKube
+    from conftest import ReachableCluster
 
 
 @pytest.fixture(scope="session")
-def op_crds(kube: TestKube) -> TestKube:
+def op_crds(kube: ReachableCluster) -> ReachableCluster:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                  *[f"crd/{kind.crd.name}" for kind in KINDS])
@@ -26,7 +26,7 @@ def op_crds(kube: TestKube) -> TestKube:
 
 
 @pytest.fixture
-def k(op_crds: TestKube, api_client) -> KubeClient:
+def k(op_crds: ReachableCluster, api_client) -> KubeClient:
     return KubeClient(api_client)
 
 
@@ -37,7 +37,8 @@ def dns_server() -> Iterator[DnsServer]:
 
 
 @pytest.fixture
-def run_operator(op_crds: TestKube, namespace: str, tmp_path: Path) -> Iterator[Callable[..., Operator]]:
+def run_operator(op_crds: ReachableCluster, namespace: str,
+                 tmp_path: Path) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
     def start(*extra: str, log: str = "operator.log") -> Operator:

@@ -1,5 +1,5 @@
-"""The relay's side of the credential table: the watcher (``python -m mta_relay.k8s_source``), running
-with the relay's own ServiceAccount token, follows the operator's table; a real ``mta-relay`` reading
+"""The relay's side of the credential table: the config watcher (``python -m mta_relay.config_watcher``),
+running with the relay's own ServiceAccount token, follows the operator's table; a real ``mta-relay`` reading
 that directory accepts a credential's password, and refuses it once the SmtpCredential is deleted."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_operator_watcher_feeds_a_real_relay(k, kube, namespace, run_operator, t
         as_relay.get("v1", "Secret", namespace, "billing-smtp")
 
     creds = tmp_path / "credentials"
-    watcher = subprocess.Popen([sys.executable, "-m", "mta_relay.k8s_source", "--kubeconfig",
+    watcher = subprocess.Popen([sys.executable, "-m", "mta_relay.config_watcher", "--kubeconfig",
                                 str(relay_kubeconfig), "--namespace", namespace,
                                 "--manifest", "main-mta-credentials", "--dir", str(creds)],
                                stdout=(tmp_path / "watcher.log").open("wb"), stderr=subprocess.STDOUT)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, TypeVarTuple
 
 from mta_operator.api import Cluster, Resource, SendingDomain, SmtpCredential
+from mta_operator.api.reasons import Reason
 from mta_operator.kube.apply import Applier
 from mta_operator.kube.client import KubeClient
 from mta_operator.options import Options
@@ -79,7 +80,7 @@ class Controller:
     def now_text(self) -> str:
         return now_text(self.now())
 
-    async def event(self, regarding: dict[str, Any], type_: str, reason: str, note: str) -> None:
+    async def event(self, regarding: dict[str, Any], type_: str, reason: Reason, note: str) -> None:
         try:
             await self.io(self.kube.event, regarding, type_, reason, note, self.now_text())
         except Exception as error:  # an Event is best effort: never fail a reconcile over it

@@ -16,7 +16,7 @@ from mta_operator import naming
 from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
 from . import credential_view, message_view, status_view, zone_records
-from .kube import Kube, NotFound
+from .kube import KubeconfigReader, NotFound
 from .smtp_send import Submission, send, tls_context
 
 
@@ -71,12 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _status(kube: Kube) -> str:
+def _status(kube: KubeconfigReader) -> str:
     return status_view.render(kube.list("Cluster"), kube.list("SendingDomain"), kube.list("SmtpCredential"),
                               all_namespaces=kube.namespace is None)
 
 
-def _connection(kube: Kube, name: str) -> credential_view.Connection:
+def _connection(kube: KubeconfigReader, name: str) -> credential_view.Connection:
     credential = kube.get("SmtpCredential", name)
     secret_name = (credential.get("status") or {}).get("connectionSecretName") or naming.connection(name)
     own = credential["spec"].get("passwordSecretRef")
@@ -84,7 +84,7 @@ def _connection(kube: Kube, name: str) -> credential_view.Connection:
     return credential_view.connection(credential, kube.secret_data(secret_name), own_password)
 
 
-def _dns(kube: Kube, domain: str) -> str:
+def _dns(kube: KubeconfigReader, domain: str) -> str:
     wanted = domain.rstrip(".").lower()
     match = [d for d in kube.list("SendingDomain")
              if wanted in (d["spec"].get("domain"), d["metadata"]["name"])]
@@ -96,14 +96,14 @@ def _dns(kube: Kube, domain: str) -> str:
     return zone_records.zone_lines(records)
 
 
-def _cluster_ca(kube: Kube, cluster: dict[str, Any]) -> str | None:
+def _cluster_ca(kube: KubeconfigReader, cluster: dict[str, Any]) -> str | None:
     """The operator-managed CA's certificate (ca.crt of the serving Secret) when the cluster uses one."""
     if cluster["spec"].get("tls"):
         return None
     return kube.secret_data(naming.tls(cluster["metadata"]["name"])).get("ca.crt")
 
 
-def _send(kube: Kube, args: argparse.Namespace) -> str:
+def _send(kube: KubeconfigReader, args: argparse.Namespace) -> str:
     credential = kube.get("SmtpCredential", args.credential)
     cluster = kube.get("Cluster", credential["spec"]["clusterRef"]["name"])
     conn = _connection(kube, args.credential)
@@ -132,7 +132,7 @@ def _send(kube: Kube, args: argparse.Namespace) -> str:
     return f"sent from {sender} to {args.to} via {host}:{port} as {conn.username}: {reply}"
 
 
-def _messages(kube: Kube, args: argparse.Namespace) -> str:
+def _messages(kube: KubeconfigReader, args: argparse.Namespace) -> str:
     if args.cluster:
         cluster = args.cluster
     else:
@@ -181,7 +181,7 @@ def _error_text(body: bytes) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        kube = Kube.connect(args.kubeconfig, args.context, args.namespace,
+        kube = KubeconfigReader.connect(args.kubeconfig, args.context, args.namespace,
                             all_namespaces=getattr(args, "all_namespaces", False))
         if args.command == "status":
             print(_status(kube))

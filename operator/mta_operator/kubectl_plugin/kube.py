@@ -21,13 +21,15 @@ class NotFound(Exception):
 
 
 @dataclass
-class Kube:
+class KubeconfigReader:
+    """The plugin's read access: an API client from the kubeconfig and the namespace it reads."""
+
     api: client.ApiClient
     namespace: str | None  # None: all namespaces
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None, namespace: str | None,
-                all_namespaces: bool) -> Kube:
+                all_namespaces: bool) -> KubeconfigReader:
         api = config.new_client_from_config(config_file=kubeconfig, context=context)
         if all_namespaces:
             return cls(api, None)

@@ -5,19 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mta_operator.api.reasons import ConditionType
+
 from . import table
 
 Obj = dict[str, Any]
 
 
-def condition(obj: Obj, type_: str) -> Obj:
+def condition(obj: Obj, type_: ConditionType) -> Obj:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == type_), {})
 
 
 def _ready(obj: Obj) -> str:
     """Ready's status, with its reason when not True (what a person checks first)."""
-    ready = condition(obj, "Ready")
+    ready = condition(obj, ConditionType.READY)
     if not ready:
         return "Pending"
     status = ready.get("status", "Unknown")
@@ -47,7 +49,7 @@ def _cluster_ref(o: Obj) -> str:
 
 def _domain_cells(o: Obj) -> list[str]:
     return [o["metadata"]["name"], o["spec"].get("domain", ""), _cluster_ref(o),
-            condition(o, "Verified").get("status", "Unknown"), _ready(o)]
+            condition(o, ConditionType.VERIFIED).get("status", "Unknown"), _ready(o)]
 
 
 def _credential_cells(o: Obj) -> list[str]:

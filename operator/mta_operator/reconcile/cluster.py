@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mta_operator import naming
 from mta_operator.api import API_VERSION, Cluster, duration_seconds
+from mta_operator.api.reasons import ConditionType, Reason
 from mta_operator.kube.apply import NotOwned, owner_uids
 from mta_operator.render import conditions, relay_config, services, workload
 from mta_operator.render import secrets as secret_objects
@@ -36,9 +37,9 @@ VOLUME_CHECK_SECONDS = 5.0
 PEER_TOKEN_BYTES = 32
 QUEUE_DEPTH_METRIC = "mta_queue_depth"  # the relay's gauge; older relays have it too
 
-SPOOL = "SpoolPersistent"
-HANDED_OFF = "QueueHandedOff"
-LEGACY = "LegacyDeploymentRetired"
+SPOOL = ConditionType.SPOOL_PERSISTENT
+HANDED_OFF = ConditionType.QUEUE_HANDED_OFF
+LEGACY = ConditionType.LEGACY_DEPLOYMENT_RETIRED
 
 
 @dataclass
@@ -46,10 +47,10 @@ class Observed:
     """What one reconcile learnt besides the objects it applied; ``write_status`` turns it into status."""
 
     tls: tls_source.TlsResult | None = None
-    problem: tuple[str, str] | None = None
+    problem: tuple[Reason, str] | None = None
     handoff: dict[str, Any] = field(default_factory=dict)
-    conditions: list[tuple[str, bool, str, str]] = field(default_factory=list)
-    busy: str | None = None  # a reason the Cluster is not Ready yet although its MTAs are (a scale-down)
+    conditions: list[tuple[ConditionType, bool, Reason, str]] = field(default_factory=list)
+    busy: Reason | None = None  # a reason the Cluster is not Ready yet although its MTAs are (a scale-down)
 
 
 def domain_entries(ctx: Context, ck: Key) -> tuple[list[relay_config.DomainEntry], dict[str, str]]:
@@ -74,10 +75,10 @@ async def reconcile(ctx: Context, ck: Key) -> None:
     if cluster is None:
         return
     conds = _conds(cluster)
-    if not any(c["type"] == "Ready" for c in conds):
-        await _patch(ctx, cluster, {"observedGeneration": cluster.metadata.generation, "conditions":
-                                    conditions.put(conds, "Ready", False, "Reconciling", "Creating the MTAs",
-                                                   cluster.metadata.generation, ctx.now())})
+    if not any(c["type"] == ConditionType.READY for c in conds):
+        first = conditions.put(conds, ConditionType.READY, False, Reason.RECONCILING, "Creating the MTAs",
+                               cluster.metadata.generation, ctx.now())
+        await _patch(ctx, cluster, {"observedGeneration": cluster.metadata.generation, "conditions": first})
     seen = Observed(tls=await tls_source.ensure(ctx, cluster))
     assert seen.tls is not None
     name = cluster.metadata.name
@@ -91,7 +92,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         # Keys before the settings that name them: a relay never loads settings whose key is missing.
         wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
                   workload.role_binding(cluster), secret_objects.dkim_bundle(cluster, keys),
-                  secret_objects.settings_config_map(cluster, relay_config.settings_yaml(settings)),
+                  relay_config.settings_config_map(cluster, relay_config.settings_yaml(settings)),
                   services.client_service(cluster), services.headless_service(cluster),
                   workload.statefulset(cluster, seen.tls.secret_name, image, step.plan.replicas)]
         pdb = services.disruption_budget(cluster)
@@ -106,7 +107,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         await _check_volumes(ctx, cluster, seen)
         await _diagnose_mtas(ctx, cluster, seen)
     except NotOwned as error:
-        seen.problem = ("ChildNotOwned", str(error))
+        seen.problem = (Reason.CHILD_NOT_OWNED, str(error))
     ctx.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
     if ctx.tables[ck].manifest_written is None:
         ctx.tables[ck].dirty.set()
@@ -195,8 +196,8 @@ async def _handoff_step(ctx: Context, cluster: Cluster, token: str, seen: Observ
                     "startedAt": "" if plan.done else started,
                     "retainedVolumes": _still_retained(previous, desired)}
     if not plan.done:
-        seen.busy = "ScalingDown"
-        seen.conditions.append((HANDED_OFF, False, scale_down.HANDING_OFF,
+        seen.busy = Reason.SCALING_DOWN
+        seen.conditions.append((HANDED_OFF, False, Reason.HANDING_OFF,
                                 f"Scaling down to {desired} MTAs: handing queued mail to the MTAs that stay ("
                                 f"{scale_down.summary(status_names, plan.queued)})"))
     return HandoffStep(plan, section)
@@ -228,7 +229,7 @@ async def _finish_handoff(ctx: Context, cluster: Cluster, plan: scale_down.Plan,
             retained.append({"claim": claim, "messages": queued} if queued is not None else {"claim": claim})
     seen.handoff["retainedVolumes"] = retained
     await ctx.event(_ref(cluster), "Normal" if not plan.timed_out else "Warning",
-                    "ScaledDown" if not plan.timed_out else scale_down.HANDOFF_TIMED_OUT,
+                    Reason.SCALED_DOWN if not plan.timed_out else Reason.HANDOFF_TIMED_OUT,
                     f"Scaled down to {cluster.spec.mtas} MTAs"
                     + ("" if not plan.timed_out else f"; volumes kept with mail: "
                        f"{', '.join(v['claim'] for v in retained)}"))
@@ -267,15 +268,15 @@ async def _retire_legacy(ctx: Context, cluster: Cluster, seen: Observed) -> None
     if all(d == 0 for d in depths):
         await ctx.io(ctx.kube.delete, "apps/v1", "Deployment", ns, naming.mta(name))
         ctx.applier.forget(ns, naming.mta(name))
-        seen.conditions.append((LEGACY, True, "Retired", "The MTAs of the previous release delivered their "
-                                "queue and were removed"))
-        await ctx.event(_ref(cluster), "Normal", "LegacyDeploymentRetired",
+        seen.conditions.append((LEGACY, True, Reason.RETIRED, "The MTAs of the previous release delivered "
+                                "their queue and were removed"))
+        await ctx.event(_ref(cluster), "Normal", Reason.LEGACY_DEPLOYMENT_RETIRED,
                         f"Deployment {naming.mta(name)} from the previous release had an empty queue and was "
                         "removed; the StatefulSet's MTAs serve alone")
         return
     waiting = ", ".join(f"{pod}: {'not answering' if d is None else f'{d} messages'}"
                         for pod, d in zip(legacy, depths, strict=True))
-    seen.conditions.append((LEGACY, False, "DeliveringQueue",
+    seen.conditions.append((LEGACY, False, Reason.DELIVERING_QUEUE,
                             f"Deployment {naming.mta(name)} from the previous release takes no new mail and "
                             f"is removed once its queue is delivered ({waiting})"))
 
@@ -297,13 +298,13 @@ async def _check_volumes(ctx: Context, cluster: Cluster, seen: Observed) -> None
     ns, name = cluster.metadata.namespace or "", cluster.metadata.name
     storage = cluster.spec.queue.storage
     if storage.ephemeral:
-        seen.conditions.append((SPOOL, False, "EphemeralSpool",
+        seen.conditions.append((SPOOL, False, Reason.EPHEMERAL_SPOOL,
                                 "spec.queue.storage.ephemeral is true: each MTA's queue is an emptyDir, and "
                                 "mail queued on an MTA is lost when its pod goes (rollout, drain, eviction)"))
         return
     class_name = storage.storage_class_name
     if class_name and await ctx.io(ctx.kube.get, "storage.k8s.io/v1", "StorageClass", "", class_name) is None:
-        seen.conditions.append((SPOOL, False, "StorageClassNotFound",
+        seen.conditions.append((SPOOL, False, Reason.STORAGE_CLASS_NOT_FOUND,
                                 f"spec.queue.storage.storageClassName: StorageClass {class_name} does not "
                                 "exist; the MTAs cannot start without their volumes"))
         return
@@ -313,11 +314,11 @@ async def _check_volumes(ctx: Context, cluster: Cluster, seen: Observed) -> None
     pending = sorted(c["metadata"]["name"] for c in claims if c["metadata"]["name"] in wanted
                      and c.get("status", {}).get("phase") != "Bound")
     if pending:
-        seen.conditions.append((SPOOL, False, "VolumeNotBound",
+        seen.conditions.append((SPOOL, False, Reason.VOLUME_NOT_BOUND,
                                 f"PersistentVolumeClaim {', '.join(pending)} not bound yet: the MTA waits "
                                 "for its volume (check the StorageClass and its provisioner)"))
         return
-    seen.conditions.append((SPOOL, True, "VolumePerMta",
+    seen.conditions.append((SPOOL, True, Reason.VOLUME_PER_MTA,
                             "Each MTA's queue is on its own PersistentVolumeClaim (spool-<pod>), kept when "
                             "the pod goes"))
 
@@ -336,7 +337,7 @@ async def _diagnose_mtas(ctx: Context, cluster: Cluster, seen: Observed) -> None
     items = await ctx.io(ctx.kube.list, "v1", "Pod", ck[0], _selector_text(naming.workload_selector(ck[1])))
     waiting = {p["metadata"]["name"]: p["status"]["podIP"] for p in items
                if p.get("status", {}).get("podIP") and not p["metadata"].get("deletionTimestamp")
-               and not any(c["type"] == "Ready" and c["status"] == "True"
+               and not any(c["type"] == ConditionType.READY and c["status"] == "True"
                            for c in p["status"].get("conditions") or [])}
     cert = await _serving_certificate(ctx, ck[0], seen) if waiting else None
     notes = []
@@ -373,12 +374,14 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
     cluster = ctx.index.clusters.get(ck)
     if cluster is None:
         return
+    status_only = seen is None
     seen = seen or Observed()
     gen = cluster.metadata.generation
     conds = _conds(cluster)
     tls = seen.tls
     if tls is not None:
-        conds = conditions.put(conds, "TlsReady", tls.ok, tls.reason, tls.message, gen, ctx.now())
+        conds = conditions.put(conds, ConditionType.TLS_READY, tls.ok, tls.reason, tls.message, gen,
+                               ctx.now())
     for type_, ok, reason, message in seen.conditions:
         conds = conditions.put(conds, type_, ok, reason, message, gen, ctx.now())
     handoff = seen.handoff
@@ -386,7 +389,7 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
             and not any(c[0] == HANDED_OFF for c in seen.conditions):
         retained = handoff.get("retainedVolumes", [])
         conds = conditions.put(conds, HANDED_OFF, not retained,
-                               scale_down.HANDOFF_TIMED_OUT if retained else scale_down.NOTHING_LEFT,
+                               Reason.HANDOFF_TIMED_OUT if retained else Reason.NOTHING_LEFT,
                                _retained_message(retained) if retained
                                else "No MTA is being removed; every removed MTA handed its queue over",
                                gen, ctx.now())
@@ -394,28 +397,27 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
     desired = cluster.spec.mtas
     held = cluster.status.handoff.leaving if cluster.status else []
     leaving = handoff.get("leaving") if handoff else held
-    busy = seen.busy or ("ScalingDown" if leaving else None)
+    busy = seen.busy or (Reason.SCALING_DOWN if leaving else None)
     problem = seen.problem
     if problem is None and tls is not None and not tls.ok:
         problem = (tls.reason, tls.message)
-    if problem is None and conditions.status_of(conds, "TlsReady") == "False":
-        old = next(c for c in conds if c["type"] == "TlsReady")
-        problem = (old["reason"], old["message"])
+    if problem is None:
+        problem = _held_problem(conds, status_only)
     if problem is not None:
         outcome = (False, *problem)
     elif ready_mtas < desired and (volume := _volume_problem(conds)) is not None:
         outcome = (False, *volume)
     elif ready_mtas < desired:
         notes = ctx.index.mta_problems.get(ck)
-        outcome = (False, "MtasNotReady",
+        outcome = (False, Reason.MTAS_NOT_READY,
                    f"{ready_mtas}/{desired} MTAs ready" + (f"; {notes}" if notes else ""))
     elif busy is not None:
         outcome = (False, busy, f"{ready_mtas}/{desired} MTAs ready; {len(leaving or [])} MTAs handing their "
                                 "queue over")
     else:
-        outcome = (True, "Ready", f"{ready_mtas}/{desired} MTAs ready")
-    before = conditions.status_of(conds, "Ready")
-    conds = conditions.put(conds, "Ready", *outcome, gen, ctx.now())
+        outcome = (True, Reason.READY, f"{ready_mtas}/{desired} MTAs ready")
+    before = conditions.status_of(conds, ConditionType.READY)
+    conds = conditions.put(conds, ConditionType.READY, *outcome, gen, ctx.now())
     spec = cluster.spec
     status: dict[str, Any] = {
         "observedGeneration": gen, "conditions": conds,
@@ -430,15 +432,28 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
     if handoff:
         status["handoff"] = handoff
     await _patch(ctx, cluster, status)
-    if before != conditions.status_of(conds, "Ready"):
+    if before != conditions.status_of(conds, ConditionType.READY):
         await ctx.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
 
 
-def _volume_problem(conds: list[dict[str, Any]]) -> tuple[str, str] | None:
+def _held_problem(conds: list[dict[str, Any]], status_only: bool) -> tuple[Reason, str] | None:
+    """A problem only a full reconcile finds, kept by the status writes in between: a failing TlsReady, and
+    (in a status-only write, which applies nothing) a child the operator does not own."""
+    tls = next((c for c in conds if c["type"] == ConditionType.TLS_READY), None)
+    if tls and tls["status"] == "False" and (reason := Reason.parse(tls["reason"])) is not None:
+        return reason, tls["message"]
+    ready = next((c for c in conds if c["type"] == ConditionType.READY), None)
+    if status_only and ready and ready["status"] == "False" and ready["reason"] == Reason.CHILD_NOT_OWNED:
+        return Reason.CHILD_NOT_OWNED, ready["message"]
+    return None
+
+
+def _volume_problem(conds: list[dict[str, Any]]) -> tuple[Reason, str] | None:
     """A spool volume the MTAs wait for explains why they are not ready better than the count does."""
     spool = next((c for c in conds if c["type"] == SPOOL), None)
-    if spool and spool["status"] == "False" and spool["reason"] in {"StorageClassNotFound", "VolumeNotBound"}:
-        return spool["reason"], spool["message"]
+    reason = Reason.parse(spool["reason"]) if spool and spool["status"] == "False" else None
+    if spool and (reason is Reason.STORAGE_CLASS_NOT_FOUND or reason is Reason.VOLUME_NOT_BOUND):
+        return reason, spool["message"]
     return None
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Literal, Protocol, TypeVar, TypeVarTuple
 
 from mta_operator.api import Resource
+from mta_operator.api.reasons import Reason
 from mta_operator.kube.apply import Applier
 from mta_operator.kube.client import KubeClient
 from mta_operator.options import Options
@@ -57,7 +58,7 @@ class Context(Protocol):
 
     def now(self) -> dt.datetime: ...
 
-    async def event(self, regarding: dict[str, Any], type_: str, reason: str, note: str) -> None:
+    async def event(self, regarding: dict[str, Any], type_: str, reason: Reason, note: str) -> None:
         """Post an Event, best effort: a failure is logged, never raised."""
 
     def enqueue(self, job: Job) -> None: ...

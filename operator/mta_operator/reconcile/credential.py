@@ -14,6 +14,7 @@ from mta_relay import passwords
 
 from mta_operator import naming
 from mta_operator.api import API_VERSION, Authentication, Cluster, SmtpCredential, SmtpCredentialStatus
+from mta_operator.api.reasons import ConditionType, Reason
 from mta_operator.kube.apply import owner_uids
 from mta_operator.kube.client import ApiError
 from mta_operator.render import conditions, relay_config, secrets
@@ -28,12 +29,12 @@ log = logging.getLogger("mta_operator.credential")
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
-    reason: str
+    reason: Reason
     message: str
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -47,14 +48,15 @@ async def reconcile(ctx: Context, key: Key) -> None:
     table = ctx.table(ck) if cluster is not None else None
     try:
         if cluster is None:
-            raise Refused("ClusterNotFound", f"Cluster {ck[1]} not found in namespace {ck[0]}")
+            raise Refused(Reason.CLUSTER_NOT_FOUND, f"Cluster {ck[1]} not found in namespace {ck[0]}")
         winner = ctx.index.winner(ck, cred.effective_username)
         if winner != key:
-            raise Refused("UsernameConflict",
+            raise Refused(Reason.USERNAME_CONFLICT,
                           f"username {cred.effective_username} is already used by SmtpCredential "
                           f"{winner[1] if winner else '?'} of Cluster {ck[1]}; this credential is not served")
         if not _has_status(cred):
-            await _patch(ctx, cred, _status(ctx, cred, Outcome(False, "Reconciling", "Adding to the table")))
+            adding = Outcome(False, Reason.RECONCILING, "Adding to the table")
+            await _patch(ctx, cred, _status(ctx, cred, adding))
         assert table is not None  # made above, since the Cluster exists
         verifier, password = await _verifier(ctx, cred, cluster, ck, table)
     except Refused as refused:
@@ -69,7 +71,7 @@ async def reconcile(ctx: Context, key: Key) -> None:
 
 
 async def _refuse(ctx: Context, cred: SmtpCredential, refused: Refused) -> None:
-    before = next((c for c in _conditions(cred) if c["type"] == "Ready"), {})
+    before = next((c for c in _conditions(cred) if c["type"] == ConditionType.READY), {})
     await _patch(ctx, cred, _status(ctx, cred, Outcome(False, refused.reason, str(refused))))
     if before.get("reason") != refused.reason:
         await ctx.event(_ref(cred), "Warning", refused.reason, str(refused))
@@ -98,10 +100,10 @@ def served_outcome(cred: SmtpCredential, cluster: Cluster | None) -> Outcome:
     if cluster is not None and not relay_config.cram_md5_offered(cluster) \
             and relay_config.wants_cram_md5(cred):
         offered = ", ".join(relay_config.mechanisms(cluster, cred))
-        return Outcome(False, "CramMd5NotOffered",
+        return Outcome(False, Reason.CRAM_MD5_NOT_OFFERED,
                        f"spec.cramMd5 is set but Cluster {name} does not offer CRAM-MD5 "
                        f"(spec.smtp.authMechanisms); served with {offered} only")
-    return Outcome(True, "Serving", f"In the credential table of Cluster {name}")
+    return Outcome(True, Reason.SERVING, f"In the credential table of Cluster {name}")
 
 
 def _ref(cred: SmtpCredential) -> dict[str, Any]:
@@ -118,12 +120,12 @@ def _conditions(cred: SmtpCredential) -> list[dict[str, Any]]:
 
 def _has_status(cred: SmtpCredential) -> bool:
     return cred.status is not None and cred.status.observed_generation == cred.metadata.generation \
-        and any(c.type == "Ready" for c in cred.status.conditions)
+        and any(c.type == ConditionType.READY for c in cred.status.conditions)
 
 
 def _status(ctx: Context, cred: SmtpCredential, outcome: Outcome) -> dict[str, Any]:
-    conds = conditions.put(_conditions(cred), "Ready", outcome.ok, outcome.reason, outcome.message,
-                           cred.metadata.generation, ctx.now())
+    conds = conditions.put(_conditions(cred), ConditionType.READY, outcome.ok, outcome.reason,
+                           outcome.message, cred.metadata.generation, ctx.now())
     return {"observedGeneration": cred.metadata.generation, "conditions": conds,
             "username": cred.effective_username, "summary": relay_config.summary(cred),
             "connectionSecretName": naming.connection(cred.metadata.name)}
@@ -175,7 +177,7 @@ async def _user_password(ctx: Context, cred: SmtpCredential) -> str:
     secret = await ctx.io(ctx.kube.get, "v1", "Secret", cred.metadata.namespace or "", ref.name)
     value = (secret or {}).get("data", {}).get(ref.key)
     if not value:
-        raise Refused("PasswordSecretNotFound",
+        raise Refused(Reason.PASSWORD_SECRET_NOT_FOUND,
                       f"passwordSecretRef: Secret {ref.name} " + ("has no key " + ref.key if secret
                                                                    else "not found"))
     return base64.b64decode(value).decode()
@@ -193,8 +195,8 @@ async def _connection(ctx: Context, cred: SmtpCredential, cluster: Cluster,
                                         for k, v in (live.get("data") or {}).items()})
     # Otherwise the startup listing (and our own writes since) say it does not exist: no GET needed.
     if known is not None and cred.metadata.uid not in known[0]:
-        raise Refused("SecretNotOwned", f"Secret {key[1]} exists and is not owned by this SmtpCredential: "
-                                        "delete or rename it, the operator does not adopt objects")
+        raise Refused(Reason.SECRET_NOT_OWNED, f"Secret {key[1]} exists and is not owned by this "
+                      "SmtpCredential: delete or rename it, the operator does not adopt objects")
     password = (known[1].get("password") if known else None) or (
         passwords.generate_password() if generate else None)
     desired = secrets.connection_secret(cred, cluster, password if generate else None)

@@ -8,6 +8,7 @@ from typing import Any
 
 from mta_operator import naming
 from mta_operator.api import API_VERSION, SendingDomain
+from mta_operator.api.reasons import ConditionType, Reason
 from mta_operator.keys import dkim as dkim_keys
 from mta_operator.keys import dns_check
 from mta_operator.kube.apply import owner_uids
@@ -19,7 +20,7 @@ from .index import DkimState, Key
 
 
 class Refused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -37,12 +38,12 @@ async def _key(ctx: Context, domain: SendingDomain) -> DkimState:
             live = await ctx.io(ctx.kube.get, "v1", "Secret", ns, name)  # a restart raced us: use it
     if live is not None:
         if domain.metadata.uid not in owner_uids(live):
-            raise Refused("DkimSecretNotOwned", f"Secret {name} exists and is not owned by this "
+            raise Refused(Reason.DKIM_SECRET_NOT_OWNED, f"Secret {name} exists and is not owned by this "
                                                 "SendingDomain: delete or rename it")
         pem = base64.b64decode((live.get("data") or {}).get("private.pem", "")).decode()
     algorithm = dkim_keys.algorithm_of(pem)
     if algorithm is None:
-        raise Refused("DkimKeyUnreadable", f"Secret {name} has no readable RSA or Ed25519 key in "
+        raise Refused(Reason.DKIM_KEY_UNREADABLE, f"Secret {name} has no readable RSA or Ed25519 key in "
                                            "private.pem: delete it to generate a new key")
     return DkimState(pem, algorithm)
 
@@ -60,21 +61,22 @@ async def reconcile(ctx: Context, key: Key) -> None:
     cluster = ctx.index.clusters.get(ck)
     gen = domain.metadata.generation
     conds = _conds(domain)
-    if not any(c["type"] == "Ready" for c in conds):
-        conds = conditions.put(conds, "Ready", False, "Reconciling", "", gen, ctx.now())
-        conds = conditions.put(conds, "Verified", None, "NotChecked", "DNS not checked yet", gen, ctx.now())
+    if not any(c["type"] == ConditionType.READY for c in conds):
+        conds = conditions.put(conds, ConditionType.READY, False, Reason.RECONCILING, "", gen, ctx.now())
+        conds = conditions.put(conds, ConditionType.VERIFIED, None, Reason.NOT_CHECKED, "DNS not checked yet",
+                               gen, ctx.now())
         await _patch(ctx, domain, {"observedGeneration": gen, "conditions": conds})
     records: list[dict[str, Any]] = []
     try:
         if cluster is None:
-            raise Refused("ClusterNotFound", f"Cluster {ck[1]} not found in namespace {ck[0]}")
+            raise Refused(Reason.CLUSTER_NOT_FOUND, f"Cluster {ck[1]} not found in namespace {ck[0]}")
         txt = None
         if domain.spec.dkim.enabled:
             state = await _key(ctx, domain)
             ctx.index.dkim[key] = state
             txt = dkim_keys.txt_value(state.pem)
             if state.algorithm != domain.spec.dkim.algorithm:
-                raise Refused("DkimKeyMismatch",
+                raise Refused(Reason.DKIM_KEY_MISMATCH,
                               f"the key in Secret {naming.dkim_key(key[1])} is {state.algorithm}, spec.dkim."
                               f"algorithm is {domain.spec.dkim.algorithm}; the published key keeps signing. "
                               "Delete the Secret to generate a new key (then publish the new DKIM record)")
@@ -85,18 +87,18 @@ async def reconcile(ctx: Context, key: Key) -> None:
                                                                  if domain.status else [])}
         records = [r.model_copy(update={"verified": old.get((r.purpose, r.name, r.value), False)})
                    .model_dump(mode="json") for r in wanted]
-        outcome = (True, "Reconciled", f"Signing for Cluster {ck[1]}; publish status.dnsRecords")
+        outcome = (True, Reason.RECONCILED, f"Signing for Cluster {ck[1]}; publish status.dnsRecords")
     except Refused as refused:
         outcome = (False, refused.reason, str(refused))
     ctx.enqueue(("cluster", ck))  # domains and keys enter the relay settings
-    before = conditions.status_of(conds, "Ready")
-    conds = conditions.put(conds, "Ready", *outcome, gen, ctx.now())
+    before = conditions.status_of(conds, ConditionType.READY)
+    conds = conditions.put(conds, ConditionType.READY, *outcome, gen, ctx.now())
     status: dict[str, Any] = {"observedGeneration": gen, "conditions": conds,
                               "dkimSecretName": naming.dkim_key(key[1]) if domain.spec.dkim.enabled else ""}
     if records:
         status["dnsRecords"] = records
     await _patch(ctx, domain, status)
-    if before != conditions.status_of(conds, "Ready"):
+    if before != conditions.status_of(conds, ConditionType.READY):
         await ctx.event(_ref(domain), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])
     if records:
         ctx.enqueue(("verify", key))
@@ -115,15 +117,17 @@ async def verify(ctx: Context, key: Key) -> None:
     found = await ctx.io(dns_check.txt, res, [r.name for r in wanted])
     checked, missing = dns_records.verify(wanted, found)
     conds = _conds(domain)
-    before = conditions.status_of(conds, "Verified")
+    before = conditions.status_of(conds, ConditionType.VERIFIED)
     ok = not missing
-    conds = conditions.put(conds, "Verified", ok, "RecordsFound" if ok else "RecordsMissing",
+    conds = conditions.put(conds, ConditionType.VERIFIED, ok,
+                           Reason.RECORDS_FOUND if ok else Reason.RECORDS_MISSING,
                            "All DNS records are published" if ok else missing, domain.metadata.generation,
                            ctx.now())
     await _patch(ctx, domain, {"conditions": conds,
                                "dnsRecords": [r.model_dump(mode="json") for r in checked]})
-    if before != conditions.status_of(conds, "Verified"):
-        await ctx.event(_ref(domain), "Normal" if ok else "Warning", "Verified" if ok else "NotVerified",
+    if before != conditions.status_of(conds, ConditionType.VERIFIED):
+        await ctx.event(_ref(domain), "Normal" if ok else "Warning",
+                        Reason.VERIFIED if ok else Reason.NOT_VERIFIED,
                         missing or "All DNS records are published")
 
 

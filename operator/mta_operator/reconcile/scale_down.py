@@ -24,9 +24,6 @@ from dataclasses import dataclass, field
 
 from mta_relay.handoff import QUEUE_PATH, leaf_certificate
 
-HANDING_OFF = "HandingOff"
-HANDOFF_TIMED_OUT = "HandoffTimedOut"
-NOTHING_LEFT = "NothingLeft"
 POLL_SECONDS = 2.0
 REQUEST_TIMEOUT = 5.0
 

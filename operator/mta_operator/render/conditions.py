@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from mta_operator.api.reasons import ConditionType, Reason
+
 Condition = dict[str, Any]
 
 
@@ -13,7 +15,7 @@ def now_text(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def put(conditions: Sequence[Condition], type_: str, ok: bool | None, reason: str, message: str,
+def put(conditions: Sequence[Condition], type_: ConditionType, ok: bool | None, reason: Reason, message: str,
         generation: int | None, now: dt.datetime) -> list[Condition]:
     """Conditions with ``type_`` set (True/False/Unknown for ok True/False/None), others kept in order."""
     status = {True: "True", False: "False", None: "Unknown"}[ok]
@@ -27,5 +29,5 @@ def put(conditions: Sequence[Condition], type_: str, ok: bool | None, reason: st
     return out if old else [*out, new]
 
 
-def status_of(conditions: Sequence[Condition], type_: str) -> str | None:
+def status_of(conditions: Sequence[Condition], type_: ConditionType) -> str | None:
     return next((c.get("status") for c in conditions if c.get("type") == type_), None)

@@ -1,4 +1,5 @@
-"""Cluster, SendingDomains and SmtpCredentials → the relay's own config model (``mta_relay.config``).
+"""Cluster, SendingDomains and SmtpCredentials → the relay's own config model (``mta_relay.config``), and
+the ConfigMap that carries it to the MTAs.
 
 Pure, and usable without an API server (``relay_files`` renders a whole config directory), so the same
 code serves the operator and a local run. Paths are where the config watcher publishes things.
@@ -13,6 +14,7 @@ import yaml
 from mta_relay import config as rc
 from mta_relay.shards import render_shards
 
+from mta_operator import naming
 from mta_operator.api import (
     Authentication,
     AuthMechanism,
@@ -23,6 +25,8 @@ from mta_operator.api import (
     SmtpCredential,
     duration_seconds,
 )
+
+from .meta import Obj, child
 
 # The config watcher publishes the settings and every file they name into CONFIG_DIR, one consistent
 # snapshot at a time; paths in the settings are relative to it (subdirectories per source object).
@@ -153,6 +157,13 @@ def _events(cluster: Cluster) -> rc.Events:
 
 def settings_yaml(settings: rc.RelaySettings) -> str:
     return yaml.safe_dump(settings.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+def settings_config_map(cluster: Cluster, relay_yaml: str) -> Obj:
+    name = cluster.metadata.name
+    obj = child("v1", "ConfigMap", naming.settings(name), cluster, naming.labels(name, "settings"))
+    obj["data"] = {"relay.yaml": relay_yaml}
+    return obj
 
 
 def cram_md5_offered(cluster: Cluster) -> bool:

@@ -1,6 +1,6 @@
-"""Secrets and the ConfigMap: relay settings, the DKIM key bundle, the MTAs' peer token, the sharded
-credential table with its manifest, the per-credential connection Secret apps mount, a domain's DKIM key,
-cert-manager Certificate."""
+"""Secrets: the DKIM key bundle, the MTAs' peer token, the sharded credential table with its manifest, the
+per-credential connection Secret apps mount, a domain's DKIM key. The settings ConfigMap is rendered in
+``relay_config``, the cert-manager Certificate in ``certificate``."""
 
 from __future__ import annotations
 
@@ -12,17 +12,10 @@ from mta_relay import shards as table_format
 from mta_operator import naming
 from mta_operator.api import Cluster, SendingDomain, SmtpCredential
 
-from .meta import Obj, child, secret
+from .meta import Obj, secret
 from .relay_config import ADMIN_TOKEN_KEY, PEER_TOKEN_KEY
 
 SUBMISSION_PORT = 587
-
-
-def settings_config_map(cluster: Cluster, relay_yaml: str) -> Obj:
-    name = cluster.metadata.name
-    obj = child("v1", "ConfigMap", naming.settings(name), cluster, naming.labels(name, "settings"))
-    obj["data"] = {"relay.yaml": relay_yaml}
-    return obj
 
 
 def peer_secret(cluster: Cluster, token: str) -> Obj:
@@ -88,13 +81,3 @@ def dkim_key_secret(domain: SendingDomain, private_pem: str) -> Obj:
                                       f"{naming.PREFIX}/domain": domain.spec.domain}
     return obj
 
-
-def certificate(cluster: Cluster) -> Obj:
-    name = cluster.metadata.name
-    issuer = cluster.spec.tls.issuer_ref
-    assert issuer is not None
-    obj = child("cert-manager.io/v1", "Certificate", naming.tls(name), cluster, naming.labels(name, "tls"))
-    obj["spec"] = {"secretName": naming.tls(name), "dnsNames": [cluster.spec.hostname],
-                   "issuerRef": {"name": issuer.name, "kind": str(issuer.kind), "group": issuer.group},
-                   "renewBefore": "720h"}
-    return obj

@@ -135,7 +135,7 @@ def _watcher(cluster: Cluster, tls_secret: str, image: Image) -> Obj:
     return {
         "name": "config-watcher", "image": image.name, "imagePullPolicy": image.pull_policy,
         "restartPolicy": "Always",
-        "command": ["python", "-m", "mta_relay.k8s_source", "--namespace", cluster.metadata.namespace,
+        "command": ["python", "-m", "mta_relay.config_watcher", "--namespace", cluster.metadata.namespace,
                     "--manifest", shards.manifest_secret(name), "--dir", CREDENTIALS_DIR,
                     "--config-dir", CONFIG_DIR, *(arg for s in sources for arg in ("--source", s))],
         "securityContext": _security(),

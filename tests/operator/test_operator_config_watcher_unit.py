@@ -1,6 +1,5 @@
-"""The relay-side table watcher's logic without an API server: digests gate publication, only changed
-shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads (the swap
-itself: tests/relay/test_relay_atomic_dir.py)."""
+"""The config watcher's logic without an API server: digests gate publication, only changed
+shards are fetched, and each publication is one atomic ``..data`` swap the relay's loader reads."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mta_relay.atomic_dir import snapshot
-from mta_relay.k8s_source import Bundle, ObjectSource, Source
+from mta_relay.config_watcher import Bundle, ObjectSource, TablePublisher
 from mta_relay.passwords import fast_verifier
 from mta_relay.shards import encode_manifest
 
@@ -52,7 +51,7 @@ def test_operator_watcher_publishes_consistent_sets(tmp_path: Path) -> None:
     shards = {"credentials-000.json": _shard("a", "b"), "credentials-001.json": _shard("c")}
     for name, text in shards.items():
         store.put(name[:-5], name, text)
-    source = Source(tmp_path, store.fetch)
+    source = TablePublisher(tmp_path, store.fetch)
     assert source.apply(_manifest(shards))
     assert _usernames(tmp_path) == {"a", "b", "c"}
     first = snapshot(tmp_path)

@@ -1,6 +1,6 @@
-"""The relay pod's config watcher: ``python -m mta_relay.k8s_source``.
+"""The relay pod's config watcher: ``python -m mta_relay.config_watcher``.
 
-    python -m mta_relay.k8s_source --namespace NS \\
+    python -m mta_relay.config_watcher --namespace NS \\
         --manifest CLUSTER-mta-credentials --dir CREDENTIALS_DIR \\
         --config-dir CONFIG_DIR --source configmap/CLUSTER-mta-settings \\
         --source secret/CLUSTER-mta-tls=tls --source secret/CLUSTER-mta-dkim=dkim ...
@@ -38,7 +38,7 @@ from mta_relay import logs
 from mta_relay.atomic_dir import publish
 from mta_relay.shards import MANIFEST_KEY, decode_manifest, digest
 
-log = logging.getLogger("mta_relay.k8s_source")
+log = logging.getLogger("mta_relay.config_watcher")
 WATCH_SECONDS = 300
 BACKOFF_MAX = 10.0
 
@@ -63,7 +63,7 @@ class ObjectSource:
         return cls(kind, name, subdir, optional)
 
 
-class Source:
+class TablePublisher:
     """Turns manifests into published snapshots; ``fetch(secret_name) -> data dict or None`` is the API."""
 
     def __init__(self, directory: Path, fetch: Callable[[str], Mapping[str, str] | None]) -> None:
@@ -206,7 +206,7 @@ def run(namespace: str, kubeconfig: str | None, manifest: str | None, directory:
                     return None
                 raise
 
-        table = Source(directory, fetch)
+        table = TablePublisher(directory, fetch)
 
         def on_manifest(obj: Any) -> None:
             data = (obj.data or {}) if obj is not None else {}
@@ -220,7 +220,7 @@ def run(namespace: str, kubeconfig: str | None, manifest: str | None, directory:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mta_relay.k8s_source",
+    parser = argparse.ArgumentParser(prog="python -m mta_relay.config_watcher",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--manifest", help="name of the credential table's manifest Secret")
