@@ -127,7 +127,7 @@ async def messages(request: web.Request) -> web.Response:
 
 
 def _query(path: Path, criteria: dict[str, Any]) -> list[dict[str, Any]]:
-    store = EventStore.reader(path)
+    store = EventStore(path)
     try:
         return [event.to_json() for event in store.query(**criteria)]
     finally:

@@ -248,21 +248,31 @@ class Handoff(_Model):
     peers: list[HandoffPeer] = Field(default_factory=list)
 
 
-def webhook_url_problem(url: str, *, allow_insecure_http: bool = False) -> str | None:
-    """What is wrong with a webhook URL, or None: https (http only when allowed), a host, a numeric
-    port, no user information (a password in a URL ends up in logs)."""
+MAX_URL_LENGTH = 2048
+
+
+def validate_url(url: str, allow_insecure_http: bool = False) -> str | None:
+    """What is wrong with ``url`` as a webhook's URL, or None (the settings check it; so does the sender)."""
+    if len(url) > MAX_URL_LENGTH:
+        return f"the URL is longer than {MAX_URL_LENGTH} characters"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "the URL contains whitespace or control characters"
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as error:
-        return f"not a URL ({error})"
-    schemes = {"https", "http"} if allow_insecure_http else {"https"}
-    if parts.scheme not in schemes:
-        return "must start with https://"
-    if not parts.hostname:
-        return "has no host"
+        parts.port  # noqa: B018 (parsing the port is the check)
+    except ValueError:
+        return "the URL does not parse (a port that is not a number from 0 to 65535?)"
+    scheme = parts.scheme.lower()
+    if scheme == "http" and not allow_insecure_http:
+        return "plain http:// is refused: events carry addresses; use https://"
+    if scheme not in ("https", "http"):
+        return f"the URL's scheme must be https, not {scheme or 'missing'}"
     if parts.username is not None or parts.password is not None:
-        return "must not carry user information; the signature authenticates the MTA"
+        return "the URL carries credentials (user:password@); the signature authenticates the sender"
+    if not parts.hostname:
+        return "the URL has no host"
+    if parts.fragment:
+        return "the URL has a fragment (#...), which is never sent"
     return None
 
 
@@ -282,7 +292,7 @@ class Webhook(_Model):
 
     @model_validator(mode="after")
     def _valid(self) -> Webhook:
-        problem = webhook_url_problem(self.url, allow_insecure_http=self.allow_insecure_http)
+        problem = validate_url(self.url, allow_insecure_http=self.allow_insecure_http)
         if problem:
             raise ValueError(f"events.webhooks[{self.name}].url: {problem}")
         unknown = sorted(set(self.types) - {str(t) for t in EventType})

@@ -10,6 +10,12 @@ headers: ``Mta-Handoff-Attempts`` (failed attempts so far) and ``Mta-Handoff-Nex
 next attempt). Peers authenticate with ``Authorization: Bearer <peer token>``. The reply is JSON
 ``{"queueId": ..., "result": "stored" | "duplicate"}`` with 200 once the entry is durable on the peer;
 anything else means "not taken, try again" (400 names the problem with the body, never its content).
+
+Events go too (``POST /internal/v1/events``, JSON ``{"events": [<event record>...], "outboxes":
+[<webhook name>...]}``): before an entry, the events this MTA holds about it, so the peer can show the
+message's whole path; after the last entry, the events still waiting for a webhook, named with their
+webhooks, so the peer sends them. The peer stores each event once (by event id) and answers 200 with
+``{"added": n}`` once they are committed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 import math
 import re
 import ssl
@@ -29,10 +36,13 @@ from prometheus_client import CollectorRegistry, Counter
 
 from mta_relay import config_loader
 from mta_relay.config import RelaySettings
+from mta_relay.events.record import Event
 from mta_relay.spool import CorruptEntry, SpoolEntry, decode_entry, encode_entry
 
 HANDOFF_PATH = "/internal/v1/handoff"
 QUEUE_PATH = "/internal/v1/queue"
+EVENTS_PATH = "/internal/v1/events"
+MAX_EVENTS_PER_REQUEST = 1000
 CONTENT_TYPE = "application/x-mta-spool-entry"
 ATTEMPTS_HEADER = "Mta-Handoff-Attempts"
 NEXT_AT_HEADER = "Mta-Handoff-Next-At"
@@ -100,6 +110,28 @@ def received_counter(registry: CollectorRegistry) -> Counter:
                    "duplicate)", ["result"], registry=registry)
 
 
+def encode_events(events: Sequence[Event], outboxes: Sequence[str] = ()) -> bytes:
+    return json.dumps({"events": [e.to_json() for e in events], "outboxes": list(outboxes)},
+                      separators=(",", ":")).encode()
+
+
+def decode_events(body: bytes) -> tuple[list[Event], list[str]]:
+    """The events and outbox names of an events hand-off; BadHandoff naming what is wrong."""
+    try:
+        doc = json.loads(body)
+        raw, outboxes = doc["events"], doc.get("outboxes", [])
+    except (ValueError, KeyError, TypeError):
+        raise BadHandoff("body is not an events hand-off") from None
+    if not isinstance(raw, list) or len(raw) > MAX_EVENTS_PER_REQUEST:
+        raise BadHandoff(f"events: a list of at most {MAX_EVENTS_PER_REQUEST}")
+    if not isinstance(outboxes, list) or not all(isinstance(o, str) and o for o in outboxes):
+        raise BadHandoff("outboxes: a list of webhook names")
+    try:
+        return [Event.from_json(e) for e in raw], outboxes
+    except (ValueError, KeyError, TypeError):
+        raise BadHandoff("events: not event records") from None
+
+
 # --- who may talk, and to whom -------------------------------------------------------------------
 def is_leaving(settings: RelaySettings, pod_name: str | None) -> bool:
     """This MTA must empty its queue into its peers."""
@@ -165,6 +197,17 @@ class PeerClient:
                     reason = response.reason or ""
                 raise HandoffRefused(response.status, reason)
             return str((await response.json()).get("result", "stored"))
+
+    async def send_events(self, peer_url: str, events: Sequence[Event], outboxes: Sequence[str] = ()) -> int:
+        """POST events (at most MAX_EVENTS_PER_REQUEST); how many were new to the peer. HandoffRefused
+        for any answer but 200."""
+        url = peer_url.rstrip("/") + EVENTS_PATH
+        async with self._session.post(url, data=encode_events(events, outboxes), ssl=self._pin,
+                                      headers={"Content-Type": "application/json",
+                                               "Authorization": self._auth}) as response:
+            if response.status != 200:
+                raise HandoffRefused(response.status, response.reason or "")
+            return int((await response.json()).get("added", 0))
 
     async def close(self) -> None:
         await self._session.close()

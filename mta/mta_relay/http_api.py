@@ -1,6 +1,7 @@
 """HTTP on its own port, in the relay's loop: ``POST /api/inject/v1``, ``/healthz``, ``/readyz``,
-``/metrics``, and for the MTAs of the cluster and the operator ``POST /internal/v1/handoff`` and
-``GET /internal/v1/queue``.
+``/metrics``, and for the MTAs of the cluster and the operator ``POST /internal/v1/handoff``,
+``POST /internal/v1/events`` and ``GET /internal/v1/queue`` (see ``handoff``). The admin API
+(``admin_api``) is added to the same app.
 
 The injection API applies the SMTP policy with the same replies: Basic auth by the same credentials
 (SourceIP credentials need no header), then source IP, sender domain, header domains, quota, spool.
@@ -21,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mta_relay import acceptance, handoff, inject_format, replies
 from mta_relay.authenticate import BASIC, authenticate, source_ip
 from mta_relay.config import Credential
+from mta_relay.events import from_config as events_config
+from mta_relay.events.record import Event
+from mta_relay.events.store import EventStore, StoreError
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError, new_queue_id
@@ -219,7 +224,54 @@ async def queue_status(request: web.Request) -> web.Response:
     relay = request.app[RELAY_KEY]
     handed_off, failures = await relay.delivery.handoff_status() if relay.delivery is not None else (0, 0)
     return web.json_response({"depth": await asyncio.to_thread(relay.spool.depth), "leaving": relay.leaving,
-                              "handedOff": handed_off, "handoffFailures": failures})
+                              "handedOff": handed_off, "handoffFailures": failures,
+                              "pendingEvents": await asyncio.to_thread(_pending_events, relay)})
+
+
+def _pending_events(relay: Relay) -> int:
+    path = events_config.store_path(relay.config_dir, relay.settings)
+    if not path.exists():
+        return 0
+    store = EventStore(path)
+    try:
+        return store.total_pending()
+    finally:
+        store.close()
+
+
+async def receive_events(request: web.Request) -> web.Response:
+    """A leaving peer's events (``handoff``): stored once each, into the outboxes it names."""
+    refused = _peer_only(request)
+    if refused is not None:
+        return refused
+    relay = request.app[RELAY_KEY]
+    if relay.leaving:
+        return web.json_response({"error": "this MTA is leaving"}, status=503)
+    try:
+        events, outboxes = handoff.decode_events(await request.read())
+    except handoff.BadHandoff as error:
+        return web.json_response({"error": str(error)}, status=400)
+    try:
+        added = await asyncio.to_thread(_add_events, relay, events, outboxes)
+    except (sqlite3.Error, OSError, StoreError) as error:
+        log.error("handed-over events not stored", extra={"fields": {"event": "event_store_write_failed",
+                                                                      "error": type(error).__name__}})
+        return web.json_response({"error": "event store cannot write"}, status=503)
+    log.info("events received", extra={"fields": {"event": "handoff_events_received", "events": len(events),
+                                                   "added": added, "outboxes": outboxes,
+                                                   "client_ip": request.remote or ""}})
+    return web.json_response({"added": added})
+
+
+def _add_events(relay: Relay, events: list[Event], outboxes: list[str]) -> int:
+    settings = relay.settings.events
+    store = EventStore(events_config.store_path(relay.config_dir, relay.settings),
+                       retention=float(settings.retention_seconds), max_events=settings.max_stored_events,
+                       max_pending=settings.max_pending_events)
+    try:
+        return store.add(events, outboxes)
+    finally:
+        store.close()
 
 
 def make_app(relay: Relay) -> web.Application:
@@ -232,4 +284,5 @@ def make_app(relay: Relay) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post(handoff.HANDOFF_PATH, receive_handoff)
     app.router.add_get(handoff.QUEUE_PATH, queue_status)
+    app.router.add_post(handoff.EVENTS_PATH, receive_events)
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from mta_relay import config_loader, handoff
 from mta_relay.config import HandoffPeer, RelaySettings
+from mta_relay.events.store import EventStore, StoreError
+from mta_relay.events.webhooks import WebhookSender
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import CorruptEntry, Spool
 
@@ -31,11 +34,20 @@ PEER_BACKOFF_FIRST, PEER_BACKOFF_CAP = 0.5, 30.0  # seconds a peer rests after f
 
 
 class HandoffSender:
-    """Owns the hand-off loop of one delivery process; ``apply`` is called with every settings generation."""
+    """Owns the hand-off loop of one delivery process; ``apply`` is called with every settings generation.
+
+    Events go with the mail: before each entry, the events this MTA holds about it (so the peer can
+    show the message's whole path); once no mail is left, the events still waiting for webhooks
+    (``webhooks`` stops sending here first), so the peer sends them and nothing is lost with this
+    MTA's volume."""
 
     def __init__(self, runner: QueueRunner, spool: Spool, config_dir: Path, pod_name: str | None,
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, events_path: Path | None = None,
+                 webhooks: WebhookSender | None = None) -> None:
         self.runner, self.spool, self.config_dir, self.pod_name = runner, spool, config_dir, pod_name
+        self.events_path, self.webhooks = events_path, webhooks
+        self._store: EventStore | None = None
+        self._outboxes_moved = False
         self.sent = Counter("mta_handoff_sent", "Entries handed to a peer MTA on scale-down, by the "
                             "peer's result (stored, duplicate)", ["result"], registry=registry)
         self.failed = Counter("mta_handoff_failures", "Hand-off requests that did not get a 200",
@@ -118,6 +130,12 @@ class HandoffSender:
                 self.runner.give_back(queue_id)
             self._todo.clear()
             self.runner.resume()
+            if self.webhooks is not None:
+                await self.webhooks.resume()
+        self._outboxes_moved = False
+        if self._store is not None:
+            await asyncio.to_thread(self._store.close)
+            self._store = None
         if self._client is not None and not give_back:
             await self._client.close()
             self._client, self._client_key = None, None
@@ -137,12 +155,59 @@ class HandoffSender:
                 if peer is None:
                     break
                 self._start(queue_id, peer)
+            if not self._todo and not self._sending and not self._outboxes_moved \
+                    and await asyncio.to_thread(self.spool.depth) == 0:
+                self._outboxes_moved = await self._move_outboxes()
             self._progress.clear()
             try:
                 async with asyncio.timeout(POLL_SECONDS):
                     await self._progress.wait()
             except TimeoutError:
                 pass
+
+    async def _events_store(self) -> EventStore | None:
+        if self._store is None and self.events_path is not None and self.events_path.exists():
+            try:
+                self._store = await asyncio.to_thread(EventStore, self.events_path)
+            except (sqlite3.Error, OSError, StoreError) as error:
+                log.error("event store not opened", extra={"fields": {
+                    "event": "event_store_open_failed", "error": type(error).__name__}})
+        return self._store
+
+    async def _move_outboxes(self) -> bool:
+        """The mail is gone: hand every webhook's pending events to a peer, oldest first. True when
+        none is left here."""
+        store = await self._events_store()
+        if store is None:
+            return True
+        if self.webhooks is not None:
+            await self.webhooks.pause()
+        for webhook in await asyncio.to_thread(store.webhooks):
+            limit = handoff.MAX_EVENTS_PER_REQUEST
+            while rows := await asyncio.to_thread(store.take_pending, webhook, limit):
+                peer = self._pick(time.monotonic())
+                if peer is None or self._client is None:
+                    return False
+                fields = {"peer": peer.name, "webhook": webhook, "events": len(rows)}
+                try:
+                    await self._client.send_events(peer.url, [event for _, event in rows], [webhook])
+                except Exception as error:  # they stay here: try again at the next turn
+                    self._failed(peer, fields, error)
+                    return False
+                await asyncio.to_thread(store.release_pending, webhook, [seq for seq, _ in rows])
+                log.info("webhook events handed off", extra={"fields": {
+                    **fields, "event": "events_handed_off"}})
+        return True
+
+    async def _send_history(self, queue_id: str, peer: HandoffPeer) -> None:
+        """The events held about an entry, to the peer that takes it (raises as ``send`` does)."""
+        store = await self._events_store()
+        if store is None or self._client is None:
+            return
+        events = await asyncio.to_thread(store.query, queue_id=queue_id,
+                                         limit=handoff.MAX_EVENTS_PER_REQUEST)
+        if events:
+            await self._client.send_events(peer.url, events)
 
     def _pick(self, now: float) -> HandoffPeer | None:
         """The next peer in turn that is not resting after failures (round robin spreads the queue)."""
@@ -188,6 +253,7 @@ class HandoffSender:
             else:
                 pending = list(entry.envelope.rcpts)
             if pending:
+                await self._send_history(queue_id, peer)
                 headers, body = handoff.encode(entry, pending, attempts, next_at)
                 result = await client.send(peer.url, headers, body)
             else:  # every recipient is final already: nothing to hand over

@@ -98,11 +98,12 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
         log.error("delivery config unusable", extra={"fields": {"event": "delivery_config_refused",
                                                                  "reason": str(error)}})
         return 2
-    sender = HandoffSender(runner, spool, config_dir, pod_name, registry)
-    await sender.apply(settings)
-    events = events_config.writer(config_dir, settings)
-    runner.events, runner.origin = events, (settings.cluster, pod_name or "")
     webhooks = WebhookSender(events_config.store_path(config_dir, settings), registry)
+    sender = HandoffSender(runner, spool, config_dir, pod_name, registry,
+                           events_config.store_path(config_dir, settings), webhooks)
+    await sender.apply(settings)
+    events = events_config.writer(config_dir, settings, on_commit=webhooks.nudge)
+    runner.events, runner.origin = events, (settings.cluster, pod_name or "")
     await webhooks.apply(events_config.targets(config_dir, settings))
     channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()

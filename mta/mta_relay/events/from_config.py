@@ -8,6 +8,7 @@ typo in one Secret never stops mail or the other webhooks.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from mta_relay import config_loader
@@ -30,11 +31,14 @@ def limits(settings: RelaySettings) -> StoreLimits:
                        max_pending=events.max_pending_events)
 
 
-def writer(config_dir: Path, settings: RelaySettings) -> EventWriter:
-    """The process's writer: it creates the store's directory on the spool volume if needed."""
-    path = store_path(config_dir, settings)
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    return EventWriter(path, filters(settings), limits(settings))
+def writer(config_dir: Path, settings: RelaySettings,
+           on_commit: Callable[[], None] | None = None) -> EventWriter:
+    """The process's writer (its thread opens the store on the spool volume at the first event)."""
+    bounds = limits(settings)
+    events = EventWriter(store_path(config_dir, settings), retention=bounds.retention,
+                         max_events=bounds.max_events, max_pending=bounds.max_pending, on_commit=on_commit)
+    events.configure(filters(settings))
+    return events
 
 
 def filters(settings: RelaySettings) -> list[WebhookFilter]:
@@ -43,6 +47,8 @@ def filters(settings: RelaySettings) -> list[WebhookFilter]:
 
 
 def targets(config_dir: Path, settings: RelaySettings) -> list[WebhookTarget]:
+    """Every configured webhook. One whose secret cannot be read gets an empty secret: the sender logs
+    it and leaves it idle, and its outbox is kept for when the Secret is back."""
     found = []
     for hook in settings.events.webhooks:
         path = config_loader.resolve_path(config_dir, hook.secret_file)
@@ -51,14 +57,10 @@ def targets(config_dir: Path, settings: RelaySettings) -> list[WebhookTarget]:
         except (OSError, UnicodeDecodeError) as error:
             log.error("webhook idle: its secret cannot be read", extra={"fields": {
                 "event": "webhook_secret_missing", "webhook": hook.name, "error": type(error).__name__}})
-            continue
+            secret = ""
         ca_file = config_loader.resolve_path(config_dir, hook.ca_file) if hook.ca_file else None
-        try:
-            found.append(WebhookTarget(
-                name=hook.name, url=hook.url, secret=secret, types=frozenset(hook.types),
-                credentials=frozenset(hook.credentials), ca_file=ca_file,
-                allow_insecure_http=hook.allow_insecure_http, timeout=hook.timeout_seconds))
-        except ValueError as error:  # a secret that is not whsec_<base64>: the text names no secret
-            log.error("webhook idle: its secret is not a Standard Webhooks secret", extra={"fields": {
-                "event": "webhook_secret_refused", "webhook": hook.name, "reason": str(error)}})
+        found.append(WebhookTarget(
+            name=hook.name, url=hook.url, secret=secret, types=frozenset(hook.types),
+            credentials=frozenset(hook.credentials), ca_file=ca_file,
+            allow_insecure_http=hook.allow_insecure_http, timeout=hook.timeout_seconds))
     return found

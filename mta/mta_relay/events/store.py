@@ -75,6 +75,8 @@ CREATE INDEX IF NOT EXISTS events_credential ON events(credential, ts);
 CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id, ts);
 CREATE INDEX IF NOT EXISTS events_queue_id ON events(queue_id, ts);
 CREATE INDEX IF NOT EXISTS events_type ON events(type, ts);
+-- events a leaving peer hands over are stored once (``add``)
+CREATE INDEX IF NOT EXISTS events_event_id ON events(json_extract(body, '$.event_id'));
 CREATE TABLE IF NOT EXISTS webhooks (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -408,6 +410,66 @@ class EventStore:
                 cur.execute("DELETE FROM batches WHERE webhook = ?", (wid,))
                 cur.execute("DELETE FROM webhooks WHERE id = ?", (wid,))
 
+    # --- scale-down: a leaving MTA's events move to a peer ----------------------------------------
+    def add(self, events: Sequence[Event], outboxes: Sequence[str] = ()) -> int:
+        """Events a leaving peer handed over: each stored once (by event id, so a repeated hand-off
+        adds nothing), and put in the outboxes named in ``outboxes`` (they were waiting there on the
+        peer). How many were new."""
+        if not events:
+            return 0
+        with self._write() as cur:
+            seqs, new = [], 0
+            for event in events:
+                found = cur.execute("SELECT seq FROM events WHERE json_extract(body, '$.event_id') = ?",
+                                    (event.event_id,)).fetchone()
+                if found is not None:
+                    seqs.append(int(found[0]))
+                    continue
+                seqs.append(int(cur.execute("INSERT INTO events (ts, type, queue_id, message_id, sender, "
+                                            "recipient, credential, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                            encode_row(event)).lastrowid or 0))
+                new += 1
+            for name in outboxes:
+                wid = _ensure_webhook(cur, name)
+                added = sum(cur.execute("INSERT OR IGNORE INTO outbox (webhook, seq) VALUES (?, ?)",
+                                        (wid, seq)).rowcount for seq in seqs)
+                cur.execute("UPDATE webhooks SET pending = pending + ? WHERE id = ?", (added, wid))
+                self._trim(cur, wid)
+            return new
+
+    def take_pending(self, webhook: str, limit: int) -> list[tuple[int, Event]]:
+        """The webhook's oldest pending events (its formed batch's included) with their row numbers,
+        to hand them to a peer; they stay here until ``release_pending``."""
+        with self._read() as cur:
+            wid = _webhook_id(cur, webhook)
+            if wid is None:
+                return []
+            rows = cur.execute(f"{_SELECT} WHERE seq IN (SELECT seq FROM outbox WHERE webhook = ? "  # noqa: S608 (constant text)
+                               "ORDER BY seq LIMIT ?) ORDER BY seq", (wid, limit)).fetchall()
+        return [(int(r[0]), decode_row(r)) for r in rows]
+
+    def release_pending(self, webhook: str, seqs: Sequence[int]) -> None:
+        """A peer holds these now: they leave this outbox. A formed batch that loses events is
+        dissolved (its webhook-id was never answered; the peer sends them under its own)."""
+        with self._write() as cur:
+            wid = _webhook_id(cur, webhook)
+            if wid is None or not seqs:
+                return
+            marks = ",".join("?" * len(seqs))
+            batch = cur.execute(f"SELECT DISTINCT batch FROM outbox WHERE webhook = ? AND batch IS NOT NULL "  # noqa: S608
+                                f"AND seq IN ({marks})", (wid, *seqs)).fetchall()
+            gone = cur.execute(f"DELETE FROM outbox WHERE webhook = ? AND seq IN ({marks})",  # noqa: S608
+                               (wid, *seqs)).rowcount
+            for (batch_id,) in batch:
+                cur.execute("UPDATE outbox SET batch = NULL WHERE batch = ?", (batch_id,))
+                cur.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+            cur.execute("UPDATE webhooks SET pending = pending - ? WHERE id = ?", (gone, wid))
+
+    def total_pending(self) -> int:
+        """Events waiting for any webhook."""
+        with self._read() as cur:
+            return int(cur.execute("SELECT coalesce(sum(pending), 0) FROM webhooks").fetchone()[0])
+
     def _trim(self, cur: sqlite3.Cursor, wid: int) -> None:
         """Past ``max_pending``: drop the oldest — the formed batch first (its events are the oldest, and
         a batch goes whole or not at all), then the oldest not in it."""
@@ -452,8 +514,16 @@ class _Flush:
 
 
 @dataclass(frozen=True)
+class StoreLimits:
+    retention: float = DEFAULT_RETENTION  # seconds
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_pending: int = DEFAULT_MAX_PENDING  # per webhook
+
+
+@dataclass(frozen=True)
 class _Configure:
     webhooks: tuple[WebhookFilter, ...]
+    limits: StoreLimits | None = None
 
 
 _STOP = object()
@@ -501,9 +571,10 @@ class EventWriter:
             return
         self._queue.put(event)
 
-    def configure(self, webhooks: Sequence[WebhookFilter]) -> None:
-        """The webhooks whose outboxes the next events go to; ones no longer named are forgotten."""
-        self._queue.put(_Configure(tuple(webhooks)))
+    def configure(self, webhooks: Sequence[WebhookFilter], limits: StoreLimits | None = None) -> None:
+        """The webhooks whose outboxes the next events go to; ones no longer named are forgotten.
+        ``limits``: new bounds (retention, max events, max pending), in force from the next write."""
+        self._queue.put(_Configure(tuple(webhooks), limits))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything emitted before is committed (or failed); False on timeout."""
@@ -541,7 +612,7 @@ class EventWriter:
                 elif isinstance(item, _Configure):
                     self._commit(group)  # events emitted before go to the outboxes of the time
                     group = []
-                    self._reconfigure(item.webhooks)
+                    self._reconfigure(item.webhooks, item.limits)
                 if len(group) >= self.group_max:
                     break
                 try:
@@ -586,7 +657,12 @@ class EventWriter:
             except Exception:  # a nudge that fails must not stop the writer
                 log.exception("event commit callback failed")
 
-    def _reconfigure(self, webhooks: tuple[WebhookFilter, ...]) -> None:
+    def _reconfigure(self, webhooks: tuple[WebhookFilter, ...], limits: StoreLimits | None) -> None:
+        if limits is not None and (limits.retention, limits.max_events, limits.max_pending) != (
+                self.retention, self.max_events, self.max_pending):
+            self.retention, self.max_events, self.max_pending = (limits.retention, limits.max_events,
+                                                                 limits.max_pending)
+            self._drop_connection()  # the next write opens the store with the new bounds
         removed = {w.name for w in self._webhooks} - {w.name for w in webhooks}
         self._webhooks = webhooks
         for name in sorted(removed):

@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mta_relay.config import validate_url
 from mta_relay.events.record import Event
 from mta_relay.events.store import Batch, EventStore, StoreError, WebhookFilter
 
@@ -60,7 +60,6 @@ log = logging.getLogger("mta_relay.webhooks")
 PAYLOAD_TYPE = "mta.events"
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix, not a secret)
 SECRET_BYTES = (24, 64)  # the Standard Webhooks range for a signing key
-MAX_URL_LENGTH = 2048
 DEFAULT_TIMEOUT = 10.0
 STORE_ERRORS = (sqlite3.Error, OSError, StoreError)
 
@@ -101,31 +100,6 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header: Standard Webhooks' v1 scheme."""
     digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
-
-
-def validate_url(url: str, allow_insecure_http: bool = False) -> str | None:
-    """What is wrong with ``url`` as a webhook's URL, or None. Shared with the operator's checks."""
-    if len(url) > MAX_URL_LENGTH:
-        return f"the URL is longer than {MAX_URL_LENGTH} characters"
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "the URL contains whitespace or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (parsing the port is the check)
-    except ValueError:
-        return "the URL does not parse (a port that is not a number from 0 to 65535?)"
-    scheme = parts.scheme.lower()
-    if scheme == "http" and not allow_insecure_http:
-        return "plain http:// is refused: events carry addresses; use https://"
-    if scheme not in ("https", "http"):
-        return f"the URL's scheme must be https, not {scheme or 'missing'}"
-    if parts.username is not None or parts.password is not None:
-        return "the URL carries credentials (user:password@); the signature authenticates the sender"
-    if not parts.hostname:
-        return "the URL has no host"
-    if parts.fragment:
-        return "the URL has a fragment (#...), which is never sent"
-    return None
 
 
 # --- the targets ------------------------------------------------------------------------------------
@@ -186,6 +160,8 @@ class WebhookSender:
         self._loops: dict[str, _Loop] = {}
         self._dropped_seen: dict[str, int] = {}  # the store's outbox_full count already in the counter
         self._applied = False
+        self._paused = False
+        self._targets: dict[str, WebhookTarget] = {}
         self._apply_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -210,7 +186,24 @@ class WebhookSender:
                     self._applied = True
                 except STORE_ERRORS as error:
                     _log_store_error("webhook outboxes not forgotten", error)
-            for name, target in wanted.items():
+            self._targets = wanted
+            if not self._paused:
+                for name, target in wanted.items():
+                    if name not in self._loops:
+                        self._start_loop(target)
+
+    async def pause(self) -> None:
+        """Stop sending (a leaving MTA moves its outboxes to a peer); ``apply`` starts nothing until
+        ``resume``. A batch in flight is cut off: its events stay pending."""
+        async with self._apply_lock:
+            self._paused = True
+            for name in list(self._loops):
+                await self._stop_loop(name)
+
+    async def resume(self) -> None:
+        async with self._apply_lock:
+            self._paused = False
+            for name, target in self._targets.items():
                 if name not in self._loops:
                     self._start_loop(target)
 

@@ -241,9 +241,10 @@ class Queue(ApiModel):
                            "spool cannot be kept: its MTAs are removed only once empty.")
 
 
-HTTPS_URL_RULE = Rule("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != ''",
-                      "url must be an https:// URL with a host, such as https://hooks.example.com/mta",
-                      is_https_url)
+HTTPS_URL_RULE = Rule("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != '' "
+                      "&& !self.matches('[@# ]')",
+                      "url must be an https:// URL with a host and no user@ or #fragment, such as "
+                      "https://hooks.example.com/mta", is_https_url)
 
 
 class WebhookSecretRef(ApiModel):

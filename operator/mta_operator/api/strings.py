@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import urllib.parse
 from typing import Annotated
 
 from kubernetes.utils.quantity import parse_quantity
+from mta_relay.config import validate_url
 from mta_relay.usernames import USERNAME_MAX, USERNAME_MESSAGE, USERNAME_RE
 from pydantic import Field
 
@@ -40,13 +40,8 @@ def is_dns_label(value: str) -> bool:
 
 
 def is_https_url(value: str) -> bool:
-    """An https:// URL with a host (what the CEL rule on webhook URLs checks)."""
-    try:
-        parts = urllib.parse.urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return False
-    return parts.scheme == "https" and bool(parts.hostname)
+    """An https:// URL the relay takes as a webhook's (what the CEL rule on webhook URLs checks)."""
+    return validate_url(value) is None and value.lower().startswith("https://")
 
 
 def has_username_chars(value: str) -> bool:
