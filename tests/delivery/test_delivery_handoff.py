@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import smtplib
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,8 @@ from mta_relay import handoff
 from mta_relay.spool import Envelope, decode_entry, encode_entry, new_queue_id
 from relayproc import PASSWORD, USERNAME, RelayProcess
 from support.smtp_receiver import SmtpReceiver, Transaction
+from support.tls import make_ca, write_ca_file, write_server_cert
+from support.webhook_receiver import WebhookReceiver
 
 TOKEN = "peer-token-" + "z" * 32
 A_NAME, B_NAME = "c1-mta-1", "c1-mta-0"
@@ -368,3 +371,59 @@ async def test_a_peer_without_the_cluster_certificate_gets_nothing(tmp_path: Pat
         assert "ServerFingerprintMismatch" in both.a.log.read_text()
     finally:
         both.stop()
+
+
+def deferred_events(relay: RelayProcess) -> set[str]:
+    """Queue ids with a TransientFailure event in the relay's log (a JSON line per event)."""
+    lines = (json.loads(line) for line in relay.log.read_text().splitlines() if '"mail_event"' in line)
+    return {e["id"] for e in lines if e["type"] == "TransientFailure"}
+
+
+async def test_events_go_with_the_mail_and_the_webhook_outbox_moves_to_the_peer(
+        pair: Pair, tmp_path: Path) -> None:
+    """A holds a deferred message and webhook events its receiver never took; after the hand-off B holds
+    both: the message's whole path is queryable on B, and B sends every event, none lost."""
+    ca = make_ca()
+    cert, key = write_server_cert(ca, tmp_path / "hook-tls", ("127.0.0.1",))
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    ca_file = write_ca_file(ca, tmp_path / "hook-ca.pem")
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    with WebhookReceiver(secret, server_tls) as hook:
+        hook.down()
+        for relay in (pair.a, pair.b):
+            (relay.dir / "hook-secret").write_text(secret)
+            (relay.dir / "admin-token").write_text(TOKEN + "-admin")
+            path = relay.dir / "relay.yaml"
+            settings = yaml.safe_load(path.read_text())
+            hooks = [{"name": "app-events", "url": hook.url, "secretFile": "hook-secret",
+                      "caFile": str(ca_file)}]
+            settings.update(cluster="c1", adminTokenFile="admin-token", events={"webhooks": hooks})
+            path.write_text(yaml.safe_dump(settings))
+        await start_both(pair)
+        await asyncio.to_thread(submit_many, pair.a, the_queue(3))  # the next hop is down: deferred
+        await until(lambda: len(deferred_events(pair.a)) >= 3, what="A deferred the three")
+        pair.set_handoff(pair.a, leaving=[A_NAME])
+        pair.set_handoff(pair.b, leaving=[A_NAME])
+        final = await until(lambda: (s := queue_status(pair.a))["depth"] == 0 and s["pendingEvents"] == 0
+                            and s, what="A holds neither mail nor events")
+        assert final["handedOff"] == 3
+        assert queue_status(pair.b)["pendingEvents"] >= 6  # A's Reception and TransientFailure events
+        async with SmtpReceiver(port=pair.receiver_port) as rx:
+            await until(lambda: len(rx.transactions) == 3, what="B delivers the three")
+            hook.up()
+            # one event per recipient: the first message has three
+            await until(lambda: sum(e["type"] == "Delivery" for e in hook.events()) == 5, what="5 Deliveries")
+            await asyncio.sleep(1.0)
+        status, body = call(pair.b, "GET", "/admin/v1/messages?recipient=r1-0@example.net",
+                            headers={"X-MTA-Admin-Token": TOKEN + "-admin"})
+    assert status == 200
+    path = [(e["type"], e["mta"]) for e in body["events"]]
+    assert path[0] == ("Reception", A_NAME)
+    assert ("TransientFailure", A_NAME) in path
+    assert path[-1] == ("Delivery", B_NAME)
+    by_type = Counter(e["type"] for e in hook.events())
+    assert by_type["Reception"] == 5
+    assert by_type["Delivery"] == 5
+    assert by_type["TransientFailure"] >= 5
+    assert max(hook.copies().values()) == 1
