@@ -4,8 +4,10 @@ across a killed process, two processes writing at once."""
 from __future__ import annotations
 
 import sqlite3
+import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ ALL = WebhookFilter("all")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> EventStore:
+def store(tmp_path: Path) -> Iterator[EventStore]:
     s = EventStore(tmp_path / "events" / "events.db", retention=3600, max_events=1000, max_pending=50)
     yield s
     s.close()
@@ -192,10 +194,13 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         EventStore(path)
 
 
-def test_the_database_is_in_wal_mode(store: EventStore) -> None:
+def test_the_database_is_in_wal_mode_and_owner_only(store: EventStore) -> None:
+    store.insert([event()], [])
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+    for name in ("events.db", "events.db-wal"):
+        assert stat.S_IMODE((store.path.parent / name).stat().st_mode) == 0o600
 
 
 KILLED_WRITER = """
