@@ -23,6 +23,7 @@ import base64
 import binascii
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from aiohttp import web
@@ -223,18 +224,27 @@ async def queue_status(request: web.Request) -> web.Response:
         return refused
     relay = request.app[RELAY_KEY]
     handed_off, failures = await relay.delivery.handoff_status() if relay.delivery is not None else (0, 0)
+    webhooks = await asyncio.to_thread(_webhook_backlog, relay)
     return web.json_response({"depth": await asyncio.to_thread(relay.spool.depth), "leaving": relay.leaving,
                               "handedOff": handed_off, "handoffFailures": failures,
-                              "pendingEvents": await asyncio.to_thread(_pending_events, relay)})
+                              "pendingEvents": sum(w["pending"] for w in webhooks.values()),
+                              "webhooks": webhooks})
 
 
-def _pending_events(relay: Relay) -> int:
+def _webhook_backlog(relay: Relay) -> dict[str, dict[str, float]]:
+    """Per webhook: events waiting, the age of the oldest (seconds, 0 when none), events dropped ever."""
     path = events_config.store_path(relay.config_dir, relay.settings)
     if not path.exists():
-        return 0
+        return {}
     store = EventStore(path)
     try:
-        return store.total_pending()
+        found = {}
+        now = time.time()
+        for name in store.webhooks():
+            pending, oldest = store.pending(name)
+            found[name] = {"pending": pending, "oldestPendingAge": round(max(0.0, now - oldest), 1)
+                           if oldest is not None else 0.0, "dropped": store.dropped(name)}
+        return found
     finally:
         store.close()
 

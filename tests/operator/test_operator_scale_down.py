@@ -4,7 +4,7 @@ hand-off that does not finish leaves behind."""
 from __future__ import annotations
 
 import pytest
-from mta_operator.reconcile.scale_down import Plan, QueueReport, plan, summary
+from mta_operator.reconcile.scale_down import Plan, QueueReport, plan, summary, webhook_backlog
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,10 @@ def test_past_the_timeout_it_shrinks_and_says_what_is_left() -> None:
 def test_summary_names_each_leaving_mta() -> None:
     names = {1: "x-mta-1", 2: "x-mta-2"}
     assert summary(names, {1: 3, 2: None}) == "x-mta-2: not answering, x-mta-1: 3 messages"
+
+
+def test_webhook_backlog_sums_the_mtas_and_keeps_the_oldest() -> None:
+    reports = [QueueReport(0, False, 3, {"a": (3, 12.5, 0)}),
+               QueueReport(0, False, 7, {"a": (5, 700.0, 2), "b": (2, 1.0, 0)})]
+    assert webhook_backlog(reports) == {"a": (8, 700.0, 2), "b": (2, 1.0, 0)}
+    assert webhook_backlog([]) == {}

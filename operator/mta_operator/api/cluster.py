@@ -424,6 +424,24 @@ class Handoff(ApiModel):
                     "MTAs back with them, and their mail is delivered.")
 
 
+class WebhookStatus(ApiModel):
+    """One webhook's backlog, summed over the MTAs, as last asked."""
+
+    name: str = Field(max_length=40, description="The webhook (spec.events.webhooks[].name).")
+    pending: int = Field(0, ge=0, description="Events waiting for its receiver.")
+    oldest_pending_seconds: int = Field(0, ge=0, description="Age of the oldest waiting event (0: none).")
+    dropped: int = Field(0, ge=0, description="Events dropped because the outbox was full (ever, on the "
+                                               "MTAs that answered).")
+
+
+class EventsStatus(ApiModel):
+    """Delivery events, as the MTAs last reported them."""
+
+    webhooks: list[WebhookStatus] = Field(default_factory=list, max_length=8,
+                                          description="Backlog per webhook.")
+    checked_at: str = Field("", max_length=64, description="When the MTAs were last asked (RFC 3339).")
+
+
 class ClusterStatus(ApiModel):
     """Observed state of an MTA cluster."""
 
@@ -434,6 +452,7 @@ class ClusterStatus(ApiModel):
     sending_domains: int = Field(0, ge=0, description="SendingDomains that reference this cluster.")
     smtp_credentials: int = Field(0, ge=0, description="SmtpCredentials that reference this cluster.")
     handoff: Handoff = Field(default_factory=Handoff, description="Queue hand-off on scale-down.")
+    events: EventsStatus = Field(default_factory=EventsStatus, description="Webhook backlogs.")
 
 
 class Cluster(Resource):

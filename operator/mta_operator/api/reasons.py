@@ -19,6 +19,7 @@ class ConditionType(StrEnum):
     SPOOL_PERSISTENT = "SpoolPersistent"
     QUEUE_HANDED_OFF = "QueueHandedOff"
     LEGACY_DEPLOYMENT_RETIRED = "LegacyDeploymentRetired"
+    WEBHOOKS_READY = "WebhooksReady"
     VERIFIED = "Verified"
 
 
@@ -88,6 +89,15 @@ class Reason(StrEnum):
         "The previous release's Deployment delivered its queue and was removed")
     LEGACY_DEPLOYMENT_RETIRED = ("LegacyDeploymentRetired", "", False,
         "Event: the previous release's Deployment was removed")
+    NO_WEBHOOKS = ("NoWebhooks", "Cluster.WebhooksReady", False, "spec.events.webhooks is empty")
+    WEBHOOKS_DELIVERING = ("WebhooksDelivering", "Cluster.WebhooksReady", False,
+        "Every webhook's Secret is there and its receiver takes events; status.events says how many wait")
+    WEBHOOK_SECRET_NOT_FOUND = ("WebhookSecretNotFound", "Cluster.WebhooksReady", False,
+        "A webhook's secretRef names a Secret or key that does not exist (yet): that webhook is idle and "
+        "its events wait (mail is not affected)")
+    WEBHOOK_BACKLOG = ("WebhookBacklog", "Cluster.WebhooksReady", False,
+        "A webhook's receiver has not taken events for a while; they wait on the MTAs' volumes up to "
+        "spec.events.maxPendingEvents, past which the oldest are dropped (status.events counts them)")
 
     # SendingDomain
     RECONCILED = ("Reconciled", "SendingDomain.Ready", False,

@@ -32,6 +32,8 @@ from .context import Context
 from .index import Key
 
 RENEW_CHECK_SECONDS = 6 * 3600
+EVENTS_CHECK_SECONDS = 60.0
+BACKLOG_SECONDS = 600  # a webhook whose oldest event waits longer is reported (WebhookBacklog)
 LEGACY_CHECK_SECONDS = 10.0
 VOLUME_CHECK_SECONDS = 5.0
 PEER_TOKEN_BYTES = 32
@@ -39,6 +41,7 @@ QUEUE_DEPTH_METRIC = "mta_queue_depth"  # the relay's gauge; older relays have i
 
 SPOOL = ConditionType.SPOOL_PERSISTENT
 HANDED_OFF = ConditionType.QUEUE_HANDED_OFF
+WEBHOOKS = ConditionType.WEBHOOKS_READY
 LEGACY = ConditionType.LEGACY_DEPLOYMENT_RETIRED
 
 
@@ -51,6 +54,7 @@ class Observed:
     handoff: dict[str, Any] = field(default_factory=dict)
     conditions: list[tuple[ConditionType, bool, Reason, str]] = field(default_factory=list)
     busy: Reason | None = None  # a reason the Cluster is not Ready yet although its MTAs are (a scale-down)
+    events: dict[str, Any] | None = None  # status.events, when the MTAs were asked
 
 
 def domain_entries(ctx: Context, ck: Key) -> tuple[list[relay_config.DomainEntry], dict[str, str]]:
@@ -106,6 +110,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         await _retire_legacy(ctx, cluster, seen)
         await _check_volumes(ctx, cluster, seen)
         await _diagnose_mtas(ctx, cluster, seen)
+        await _check_webhooks(ctx, cluster, token, seen)
     except NotOwned as error:
         seen.problem = (Reason.CHILD_NOT_OWNED, str(error))
     ctx.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for
@@ -118,6 +123,9 @@ async def reconcile(ctx: Context, ck: Key) -> None:
 def _next_check(ctx: Context, ck: Key, seen: Observed) -> float:
     if seen.handoff.get("leaving"):
         return scale_down.POLL_SECONDS
+    cluster = ctx.index.clusters.get(ck)
+    if cluster is not None and cluster.spec.events.webhooks:
+        return EVENTS_CHECK_SECONDS  # the webhooks' backlog in status
     if ck in ctx.index.mta_problems:
         return VOLUME_CHECK_SECONDS  # MTAs not ready: say why, and notice when they are
     waiting = [c for c in seen.conditions if not c[1] and c[0] in {SPOOL, LEGACY}]
@@ -205,6 +213,46 @@ async def _handoff_step(ctx: Context, cluster: Cluster, token: str, seen: Observ
 
 async def _none() -> None:
     return None
+
+
+async def _check_webhooks(ctx: Context, cluster: Cluster, token: str, seen: Observed) -> None:
+    """WebhooksReady and status.events: each webhook's Secret, and its backlog on the MTAs."""
+    hooks = cluster.spec.events.webhooks
+    if not hooks:
+        seen.conditions.append((WEBHOOKS, True, Reason.NO_WEBHOOKS,
+                                "No webhooks: events go to the MTAs' logs and stores (kubectl mta messages)"))
+        seen.events = {"webhooks": [], "checkedAt": ""}
+        return
+    ns = cluster.metadata.namespace or ""
+    missing = []
+    for i, hook in enumerate(hooks):
+        live = await ctx.io(ctx.kube.get, "v1", "Secret", ns, hook.secret_ref.name)
+        if live is None or hook.secret_ref.key not in (live.get("data") or {}):
+            missing.append(f"spec.events.webhooks[{i}].secretRef: Secret {hook.secret_ref.name!r} "
+                           + ("does not exist" if live is None else f"has no key {hook.secret_ref.key!r}"))
+    pods = await _pods(ctx, ns, _selector_text(naming.workload_selector(cluster.metadata.name)))
+    cert = await _serving_certificate(ctx, ns, seen)
+    reports = [] if cert is None else [r for r in await asyncio.gather(*(
+        ctx.io(scale_down.queue_status, ip, relay_config.HTTP_PORT, token, cert) for ip in pods.values()))
+        if r is not None]
+    backlog = scale_down.webhook_backlog(reports)
+    counts = {h.name: backlog.get(h.name, (0, 0.0, 0)) for h in hooks}
+    seen.events = {"checkedAt": now_text(ctx.now()), "webhooks": [
+        {"name": name, "pending": pending, "oldestPendingSeconds": int(oldest), "dropped": dropped}
+        for name, (pending, oldest, dropped) in counts.items()]}
+
+    def said(name: str) -> str:
+        pending, oldest, dropped = counts[name]
+        return (f"{name}: {pending} events waiting" + (f", the oldest for {int(oldest)} s" if pending else "")
+                + (f", {dropped} dropped (outbox full)" if dropped else ""))
+    late = [name for name, (_, oldest, _) in counts.items() if oldest > BACKLOG_SECONDS]
+    if missing:
+        seen.conditions.append((WEBHOOKS, False, Reason.WEBHOOK_SECRET_NOT_FOUND, "; ".join(missing)))
+    elif late:
+        seen.conditions.append((WEBHOOKS, False, Reason.WEBHOOK_BACKLOG, "; ".join(map(said, late))))
+    else:
+        seen.conditions.append((WEBHOOKS, True, Reason.WEBHOOKS_DELIVERING, "; ".join(map(said, counts))
+                                + f" ({len(reports)}/{len(pods)} MTAs answered)"))
 
 
 def _still_retained(previous: Any, desired: int) -> list[dict[str, Any]]:
@@ -431,6 +479,8 @@ async def write_status(ctx: Context, ck: Key, seen: Observed | None = None) -> N
     }
     if handoff:
         status["handoff"] = handoff
+    if seen.events is not None:
+        status["events"] = seen.events
     await _patch(ctx, cluster, status)
     if before != conditions.status_of(conds, ConditionType.READY):
         await ctx.event(_ref(cluster), "Normal" if outcome[0] else "Warning", outcome[1], outcome[2])

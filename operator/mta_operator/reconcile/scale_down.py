@@ -37,6 +37,8 @@ class QueueReport:
     # Delivery events still waiting for a webhook: they move to a peer after the mail (0 from relays
     # that do not say)
     pending_events: int = 0
+    # webhook name → (events waiting, age of the oldest in seconds, events dropped ever)
+    webhooks: dict[str, tuple[int, float, int]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -68,6 +70,16 @@ def plan(desired: int, running: int | None, reports: dict[int, QueueReport | Non
     return Plan(replicas=running, leaving=leaving, queued=queued)
 
 
+def webhook_backlog(reports: list[QueueReport]) -> dict[str, tuple[int, float, int]]:
+    """Per webhook over the MTAs that answered: events waiting, oldest age, dropped."""
+    total: dict[str, tuple[int, float, int]] = {}
+    for report in reports:
+        for name, (pending, oldest, dropped) in report.webhooks.items():
+            was = total.get(name, (0, 0.0, 0))
+            total[name] = (was[0] + pending, max(was[1], oldest), was[2] + dropped)
+    return total
+
+
 def summary(names: dict[int, str], queued: dict[int, int | None]) -> str:
     """``x-mta-2: 120 messages, x-mta-1: not answering``, for conditions."""
     parts = []
@@ -82,8 +94,12 @@ def queue_status(address: str, port: int, token: str, cert_pem: bytes) -> QueueR
     answer = fetch_pinned(address, port, QUEUE_PATH, cert_pem, {"Authorization": f"Bearer {token}"})
     try:
         data = json.loads(answer[1]) if answer is not None and answer[0] == 200 else None
+        if not data:
+            return None
+        hooks = {str(name): (int(w["pending"]), float(w["oldestPendingAge"]), int(w["dropped"]))
+                 for name, w in (data.get("webhooks") or {}).items()}
         return QueueReport(depth=int(data["depth"]), leaving=bool(data["leaving"]),
-                           pending_events=int(data.get("pendingEvents", 0))) if data else None
+                           pending_events=int(data.get("pendingEvents", 0)), webhooks=hooks)
     except (ValueError, KeyError, TypeError):
         return None
 
