@@ -97,7 +97,7 @@ async def _send(ip: str, port: int, tls: ssl.SSLContext, password: str, rcpts: l
 
 
 def send(chain: Any, ip: str, rcpts: list[str], token: str | None = None) -> str:
-    """One message from billing to ``rcpts`` through the MTA at ``ip``; its token (Message-ID <token@e2e.test>)."""
+    """One message from billing to ``rcpts`` through the MTA at ``ip``; its token (in its Message-ID)."""
     token, data = message(SENDER, rcpts[0], token)
     asyncio.run(_send(ip, chain.port(587), chain.tls, chain.connection("billing")["password"], rcpts, data))
     return token

@@ -166,7 +166,8 @@ def _messages(kube: KubeconfigReader, args: argparse.Namespace) -> str:
         else:
             failed[pod] = f"HTTP {status}: {_error_text(body)}"
     if not answers:
-        raise NotFound("no MTA answered: " + "; ".join(f"{pod}: {why}" for pod, why in sorted(failed.items())))
+        raise NotFound("no MTA answered: " + "; ".join(
+            f"{pod}: {why}" for pod, why in sorted(failed.items())))
     events = message_view.merge(answers)
     if args.output == "json":
         return json.dumps({"events": events, "unanswered": failed}, indent=2)
