@@ -29,8 +29,6 @@ class EventType(StrEnum):
     BOUNCE = "Bounce"  # refused permanently by the next hop (or by us: no MX, ...)
     EXPIRATION = "Expiration"  # deferred past the max retry age
     REJECTION = "Rejection"  # refused at submission (SMTP reply or HTTP 4xx)
-    ADMIN_BOUNCE = "AdminBounce"  # an operator's action
-    SUPPRESSED = "Suppressed"  # the recipient is on the suppression list
 
 
 ALL_TYPES: tuple[EventType, ...] = tuple(EventType)
@@ -105,7 +103,7 @@ class Event:
     tls_cipher: str = ""
     bounce_classification: str = ""  # a ``classify`` category, for Bounce, TransientFailure, Expiration
     bounce_kind: str = ""  # "hard" or "soft", alongside the classification
-    reason: str = ""  # our reason string (replies.Reply.reason) for Rejection and Suppressed
+    reason: str = ""  # our reason string (replies.Reply.reason) for Rejection
     event_id: str = field(default_factory=lambda: new_event_id())
 
     def to_json(self) -> dict[str, Any]:
