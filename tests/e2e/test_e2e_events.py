@@ -199,7 +199,11 @@ def test_kubectl_mta_messages_shows_the_path_of_a_message_through_two_mtas(chain
 
     shown = kubectl_mta(chain, "messages", "--recipient", recipient)
     assert shown.returncode == 0, shown.stderr
+    at_hook = [(e["type"], e["mta"], e["num_attempts"]) for e in of(hooks.everything.events(), token)]
+    deliveries = sum(token.encode() in tx.data for tx in chain.receiver.transactions)
     lines = [line for line in shown.stdout.splitlines() if line.startswith("  ")]
+    assert lines, shown.stdout
+    assert "Delivery" in lines[-1], (shown.stdout, at_hook, deliveries)
     assert "Reception" in lines[0]
     assert f"on {leaving}" in lines[0]
     assert any("TransientFailure" in line and f"on {leaving}" in line for line in lines)
