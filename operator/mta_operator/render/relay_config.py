@@ -21,6 +21,7 @@ from mta_operator.api import (
     Cluster,
     DeliveryMode,
     DkimAlgorithm,
+    QuotaPeriod,
     SmarthostTls,
     SmtpCredential,
     duration_seconds,
@@ -42,7 +43,11 @@ PEER_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
 CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
 SPOOL_DIR = "/var/spool/mta"
 HTTP_PORT = 8080
+# Cluster.spec.rateLimit is a sliding window per MTA (docs/delivery.md), so a length in seconds is right.
 PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Month": 30 * 86400}
+# Quotas are calendar periods: the relay gets the kind (its own calendar), never a number of seconds.
+QUOTA_PERIODS: dict[QuotaPeriod, rc.QuotaPeriod] = {
+    QuotaPeriod.HOUR: "Hour", QuotaPeriod.DAY: "Day", QuotaPeriod.MONTH: "Month"}
 CRAM_MD5 = str(AuthMechanism.CRAM_MD5)
 # Cluster.spec.delivery.smarthost.tls → the relay's smarthost tls.
 SMARTHOST_TLS: dict[SmarthostTls, str] = {
@@ -111,7 +116,6 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
     rate = spec.rate_limit
     return rc.RelaySettings(
         hostname=spec.hostname,
-        mtas=spec.mtas,
         smtp_listeners=[rc.SmtpListener(port=container_port(p), public_port=p) for p in spec.smtp.ports]
         + [rc.SmtpListener(port=container_port(p), public_port=p, implicit_tls=True)
            for p in spec.smtp.implicit_tls_ports],
@@ -198,7 +202,7 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         cram_md5_secret=cram_md5_secret if cram else None,
         domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
         allowed_ips=list(spec.allowed_ips),
-        quota=rc.Quota(messages=quota.messages, period_seconds=PERIOD_SECONDS[quota.period])
+        quota=rc.Quota(messages=quota.messages, period=QUOTA_PERIODS[quota.period])
         if quota and quota.messages else None,
         allow_sender_header=spec.allow_sender_header,
         allow_null_sender=spec.allow_null_sender,
