@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 from mta_relay import config as rc
+from mta_relay.quota import DEFAULT_PERIOD
 from mta_relay.shards import render_shards
 
 from mta_operator import naming
@@ -106,12 +107,21 @@ def handoff(leaving: Iterable[str] = (), peers: Iterable[tuple[str, str]] = ()) 
                              for name, ip in sorted(peers)])
 
 
+def quota_exchange(peers: Iterable[tuple[str, str]] = ()) -> rc.QuotaExchange:
+    """Every MTA of the cluster, (pod name, pod IP): each MTA asks the others for their quota counts
+    (an MTA skips its own name, so one list serves all). Peers that move are found again by the relays
+    themselves; the list only has to be right once."""
+    return rc.QuotaExchange(peers=[rc.HandoffPeer(name=name, url=f"https://{_url_host(ip)}:{HTTP_PORT}")
+                                   for name, ip in sorted(peers)])
+
+
 def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
 def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
-                   handoff_section: rc.Handoff | None = None) -> rc.RelaySettings:
+                   handoff_section: rc.Handoff | None = None,
+                   exchange: rc.QuotaExchange | None = None) -> rc.RelaySettings:
     spec = cluster.spec
     rate = spec.rate_limit
     return rc.RelaySettings(
@@ -138,6 +148,7 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
         rate_limit=rc.RateLimit(messages=rate.messages, period_seconds=PERIOD_SECONDS[rate.period])
         if rate else None,
         handoff=handoff_section,
+        quota_exchange=exchange,
         cluster=cluster.metadata.name,
         events=_events(cluster),
         admin_token_file=f"{ADMIN_DIR}/{ADMIN_TOKEN_KEY}",
@@ -202,11 +213,17 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         cram_md5_secret=cram_md5_secret if cram else None,
         domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
         allowed_ips=list(spec.allowed_ips),
-        quota=rc.Quota(messages=quota.messages, period=QUOTA_PERIODS[quota.period])
+        quota=rc.Quota(messages=quota.messages, period=quota_period(cred))
         if quota and quota.messages else None,
         allow_sender_header=spec.allow_sender_header,
         allow_null_sender=spec.allow_null_sender,
     )
+
+
+def quota_period(cred: SmtpCredential) -> rc.QuotaPeriod:
+    """The period the relays count the credential's messages in: its quota's, a UTC day without one."""
+    quota = cred.spec.quota
+    return QUOTA_PERIODS[quota.period] if quota is not None and quota.messages else DEFAULT_PERIOD
 
 
 def summary(cred: SmtpCredential) -> str:
