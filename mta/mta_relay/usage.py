@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ USAGE_PATH = "/internal/v1/usage"
 NAME_HEADER = "Mta-Peer-Name"
 URL_HEADER = "Mta-Peer-Url"
 REQUEST_TIMEOUT = 2.0  # a peer that takes longer is asked again at the next round
+LEARNED_SECONDS = 60.0  # an address a peer announced is forgotten when it has not asked for this long
 _URL = re.compile(r"^https://[^/\s]+$")
 log = logging.getLogger("mta_relay.usage")
 
@@ -89,7 +91,8 @@ class Exchange:
     def __init__(self, relay: Relay, self_url: str | None) -> None:
         self.relay = relay
         self.self_url = self_url  # https://<pod IP>:<port>, announced to the peers; None: not announced
-        self.learned: dict[str, str] = {}  # pod name → URL, from peers that asked us
+        self.learned: dict[str, tuple[str, float]] = {}  # pod name → (URL, when), from peers that asked
+        self._asking: dict[str, asyncio.Task[None]] = {}  # one request in flight per peer at most
         self._since: dict[str, tuple[str, int]] = {}  # peer name → (its epoch, its last change number)
         self._session: aiohttp.ClientSession | None = None
         self._cert: tuple[Path, float, bytes] | None = None
@@ -100,26 +103,43 @@ class Exchange:
         """Pod name → URL of every other MTA: the settings' list, then what peers said of themselves."""
         exchange = self.relay.settings.quota_exchange
         found = {p.name: p.url.rstrip("/") for p in exchange.peers} if exchange else {}
-        found.update(self.learned)
+        horizon = time.monotonic() - LEARNED_SECONDS
+        for name, (url, when) in list(self.learned.items()):
+            if when < horizon:
+                del self.learned[name]  # gone (scaled down, or moved again): back to the settings' list
+            else:
+                found[name] = url
         found.pop(self.relay.pod_name or "", None)
         return found
+
+    def learn(self, name: str, url: str) -> None:
+        if name != self.relay.pod_name:
+            self.learned[name] = (url, time.monotonic())
 
     async def run(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
         try:
             while True:
                 exchange = self.relay.settings.quota_exchange
-                await self.round()
+                self.round()
                 await asyncio.sleep(exchange.interval_seconds if exchange else 1.0)
         finally:
+            for task in self._asking.values():
+                task.cancel()
+            await asyncio.gather(*self._asking.values(), return_exceptions=True)
             await self._session.close()
 
-    async def round(self) -> None:
+    def round(self) -> None:
+        """Ask every peer not still answering the previous question: a peer that does not answer (gone,
+        partitioned) costs its own timeout, never the others' interval."""
         token, pin = self.relay.peer_token, self._pin()
-        peers = self.peers()
-        if token is None or pin is None or not peers or self._session is None:
+        if token is None or pin is None or self._session is None:
             return
-        await asyncio.gather(*(self._ask(name, url, token, pin) for name, url in peers.items()))
+        for name, url in self.peers().items():
+            if name not in self._asking:
+                self._asking[name] = task = asyncio.get_running_loop().create_task(
+                    self._ask(name, url, token, pin))
+                task.add_done_callback(lambda _, name=name: self._asking.pop(name, None))
         self.rounds += 1
 
     async def _ask(self, name: str, url: str, token: bytes, pin: aiohttp.Fingerprint) -> None:
@@ -139,6 +159,8 @@ class Exchange:
             log.debug("usage exchange failed", extra={"fields": {
                 "event": "usage_exchange_failed", "peer": name, "error": type(error).__name__}})
             return
+        if report.epoch == self.relay.quota.epoch:
+            return  # this MTA itself (at an address the list gave for another name): never a peer
         if report.mta != name and report.mta:
             # The address now belongs to another MTA (a pod moved): count it under its own name.
             name = report.mta
@@ -160,8 +182,8 @@ class Exchange:
 def answer(relay: Relay, params: Mapping[str, str], headers: Mapping[str, str],
            exchange: Exchange | None) -> bytes:
     """The body of this MTA's answer to ``GET /internal/v1/usage`` (the caller checked the token)."""
-    if exchange is not None and (peer := announced(headers)) is not None and peer[0] != relay.pod_name:
-        exchange.learned[peer[0]] = peer[1]
+    if exchange is not None and (peer := announced(headers)) is not None:
+        exchange.learn(*peer)
     try:
         since = int(params.get("since", "0"))
     except ValueError:
