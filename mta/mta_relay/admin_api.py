@@ -34,10 +34,11 @@ _MAX_FILTER_LENGTH = 998
 
 
 class Admin:
-    """What the admin API needs from the relay: the token in force and where the event store is."""
+    """What the admin API needs from the relay: the token in force and the event store."""
 
-    def __init__(self, config_dir: Path, settings: Callable[[], RelaySettings], pod_name: str | None) -> None:
-        self.config_dir, self._settings, self.pod_name = config_dir, settings, pod_name
+    def __init__(self, config_dir: Path, settings: Callable[[], RelaySettings], pod_name: str | None,
+                 store: Callable[[], EventStore]) -> None:
+        self.config_dir, self._settings, self.pod_name, self.store = config_dir, settings, pod_name, store
         self.token: bytes | None = None
         self.reload()
 
@@ -122,16 +123,12 @@ async def messages(request: web.Request) -> web.Response:
     path = admin.store_path
     if not path.exists():
         return web.json_response({"mta": admin.pod_name or "", "events": []})
-    events = await asyncio.to_thread(_query, path, criteria)
+    events = await asyncio.to_thread(_query, admin.store, criteria)
     return web.json_response({"mta": admin.pod_name or "", "events": events})
 
 
-def _query(path: Path, criteria: dict[str, Any]) -> list[dict[str, Any]]:
-    store = EventStore(path)
-    try:
-        return [event.to_json() for event in store.query(**criteria)]
-    finally:
-        store.close()
+def _query(store: Callable[[], EventStore], criteria: dict[str, Any]) -> list[dict[str, Any]]:
+    return [event.to_json() for event in store().query(**criteria)]
 
 
 def add_routes(app: web.Application, admin: Admin) -> None:

@@ -35,7 +35,7 @@ from mta_relay.authenticate import BASIC, authenticate, source_ip
 from mta_relay.config import Credential
 from mta_relay.events import from_config as events_config
 from mta_relay.events.record import Event
-from mta_relay.events.store import EventStore, StoreError
+from mta_relay.events.store import StoreError
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError, new_queue_id
@@ -244,20 +244,16 @@ async def usage_report(request: web.Request) -> web.Response:
 
 def _webhook_backlog(relay: Relay) -> dict[str, dict[str, float]]:
     """Per webhook: events waiting, the age of the oldest (seconds, 0 when none), events dropped ever."""
-    path = events_config.store_path(relay.config_dir, relay.settings)
-    if not path.exists():
+    if not events_config.store_path(relay.config_dir, relay.settings).exists():
         return {}
-    store = EventStore(path)
-    try:
-        found = {}
-        now = time.time()
-        for name in store.webhooks():
-            pending, oldest = store.pending(name)
-            found[name] = {"pending": pending, "oldestPendingAge": round(max(0.0, now - oldest), 1)
-                           if oldest is not None else 0.0, "dropped": store.dropped(name)}
-        return found
-    finally:
-        store.close()
+    store = relay.event_store()
+    found = {}
+    now = time.time()
+    for name in store.webhooks():
+        pending, oldest = store.pending(name)
+        found[name] = {"pending": pending, "oldestPendingAge": round(max(0.0, now - oldest), 1)
+                       if oldest is not None else 0.0, "dropped": store.dropped(name)}
+    return found
 
 
 async def receive_events(request: web.Request) -> web.Response:
@@ -285,14 +281,7 @@ async def receive_events(request: web.Request) -> web.Response:
 
 
 def _add_events(relay: Relay, events: list[Event], outboxes: list[str]) -> int:
-    settings = relay.settings.events
-    store = EventStore(events_config.store_path(relay.config_dir, relay.settings),
-                       retention=float(settings.retention_seconds), max_events=settings.max_stored_events,
-                       max_pending=settings.max_pending_events)
-    try:
-        return store.add(events, outboxes)
-    finally:
-        store.close()
+    return relay.event_store().add(events, outboxes)
 
 
 def make_app(relay: Relay) -> web.Application:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from pathlib import Path
 
 from mta_relay import config_loader, handoff, state_files
 from mta_relay.auth_throttle import AuthThrottle
 from mta_relay.delivery.process import DeliveryProcess
+from mta_relay.events import from_config as events_config
 from mta_relay.events.record import EventSink
+from mta_relay.events.store import EventStore
 from mta_relay.generation import Generation, tls_context
 from mta_relay.metrics import Metrics
 from mta_relay.passwords import PasswordChecker
@@ -51,6 +54,30 @@ class Relay:
         self.http_tls = tls_context(config_dir, tls.cert_file, tls.key_file)
         self.peer_token = handoff.read_token(config_dir, generation.config.settings)
         self.handoff_received = handoff.received_counter(self.metrics.registry)
+        self._event_store: EventStore | None = None
+        self._event_store_lock = threading.Lock()
+
+    def event_store(self) -> EventStore:
+        """The front door's one connection to the event store (admin queries, webhook backlog, events a
+        leaving peer hands over), opened at first use and kept until shutdown. Connections opened and
+        closed per request while the delivery process wrote lost that process's later commits on the
+        test bed: a closing connection that takes itself for the last one checkpoints and removes the
+        WAL. One long-lived connection per process leaves that to shutdown. Blocking: call it off the
+        loop."""
+        with self._event_store_lock:
+            if self._event_store is None:
+                self._event_store = EventStore(events_config.store_path(self.config_dir, self.settings))
+            store = self._event_store
+        events = self.settings.events
+        store.retention, store.max_events = float(events.retention_seconds), events.max_stored_events
+        store.max_pending = events.max_pending_events
+        return store
+
+    def close_event_store(self) -> None:
+        with self._event_store_lock:
+            if self._event_store is not None:
+                self._event_store.close()
+                self._event_store = None
 
     @property
     def settings(self):

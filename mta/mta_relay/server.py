@@ -74,7 +74,8 @@ class RelayServer:
             self._servers.append(server)
         if settings.http.enabled:
             app = make_app(relay)
-            self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name)
+            self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name,
+                                          relay.event_store)
             admin_api.add_routes(app, self._admin)
             self._http = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._http.setup()
@@ -178,5 +179,6 @@ class RelayServer:
         relay.passwords.close()
         if self._events is not None:
             await asyncio.to_thread(self._events.close)
+        await asyncio.to_thread(relay.close_event_store)
         await relay.save_state()  # quota counts since the last save (state_files)
         log.info("stopped", extra={"fields": {"event": "stopped"}})

@@ -150,6 +150,10 @@ class SmtpReceiver:
         ``times`` times."""
         self._replies[stage].extend([reply] * times)
 
+    def unscript(self, stage: str) -> None:
+        """Drop the replies still scripted for ``stage``: it is answered normally from now on."""
+        self._replies.pop(stage, None)
+
     def _next_reply(self, stage: str) -> str | None:
         queue = self._replies.get(stage)
         return queue.popleft() if queue else None
