@@ -10,7 +10,6 @@ the raw figures as events_throughput.json. Needs root (the Postfix peer): see be
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import os
@@ -25,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mta_relay import config
 from mta_relay.events import from_config as events_config
-from mta_relay.events.record import EventType
 
 from bench.delivery import run
 from bench.delivery.__main__ import relay_source
 from bench.delivery.receipts import complete_lines, match
 from bench.events import receiver
+from bench.events.hooks import VARIANTS, Receiver, Variant, start_receiver
 from bench.events.store_size import size_of
 from bench.events.throughput_report import HookFigures, Row, StoreFigures, render
 from bench.frontdoor import machine, postfix_peer, relay_peer
@@ -44,35 +42,9 @@ from bench.frontdoor.run import WARM_UP
 from bench.frontdoor.stats import Outcome
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-# What one accepted message with one recipient makes, delivered at the first attempt.
-PER_MESSAGE = (str(EventType.RECEPTION), str(EventType.DELIVERY))
 
-
-@dataclass(frozen=True)
-class Hook:
-    name: str
-    types: tuple[str, ...] = ()  # empty: every event
-
-    def expected(self) -> tuple[str, ...]:
-        return tuple(t for t in PER_MESSAGE if not self.types or t in self.types)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A relay configuration: ``key`` names its directories and its webhooks' URL path."""
-
-    peer: str
-    key: str
-    hooks: tuple[Hook, ...]
-
-
-OUTCOMES = Hook("outcomes", (str(EventType.DELIVERY), str(EventType.BOUNCE), str(EventType.EXPIRATION)))
-VARIANTS = (Variant("relay, no webhook", "nohook", ()),
-            Variant("relay, 1 webhook", "onehook", (Hook("all"),)),
-            Variant("relay, 2 webhooks", "twohooks", (Hook("all"), OUTCOMES)))
-
-FULL = run.Plan(max_messages=3_000, max_seconds=10, scenarios=((100, 10), (100, 50)), rounds=5,
-                budget_seconds=900)
+FULL = run.Plan(max_messages=3_000, max_seconds=10, scenarios=((100, 10), (100, 50)), rounds=7,
+                budget_seconds=1200)
 QUICK = run.Plan(max_messages=250, max_seconds=2, scenarios=((100, 10),), rounds=3, drain_cap_seconds=30,
                  budget_seconds=300)
 
@@ -167,25 +139,14 @@ class _Harness:
         return figures
 
 
-def _secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def _events_section(variant: Variant, port: int, certs: CertFiles, secret_file: Path) -> config.Events:
-    return config.Events(webhooks=[
-        config.Webhook(name=hook.name, url=f"https://127.0.0.1:{port}/hooks/{variant.key}/{hook.name}",
-                       secret_file=str(secret_file), types=list(hook.types), ca_file=str(certs.ca))
-        for hook in variant.hooks])
-
-
-def _start(harness: _Harness, workdir: Path, certs: CertFiles, sink_port: int, receiver_port: int,
-           secret_file: Path, peers: list[Peer]) -> None:
+def _start(harness: _Harness, workdir: Path, certs: CertFiles, sink_port: int, hooks: Receiver,
+           peers: list[Peer]) -> None:
     """Postfix and the relays, each warmed up; appends as it goes (the caller stops what did start)."""
     peers.append(postfix_peer.start(workdir, certs, sink_port, secrets.token_urlsafe(24)))
     for variant in VARIANTS:
         peer = relay_peer.start(workdir, certs, sink_port, relay_peer.generated_password(), name=variant.key,
                                 peer_name=variant.peer,
-                                events=_events_section(variant, receiver_port, certs, secret_file))
+                                events=hooks.events_section(variant, certs))
         peers.append(peer)
         harness.relays[peer.name] = _Relay(variant, peer, workdir / f"{variant.key}-spool")
     for peer in peers:
@@ -221,22 +182,14 @@ def execute(plan: run.Plan, *, keep: bool = False, progress: Callable[[str], Non
                      workdir, json_stdout=True)
         sink_port = int(sink.read_json_line(timeout=20)["port"])
         certs = write_certs(workdir / "certs")
-        secret_file = workdir / "webhook-secret"
-        secret_file.write_text(_secret())
-        secret_file.chmod(0o600)
-        events_file = workdir / "events.txt"
-        events_file.touch()
-        hook_receiver = spawn("receiver", [sys.executable, "-m", "bench.events.receiver", "--events",
-                                           str(events_file), "--cert", str(certs.cert_chain), "--key",
-                                           str(certs.key), "--secret-file", str(secret_file)],
-                              workdir, json_stdout=True)
-        receiver_port = int(hook_receiver.read_json_line(timeout=20)["port"])
+        hooks = start_receiver(workdir, certs)
+        hook_receiver = hooks.child
         if missing := relay_peer.available():
             raise RuntimeError(f"mta-relay cannot run: {missing}")
         tls = ssl.create_default_context(cafile=str(certs.ca))
         bench = run.Bench(plan, workdir, run.ReceiptLog(receipts), tls)
-        harness = _Harness(plan, bench, EventLog(events_file), hook_receiver)
-        _start(harness, workdir, certs, sink_port, receiver_port, secret_file, peers)
+        harness = _Harness(plan, bench, EventLog(hooks.events_file), hook_receiver)
+        _start(harness, workdir, certs, sink_port, hooks, peers)
         for turn, (per_connection, clients) in enumerate(plan.scenarios):
             load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
             for round_ in range(1, plan.rounds + 1):
