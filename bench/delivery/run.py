@@ -34,6 +34,7 @@ from bench.frontdoor.loadgen import Load, run_load
 from bench.frontdoor.peers import Peer, stop_all
 from bench.frontdoor.run import MAIL_FROM, RCPT_TO, WARM_UP
 from bench.frontdoor.smtp_client import Target
+from bench.frontdoor.stats import Outcome
 
 SEQ_STRIDE = 10**12  # Message-ID seqs of run n start at n * SEQ_STRIDE (loadgen: client * 10**7 + count)
 
@@ -109,7 +110,7 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
         certs = write_certs(workdir / "certs")
         if missing := relay_peer.available():
             raise RuntimeError(f"mta-relay cannot run: {missing}")
-        bench = _Bench(plan, workdir, ReceiptLog(receipts),
+        bench = Bench(plan, workdir, ReceiptLog(receipts),
                        ssl.create_default_context(cafile=str(certs.ca)))
         _start_peers(bench, certs, sink_port, peers, traced=False)
         for turn, (per_connection, clients) in enumerate(plan.scenarios):
@@ -140,7 +141,7 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
     return Run(results, notes, workdir)
 
 
-def _start_peers(bench: _Bench, certs: CertFiles, sink_port: int, peers: list[Peer], *, traced: bool) -> None:
+def _start_peers(bench: Bench, certs: CertFiles, sink_port: int, peers: list[Peer], *, traced: bool) -> None:
     """Appends as it goes (the caller stops what did start); each peer is warmed up."""
     prefix = "traced-" if traced else ""  # a second instance needs its own queue and config directories
     peers.append(postfix_peer.start(bench.workdir, certs, sink_port, secrets.token_urlsafe(24), traced=traced,
@@ -154,13 +155,16 @@ def _start_peers(bench: _Bench, certs: CertFiles, sink_port: int, peers: list[Pe
                                f"{warm.missing} not delivered; see {bench.workdir}")
 
 
-class _Bench:
+class Bench:
     def __init__(self, plan: Plan, workdir: Path, receipts: ReceiptLog, tls: ssl.SSLContext) -> None:
         self.plan, self.workdir, self.receipts, self.tls = plan, workdir, receipts, tls
         self._runs = 0
 
-    def measure(self, peer: Peer, load: Load, round_: int = 0) -> Result:
-        """One run; ``round_`` 0 is the warm-up."""
+    def measure(self, peer: Peer, load: Load, round_: int = 0, *,
+                after_delivery: Callable[[Outcome, list[tuple[int, float]]], None] | None = None) -> Result:
+        """One run; ``round_`` 0 is the warm-up. ``after_delivery(outcome, receipts)`` runs once the sink
+        has every accepted message (or delivery stalled) and before the peer settles: more of the peer's
+        work to wait for (the events benchmark waits for its webhooks there), inside the CPU figure."""
         self._runs += 1
         load = Load(load.clients, load.per_connection, load.max_messages, load.max_seconds,
                     load.message_size, first_seq=self._runs * SEQ_STRIDE)
@@ -173,6 +177,8 @@ class _Bench:
         outcome = asyncio.run(run_load(_target(peer), self.tls, load))
         ended = time.monotonic()
         received = self._await_delivery(set(outcome.accepted_at))
+        if after_delivery is not None:
+            after_delivery(outcome, received)
         peer.settle()  # its queue is empty: removal is part of the pipeline's cost
         if traced:
             _await_quiet(peer)

@@ -23,6 +23,7 @@ from typing import Any
 from mta_relay.events.record import Event, EventType, Response
 from mta_relay.events.store import EventStore, WebhookFilter
 
+from bench.events.store_size import size_of
 from bench.frontdoor import machine
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -121,18 +122,6 @@ def commit_latency(workdir: Path, corpus: Corpus, group: int, rounds: int) -> di
     for store in stores.values():
         store.close()
     return {sync: round(statistics.median(t) * 1000, 3) for sync, t in times.items()}
-
-
-def size_of(path: Path) -> dict[str, Any]:
-    store = EventStore(path)
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    parts = dict(store._db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name "
-                                   "HAVING sum(pgsize) > 1048576 ORDER BY 2 DESC"))
-    count = store.count()
-    store.close()
-    files = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
-    return {"bytes": files, "bytes_per_event": round(files / count), "events": count,
-            "by_object_mib": {k: round(v / 2**20, 1) for k, v in parts.items()}}
 
 
 def timed(call: Callable[[], list[Event]], repeats: int) -> dict[str, float]:

@@ -3,7 +3,10 @@ the relay with py-spy (bench/requirements.txt; --nonblocking, since strace alrea
 load generator runs one scenario, and prints the functions with the most samples, self and total.
 ``--drain`` samples on until the relay's spool is empty, so the delivery of what was accepted is in the
 profile (the delivery bench's view); ``--idle`` counts waiting threads too (fsyncs in worker threads);
-``--gil`` only samples holding the GIL, i.e. where the Python CPU time goes.
+``--gil`` only samples holding the GIL, i.e. where the Python CPU time goes. ``--webhooks 1|2`` starts
+the relay with the events benchmark's webhooks (``bench.events.hooks``: one taking every event, or that
+and one filtered by type) posting to its HTTPS receiver; ``--subprocesses`` samples the relay's delivery
+process too (where deliveries, their events and the webhook sender run).
 
 ``python -m bench.frontdoor.profile_relay [--clients 10] [--per-connection 100] [--seconds 10] [--drain]``
 """
@@ -23,6 +26,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from bench.events import hooks
 from bench.frontdoor import relay_peer
 from bench.frontdoor.certs import write_certs
 from bench.frontdoor.children import spawn
@@ -60,17 +64,25 @@ def main() -> None:
     parser.add_argument("--drain", action="store_true", help="sample until the relay's spool is empty")
     parser.add_argument("--idle", action="store_true", help="include idle threads (py-spy --idle)")
     parser.add_argument("--gil", action="store_true", help="only samples holding the GIL (py-spy --gil)")
+    parser.add_argument("--webhooks", type=int, choices=range(len(hooks.VARIANTS)), default=0,
+                        help="webhooks of the relay (bench.events.hooks.VARIANTS)")
+    parser.add_argument("--subprocesses", action="store_true",
+                        help="sample the delivery process too (py-spy --subprocesses)")
     args = parser.parse_args()
     if not PY_SPY.exists():
         parser.error(f"{PY_SPY} missing: python -m venv bench/.venv && bench/.venv/bin/pip install -r "
                      "bench/requirements.txt")
     workdir = Path(tempfile.mkdtemp(prefix="mta-frontdoor-profile-"))
     sink = spawn("sink", [sys.executable, "-m", "bench.frontdoor.sink"], workdir, json_stdout=True)
-    relay = None
+    relay = receiver = None
     try:
         certs = write_certs(workdir / "certs")
+        events = None
+        if args.webhooks:
+            receiver = hooks.start_receiver(workdir, certs)
+            events = receiver.events_section(hooks.VARIANTS[args.webhooks], certs)
         relay = relay_peer.start(workdir, certs, int(sink.read_json_line(20)["port"]),
-                                 relay_peer.generated_password())
+                                 relay_peer.generated_password(), events=events)
         target = Target("127.0.0.1", relay.port, relay.username, relay.password, "bench@example.com",
                         "sink@example.net")
         tls = ssl.create_default_context(cafile=str(certs.ca))
@@ -82,6 +94,7 @@ def main() -> None:
         with spy_log.open("w") as log:
             argv = [str(PY_SPY), "record", "--nonblocking", "--format", "raw", "--rate", "250", *duration,
                     *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else []),
+                    *(["--subprocesses"] if args.subprocesses else []),
                     "--output", str(folded), "--pid", str(relay.children[0].peer_pid())]
             spy = subprocess.Popen(argv, stdout=log, stderr=log)
         outcome = asyncio.run(run_load(target, tls, Load(args.clients, args.per_connection, 10**9,
@@ -102,6 +115,8 @@ def main() -> None:
     finally:
         if relay is not None:
             relay.stop()
+        if receiver is not None:
+            receiver.child.stop()
         sink.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 

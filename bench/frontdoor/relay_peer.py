@@ -35,7 +35,8 @@ def available() -> str | None:
 
 
 def write_config(config_dir: Path, *, smtp_port: int, http_port: int, certs: CertFiles, spool: Path,
-                 sink_port: int, password: str) -> None:
+                 sink_port: int, password: str, events: config.Events | None = None) -> None:
+    """``events``: the ``events`` section (webhooks); None: the default, no webhooks."""
     settings = config.RelaySettings(
         hostname="relay.bench.localhost",
         smtp_listeners=[config.SmtpListener(port=smtp_port, address="127.0.0.1")],
@@ -46,6 +47,7 @@ def write_config(config_dir: Path, *, smtp_port: int, http_port: int, certs: Cer
         delivery=config.Delivery(mode="Smarthost",
                                  smarthost=config.Smarthost(host="127.0.0.1", port=sink_port, tls="None")),
         queue=config.Queue(path=str(spool)),
+        **({"events": events} if events is not None else {}),
     )
     credential = config.Credential(username=USERNAME, password_verifier=passwords.fast_verifier(password),
                                    domains=config.Domains(mode="Specific", names=[SENDER_DOMAIN]))
@@ -63,19 +65,20 @@ def generated_password() -> str:
 
 
 def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, traced: bool = False,
-          name: str = "relay") -> Peer:
-    """``name``: prefix of the config and spool directories in ``workdir`` (a second start needs its own)."""
+          name: str = "relay", peer_name: str = RELAY, events: config.Events | None = None) -> Peer:
+    """``name``: prefix of the config and spool directories in ``workdir`` (a second start needs its own);
+    ``peer_name``: the peer's name in results; ``events``: as in ``write_config``."""
     port = free_port()
     config_dir, spool = workdir / f"{name}-config", workdir / f"{name}-spool"
     write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs, spool=spool,
-                 sink_port=sink_port, password=password)
+                 sink_port=sink_port, password=password, events=events)
     executable = _executable()
     assert executable is not None  # checked by available()
     child = spawn(name, [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir,
                   traced=traced)
     wait_for_port(child, port)
     # Non-empty slot files are accepted mail not yet delivered to the sink (mta_relay.spool).
-    return Peer(RELAY, port, USERNAME, password, [child],
+    return Peer(peer_name, port, USERNAME, password, [child],
                 settle=lambda: wait_drained(lambda: _spooled(spool)))
 
 
