@@ -47,6 +47,18 @@ class CompactCreds(MutableMapping[Key, SmtpCredential]):
         return len(self._json)
 
 
+# owner UIDs, decoded data, annotations of ours
+Connection = tuple[set[str], dict[str, str], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PendingRotation:
+    request: str  # the spec.rotation.requestedAt it answers
+    password: str = field(repr=False)
+    verifier: str
+    created: str
+
+
 @dataclass
 class Index:
     clusters: dict[Key, Cluster] = field(default_factory=dict)
@@ -57,8 +69,13 @@ class Index:
     # (cluster, Secret name) → the peer and admin tokens as read or generated; never logged
     tokens: dict[tuple[Key, str], str] = field(default_factory=dict)
     mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
-    # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
-    connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
+    # Connection Secrets by (namespace, name): owner UIDs, decoded data and the operator's annotations
+    # (naming.PASSWORD_CREATED, ...), as last read or written.
+    connections: dict[Key, Connection] = field(default_factory=dict)
+    # Rotations under way, by SmtpCredential: the new password waits here (memory only) until the table
+    # that accepts it is written, and only then goes to the connection Secret, so an app never holds a
+    # password the MTAs do not know yet. Lost with the process: the request is then answered afresh.
+    rotations: dict[Key, PendingRotation] = field(default_factory=dict)
     unknown_connections: set[Key] = field(default_factory=set)  # seen to exist (409) but not read yet
     _cred_cluster: dict[Key, Key] = field(default_factory=dict)
     _by_cluster: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))
