@@ -79,8 +79,13 @@ async def reconcile(ctx: Context, key: Key) -> None:
     assert table is not None
     entry = relay_config.credential(cred, secrets_of.verifier, relay_config.mechanisms(cluster, cred),
                                     secrets_of.cram, secrets_of.previous)
+    before = table.entries.get(key)
     if not table.put(key, entry) and table.served(key):
         await write_status(ctx, key)
+    if before is not None and before.suspended != entry.suspended:
+        outcome = served_outcome(cred, cluster)
+        note = outcome.message if entry.suspended else "Resumed: the MTAs accept the credential again"
+        await ctx.event(_ref(cred), "Normal", outcome.reason, note)
 
 
 async def _refuse(ctx: Context, cred: SmtpCredential, refused: Refused) -> None:
@@ -103,10 +108,7 @@ async def write_status(ctx: Context, key: Key) -> None:
         ctx.enqueue(("cred", key))  # the table accepting the new password is written: on to the Secret
     outcome = served_outcome(cred, ctx.index.clusters.get(ck))
     if outcome.ok:
-        before = next((c for c in _conditions(cred) if c["type"] == ConditionType.READY), {})
         await _patch(ctx, cred, _status(ctx, cred, outcome))
-        if {before.get("reason"), outcome.reason} == {Reason.SERVING, Reason.SUSPENDED}:
-            await ctx.event(_ref(cred), "Normal", outcome.reason, outcome.message)
     else:
         await _refuse(ctx, cred, Refused(outcome.reason, outcome.message))
 
@@ -239,7 +241,8 @@ def _stamp(when: dt.datetime | None) -> str:
 def _replaced(cred: SmtpCredential, verifier: str, marks: dict[str, str], now: dt.datetime
               ) -> rc.PreviousVerifier:
     created = marks.get(naming.PASSWORD_CREATED)
-    return rc.PreviousVerifier(verifier=verifier, not_after=now + _grace(cred),
+    # whole seconds, as status shows it: the table and status name the same instant
+    return rc.PreviousVerifier(verifier=verifier, not_after=now.replace(microsecond=0) + _grace(cred),
                                created=dt.datetime.fromisoformat(created) if created else None)
 
 
