@@ -129,7 +129,8 @@ def test_suspend_and_resume_reach_every_mta_within_5_seconds(chain):
 
     asked = time.monotonic()
     _plugin(chain, "credential", "suspend", "pausable")
-    refused_after = _until_every_mta(chain, ips, "pausable", password, replies.CREDENTIAL_SUSPENDED.code, asked)
+    suspended = replies.CREDENTIAL_SUSPENDED.code
+    refused_after = _until_every_mta(chain, ips, "pausable", password, suspended, asked)
     figure("suspend: every MTA refuses (525 5.7.13) after (s)",
            round(max(refused_after.values()), 2) if refused_after else None)
     assert set(refused_after) == set(ips), refused_after
