@@ -160,3 +160,27 @@ async def test_suspend_and_resume(core: Core) -> None:
                           and condition(o, "Suspended").get("status") == "False" and o, "Suspended=False")
     assert condition(cred, "Ready")["reason"] == "Serving"
     assert _accepts(_entry(core, "paused"), password)
+
+
+async def test_a_restart_keeps_the_replaced_password_and_answers_no_request_twice(core: Core) -> None:
+    """The table (replaced verifiers, their expiry and creation) and the connection Secret's annotations
+    (the request answered) are the operator's memory of a rotation across restarts."""
+    core.apply(*cluster_and_domains())
+    await core.start()
+    rotated = _cred("kept", rotation={"requestedAt": _stamp(60)})  # answered at creation: no rotation
+    core.apply(rotated)
+    await core.ready("SmtpCredential", "kept")
+    first = _password(core, "kept")
+    core.apply(_cred("kept", rotation={"requestedAt": _stamp()}))
+    second = await wait_for(lambda: (p := _password(core, "kept")) != first and p, "the new password")
+    before = await wait_for(lambda: len((s := core.cr("SmtpCredential", "kept")["status"])["passwords"]) == 2
+                            and s["passwords"], "two passwords in status")
+    await core.stop()
+
+    await core.start()
+    await core.ready("SmtpCredential", "kept")
+    entry = _entry(core, "kept")
+    assert _accepts(entry, first)
+    assert _accepts(entry, second)
+    assert _password(core, "kept") == second
+    assert core.cr("SmtpCredential", "kept")["status"]["passwords"] == before

@@ -54,6 +54,7 @@ class Refused(Exception):
 async def reconcile(ctx: Context, key: Key) -> None:
     cred = ctx.index.creds.get(key)
     if cred is None:
+        ctx.index.rotations.pop(key, None)  # deleted mid-rotation: its new password was never handed out
         return
     ck = ctx.index.cluster_of(cred)
     cluster = ctx.index.clusters.get(ck)
