@@ -1,7 +1,12 @@
 """SmtpCredential → its connection Secret, its entry in the Cluster's credential table, and its status.
 
 A new credential costs three API calls (Ready=False, the connection Secret, Ready=True); an unchanged one
-after a restart costs none. Password verifiers come from the relay's ``passwords`` module."""
+after a restart costs none. Password verifiers come from the relay's ``passwords`` module.
+
+Passwords over time: a rotation (``spec.rotation.requestedAt``, or a changed passwordSecretRef Secret)
+keeps the replaced password's verifier in the entry until its grace period ends; the entry is the record of
+them across restarts, the connection Secret's annotations record which requests its password answers.
+A suspension is a flag on the entry: the credential stays served (Ready=True, reason Suspended)."""
 
 from __future__ import annotations
 
