@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down crds reasons lint unit test demo demo-down
+.PHONY: setup testbed-build up down crds reasons lint unit test-local test demo demo-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ $(NODE_DEPS): tests/clients/node/package-lock.json
 # or Node.js).
 unit: setup
 	$(BIN)/pytest -q -m unit
+
+# Every test that needs neither the test bed nor root, Postfix, swaks or Node: real relays and receivers on
+# loopback, no Kubernetes (minutes, not seconds).
+test-local: setup
+	$(BIN)/pytest -q -m "not testbed and not root and not postfix and not swaks and not node"
 
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
 test: testbed-build lint $(NODE_DEPS)

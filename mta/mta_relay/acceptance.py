@@ -43,7 +43,7 @@ def rejection_event(relay: Relay, source: Source, reply: Reply, **fields: Any) -
 
 async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply | None:
     """MAIL FROM: quota first (cheap, and a used-up quota is temporary), then the sender domain."""
-    if relay.quota.exhausted(cred.username, cred.quota, relay.settings.mtas):
+    if relay.quota.exhausted(cred.username, cred.quota):
         return replies.QUOTA
     return await relay.gen.policy.check_sender(cred, mail_from, relay.gen.spf)
 
@@ -64,8 +64,7 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
     reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf)
     if reply is not None:
         return rejected(relay, source, reply, **fields)
-    mtas = relay.settings.mtas
-    if not relay.quota.charge(cred.username, cred.quota, mtas):
+    if not relay.quota.charge(cred.username, cred.quota):
         return rejected(relay, source, replies.QUOTA, **fields)
     settings = relay.settings
     if protocol is None:
@@ -85,6 +84,7 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
         relay.spool_ok = False
         log.error("spool write failed", extra={"fields": {"event": "spool_error", "error": str(error)}})
         return rejected(relay, source, replies.SPOOL_FAILED, **fields)
+    relay.quota.record_use(cred.username, client_ip)
     if relay.delivery is not None:
         relay.delivery.notify(envelope.queue_id)
     relay.metrics.accepted.labels(source).inc()

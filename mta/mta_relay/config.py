@@ -12,7 +12,7 @@ operator renders into Secrets, never into the ConfigMap that holds ``RelaySettin
 Parts other components use:
 - ``delivery``, ``queue``, ``rate_limit``, ``domains[].dkim``: plain settings for the delivery side
   (``mta_relay.delivery``); the front door does not interpret them.
-- ``mtas``: how many MTAs share each credential's quota (see ``quota``).
+- ``quota_exchange``: the peer MTAs this one exchanges quota counts with (see ``quota`` and ``usage``).
 """
 
 from __future__ import annotations
@@ -115,11 +115,15 @@ class SendingDomain(_Model):
         return value.lower() if isinstance(value, str) else value
 
 
+QuotaPeriod = Literal["Hour", "Day", "Month"]
+
+
 class Quota(_Model):
-    """Messages per period for the whole cluster (0 = unlimited)."""
+    """Messages per period for the whole cluster (0 = unlimited). The period is a UTC calendar period
+    (``quota.period_start``): a Month is the calendar month, so the relay is told the kind, not seconds."""
 
     messages: int = Field(ge=0)
-    period_seconds: int = Field(default=86400, ge=1)
+    period: QuotaPeriod = "Day"
 
 
 class Domains(_Model):
@@ -281,6 +285,16 @@ class Handoff(_Model):
     peers: list[HandoffPeer] = Field(default_factory=list)
 
 
+class QuotaExchange(_Model):
+    """The MTAs that share the quotas (``usage``): every MTA asks each of ``peers`` for its counts every
+    ``interval_seconds`` (peer token from ``handoff.tokenFile``, certificate pinned). An MTA skips its
+    own name. ``peers`` is where to start: a peer that asks also says where it is, so an MTA replaced
+    while the operator is away is found again without new settings."""
+
+    peers: list[HandoffPeer] = Field(default_factory=list)
+    interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+
 MAX_URL_LENGTH = 2048
 
 
@@ -357,7 +371,6 @@ class RelaySettings(_Model):
     version: Literal[1] = CONFIG_VERSION
     hostname: str
     cluster: str = ""  # the Cluster's name, in events
-    mtas: int = Field(default=1, ge=1)
     smtp_listeners: list[SmtpListener] = Field(min_length=1)
     http: HttpListener = Field(default_factory=HttpListener)
     tls: TlsFiles
@@ -372,6 +385,7 @@ class RelaySettings(_Model):
     queue: Queue = Field(default_factory=Queue)
     rate_limit: RateLimit | None = None
     handoff: Handoff | None = None
+    quota_exchange: QuotaExchange | None = None
     # The admin API's token (``admin_api``: messages), relative to the config directory unless absolute;
     # unset: the admin API answers 404.
     admin_token_file: str | None = None

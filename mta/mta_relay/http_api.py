@@ -1,6 +1,7 @@
 """HTTP on its own port, in the relay's loop: ``POST /api/inject/v1``, ``/healthz``, ``/readyz``,
 ``/metrics``, and for the MTAs of the cluster and the operator ``POST /internal/v1/handoff``,
-``POST /internal/v1/events`` and ``GET /internal/v1/queue`` (see ``handoff``). The admin API
+``POST /internal/v1/events``, ``GET /internal/v1/queue`` (see ``handoff``) and ``GET /internal/v1/usage``
+(the quota counts, see ``usage``). The admin API
 (``admin_api``) is added to the same app.
 
 The injection API applies the SMTP policy with the same replies: Basic auth by the same credentials
@@ -29,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mta_relay import acceptance, handoff, inject_format, replies
+from mta_relay import acceptance, handoff, inject_format, replies, usage
 from mta_relay.authenticate import BASIC, authenticate, source_ip, suspended
 from mta_relay.config import Credential
 from mta_relay.events import from_config as events_config
@@ -233,6 +234,16 @@ async def queue_status(request: web.Request) -> web.Response:
                               "webhooks": webhooks})
 
 
+async def usage_report(request: web.Request) -> web.Response:
+    """This MTA's own counts per credential, for its peers (the quota) and the operator (status)."""
+    refused = _peer_only(request)
+    if refused is not None:
+        return refused
+    relay = request.app[RELAY_KEY]
+    body = usage.answer(relay, request.query, request.headers, relay.exchange)
+    return web.Response(body=body, content_type="application/json")
+
+
 def _webhook_backlog(relay: Relay) -> dict[str, dict[str, float]]:
     """Per webhook: events waiting, the age of the oldest (seconds, 0 when none), events dropped ever."""
     path = events_config.store_path(relay.config_dir, relay.settings)
@@ -296,5 +307,6 @@ def make_app(relay: Relay) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post(handoff.HANDOFF_PATH, receive_handoff)
     app.router.add_get(handoff.QUEUE_PATH, queue_status)
+    app.router.add_get(usage.USAGE_PATH, usage_report)
     app.router.add_post(handoff.EVENTS_PATH, receive_events)
     return app

@@ -1,6 +1,7 @@
 """The relay's shared state on its one event loop: the config generation in force, the spool, quotas,
 AUTH throttling, password checks, connection counts, metrics, readiness, the peer token (hand-off).
-Quota counts are loaded from and saved to the spool volume (``state_files``): they survive a restart."""
+Quota counts (own and the peers' last known, ``quota``) are loaded from and saved to the spool volume
+(``state_files``): they survive a restart. ``usage`` is the exchange of counts with the peer MTAs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from mta_relay.metrics import Metrics
 from mta_relay.passwords import PasswordChecker
 from mta_relay.quota import QuotaTracker
 from mta_relay.spool import Spool
+from mta_relay.usage import Exchange
 
 log = logging.getLogger("mta_relay")
 
@@ -32,8 +34,9 @@ class Relay:
         quota_file = state_files.quota_path(spool.root)
         self._quota_saver = state_files.Debounced(quota_file, lambda: state_files.encode_quota(
             self.quota.snapshot()))
-        self.quota = QuotaTracker(used=state_files.load(quota_file, state_files.decode_quota, {}),
+        self.quota = QuotaTracker(saved=state_files.load(quota_file, state_files.decode_quota, ({}, {})),
                                   on_change=self._quota_saver.changed)
+        self.exchange: Exchange | None = None  # the quota exchange with the peers, started by the server
         self.throttle = AuthThrottle(generation.config.settings.limits)
         self.passwords = PasswordChecker()
         self.metrics = Metrics()

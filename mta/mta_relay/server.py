@@ -14,7 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mta_relay import admin_api, config_loader, generation
+from mta_relay import admin_api, config_loader, generation, usage
+from mta_relay.config import RelaySettings
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.events import from_config as events_config
@@ -79,10 +80,21 @@ class RelayServer:
             await self._http.setup()
             await web.TCPSite(self._http, self.listen_address or settings.http.address, settings.http.port,
                               ssl_context=relay.http_tls if settings.http.tls else None).start()
-        self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health())]
+        relay.exchange = usage.Exchange(relay, self._self_url(settings))
+        self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health()),
+                       loop.create_task(relay.exchange.run())]
         log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
                                               "http": settings.http.port if settings.http.enabled else None}})
         return relay
+
+    def _self_url(self, settings: RelaySettings) -> str | None:
+        """Where the peers reach this MTA (announced to them by the quota exchange): its own address,
+        when it binds one (a pod binds its IP), and the HTTPS port."""
+        port = self.http_port
+        if not self.listen_address or port is None or not settings.http.tls:
+            return None
+        host = f"[{self.listen_address}]" if ":" in self.listen_address else self.listen_address
+        return f"https://{host}:{port}"
 
     @property
     def smtp_ports(self) -> list[int]:

@@ -7,11 +7,17 @@ both formats, and nothing else does. Each file is one JSON object, replaced whol
 file, fsync, rename, directory fsync), so a reader sees the old or the new file, never a mix::
 
     ratelimit.json  {"version": 1, "starts": [<Unix time of a delivery start>, ...]}
-    quota.json      {"version": 1, "used": {"<username>": [<window number>, <count>, <period seconds>], ...}}
+    quota.json      {"version": 2,
+                     "own": {"<username>": [<period start>, <count>, <last used>, "<last client address>"]},
+                     "peers": {"<pod name>": {"<username>": [<start>, <count>, <last used>, "<addr>"]}}}
 
-(a quota window number counts periods since the Unix epoch, as ``quota`` does).
+(times are Unix seconds; a period start is the start of the UTC calendar period, see ``quota``; a last
+use of 0 is unknown). A version 1 quota file (``{"used": {"<username>": [<window>, <count>, <period
+seconds>]}}``) still loads: its window times its period is the period start, which matches the calendar
+hour and day (a 30-day window matches no calendar month and so counts for nothing).
 
-Both hold no secret: times, usernames and counts only. The directory is mode 0700, the files 0600.
+Neither holds a secret: times, usernames, counts and client addresses only. The directory is mode 0700,
+the files 0600.
 A missing, unreadable or malformed file reads as empty: the MTA then starts as if fresh (logged), which
 is what it did before these files existed, never a reason not to start.
 
@@ -29,7 +35,9 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from mta_relay.quota import Count
 
 T = TypeVar("T")
 log = logging.getLogger("mta_relay.state")
@@ -37,6 +45,8 @@ STATE_DIR = "state"
 RATE_WINDOW_FILE = "ratelimit.json"
 QUOTA_FILE = "quota.json"
 FORMAT_VERSION = 1
+QUOTA_VERSION = 2
+Counts = tuple[dict[str, Count], dict[str, dict[str, Count]]]  # own, and each peer's (``quota``)
 
 
 def state_dir(spool_root: Path) -> Path:
@@ -66,23 +76,56 @@ def decode_rate_window(data: bytes) -> list[float]:
     return sorted(float(t) for t in starts)
 
 
-def encode_quota(used: dict[str, tuple[int, int, int]]) -> bytes:
-    return json.dumps({"version": FORMAT_VERSION, "used": {u: list(v) for u, v in sorted(used.items())}},
+def encode_quota(counts: Counts) -> bytes:
+    own, peers = counts
+
+    def table(entries: dict[str, Count]) -> dict[str, list[Any]]:
+        return {u: [c.start, c.sent, round(c.last_used, 3), c.last_from] for u, c in sorted(entries.items())}
+    return json.dumps({"version": QUOTA_VERSION, "own": table(own),
+                       "peers": {name: table(entries) for name, entries in sorted(peers.items())}},
                       separators=(",", ":")).encode()
 
 
-def decode_quota(data: bytes) -> dict[str, tuple[int, int, int]]:
-    """username → (window number, count, period seconds); ValueError if the file is not this format."""
-    raw = _object(data)
+def decode_quota(data: bytes) -> Counts:
+    """Own and peers' counts (username → Count); ValueError if the file is not this format."""
+    raw = json.loads(data)
+    if isinstance(raw, dict) and raw.get("version") == 1:
+        return _quota_v1(raw), {}
+    if not isinstance(raw, dict) or raw.get("version") != QUOTA_VERSION:
+        raise ValueError("not a version 2 quota file")
+    peers = raw.get("peers")
+    if not isinstance(peers, dict):
+        raise ValueError("peers is not an object")
+    return _counts(raw.get("own")), {str(name): _counts(entries) for name, entries in peers.items()}
+
+
+def _counts(entries: object) -> dict[str, Count]:
+    if not isinstance(entries, dict):
+        raise ValueError("counts are not an object")
+    result: dict[str, Count] = {}
+    for username, entry in entries.items():
+        if (not isinstance(entry, list) or len(entry) != 4
+                or not all(_number(n) for n in entry[:3]) or not isinstance(entry[3], str)
+                or not isinstance(entry[1], int) or entry[1] < 0):
+            raise ValueError("a count is not [start, count, last used, address]")
+        result[username] = Count(float(entry[0]), entry[1], float(entry[2]), entry[3])
+    return result
+
+
+def _number(n: object) -> bool:
+    return isinstance(n, int | float) and not isinstance(n, bool)
+
+
+def _quota_v1(raw: dict[str, Any]) -> dict[str, Count]:
     used = raw.get("used")
     if not isinstance(used, dict):
         raise ValueError("used is not an object")
-    result: dict[str, tuple[int, int, int]] = {}
+    result: dict[str, Count] = {}
     for username, entry in used.items():
         if (not isinstance(entry, list) or len(entry) != 3
                 or not all(isinstance(n, int) and not isinstance(n, bool) for n in entry) or entry[2] < 1):
             raise ValueError("a count is not [window, count, period]")
-        result[username] = (entry[0], entry[1], entry[2])
+        result[username] = Count(float(entry[0] * entry[2]), entry[1])
     return result
 
 

@@ -115,16 +115,17 @@ async def test_a_restarted_relay_does_not_get_a_fresh_rate_window(tmp_path: Path
 
 
 def with_quota(relay: RelayProcess, messages: int) -> None:
-    """Give the test credential a quota (a period so long that no window boundary falls in the test)."""
+    """Give the test credential a monthly quota (a period boundary could only fall in the test at midnight
+    UTC on the first of a month)."""
     path = relay.dir / "credentials" / "credentials-000.json"
     table = json.loads(path.read_text())
-    table["credentials"][0]["quota"] = {"messages": messages, "periodSeconds": 10**9}
+    table["credentials"][0]["quota"] = {"messages": messages, "period": "Month"}
     path.write_text(json.dumps(table))
 
 
 def quota_count(relay: RelayProcess) -> int | None:
-    saved = state_files.load(state_files.quota_path(relay.spool), state_files.decode_quota, {})
-    return saved["app"][1] if "app" in saved else None
+    own, _ = state_files.load(state_files.quota_path(relay.spool), state_files.decode_quota, ({}, {}))
+    return own["app"].sent if "app" in own else None
 
 
 @pytest.mark.parametrize("stop", ["kill -9 after the save", "SIGTERM right after the last message"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mta_relay import state_files
 from mta_relay.config import Quota
-from mta_relay.quota import QuotaTracker
+from mta_relay.quota import FORGET_SECONDS, Count, QuotaTracker
 from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import RetryState, Spool
 
@@ -123,18 +123,20 @@ def test_state_files_round_trip_and_are_written_atomically_with_private_modes(tm
     assert path.stat().st_mode & 0o777 == 0o600
     assert state_files.state_dir(root).stat().st_mode & 0o777 == 0o700
     quota = state_files.quota_path(root)
-    state_files.write_atomic(quota, state_files.encode_quota({"app": (7, 3, 3600)}))
-    assert state_files.load(quota, state_files.decode_quota, {}) == {"app": (7, 3, 3600)}
+    counts = ({"app": Count(3600.0, 3, 3700.5, "2001:db8::1")}, {"mta-1": {"app": Count(3600.0, 2)}})
+    state_files.write_atomic(quota, state_files.encode_quota(counts))
+    assert state_files.load(quota, state_files.decode_quota, ({}, {})) == counts
     assert sorted(os.listdir(state_files.state_dir(root))) == ["quota.json", "ratelimit.json"]  # no temp
 
 
 def test_a_missing_or_malformed_state_file_reads_as_a_fresh_start(tmp_path: Path) -> None:
     path = tmp_path / "quota.json"
-    assert state_files.load(path, state_files.decode_quota, {}) == {}
-    for bad in (b"{", b"[]", b'{"version":2,"used":{}}', b'{"version":1,"used":{"a":[1,2]}}',
-                b'{"version":1,"used":{"a":[1,true,3]}}'):
+    assert state_files.load(path, state_files.decode_quota, ({}, {})) == ({}, {})
+    for bad in (b"{", b"[]", b'{"version":3,"own":{},"peers":{}}', b'{"version":1,"used":{"a":[1,2]}}',
+                b'{"version":1,"used":{"a":[1,true,3]}}', b'{"version":2,"own":{"a":[1,2,3]},"peers":{}}',
+                b'{"version":2,"own":{},"peers":[]}', b'{"version":2,"own":{"a":[1,-2,3,""]},"peers":{}}'):
         path.write_bytes(bad)
-        assert state_files.load(path, state_files.decode_quota, {}) == {}
+        assert state_files.load(path, state_files.decode_quota, ({}, {})) == ({}, {})
 
 
 async def test_debounced_writes_at_once_then_at_most_once_an_interval_and_on_flush(tmp_path: Path) -> None:
@@ -162,17 +164,36 @@ async def test_debounced_writes_at_once_then_at_most_once_an_interval_and_on_flu
 
 
 # --- quota counts -------------------------------------------------------------------------------------
-def test_quota_counts_cross_a_restart_and_past_windows_are_dropped() -> None:
+def test_quota_counts_and_peers_counts_cross_a_restart_and_old_ones_are_dropped() -> None:
     now = [3600.0 * 100 + 5]
     changes: list[int] = []
-    quota, other = Quota(messages=4, period_seconds=3600), Quota(messages=4, period_seconds=60)
+    quota = Quota(messages=6, period="Hour")
     before = QuotaTracker(lambda: now[0], on_change=lambda: changes.append(1))
-    assert all(before.charge("app", quota, 1) for _ in range(3))
-    assert before.charge("old", other, 1)
-    assert len(changes) == 4
-    now[0] += 120  # "old"'s one-minute window is over, "app"'s hour is not
-    saved = before.snapshot()
-    assert saved == {"app": (100, 3, 3600)}
-    after = QuotaTracker(lambda: now[0], used=saved)
-    assert after.charge("app", quota, 1)
-    assert not after.charge("app", quota, 1)  # 3 before the restart + 1 after = the quota
+    assert all(before.charge("app", quota) for _ in range(3))
+    before.record_use("app", "192.0.2.7")
+    assert before.charge("old", quota)
+    before.merge("mta-1", {"app": Count(3600.0 * 100, 2)}, full=True)
+    assert len(changes) == 6
+    now[0] += FORGET_SECONDS - 100
+    before.charge("app", quota)  # a new period, so a new count
+    now[0] += 200  # "old" was last used longer ago than FORGET_SECONDS
+    saved = state_files.decode_quota(state_files.encode_quota(before.snapshot()))
+    assert set(saved[0]) == {"app"}
+    assert saved[0]["app"].sent == 1
+    assert saved[0]["app"].last_from == "192.0.2.7"
+    assert saved[1] == {}  # the peer's count is as old as "old"'s
+    now[0] = 3600.0 * 100 + 10
+    after = QuotaTracker(lambda: now[0], saved=state_files.decode_quota(state_files.encode_quota(
+        ({"app": Count(3600.0 * 100, 3)}, {"mta-1": {"app": Count(3600.0 * 100, 2)}}))))
+    assert after.charge("app", quota)
+    assert not after.charge("app", quota)  # 3 before the restart + 2 of the peer + 1 after = the quota
+
+
+def test_a_version_1_quota_file_still_loads_by_calendar_period() -> None:
+    old = json.dumps({"version": 1, "used": {"app": [100, 3, 3600], "monthly": [10, 4, 30 * 86400]}})
+    own, peers = state_files.decode_quota(old.encode())
+    assert (own["app"].start, own["app"].sent) == (360000.0, 3)
+    assert peers == {}
+    tracker = QuotaTracker(lambda: 360000.0 + 5, saved=(own, peers))
+    assert tracker.used("app", Quota(messages=9, period="Hour")) == 3
+    assert tracker.used("monthly", Quota(messages=9, period="Month")) == 0  # 30-day windows: not a month

@@ -193,13 +193,39 @@ def test_kubectl_mta_messages_shows_the_path_of_a_message_through_two_mtas(chain
     chain.kubectl("scale", f"mtacluster/{CLUSTER}", "--replicas=1")
     wait_until(lambda: chain.get(f"statefulset/{naming.mta(CLUSTER)}", "")["spec"]["replicas"] == 1,
                timeout=90, interval=0.5, what="the hand-off done and the StatefulSet shrunk")
+    stayed = naming.pod(CLUSTER, 0)
+    wait_until(lambda: any(e["type"] == "TransientFailure" and e["mta"] == stayed
+                           for e in of(hooks.everything.events(), token)),
+               timeout=30, what="a deferral on the MTA that took the message over")
     chain.receiver.receiver._replies.pop(f"rcpt:{recipient}", None)  # the next hop takes it from now on
     wait_until(lambda: kinds(of(hooks.everything.events(), token), recipient)[-1:] == ["Delivery"],
                timeout=60, what="delivered by the MTA that stayed")
+    files_at_d = {f.name: f.stat().st_size for f in (chain.spool_dir(stayed) / "events").iterdir()}
 
     shown = kubectl_mta(chain, "messages", "--recipient", recipient)
     assert shown.returncode == 0, shown.stderr
+    at_hook = [(e["type"], e["mta"], e["num_attempts"]) for e in of(hooks.everything.events(), token)]
+    deliveries = sum(token.encode() in tx.data for tx in chain.receiver.transactions)
+    import sqlite3
+    db = sqlite3.connect(chain.spool_dir(naming.pod(CLUSTER, 0)) / "events" / "events.db")
+    in_db = db.execute("select seq, type, ts, json_extract(body, '$.mta') from events where recipient = ?",
+                       (recipient,)).fetchall()
+    db.close()
+    time.sleep(3)
+    db = sqlite3.connect(chain.spool_dir(naming.pod(CLUSTER, 0)) / "events" / "events.db")
+    in_db_later = db.execute("select seq, type from events where recipient = ?", (recipient,)).fetchall()
+    all_rows = db.execute("select seq, type, recipient from events order by seq").fetchall()
+    db.close()
+    files = {f.name: f.stat().st_size for f in (chain.spool_dir(naming.pod(CLUSTER, 0)) / "events").iterdir()}
+    again = kubectl_mta(chain, "messages", "--recipient", recipient, "-o", "json").stdout
+    logs = [line for f in chain.pod_dir(naming.pod(CLUSTER, 0)).rglob("*.log") for line in
+            f.read_text(errors="replace").splitlines()
+            if recipient in line or "event_store" in line or "error" in line.lower()]
+    Path("/tmp/diag.json").write_text(json.dumps({"files_at_d": files_at_d, "later": in_db_later, "all": all_rows, "files": files, "logs": logs, "hook": at_hook, "deliveries": deliveries, "db": in_db,
+                                                  "first": shown.stdout, "again": json.loads(again)}))
     lines = [line for line in shown.stdout.splitlines() if line.startswith("  ")]
+    assert lines, shown.stdout
+    assert "Delivery" in lines[-1], (at_hook, deliveries, in_db, again)
     assert "Reception" in lines[0]
     assert f"on {leaving}" in lines[0]
     assert any("TransientFailure" in line and f"on {leaving}" in line for line in lines)

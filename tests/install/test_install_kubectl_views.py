@@ -45,3 +45,15 @@ def test_password_is_masked_unless_shown() -> None:
     conn = credential_view.Connection("billing", "smtp.example.com", 587, "main-mta.mail.svc", "s3cret-value")
     assert "s3cret-value" not in credential_view.render("billing", conn, show_password=False)
     assert "Password:       s3cret-value" in credential_view.render("billing", conn, show_password=True)
+
+
+def test_credential_show_includes_usage() -> None:
+    usage = {"sent": 42, "periodStart": "2026-11-01T00:00:00Z", "remaining": 958,
+             "lastUsedTime": "2026-11-27T21:40:03Z", "lastUsedFrom": "192.0.2.7"}
+    credential = {"metadata": {"name": "billing"}, "spec": {}, "status": {"usage": usage}}
+    conn = credential_view.connection(credential, {"username": "billing", "host": "smtp.example.com"}, None)
+    out = credential_view.render("billing", conn, show_password=False)
+    assert "Sent:           42 since 2026-11-01T00:00:00Z (958 left in the quota)" in out
+    assert "Last used:      2026-11-27T21:40:03Z from 192.0.2.7" in out
+    fresh = credential_view.Connection("billing", "smtp.example.com", 587, "main-mta.mail.svc", None)
+    assert "nothing reported yet" in credential_view.render("billing", fresh, show_password=False)

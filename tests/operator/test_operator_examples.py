@@ -80,7 +80,7 @@ def test_operator_examples_converge(k, kube, namespace, run_operator) -> None:
     assert billing["host"] == "smtp.example.com"
     assert billing["port"] == "587"
     assert verify_fast(entries["billing"]["passwordVerifier"], billing["password"].encode())
-    assert entries["billing"]["quota"] == {"messages": 10000}  # periodSeconds default 86400 omitted
+    assert entries["billing"]["quota"] == {"messages": 10000}  # period default Day omitted
     assert entries["scanner-3rd-floor"]["authentication"] == "SourceIP"
     assert "passwordVerifier" not in entries["scanner-3rd-floor"]
     assert "password" not in decoded(k.get("v1", "Secret", namespace, "scanner-3rd-floor-smtp"))

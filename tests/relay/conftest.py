@@ -54,7 +54,7 @@ def standard_credentials() -> list[dict[str, Any]]:
         password_credential("any-domain", PASSWORD, domains={"mode": "AnyDomain"}),
         password_credential("restricted", PASSWORD, allowedIPs=["10.0.0.0/8", "2001:db8::/32"]),
         password_credential("loopback2", PASSWORD, allowedIPs=["127.0.0.2/32"]),
-        password_credential("quota-two", PASSWORD, quota={"messages": 2, "periodSeconds": 3600}),
+        password_credential("quota-two", PASSWORD, quota={"messages": 2, "period": "Hour"}),
         password_credential("on-behalf", PASSWORD, allowSenderHeader=True),
         password_credential("cram", PASSWORD, mechanisms=["PLAIN", "CRAM-MD5"], cramMd5Secret=CANARY),
         password_credential("canary", CANARY),

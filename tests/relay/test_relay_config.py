@@ -96,7 +96,7 @@ def test_ten_thousand_credentials_fit_in_secret_sized_shards(tmp_path: Path) -> 
     creds = [Credential.model_validate(password_credential(
         f"app-{i:05d}@tenant.example", generate_password(),
         domains={"mode": "Specific", "names": ["example.com", "mail.example.org"]},
-        allowedIPs=["10.0.0.0/8", "2001:db8::/32"], quota={"messages": 1000, "periodSeconds": 3600}))
+        allowedIPs=["10.0.0.0/8", "2001:db8::/32"], quota={"messages": 1000, "period": "Hour"}))
         for i in range(10_000)]
     shards = render_shards(creds)
     assert len(shards) > 1

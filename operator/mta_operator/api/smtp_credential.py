@@ -70,8 +70,8 @@ class Quota(ApiModel):
     """How many messages the credential may send per period; over it, SMTP answers 452 4.7.1."""
 
     messages: int = Field(ge=0, le=1_000_000_000, description="Messages per period; 0 = unlimited.")
-    period: QuotaPeriod = Field(QuotaPeriod.DAY, description="Hour or Day (UTC hours and days), or Month "
-                                                             "(30-day windows, not calendar months).")
+    period: QuotaPeriod = Field(QuotaPeriod.DAY, description="UTC calendar periods: Hour, Day, or Month "
+                                                             "(from the first of the month, 00:00 UTC).")
 
 
 class Authentication(StrEnum):
@@ -181,11 +181,16 @@ class SmtpCredentialSpec(ApiModel):
                           "long a replaced one keeps working.")
 
 
-class QuotaUsage(ApiModel):
-    """Messages sent against the quota in the current period."""
+class CredentialUsage(ApiModel):
+    """What the MTAs accepted with the credential, summed over all of them (asked every few seconds)."""
 
-    used: int = Field(0, ge=0, description="Messages sent in the current period.")
-    period_start: datetime | None = Field(None, description="Start of the current period (UTC).")
+    sent: int = Field(ge=0, description="Messages accepted in the current quota period (a UTC day when "
+                                        "there is no quota), over all the cluster's MTAs.")
+    period_start: datetime = Field(description="Start of the current period (UTC).")
+    remaining: int | None = Field(None, ge=0, description="Messages left in the period; only with a quota.")
+    last_used_time: datetime | None = Field(None, description="When a message was last accepted with it.")
+    last_used_from: str | None = Field(None, max_length=64,
+                                       description="The client address of that last message.")
 
 
 class PasswordStatus(ApiModel):
@@ -209,7 +214,8 @@ class SmtpCredentialStatus(ApiModel):
     connection_secret_name: str = Field(
         "", max_length=253,
         description="Secret with username, password, host and port that applications mount.")
-    quota: QuotaUsage = Field(default_factory=QuotaUsage, description="Messages sent against the quota.")
+    usage: CredentialUsage | None = Field(None, description="Messages sent and the last use, as the MTAs "
+                                                            "report them; unset until the first report.")
     passwords: list[PasswordStatus] = Field(
         default_factory=list, max_length=8,
         description="The passwords the MTAs accept, newest first: during a rotation's grace period also the "
@@ -236,6 +242,8 @@ class SmtpCredential(Resource):
             PrinterColumn("Username", ".status.username", "Username in effect"),
             PrinterColumn("Cluster", ".spec.clusterRef.name", "MTA Cluster"),
             PrinterColumn("Summary", ".status.summary", "Allowed domains and IPs"),
+            PrinterColumn("Sent", ".status.usage.sent", "Messages sent in the quota period", type="integer"),
+            PrinterColumn("Last Used", ".status.usage.lastUsedTime", "Last message sent", type="date"),
             *ready_columns()[:1],
             PrinterColumn("Auth", ".spec.authentication", "Password or SourceIP", priority=1),
             PrinterColumn("Suspended", ".spec.suspended", "Refused by every MTA while true", type="boolean",

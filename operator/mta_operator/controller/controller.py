@@ -24,6 +24,7 @@ from mta_operator.reconcile import cluster as reconcile_cluster
 from mta_operator.reconcile import credential as reconcile_credential
 from mta_operator.reconcile import domain as reconcile_domain
 from mta_operator.reconcile import table as table_writer
+from mta_operator.reconcile import usage as reconcile_usage
 from mta_operator.reconcile.context import Job, JobKind
 from mta_operator.reconcile.index import Index, Key
 from mta_operator.reconcile.table import Table
@@ -39,7 +40,9 @@ R = TypeVar("R", bound=Resource)
 Args = TypeVarTuple("Args")
 STATS_SECONDS = 5
 OBJECT_OF: dict[JobKind, str] = {"cluster": "Cluster", "cluster-status": "Cluster", "domain": "SendingDomain",
-             "verify": "SendingDomain", "cred": "SmtpCredential", "cred-status": "SmtpCredential"}
+             "verify": "SendingDomain", "cred": "SmtpCredential", "cred-status": "SmtpCredential",
+             # The usage poll writes many credentials' status.usage, a field no other job writes.
+             "usage": "Usage"}
 KINDS: dict[str, type[Cluster] | type[SendingDomain] | type[SmtpCredential]] = {
     "Cluster": Cluster, "SendingDomain": SendingDomain, "SmtpCredential": SmtpCredential}
 
@@ -268,3 +271,5 @@ class Controller:
             await reconcile_credential.reconcile(self, key)
         elif kind == "cred-status":
             await reconcile_credential.write_status(self, key)
+        elif kind == "usage":
+            await reconcile_usage.poll(self, key)

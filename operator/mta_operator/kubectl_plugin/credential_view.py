@@ -1,4 +1,5 @@
-"""`kubectl mta credential show`: what an application needs to send, password included."""
+"""`kubectl mta credential show`: what an application needs to send, password included, and what it sent
+(``status.usage``, which the operator sums from the MTAs every few seconds)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Connection:
     port: int
     service_host: str  # the in-cluster Service name, for apps in the same Kubernetes cluster
     password: str | None  # None: SourceIP, recognised by address
+    usage: Obj | None = None  # status.usage as the operator wrote it; None: nothing reported yet
 
 
 def connection(credential: Obj, secret: dict[str, str], own_password: str | None) -> Connection:
@@ -25,7 +27,8 @@ def connection(credential: Obj, secret: dict[str, str], own_password: str | None
         or credential["spec"].get("username") or credential["metadata"]["name"]
     return Connection(username=username, host=secret.get("host", ""), port=int(secret.get("port") or 587),
                       service_host=secret.get("serviceHost", ""),
-                      password=secret.get("password") or own_password)
+                      password=secret.get("password") or own_password,
+                      usage=(credential.get("status") or {}).get("usage"))
 
 
 def render(name: str, conn: Connection, show_password: bool) -> str:
@@ -38,5 +41,16 @@ def render(name: str, conn: Connection, show_password: bool) -> str:
         f"In-cluster:     {conn.service_host}:{conn.port}",
         f"Username:       {conn.username}",
         f"Password:       {password}",
+        *usage_lines(conn.usage),
     ]
     return "\n".join(lines)
+
+
+def usage_lines(usage: Obj | None) -> list[str]:
+    if not usage:
+        return ["Sent:           nothing reported yet"]
+    left = f" ({usage['remaining']} left in the quota)" if "remaining" in usage else ""
+    last = usage.get("lastUsedTime")
+    where = f" from {usage['lastUsedFrom']}" if usage.get("lastUsedFrom") else ""
+    return [f"Sent:           {usage.get('sent', 0)} since {usage.get('periodStart', '?')}{left}",
+            f"Last used:      {last}{where}" if last else "Last used:      never"]

@@ -26,7 +26,7 @@ from mta_operator.render import secrets as secret_objects
 from mta_operator.render.conditions import now_text
 from mta_operator.render.meta import Obj
 
-from . import scale_down
+from . import scale_down, usage
 from . import tls as tls_source
 from .context import Context
 from .index import Key
@@ -92,7 +92,9 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         await _admin_token(ctx, cluster)
         step = await _handoff_step(ctx, cluster, token, seen)
         entries, keys = domain_entries(ctx, ck)
-        settings = relay_config.relay_settings(cluster, entries, step.section)
+        mtas = await _pods(ctx, ck[0], _selector_text(naming.workload_selector(name)))
+        settings = relay_config.relay_settings(cluster, entries, step.section,
+                                               relay_config.quota_exchange(mtas.items()))
         # Keys before the settings that name them: a relay never loads settings whose key is missing.
         wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
                   workload.role_binding(cluster), secret_objects.dkim_bundle(cluster, keys),
@@ -111,6 +113,7 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         await _check_volumes(ctx, cluster, seen)
         await _diagnose_mtas(ctx, cluster, seen)
         await _check_webhooks(ctx, cluster, token, seen)
+        usage.remember(ctx, ck, token, await _serving_certificate(ctx, ck[0], seen), mtas)
     except NotOwned as error:
         seen.problem = (Reason.CHILD_NOT_OWNED, str(error))
     ctx.table(ck)  # the writer publishes the (possibly empty) table the watcher waits for

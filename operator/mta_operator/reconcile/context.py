@@ -21,7 +21,7 @@ from .table import Table
 
 # One unit of work: what to do, and to which object. Kinds that write the same object's status run one
 # at a time per object (the controller holds a lock per object).
-JobKind = Literal["cluster", "cluster-status", "domain", "verify", "cred", "cred-status"]
+JobKind = Literal["cluster", "cluster-status", "domain", "verify", "cred", "cred-status", "usage"]
 Job = tuple[JobKind, Key]
 
 T = TypeVar("T")

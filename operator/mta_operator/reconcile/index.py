@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mta_operator.api import Cluster, DkimAlgorithm, SendingDomain, SmtpCredential
+
+if TYPE_CHECKING:
+    from .usage import UsageState
 
 Key = tuple[str, str]  # namespace, name
 
@@ -69,6 +72,7 @@ class Index:
     # (cluster, Secret name) → the peer and admin tokens as read or generated; never logged
     tokens: dict[tuple[Key, str], str] = field(default_factory=dict)
     mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
+    usage: dict[Key, UsageState] = field(default_factory=dict)  # per Cluster: the usage poll (``usage``)
     # Connection Secrets by (namespace, name): owner UIDs, decoded data and the operator's annotations
     # (naming.PASSWORD_CREATED, ...), as last read or written.
     connections: dict[Key, Connection] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 from mta_relay import config as rc
+from mta_relay.quota import DEFAULT_PERIOD
 from mta_relay.shards import render_shards
 
 from mta_operator import naming
@@ -21,6 +22,7 @@ from mta_operator.api import (
     Cluster,
     DeliveryMode,
     DkimAlgorithm,
+    QuotaPeriod,
     SmarthostTls,
     SmtpCredential,
     duration_seconds,
@@ -42,7 +44,11 @@ PEER_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
 CREDENTIALS_DIR = "/var/run/mta-relay/credentials"
 SPOOL_DIR = "/var/spool/mta"
 HTTP_PORT = 8080
+# Cluster.spec.rateLimit is a sliding window per MTA (docs/delivery.md), so a length in seconds is right.
 PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Month": 30 * 86400}
+# Quotas are calendar periods: the relay gets the kind (its own calendar), never a number of seconds.
+QUOTA_PERIODS: dict[QuotaPeriod, rc.QuotaPeriod] = {
+    QuotaPeriod.HOUR: "Hour", QuotaPeriod.DAY: "Day", QuotaPeriod.MONTH: "Month"}
 CRAM_MD5 = str(AuthMechanism.CRAM_MD5)
 # Cluster.spec.delivery.smarthost.tls → the relay's smarthost tls.
 SMARTHOST_TLS: dict[SmarthostTls, str] = {
@@ -101,17 +107,25 @@ def handoff(leaving: Iterable[str] = (), peers: Iterable[tuple[str, str]] = ()) 
                              for name, ip in sorted(peers)])
 
 
+def quota_exchange(peers: Iterable[tuple[str, str]] = ()) -> rc.QuotaExchange:
+    """Every MTA of the cluster, (pod name, pod IP): each MTA asks the others for their quota counts
+    (an MTA skips its own name, so one list serves all). Peers that move are found again by the relays
+    themselves; the list only has to be right once."""
+    return rc.QuotaExchange(peers=[rc.HandoffPeer(name=name, url=f"https://{_url_host(ip)}:{HTTP_PORT}")
+                                   for name, ip in sorted(peers)])
+
+
 def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
 def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
-                   handoff_section: rc.Handoff | None = None) -> rc.RelaySettings:
+                   handoff_section: rc.Handoff | None = None,
+                   exchange: rc.QuotaExchange | None = None) -> rc.RelaySettings:
     spec = cluster.spec
     rate = spec.rate_limit
     return rc.RelaySettings(
         hostname=spec.hostname,
-        mtas=spec.mtas,
         smtp_listeners=[rc.SmtpListener(port=container_port(p), public_port=p) for p in spec.smtp.ports]
         + [rc.SmtpListener(port=container_port(p), public_port=p, implicit_tls=True)
            for p in spec.smtp.implicit_tls_ports],
@@ -134,6 +148,7 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
         rate_limit=rc.RateLimit(messages=rate.messages, period_seconds=PERIOD_SECONDS[rate.period])
         if rate else None,
         handoff=handoff_section,
+        quota_exchange=exchange,
         cluster=cluster.metadata.name,
         events=_events(cluster),
         admin_token_file=f"{ADMIN_DIR}/{ADMIN_TOKEN_KEY}",
@@ -202,11 +217,17 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         cram_md5_secret=cram_md5_secret if cram else None,
         domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
         allowed_ips=list(spec.allowed_ips),
-        quota=rc.Quota(messages=quota.messages, period_seconds=PERIOD_SECONDS[quota.period])
+        quota=rc.Quota(messages=quota.messages, period=quota_period(cred))
         if quota and quota.messages else None,
         allow_sender_header=spec.allow_sender_header,
         allow_null_sender=spec.allow_null_sender,
     )
+
+
+def quota_period(cred: SmtpCredential) -> rc.QuotaPeriod:
+    """The period the relays count the credential's messages in: its quota's, a UTC day without one."""
+    quota = cred.spec.quota
+    return QUOTA_PERIODS[quota.period] if quota is not None and quota.messages else DEFAULT_PERIOD
 
 
 def summary(cred: SmtpCredential) -> str:

@@ -1,0 +1,73 @@
+"""End to end on the test bed, 3 MTAs: a credential's usage in status (``status.usage``: sent, remaining,
+last use) true within seconds of mail sent through all three, the quota holding for the cluster, the
+printer columns, and the counts surviving an MTA's replacement (they are on its volume)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from e2ekit import CLUSTER, figure, message, submit, submit_many
+from mta_operator import naming
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.testbed
+QUOTA = 30
+
+
+def _usage(chain) -> dict:
+    return chain.get("smtpcredential", "metered").get("status", {}).get("usage") or {}
+
+
+def test_usage_in_status_within_seconds_and_the_quota_holds_for_the_cluster(chain):
+    chain.scale(3)
+    chain.apply({"apiVersion": "mta-operator.io/v1alpha1", "kind": "SmtpCredential",
+                 "metadata": {"name": "metered", "namespace": chain.namespace},
+                 "spec": {"clusterRef": {"name": CLUSTER}, "domains": {"mode": "Specific",
+                                                                       "names": ["example.com"]},
+                          "quota": {"messages": QUOTA, "period": "Day"}}})
+    password = chain.connection("metered")["password"]
+    port, tls = chain.port(587), chain.tls
+    ips = sorted(chain.addresses())
+    assert len(ips) == 3
+    wait_until(lambda: all(submit(ip, port, tls, username="metered", password=password,
+                                  mail_from="app@example.com").stage != "auth" for ip in ips),
+               what="the credential live on every MTA")
+    # The probes above sent one message each: the rest of the quota, spread over the three MTAs.
+    per_mta = (QUOTA - 3) // 3
+    for ip in ips:
+        batch = [message("app@example.com", "usage@example.net") for _ in range(per_mta)]
+        codes = submit_many(ip, port, tls, "metered", password,
+                            [("app@example.com", "usage@example.net", data) for _, data in batch])
+        assert codes == [250] * per_mta
+    sent_at = time.time()
+    usage = wait_until(lambda: (u := _usage(chain)).get("sent") == QUOTA and u, timeout=30,
+                       interval=0.2, what=f"status.usage.sent {QUOTA}")
+    figure("usage: last message accepted to status.usage.sent right (s)", round(time.time() - sent_at, 1))
+    assert usage["remaining"] == 0
+    assert usage["lastUsedFrom"] == "127.0.0.1"
+    last = time.mktime(time.strptime(usage["lastUsedTime"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert sent_at - 30 <= last <= sent_at + 1
+
+    # Used up on every MTA, whichever the client reaches.
+    for ip in ips:
+        over = submit(ip, port, tls, username="metered", password=password, mail_from="app@example.com")
+        assert (over.stage, over.code) == ("mail", 452), over
+
+    table = chain.kubectl("get", "smtpcredential", "metered").stdout
+    header, row = table.splitlines()[:2]
+    # kubectl aligns columns by position (the Summary column has spaces in it)
+    assert row[header.index("SENT"):].split()[0] == str(QUOTA)
+    assert row[header.index("LAST USED"):].split()[0][-1] in "sm"  # an age: "12s", "1m5s"
+
+    # An MTA replaced: its counts are on its volume, so neither status nor the quota forget them.
+    victim = sorted(chain.ready_pods())[0]
+    chain.kubectl("delete", "pod", victim, "--wait=false")
+    wait_until(lambda: victim not in chain.ready_pods(), timeout=60, what="the MTA gone")
+    chain.settle(3)
+    assert _usage(chain)["sent"] == QUOTA
+    ip = chain.ready_pods()[victim]
+    again = submit(ip, port, tls, username="metered", password=password, mail_from="app@example.com")
+    assert (again.stage, again.code) == ("mail", 452), again
+    settings = chain.get("configmap", naming.settings(CLUSTER))["data"]["relay.yaml"]
+    assert settings.count("https://") >= 3  # the quotaExchange list names the three MTAs
