@@ -11,6 +11,7 @@ A suspension is a flag on the entry: the credential stays served (Ready=True, re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ from .table import Table
 log = logging.getLogger("mta_operator.credential")
 # Replaced passwords kept at once (rotating faster than the grace period): the oldest beyond go early.
 MAX_PREVIOUS = 4
+# Seconds from a table write until every MTA serves it: its watcher sees the manifest at once, the relay
+# reloads within its 0.5 s poll; about 1-2 s measured on a loaded test bed (the deletion test's bound is
+# 5 s). A rotated password reaches the connection Secret only after this.
+TABLE_REACHES_MTAS = 5.0
 
 
 @dataclass(frozen=True)
@@ -229,9 +234,12 @@ async def _passwords(ctx: Context, cred: SmtpCredential, cluster: Cluster, ck: K
         password, verifier, previous = await _generated(ctx, cred, known, conn, previous, marks, table)
     previous = await _retire(ctx, cred, previous, marks)
     await _write_connection(ctx, cred, cluster, conn, None if spec.password_secret_ref else password, marks)
-    if previous:  # the relay refuses them at notAfter by itself; this takes them out of the table
-        soonest = min(p.not_after for p in previous)
-        ctx.schedule(("cred", key), max(0.0, (soonest - now).total_seconds()) + 0.5)
+    # Look again when a replaced password expires (the relay refuses it by itself then; this takes it out
+    # of the table) or when a new password may be handed out, whichever comes first.
+    pending = ctx.index.rotations.get(key)
+    wake = [p.not_after for p in previous] + ([pending.handout_at] if pending and pending.handout_at else [])
+    if wake:
+        ctx.schedule(("cred", key), max(0.0, (min(wake) - now).total_seconds()) + 0.5)
     return Passwords(verifier, _for_cram(cred, password), tuple(previous[:MAX_PREVIOUS]))
 
 
@@ -307,17 +315,29 @@ async def _generated(ctx: Context, cred: SmtpCredential, known: str | None, conn
         pending = None
     if not request or request == marks.get(naming.ROTATION_ANSWERED):
         return password, verifier, previous
-    # The Secret's password is being replaced; once in the table as replaced, it keeps that expiry.
-    replaced = [match or _replaced(cred, verifier, marks, now), *previous]
+    # The Secret's password is being replaced. Its grace period counts from when the new one is handed
+    # out (the app cannot switch before); until then it is valid for at least as long, from the start.
+    handed_out = _replaced(cred, verifier, marks, now)
+    hold = dt.timedelta(seconds=TABLE_REACHES_MTAS)
+    waiting = [match or handed_out.model_copy(update={"not_after": handed_out.not_after + hold}), *previous]
     if pending is None:
         fresh = passwords.generate_password()
         pending = PendingRotation(request, fresh, passwords.fast_verifier(fresh), conditions.now_text(now))
         ctx.index.rotations[key] = pending
-        return password, pending.verifier, replaced
+        return password, pending.verifier, waiting
     entry = table.entries.get(key)
     if not (table.served(key) and entry is not None and entry.password_verifier == pending.verifier):
-        return password, pending.verifier, replaced  # the table that accepts it is not written yet
+        return password, pending.verifier, waiting  # the table that accepts it is not written yet
+    handout_at = pending.handout_at
+    if handout_at is None:
+        # Written, but each MTA loads it a moment later (its watcher, then its reload poll): the password
+        # waits that long too, or an app that reads its Secret at once could be refused.
+        handout_at = now + hold
+        ctx.index.rotations[key] = dataclasses.replace(pending, handout_at=handout_at)
+    if now < handout_at:
+        return password, pending.verifier, waiting
     del ctx.index.rotations[key]
+    replaced = [handed_out, *previous]
     marks.update({naming.PASSWORD_CREATED: pending.created, naming.ROTATION_ANSWERED: request})
     await ctx.event(_ref(cred), "Normal", Reason.PASSWORD_ROTATED,
                     f"New password in Secret {naming.connection(cred.metadata.name)}; the previous one works "

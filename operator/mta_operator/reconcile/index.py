@@ -3,6 +3,7 @@ keys, Ready MTA counts, peer tokens, and the caches that let an unchanged object
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class PendingRotation:
     password: str = field(repr=False)
     verifier: str
     created: str
+    handout_at: dt.datetime | None = None  # set once the table accepting it is written
 
 
 @dataclass
