@@ -23,8 +23,15 @@ def rejected(relay: Relay, source: Source, reply: Reply, **fields: Any) -> Reply
     relay.metrics.rejected.labels(source, reply.reason).inc()
     log.info("message rejected", extra={"fields": {"event": "rejected", "source": source,
                                                     "reason": reply.reason, "reply": reply.smtp, **fields}})
+    rejection_event(relay, source, reply, **fields)
+    return reply
+
+
+def rejection_event(relay: Relay, source: Source, reply: Reply, **fields: Any) -> None:
+    """The Rejection event of a refusal that belongs to a credential (``credential`` in ``fields``);
+    refusals before AUTH belong to nobody: logs only."""
     credential = fields.get("credential")
-    if credential and relay.events is not None:  # refusals before AUTH belong to nobody: logs only
+    if credential and relay.events is not None:
         relay.events.emit(Event(
             EventType.REJECTION, queue_id=fields.get("queue_id") or "", sender=fields.get("mail_from") or "",
             recipient=fields.get("rcpt") or "", credential=credential, cluster=relay.settings.cluster,
@@ -32,7 +39,6 @@ def rejected(relay: Relay, source: Source, reply: Reply, **fields: Any) -> Reply
             response=Response.parse(reply.code, f"{reply.enhanced} {reply.text}"),
             source_address=fields.get("client_ip") or "",
             reception_protocol=source.upper(), reason=reply.reason))
-    return reply
 
 
 async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply | None:

@@ -5,12 +5,20 @@ log lines, whichever door a client uses.
 1. the failed-AUTH throttle for the client's address and the username (``auth_throttle``): past the
    limit ``AUTH_THROTTLED`` (SMTP then answers 421 and closes; HTTP answers 429), below it a delay;
 2. the credential (Password credentials only; SourceIP ones have no password) and the secret: a password
-   (argon2id off the loop, see ``passwords``) or a CRAM-MD5 response; an unknown username, a wrong
-   secret or an SMTP mechanism the credential is not offered are all ``AUTH_FAILED`` and count towards
-   the throttle;
-3. the credential's allowedIPs: ``IP_NOT_AUTHORIZED`` (the password was right, so no throttle count).
+   (argon2id off the loop, see ``passwords``) matching the newest verifier or a previous one whose
+   ``notAfter`` has not passed (a rotation's grace period, judged by this clock, so an old password
+   expires even while the operator is away), or a CRAM-MD5 response; an unknown username, a wrong or
+   expired secret or an SMTP mechanism the credential is not offered are all ``AUTH_FAILED`` and count
+   towards the throttle;
+3. ``suspended``: ``CREDENTIAL_SUSPENDED``, checked only after the secret, so the reply never tells a
+   stranger that a username exists;
+4. the credential's allowedIPs: ``IP_NOT_AUTHORIZED`` (the password was right, so no throttle count).
 
-``source_ip`` is the other way in: a SourceIP credential whose allowedIPs hold the client's address.
+``source_ip`` is the other way in: a SourceIP credential whose allowedIPs hold the client's address; a
+suspended one is refused where it is used (MAIL, or the HTTP request), by ``suspended``.
+
+A suspended credential's refusal also becomes a Rejection event (``acceptance.rejection_event``): unlike
+a wrong password it belongs to a known credential, whose owner wants to see that an app still tries.
 
 Every refusal counts ``mta_auth_failures{reason}`` and logs one line; logs name a username only when a
 credential has it (an unknown "username" may be a mistyped password), never a password or AUTH blob.
@@ -19,13 +27,14 @@ credential has it (an unknown "username" may be a mistyped password), never a pa
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mta_relay import replies
+from mta_relay import acceptance, replies
 from mta_relay.config import Credential
 from mta_relay.policy import ip_in
 from mta_relay.relay import Relay
@@ -75,6 +84,8 @@ async def authenticate(relay: Relay, username: str, secret: Secret, client_ip: s
     if cred is None or not await _secret_ok(relay, cred, mechanism, secret):
         relay.throttle.failed(client_ip, username)
         return _refused(relay, replies.AUTH_FAILED, fields)
+    if cred.suspended:
+        return suspended(relay, cred, client_ip, source=source, port=port)
     if cred.allowed_ips and not ip_in(client_ip, cred.allowed_ips):
         return _refused(relay, replies.IP_NOT_AUTHORIZED, fields)
     log.info("authenticated", extra={"fields": {"event": "auth", **fields}})
@@ -89,7 +100,23 @@ async def _secret_ok(relay: Relay, cred: Credential, mechanism: str, secret: Sec
             return False
         expected = hmac.new(cred.cram_md5_secret.encode(), secret.challenge, hashlib.md5).hexdigest()
         return hmac.compare_digest(expected.encode(), secret.digest.lower())
-    return await relay.passwords.check(cred.password_verifier, secret)
+    for verifier in cred.verifiers(datetime.datetime.now(datetime.UTC)):
+        if await relay.passwords.check(verifier, secret):
+            return True
+    return False
+
+
+def suspended(relay: Relay, cred: Credential, client_ip: str, *, source: Source,
+              port: str | None = None) -> Reply:
+    """``CREDENTIAL_SUSPENDED`` for a suspended credential that proved itself (password or address):
+    counted, logged and recorded as a Rejection event of that credential."""
+    reply = replies.CREDENTIAL_SUSPENDED
+    fields: dict[str, Any] = {"source": source, "client_ip": client_ip, "credential": cred.username}
+    if port is not None:
+        fields["port"] = port
+    _refused(relay, reply, fields)
+    acceptance.rejection_event(relay, source, reply, credential=cred.username, client_ip=client_ip)
+    return reply
 
 
 def _refused(relay: Relay, reply: Reply, fields: dict[str, Any]) -> Reply:

@@ -17,6 +17,7 @@ Parts other components use:
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import urllib.parse
 from typing import Annotated, Literal
@@ -138,18 +139,43 @@ class Domains(_Model):
 Mechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
 
 
+class PreviousVerifier(_Model):
+    """A password the credential had before its newest one, still accepted until ``not_after`` (a
+    rotation's grace period). The relay refuses it from ``not_after`` on by itself, so expiry holds while
+    the operator is away; the operator drops it from the table afterwards. ``created``: when that password
+    was made; the relay does not read it, the operator reports it in status after a restart (the table is
+    where the operator keeps what it knows of a credential's passwords)."""
+
+    verifier: str
+    not_after: datetime.datetime
+    created: datetime.datetime | None = None
+
+    @field_validator("not_after", "created")
+    @classmethod
+    def _aware(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("times need a time zone (RFC 3339, e.g. 2026-01-02T03:04:05Z)")
+        return value
+
+
 class Credential(_Model):
     """One SmtpCredential as the relay enforces it.
 
     ``password_verifier``: ``hmac-sha256$<salt b64>$<digest b64>`` for operator-generated 32-character
     random passwords (about 190 bits: a fast salted hash cannot be brute-forced, and keeps AUTH cheap), or
     an argon2id PHC string for user-supplied passwords (possibly weak: memory-hard, checked in a worker
-    thread and cached). See ``passwords``.
+    thread and cached). See ``passwords``. It is the newest password's, which never expires by itself;
+    ``previous_verifiers`` are older passwords kept valid through a rotation's grace period.
+
+    ``suspended``: the credential stays in the table (so it can be resumed without a new password) and is
+    refused at AUTH, at HTTP Basic and, for SourceIP, at MAIL, with its own reply.
     """
 
     username: Annotated[str, Field(pattern=USERNAME_PATTERN)]
     authentication: Literal["Password", "SourceIP"] = "Password"
     password_verifier: str | None = None
+    previous_verifiers: list[PreviousVerifier] = Field(default_factory=list)
+    suspended: bool = False
     mechanisms: list[Mechanism] = Field(default_factory=lambda: ["PLAIN", "LOGIN"])
     cram_md5_secret: str | None = Field(default=None, repr=False)
     domains: Domains = Field(default_factory=Domains)
@@ -170,6 +196,8 @@ class Credential(_Model):
     def _consistent(self) -> Credential:
         if self.authentication == "Password" and not self.password_verifier:
             raise ValueError("Password credentials need passwordVerifier")
+        if self.previous_verifiers and self.authentication != "Password":
+            raise ValueError("previousVerifiers are only for Password credentials")
         if self.authentication == "SourceIP":
             if not self.allowed_ips:
                 raise ValueError("SourceIP credentials need allowedIPs")
@@ -180,6 +208,11 @@ class Credential(_Model):
         if self.domains.mode == "Specific" and not self.domains.names:
             raise ValueError("domains.mode Specific needs domains.names")
         return self
+
+    def verifiers(self, now: datetime.datetime) -> list[str]:
+        """The verifiers a password may match at ``now``: the newest, then the previous ones not expired."""
+        live = [p.verifier for p in self.previous_verifiers if now < p.not_after]
+        return [self.password_verifier, *live] if self.password_verifier else live
 
 
 class CredentialShard(_Model):

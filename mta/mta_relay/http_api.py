@@ -31,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mta_relay import acceptance, handoff, inject_format, replies, usage
-from mta_relay.authenticate import BASIC, authenticate, source_ip
+from mta_relay.authenticate import BASIC, authenticate, source_ip, suspended
 from mta_relay.config import Credential
 from mta_relay.events import from_config as events_config
 from mta_relay.events.record import Event
@@ -84,6 +84,8 @@ async def _authenticate(relay: Relay, request: web.Request, ip: str) -> Credenti
     basic = _basic(request)
     if basic is None:
         cred = source_ip(relay, ip)
+        if cred is not None and cred.suspended:
+            return suspended(relay, cred, ip, source="http")
         return cred if cred is not None else replies.AUTH_REQUIRED
     username, password = basic
     return await authenticate(relay, username, password, ip, BASIC, source="http")

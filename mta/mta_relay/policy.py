@@ -78,6 +78,8 @@ class Policy:
         cred = self.by_username.get(username)
         if cred is None:
             return replies.AUTH_REQUIRED
+        if cred.suspended:  # suspended since the session authenticated: stops as a deletion would
+            return replies.CREDENTIAL_SUSPENDED
         if cred.allowed_ips and not ip_in(ip, cred.allowed_ips):
             return replies.IP_NOT_AUTHORIZED
         return cred

@@ -30,6 +30,12 @@ class Reply:
 STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first", "starttls_required")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication failed", "auth_failed")
 IP_NOT_AUTHORIZED = Reply(535, "5.7.8", "IP not authorized", "ip_not_authorized")
+# The password was right (or the address, for SourceIP) and the account is switched off. RFC 5248's
+# registry has exactly this: X.7.13 "User Account Disabled", "after a successful authentication to a
+# disabled account", permanent until an administrator re-enables it, with the basic code 525. 535 5.7.8
+# would tell the app its password is wrong, sending its owner to rotate a password that works.
+CREDENTIAL_SUSPENDED = Reply(525, "5.7.13", "Credential suspended (SmtpCredential spec.suspended), ask the "
+                             "cluster's administrators", "credential_suspended")
 SENDER_DOMAIN = Reply(550, "5.7.1", "[ACL] Sender domain not authorized", "sender_domain")
 HEADER_DOMAIN = Reply(550, "5.7.1", "From/Sender header not authorized", "header_domain")
 NULL_SENDER = Reply(550, "5.7.1", "Null sender <> not allowed for this credential (allowNullSender)",

@@ -41,12 +41,20 @@ class SubmissionHandler:
                             queue_id=getattr(envelope, "queue_id", None), **fields)
         return reply.smtp
 
+    def _refuse_session(self, server: RelaySession, session: Session, envelope: Envelope,
+                        reply: Reply) -> str:
+        """The session's credential refused as the config now stands. One that still exists (suspended,
+        or the address no longer allowed) owns the refusal, and its Rejection event says why; a removed
+        one is nobody's."""
+        owner = {} if reply is replies.AUTH_REQUIRED else {"credential": str(session.auth_data)}
+        return self._refuse(server, envelope, reply, **owner)
+
     async def handle_MAIL(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
         envelope.queue_id = new_queue_id()  # assigned here so refusals carry an id too
         cred = self._credential(server, session)
         if isinstance(cred, Reply):
-            return self._refuse(server, envelope, cred)
+            return self._refuse_session(server, session, envelope, cred)
         smtputf8 = "SMTPUTF8" in mail_options
         if not smtputf8 and not _ascii(address):
             return self._refuse(server, envelope, replies.NEEDS_SMTPUTF8, credential=cred.username)
@@ -70,7 +78,7 @@ class SubmissionHandler:
     async def handle_DATA(self, server: RelaySession, session: Session, envelope: Envelope) -> str:
         cred = self._credential(server, session)
         if isinstance(cred, Reply):
-            return self._refuse(server, envelope, cred)
+            return self._refuse_session(server, session, envelope, cred)
         protocol = trace_headers.smtp_protocol(tls=session.ssl is not None,
                                                smtp_auth=cred.authentication == "Password",
                                                smtputf8=envelope.smtp_utf8, extended=session.extended_smtp)

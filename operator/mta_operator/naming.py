@@ -74,6 +74,14 @@ def dkim_bundle(cluster: str) -> str:
     return f"{cluster}-mta-dkim"
 
 
+# A connection Secret's annotations: the operator's record of the password in it (when it was made, and
+# which rotation and retire requests it answers). Times only, never a password: they outlive the
+# operator's memory, and the Secret is where the password they describe lives.
+PASSWORD_CREATED = f"{PREFIX}/password-created"
+ROTATION_ANSWERED = f"{PREFIX}/rotation-requested-at"
+RETIRE_ANSWERED = f"{PREFIX}/retire-requested-at"
+
+
 def connection(credential: str) -> str:
     return f"{credential}-smtp"
 

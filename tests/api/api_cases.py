@@ -299,6 +299,27 @@ INVALID: tuple[Invalid, ...] = (
         True,
     ),
     Invalid(
+        "rotation-with-own-password",
+        cred("s31", passwordSecretRef={"name": "pw"}, rotation={"requestedAt": "2026-01-02T03:04:05Z"}),
+        "spec.rotation.requestedAt",
+        "rotation.requestedAt is only for generated passwords",
+        True,
+    ),
+    Invalid(
+        "rotation-source-ip",
+        cred("s32", authentication="SourceIP", allowedIPs=["192.0.2.1"],
+             rotation={"requestedAt": "2026-01-02T03:04:05Z"}),
+        "spec.rotation.requestedAt",
+        "rotation.requestedAt is only for generated passwords",
+        True,
+    ),
+    Invalid(
+        "rotation-grace-period",
+        cred("s33", rotation={"gracePeriod": "1d"}),
+        "spec.rotation.gracePeriod",
+        "should match",
+    ),
+    Invalid(
         "cl-auth-mechanism",
         cluster("c8", smtp={"authMechanisms": ["XOAUTH2"]}),
         "spec.smtp.authMechanisms[0]",

@@ -58,6 +58,7 @@ def standard_credentials() -> list[dict[str, Any]]:
         password_credential("on-behalf", PASSWORD, allowSenderHeader=True),
         password_credential("cram", PASSWORD, mechanisms=["PLAIN", "CRAM-MD5"], cramMd5Secret=CANARY),
         password_credential("canary", CANARY),
+        password_credential("suspended", PASSWORD, suspended=True),
         {"username": "weak-pw", "passwordVerifier": _weak_verifier(),
          "domains": {"mode": "Specific", "names": ["example.com"]}},
         {"username": "by-source-ip", "authentication": "SourceIP", "allowedIPs": ["127.0.0.3/32"],

@@ -17,9 +17,11 @@ CASES = [
     ("unknown-user", "nobody-here", PASSWORD, replies.AUTH_FAILED.reason),
     ("ip-not-allowed", "restricted", PASSWORD, replies.IP_NOT_AUTHORIZED.reason),
     ("source-ip-credential-has-no-password", "by-source-ip", PASSWORD, replies.AUTH_FAILED.reason),
+    ("suspended", "suspended", PASSWORD, replies.CREDENTIAL_SUSPENDED.reason),
 ]
 _BY_SMTP = {r.smtp: r.reason
-            for r in (replies.AUTH_FAILED, replies.IP_NOT_AUTHORIZED, replies.AUTH_THROTTLED)}
+            for r in (replies.AUTH_FAILED, replies.IP_NOT_AUTHORIZED, replies.AUTH_THROTTLED,
+                      replies.CREDENTIAL_SUSPENDED)}
 _SOURCES = {"smtp": "127.0.2.1", "http": "127.0.3.1"}
 
 

@@ -24,9 +24,12 @@ from .sending_domain import (
     SendingDomainStatus,
 )
 from .smtp_credential import (
+    DEFAULT_GRACE_PERIOD,
     Authentication,
     DomainsMode,
+    PasswordStatus,
     QuotaPeriod,
+    Rotation,
     SmtpCredential,
     SmtpCredentialSpec,
     SmtpCredentialStatus,
@@ -36,10 +39,10 @@ from .strings import duration_seconds
 KINDS: tuple[type[Resource], ...] = (Cluster, SendingDomain, SmtpCredential)
 
 __all__ = [
-    "API_VERSION", "CATEGORY", "GROUP", "KINDS", "VERSION",
+    "API_VERSION", "CATEGORY", "DEFAULT_GRACE_PERIOD", "GROUP", "KINDS", "VERSION",
     "AuthMechanism", "Authentication", "Cluster", "ClusterSpec", "ClusterStatus", "Condition",
     "ConditionStatus", "DeliveryMode", "DkimAlgorithm", "DnsRecord", "DomainsMode", "ObjectMeta",
-    "QuotaPeriod", "RatePeriod", "RecordPurpose", "Resource", "SendingDomain", "SendingDomainSpec",
-    "SendingDomainStatus", "SmarthostTls", "SmtpCredential", "SmtpCredentialSpec", "SmtpCredentialStatus",
-    "duration_seconds",
+    "PasswordStatus", "QuotaPeriod", "RatePeriod", "RecordPurpose", "Resource", "Rotation", "SendingDomain",
+    "SendingDomainSpec", "SendingDomainStatus", "SmarthostTls", "SmtpCredential", "SmtpCredentialSpec",
+    "SmtpCredentialStatus", "duration_seconds",
 ]

@@ -21,6 +21,7 @@ class ConditionType(StrEnum):
     LEGACY_DEPLOYMENT_RETIRED = "LegacyDeploymentRetired"
     WEBHOOKS_READY = "WebhooksReady"
     VERIFIED = "Verified"
+    SUSPENDED = "Suspended"
 
 
 class Reason(StrEnum):
@@ -124,6 +125,16 @@ class Reason(StrEnum):
         "spec.username")
     PASSWORD_SECRET_NOT_FOUND = ("PasswordSecretNotFound", "SmtpCredential.Ready", False,
         "The passwordSecretRef Secret or its key does not exist (yet)")
+    SUSPENDED = ("Suspended", "SmtpCredential.Ready SmtpCredential.Suspended", False,
+        "spec.suspended: the credential is in the table and every MTA refuses it (525 5.7.13); Ready "
+        "stays True because the suspension is the state asked for")
+    NOT_SUSPENDED = ("NotSuspended", "SmtpCredential.Suspended", False,
+        "spec.suspended is false: the MTAs accept the credential")
+    PASSWORD_ROTATED = ("PasswordRotated", "", False,
+        "Event: a new password is in the connection Secret (or a passwordSecretRef change was seen); the "
+        "replaced one works until the expiry in status.passwords")
+    PASSWORDS_RETIRED = ("PasswordsRetired", "", False,
+        "Event: replaced passwords were retired (rotation.retireRequestedAt) or expired")
     CRAM_MD5_NOT_OFFERED = ("CramMd5NotOffered", "SmtpCredential.Ready", True,
         "spec.cramMd5 on a Cluster whose smtp.authMechanisms lacks CRAM-MD5: add it there or drop "
         "cramMd5 (the credential still works with the other mechanisms)")

@@ -21,7 +21,9 @@ from .base import (
     ready_columns,
 )
 from .rules import UNIQUE, Rule
-from .strings import DnsName, IPOrCIDR, Username, parse_cidr
+from .strings import DnsName, Duration, IPOrCIDR, Username, parse_cidr
+
+DEFAULT_GRACE_PERIOD = "24h"
 
 
 class DomainsMode(StrEnum):
@@ -79,6 +81,30 @@ class Authentication(StrEnum):
     SOURCE_IP = "SourceIP"
 
 
+class Rotation(ApiModel):
+    """Replacing a generated password without downtime: the new one goes to the connection Secret, the
+    previous one keeps working for the grace period. Each field is a request the operator answers once
+    per value, so it can sit in Git (GitOps) as well as be set by `kubectl mta credential rotate`."""
+
+    grace_period: Duration = Field(
+        DEFAULT_GRACE_PERIOD,
+        description="How long a replaced password keeps working after the rotation that replaced it (and "
+                    "after a change of a passwordSecretRef Secret), such as 90m or 24h. Shortening it "
+                    "shortens the grace of passwords already replaced.")
+    requested_at: datetime | None = Field(
+        None, description="Rotate the generated password: each new value (any RFC 3339 time, by convention "
+                          "the time of the request) makes one new password. Generated passwords only: with "
+                          "passwordSecretRef, change that Secret.")
+    retire_requested_at: datetime | None = Field(
+        None, description="Retire every replaced password now instead of at the end of its grace period: "
+                          "each new value retires the passwords replaced before it was seen.")
+
+
+def _rotation_allowed(spec: SmtpCredentialSpec) -> bool:
+    return spec.rotation is None or spec.rotation.requested_at is None or (
+        spec.authentication == Authentication.PASSWORD and spec.password_secret_ref is None)
+
+
 def _not_open(spec: SmtpCredentialSpec) -> bool:
     nets = [parse_cidr(a) for a in spec.allowed_ips]
     return spec.authentication != Authentication.SOURCE_IP or all(n is None or n.prefixlen for n in nets)
@@ -105,6 +131,11 @@ class SmtpCredentialSpec(ApiModel):
              "cramMd5 is only allowed when authentication is Password",
              lambda s: s.authentication == Authentication.PASSWORD or not s.cram_md5,
              field_path=".cramMd5", reason="FieldValueForbidden"),
+        Rule("!has(self.rotation) || !has(self.rotation.requestedAt) || "
+             "(self.authentication == 'Password' && !has(self.passwordSecretRef))",
+             "rotation.requestedAt is only for generated passwords: with passwordSecretRef, rotate by "
+             "changing that Secret (the previous password keeps working for rotation.gracePeriod)",
+             _rotation_allowed, field_path=".rotation.requestedAt", reason="FieldValueForbidden"),
     )
 
     cluster_ref: ImmutableClusterRef
@@ -141,6 +172,13 @@ class SmtpCredentialSpec(ApiModel):
                            "credential table Secrets. Needs CRAM-MD5 in the Cluster's "
                            "spec.smtp.authMechanisms; otherwise the credential is served without it and "
                            "its Ready condition says so (CramMd5NotOffered).")
+    suspended: bool = Field(
+        False, description="Switch the credential off without deleting it: every MTA refuses it (AUTH, HTTP "
+                           "Basic, and MAIL for SourceIP) with 525 5.7.13 within seconds; its connection "
+                           "Secret and passwords are kept, so false turns it back on as it was.")
+    rotation: Rotation | None = Field(
+        None, description="Password rotation without downtime: a new generated password on request, and how "
+                          "long a replaced one keeps working.")
 
 
 class CredentialUsage(ApiModel):
@@ -153,6 +191,15 @@ class CredentialUsage(ApiModel):
     last_used_time: datetime | None = Field(None, description="When a message was last accepted with it.")
     last_used_from: str | None = Field(None, max_length=64,
                                        description="The client address of that last message.")
+
+
+class PasswordStatus(ApiModel):
+    """One password the credential accepts (no secret material: times only)."""
+
+    created: datetime | None = Field(None, description="When it was made (or first seen, for "
+                                                       "passwordSecretRef); unset when not known.")
+    expires: datetime | None = Field(None, description="When the MTAs stop accepting it; unset for the "
+                                                       "newest password, which does not expire.")
 
 
 class SmtpCredentialStatus(ApiModel):
@@ -169,6 +216,10 @@ class SmtpCredentialStatus(ApiModel):
         description="Secret with username, password, host and port that applications mount.")
     usage: CredentialUsage | None = Field(None, description="Messages sent and the last use, as the MTAs "
                                                             "report them; unset until the first report.")
+    passwords: list[PasswordStatus] = Field(
+        default_factory=list, max_length=8,
+        description="The passwords the MTAs accept, newest first: during a rotation's grace period also the "
+                    "replaced ones, each with its expiry. Empty for SourceIP.")
 
 
 # The effective username is spec.username or metadata.name; comparing it (not the optional field) also
@@ -195,6 +246,8 @@ class SmtpCredential(Resource):
             PrinterColumn("Last Used", ".status.usage.lastUsedTime", "Last message sent", type="date"),
             *ready_columns()[:1],
             PrinterColumn("Auth", ".spec.authentication", "Password or SourceIP", priority=1),
+            PrinterColumn("Suspended", ".spec.suspended", "Refused by every MTA while true", type="boolean",
+                          priority=1),
             PrinterColumn("Secret", ".status.connectionSecretName", "Connection Secret", priority=1),
             *ready_columns()[1:],
         ),

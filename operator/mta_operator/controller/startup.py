@@ -71,7 +71,9 @@ def _remember(ctl: Controller, secret: dict[str, Any], shard_texts: dict[Key, di
     component = labels.get(naming.COMPONENT)
     ns = meta["namespace"]
     if component == "connection":
-        ctl.index.connections[(ns, meta["name"])] = (owner_uids(secret), _decode(secret.get("data")))
+        ours = {k: v for k, v in (meta.get("annotations") or {}).items()
+                if k.startswith(naming.PREFIX + "/")}
+        ctl.index.connections[(ns, meta["name"])] = (owner_uids(secret), _decode(secret.get("data")), ours)
     elif component == "dkim-key":
         pem = _decode(secret.get("data")).get("private.pem", "")
         algorithm = algorithm_of(pem)

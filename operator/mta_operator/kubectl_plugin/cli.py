@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import tempfile
@@ -15,7 +16,7 @@ from mta_relay.admin_api import MESSAGES_PATH, TOKEN_HEADER
 from mta_operator import naming
 from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
-from . import credential_view, message_view, status_view, zone_records
+from . import credential_patch, credential_view, message_view, status_view, zone_records
 from .kube import KubeconfigReader, NotFound
 from .smtp_send import Submission, send, tls_context
 
@@ -32,11 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
 
     credential = commands.add_parser("credential", help="SmtpCredential details")
-    show = credential.add_subparsers(dest="action", required=True).add_parser(
-        "show", help="connection details and password of a credential")
+    actions = credential.add_subparsers(dest="action", required=True)
+    show = actions.add_parser("show", help="connection details and password of a credential")
     show.add_argument("name", help="SmtpCredential name")
     show.add_argument("--reveal", action="store_true",
                       help="print the password even when stdout is not a terminal")
+    rotate = actions.add_parser(
+        "rotate", help="a new generated password; the current one keeps working for the grace period",
+        description="Sets spec.rotation.requestedAt: the operator makes a new password, puts it in the "
+                    "connection Secret once every MTA accepts it, and keeps the current one working until "
+                    "the grace period ends (status.passwords shows when).")
+    rotate.add_argument("name", help="SmtpCredential name")
+    rotate.add_argument("--grace", help="how long the current password keeps working, such as 90m or 24h "
+                                        "(sets spec.rotation.gracePeriod; default: as set there, else 24h)")
+    retire = actions.add_parser("retire-old", help="stop accepting replaced passwords now",
+                                description="Sets spec.rotation.retireRequestedAt: every replaced password "
+                                            "still in its grace period is refused from now on.")
+    retire.add_argument("name", help="SmtpCredential name")
+    for verb, text in (("suspend", "refuse the credential on every MTA, keeping it and its passwords"),
+                       ("resume", "accept a suspended credential again")):
+        actions.add_parser(verb, help=text).add_argument("name", help="SmtpCredential name")
 
     dns = commands.add_parser("dns", help="DNS records to publish for a domain, as zone-file lines")
     dns.add_argument("domain", help="the domain (or the SendingDomain's name)")
@@ -82,6 +98,26 @@ def _connection(kube: KubeconfigReader, name: str) -> credential_view.Connection
     own = credential["spec"].get("passwordSecretRef")
     own_password = kube.secret_data(own["name"]).get(own.get("key", "password")) if own else None
     return credential_view.connection(credential, kube.secret_data(secret_name), own_password)
+
+
+def _credential_change(kube: KubeconfigReader, args: argparse.Namespace) -> str:
+    now = dt.datetime.now(dt.UTC)
+    name = args.name
+    if args.action == "rotate":
+        try:
+            patch = credential_patch.rotate(kube.get("SmtpCredential", name), now, args.grace)
+        except ValueError as error:
+            raise NotFound(str(error)) from None
+        said = (f"rotation requested: the new password goes to Secret {naming.connection(name)!r} once every "
+                "MTA accepts it; the current one works until the expiry in status.passwords")
+    elif args.action == "retire-old":
+        patch, said = credential_patch.retire(now), "replaced passwords retired: only the newest works now"
+    else:
+        suspended = args.action == "suspend"
+        patch = credential_patch.suspend(suspended)
+        said = "suspended: every MTA refuses it within seconds" if suspended else "resumed"
+    kube.patch("SmtpCredential", name, patch)
+    return f"smtpcredential/{name} {said}"
 
 
 def _dns(kube: KubeconfigReader, domain: str) -> str:
@@ -188,9 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                             all_namespaces=getattr(args, "all_namespaces", False))
         if args.command == "status":
             print(_status(kube))
-        elif args.command == "credential":
+        elif args.command == "credential" and args.action == "show":
             conn = _connection(kube, args.name)
             print(credential_view.render(args.name, conn, show_password=args.reveal or sys.stdout.isatty()))
+        elif args.command == "credential":
+            print(_credential_change(kube, args))
         elif args.command == "dns":
             print(_dns(kube, args.domain))
         elif args.command == "messages":

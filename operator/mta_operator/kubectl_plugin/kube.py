@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +56,16 @@ class KubeconfigReader:
         except ApiException as error:
             raise NotFound(f"{kind} {name!r} in namespace {self._ns()}: {error.reason}") from None
 
+    def patch(self, kind: str, name: str, patch: Obj) -> Obj:
+        """A JSON merge patch of one of our custom resources (the plugin's only write: a spec change the
+        operator answers)."""
+        try:
+            return cast(Obj, client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+                GROUP, VERSION, self._ns(), PLURALS[kind], name, patch))
+        except ApiException as error:
+            raise NotFound(f"{kind} {name!r} in namespace {self._ns()}: {error.reason}: "
+                           f"{_api_message(error)}") from None
+
     def secret_data(self, name: str) -> dict[str, str]:
         """The decoded data of a Secret; the values never leave the caller (no logging here)."""
         try:
@@ -93,3 +104,11 @@ class KubeconfigReader:
         if self.namespace is None:
             raise NotFound("this command needs one namespace, not --all-namespaces")
         return self.namespace
+
+
+def _api_message(error: ApiException) -> str:
+    """The API server's message (a CEL rule's, for example); never a request body."""
+    try:
+        return str(json.loads(error.body or "{}").get("message", ""))
+    except ValueError:
+        return ""

@@ -3,6 +3,7 @@ keys, Ready MTA counts, peer tokens, and the caches that let an unchanged object
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ class CompactCreds(MutableMapping[Key, SmtpCredential]):
         return len(self._json)
 
 
+# owner UIDs, decoded data, annotations of ours
+Connection = tuple[set[str], dict[str, str], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PendingRotation:
+    request: str  # the spec.rotation.requestedAt it answers
+    password: str = field(repr=False)
+    verifier: str
+    created: str
+    handout_at: dt.datetime | None = None  # set once the table accepting it is written
+
+
 @dataclass
 class Index:
     clusters: dict[Key, Cluster] = field(default_factory=dict)
@@ -61,8 +75,13 @@ class Index:
     tokens: dict[tuple[Key, str], str] = field(default_factory=dict)
     mta_problems: dict[Key, str] = field(default_factory=dict)  # why MTAs are not ready, as they said
     usage: dict[Key, UsageState] = field(default_factory=dict)  # per Cluster: the usage poll (``usage``)
-    # Connection Secrets by (namespace, name): owner UIDs and decoded data, as last read or written.
-    connections: dict[Key, tuple[set[str], dict[str, str]]] = field(default_factory=dict)
+    # Connection Secrets by (namespace, name): owner UIDs, decoded data and the operator's annotations
+    # (naming.PASSWORD_CREATED, ...), as last read or written.
+    connections: dict[Key, Connection] = field(default_factory=dict)
+    # Rotations under way, by SmtpCredential: the new password waits here (memory only) until the table
+    # that accepts it is written, and only then goes to the connection Secret, so an app never holds a
+    # password the MTAs do not know yet. Lost with the process: the request is then answered afresh.
+    rotations: dict[Key, PendingRotation] = field(default_factory=dict)
     unknown_connections: set[Key] = field(default_factory=set)  # seen to exist (409) but not read yet
     _cred_cluster: dict[Key, Key] = field(default_factory=dict)
     _by_cluster: dict[Key, set[Key]] = field(default_factory=lambda: defaultdict(set))

@@ -7,7 +7,7 @@ code serves the operator and a local run. Paths are where the config watcher pub
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -197,9 +197,11 @@ def mechanisms(cluster: Cluster, cred: SmtpCredential | None = None) -> list[str
 
 
 def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
-               cram_md5_secret: str | None = None) -> rc.Credential:
+               cram_md5_secret: str | None = None,
+               previous: Sequence[rc.PreviousVerifier] = ()) -> rc.Credential:
     """The table entry of one SmtpCredential; ``verifier`` is None for SourceIP. ``cram_md5_secret`` (the
-    password) enters the entry only when ``mechs`` has CRAM-MD5."""
+    password) enters the entry only when ``mechs`` has CRAM-MD5. ``previous``: replaced passwords still
+    in their grace period (Password credentials only)."""
     spec = cred.spec
     quota = spec.quota
     cram = CRAM_MD5 in mechs
@@ -209,6 +211,8 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         username=cred.effective_username,
         authentication=str(spec.authentication),
         password_verifier=verifier if spec.authentication == Authentication.PASSWORD else None,
+        previous_verifiers=list(previous) if spec.authentication == Authentication.PASSWORD else [],
+        suspended=spec.suspended,
         mechanisms=mechs,
         cram_md5_secret=cram_md5_secret if cram else None,
         domains=rc.Domains(mode=str(spec.domains.mode), names=list(spec.domains.names)),
@@ -227,7 +231,8 @@ def quota_period(cred: SmtpCredential) -> rc.QuotaPeriod:
 
 
 def summary(cred: SmtpCredential) -> str:
-    """What a person checks first: 'All domains, all IPs', '2 domains, 3 IPs', 'Cluster domains, 1 IP'."""
+    """What a person checks first: 'All domains, all IPs', '2 domains, 3 IPs', 'Cluster domains, 1 IP';
+    'Suspended: ...' in front while spec.suspended."""
     domains = cred.spec.domains
     if domains.mode == "AnyDomain":
         left = "All domains"
@@ -238,7 +243,7 @@ def summary(cred: SmtpCredential) -> str:
         left = f"{count} domain{'s' if count != 1 else ''}"
     ips = len(cred.spec.allowed_ips)
     right = "all IPs" if not ips else f"{ips} IP{'s' if ips != 1 else ''}"
-    return f"{left}, {right}"
+    return f"{'Suspended: ' if cred.spec.suspended else ''}{left}, {right}"
 
 
 def relay_files(settings: rc.RelaySettings, credentials: Iterable[rc.Credential]) -> dict[str, str]:

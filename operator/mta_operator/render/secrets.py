@@ -55,8 +55,11 @@ def submission_port(cluster: Cluster) -> int:
     return SUBMISSION_PORT if SUBMISSION_PORT in ports else ports[0]
 
 
-def connection_secret(cred: SmtpCredential, cluster: Cluster, password: str | None) -> Obj:
-    """What an app mounts. ``password`` None (SourceIP, or a user's own Secret): no password is copied."""
+def connection_secret(cred: SmtpCredential, cluster: Cluster, password: str | None,
+                      annotations: Mapping[str, str] | None = None) -> Obj:
+    """What an app mounts. ``password`` None (SourceIP, or a user's own Secret): no password is copied.
+    ``annotations``: the operator's record of the password (``naming.PASSWORD_CREATED`` and the rotation
+    requests it answers), times only."""
     host = cluster.spec.hostname
     port = submission_port(cluster)
     user = cred.effective_username
@@ -66,9 +69,12 @@ def connection_secret(cred: SmtpCredential, cluster: Cluster, password: str | No
             "url": f"smtp://{userinfo}@{host}:{port}"}
     if password:
         data["password"] = password
-    return secret(naming.connection(cred.metadata.name), cred,
-                  {**naming.MANAGED_BY, naming.COMPONENT: "connection",
-                   naming.CLUSTER_LABEL: cred.spec.cluster_ref.name}, data)
+    obj = secret(naming.connection(cred.metadata.name), cred,
+                 {**naming.MANAGED_BY, naming.COMPONENT: "connection",
+                  naming.CLUSTER_LABEL: cred.spec.cluster_ref.name}, data)
+    if annotations:
+        obj["metadata"]["annotations"] = dict(annotations)
+    return obj
 
 
 def dkim_key_secret(domain: SendingDomain, private_pem: str) -> Obj:
