@@ -352,7 +352,7 @@ async def test_the_internal_endpoints_take_only_the_peer_token_and_a_sound_entry
     assert list(held) == [envelope.queue_id]
     assert held[envelope.queue_id].received_at == envelope.received_at
     assert queue_status(b) == {"depth": 1, "leaving": False, "handedOff": 0, "handoffFailures": 0,
-                               "pendingEvents": 0}
+                               "pendingEvents": 0, "webhooks": {}}
     log = b.log.read_text()
     assert TOKEN not in log
     assert "secret-looking" not in log
