@@ -12,11 +12,18 @@ from typing import Any
 
 import pytest
 from mta_operator.api import API_VERSION
+from mta_operator.reconcile import credential as reconcile_credential
 from mta_relay import passwords
 from operator_core.conftest import NAMESPACE, Core, cluster_and_domains, wait_for
 from support.objects import condition, decoded, table
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def _quick_hand_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MTA reloads here: the wait before a rotated password is handed out only costs time."""
+    monkeypatch.setattr(reconcile_credential, "TABLE_REACHES_MTAS", 1.0)
 
 
 def _cred(name: str, **spec: Any) -> dict[str, Any]:
