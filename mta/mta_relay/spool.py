@@ -7,6 +7,7 @@ per-recipient outcomes, removes). Layout under the spool root::
     outcomes/<qid>.out   per-recipient outcomes and retry records, JSON lines appended by delivery
     quarantine/          entries found torn or corrupt
     state/               small state files of the two processes (``state_files``: rate window, quotas)
+    events/              the delivery events' store and webhook outboxes (``events.store``, SQLite)
 
 Entry format (version 1), written at offset 0 of an empty slot::
 
