@@ -55,13 +55,7 @@ ADMIN_KEY = web.AppKey("admin", Admin)
 
 def read_token(config_dir: Path, settings: RelaySettings) -> bytes | None:
     """The admin token; None without ``adminTokenFile`` or a readable, non-empty file."""
-    if not settings.admin_token_file:
-        return None
-    try:
-        token = config_loader.resolve_path(config_dir, settings.admin_token_file).read_bytes().strip()
-    except OSError:
-        return None
-    return token or None
+    return config_loader.read_token(config_dir, settings.admin_token_file)
 
 
 def token_ok(presented: str | None, token: bytes | None) -> bool:

@@ -45,6 +45,18 @@ def resolve_path(config_dir: Path, path: str) -> Path:
     return candidate if candidate.is_absolute() else config_dir / candidate
 
 
+def read_token(config_dir: Path, path: str | None) -> bytes | None:
+    """A token file the settings name (peer token, admin token): its stripped bytes, or None when the
+    settings name none or it is unreadable or empty."""
+    if not path:
+        return None
+    try:
+        token = resolve_path(config_dir, path).read_bytes().strip()
+    except OSError:
+        return None
+    return token or None
+
+
 def load(config_dir: Path) -> RelayConfig:
     """Read, parse and validate the whole config; raise ConfigError with a clear, secret-free reason."""
     return _retrying_swaps(_load_once, config_dir)

@@ -140,13 +140,7 @@ def is_leaving(settings: RelaySettings, pod_name: str | None) -> bool:
 
 def read_token(config_dir: Path, settings: RelaySettings) -> bytes | None:
     """The cluster's peer token, None without a handoff section or a readable, non-empty token file."""
-    if settings.handoff is None:
-        return None
-    try:
-        token = config_loader.resolve_path(config_dir, settings.handoff.token_file).read_bytes().strip()
-    except OSError:
-        return None
-    return token or None
+    return config_loader.read_token(config_dir, settings.handoff.token_file if settings.handoff else None)
 
 
 def bearer_ok(authorization: str, token: bytes | None) -> bool:

@@ -186,3 +186,39 @@ def test_admin_api_answers_only_with_its_token_and_names_bad_parameters(
     log = relay.log.read_text()
     assert ADMIN_TOKEN not in log
     assert SECRET not in log
+
+
+def metric_lines(relay: RelayProcess, name: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"https://127.0.0.1:{relay.http_port}/metrics",
+                                context=relay.client_tls, timeout=10) as answer:
+        text = answer.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith(name)}
+
+
+def test_outbox_limit_and_credential_metrics_come_from_the_settings(
+        tmp_path: Path, smtp_receiver: ThreadedReceiver, hook_tls: tuple[ssl.SSLContext, Path]) -> None:
+    """events.maxPendingEvents bounds a down receiver's outbox (the oldest dropped and counted) and
+    events.credentialMetrics turns the per-credential series on."""
+    server_tls, ca_file = hook_tls
+    (tmp_path / "secret").write_text(SECRET)
+    with WebhookReceiver(SECRET, server_tls) as hook:
+        hook.down()
+        relay = RelayProcess(tmp_path, smtp_receiver.port, events={
+            "maxPendingEvents": 100, "credentialMetrics": True,
+            "webhooks": [{"name": "h", "url": hook.url, "secretFile": str(tmp_path / "secret"),
+                          "caFile": str(ca_file)}]}).start()
+        try:
+            for i in range(70):  # 140 events: a Reception and a Delivery each
+                relay.submit("app@example.com", [f"r{i}@example.net"], message())
+            wait_for(lambda: len(smtp_receiver.transactions) == 70, 30, "70 delivered")
+            dropped = 'mta_webhook_events_dropped_total{reason="outbox_full",webhook="h"}'
+            wait_for(lambda: metric_lines(relay, "mta_webhook_events_dropped_total").get(dropped, 0) >= 40,
+                     30, "the oldest 40 events dropped and counted")
+            pending = metric_lines(relay, "mta_webhook_events_pending")
+            assert pending['mta_webhook_events_pending{webhook="h"}'] <= 100
+            per_credential = metric_lines(relay, "mta_credential_delivery_events_total")
+            key = 'mta_credential_delivery_events_total{credential="app",type="Delivery"}'
+            assert per_credential[key] == 70
+        finally:
+            relay.stop()
