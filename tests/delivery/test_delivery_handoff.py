@@ -291,9 +291,16 @@ async def test_kill_9_of_the_peer_mid_hand_off_loses_nothing(pair: Pair) -> None
     assert pair.b.proc is not None
     os.kill(pair.b.proc.pid, signal.SIGSTOP)  # freeze it mid hand-off, then kill it there
     pair.b.kill()
-    on_a = queue_status(pair.a)["depth"]
-    assert 0 < on_a < 150
+    # Read A's depth only once A has failed to reach B and the requests then in flight have settled (a
+    # reply B sent just before it was frozen may still have been on its way to A); then wait for a later
+    # round of failures.
     await until(lambda: queue_status(pair.a)["handoffFailures"] > 0, what="A failing to reach B")
+    await asyncio.sleep(1.0)
+    status = queue_status(pair.a)
+    on_a = status["depth"]
+    assert 0 < on_a < 150
+    await until(lambda: queue_status(pair.a)["handoffFailures"] > status["handoffFailures"],
+                what="A failing again")
     assert queue_status(pair.a)["depth"] == on_a  # nothing removed while no peer answers
     await asyncio.to_thread(pair.b.start)
     await until(lambda: queue_status(pair.a)["depth"] == 0, what="A's queue empty after B came back")

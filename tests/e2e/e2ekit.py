@@ -193,6 +193,24 @@ def auth_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: 
     return asyncio.run(_auth(ip, port, tls, username, password))
 
 
+async def _mail(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str) -> int:
+    smtp = await _session(ip, port, tls, "127.0.0.1")
+    try:
+        await smtp.login(username, password)
+        code = (await smtp.mail(mail_from)).code
+        await smtp.rset()
+        return code
+    except aiosmtplib.SMTPResponseException as error:
+        return error.code
+    finally:
+        smtp.close()
+
+
+def mail_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str) -> int:
+    """The reply to MAIL FROM after AUTH on one MTA, then RSET: a probe that spends no quota."""
+    return asyncio.run(_mail(ip, port, tls, username, password, mail_from))
+
+
 async def _many(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str,
                 messages: list[tuple[str, str, bytes]]) -> list[int]:
     smtp = await _session(ip, port, tls, "127.0.0.1")
