@@ -41,6 +41,31 @@ def rejection_event(relay: Relay, source: Source, reply: Reply, **fields: Any) -
             reception_protocol=source.upper(), reason=reply.reason))
 
 
+def suppressed(relay: Relay, source: Source, cred: Credential, rcpt: str, **fields: Any) -> Reply | None:
+    """RCPT: the recipient's suppression entry refuses it (``replies.SUPPRESSED``, a Suppressed event),
+    unless the credential bypasses the list. None: go on."""
+    store = relay.suppressions
+    if store is None or cred.bypass_suppressions:
+        return None
+    found = store.lookup(rcpt)
+    if found is None:
+        return None
+    reply = replies.SUPPRESSED
+    relay.metrics.rejected.labels(source, reply.reason).inc()
+    log.info("recipient suppressed", extra={"fields": {
+        "event": "rejected", "source": source, "reason": reply.reason, "reply": reply.smtp,
+        "credential": cred.username, "rcpt": rcpt, "suppression_reason": found.reason, **fields}})
+    if relay.events is not None:
+        relay.events.emit(Event(
+            EventType.SUPPRESSED, queue_id=fields.get("queue_id") or "", sender=fields.get("mail_from") or "",
+            recipient=rcpt, credential=cred.username, cluster=relay.settings.cluster,
+            mta=relay.pod_name or "",
+            response=Response.parse(reply.code, f"{reply.enhanced} {reply.text}"),
+            source_address=fields.get("client_ip") or "", reception_protocol=source.upper(),
+            bounce_classification=found.reason, reason=reply.reason))
+    return reply
+
+
 async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply | None:
     """MAIL FROM: quota first (cheap, and a used-up quota is temporary), then the sender domain."""
     if relay.quota.exhausted(cred.username, cred.quota):

@@ -1,5 +1,7 @@
 """The MTA's admin API: ``GET /admin/v1/messages``, the events this MTA holds about messages (its local
-store, ``events.store``), for ``kubectl mta messages``.
+store, ``events.store``), for ``kubectl mta messages``; ``/admin/v1/suppressions``, the Cluster's
+suppression list (this MTA's copy, which reaches the others within seconds), for
+``kubectl mta suppressions``.
 
 People reach it through the Kubernetes API (the pods' proxy subresource), with their own RBAC: they
 need ``pods/proxy`` on the MTA pods and ``get`` on the Cluster's admin token Secret, whose token goes in
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
+import logging
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,21 +29,29 @@ from mta_relay.config import RelaySettings
 from mta_relay.events import from_config as events_config
 from mta_relay.events.record import EventType
 from mta_relay.events.store import EventStore
+from mta_relay.suppressions import store
+from mta_relay.suppressions.store import SuppressionStore
 
 TOKEN_HEADER = "X-MTA-Admin-Token"  # noqa: S105 - a header name
 MESSAGES_PATH = "/admin/v1/messages"
+SUPPRESSIONS_PATH = "/admin/v1/suppressions"
+ACTOR_HEADER = "X-MTA-Actor"
+MAX_ADD_BYTES = 8 << 20  # MAX_LIMIT entries of up to ~800 bytes
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
 _TEXT_FILTERS = ("recipient", "sender", "credential", "message_id", "queue_id")
 _MAX_FILTER_LENGTH = 998
+log = logging.getLogger("mta_relay.admin")
 
 
 class Admin:
     """What the admin API needs from the relay: the token in force and the event store."""
 
     def __init__(self, config_dir: Path, settings: Callable[[], RelaySettings], pod_name: str | None,
-                 store: Callable[[], EventStore]) -> None:
+                 store: Callable[[], EventStore],
+                 suppressions: Callable[[], SuppressionStore | None] = lambda: None) -> None:
         self.config_dir, self._settings, self.pod_name, self.store = config_dir, settings, pod_name, store
+        self.suppressions = suppressions
         self.token: bytes | None = None
         self.reload()
 
@@ -125,6 +138,129 @@ def _query(store: Callable[[], EventStore], criteria: dict[str, Any]) -> list[di
     return [event.to_json() for event in store().query(**criteria)]
 
 
+def _refused(request: web.Request) -> web.Response | None:
+    admin = request.app[ADMIN_KEY]
+    if admin.token is None:
+        return web.json_response({"error": "the admin API is not configured on this MTA"}, status=404)
+    if not token_ok(request.headers.get(TOKEN_HEADER), admin.token):
+        return web.json_response({"error": f"{TOKEN_HEADER}: missing or wrong"}, status=401)
+    if admin.suppressions() is None:
+        return web.json_response({"error": "no suppression list on this MTA"}, status=404)
+    return None
+
+
+def _actor(request: web.Request) -> str:
+    """Who asks, as the client says (``kubectl mta`` sends the kubeconfig user; the API server's audit
+    log has the authenticated one)."""
+    return request.headers.get(ACTOR_HEADER, "").strip()[:store.MAX_BY] or "admin API"
+
+
+async def list_suppressions(request: web.Request) -> web.Response:
+    """``?address=`` one entry; else a page by address: ``prefix``, ``reason``, ``after`` (the last address
+    of the previous page), ``limit`` (1-10000). ``next`` is the cursor of the following page, or null."""
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    suppressions = request.app[ADMIN_KEY].suppressions()
+    assert suppressions is not None
+    query = dict(request.query)
+    unknown = sorted(set(query) - {"address", "prefix", "reason", "after", "limit"})
+    if unknown:
+        return web.json_response({"error": f"unknown parameter {unknown[0]!r}"}, status=400)
+    mta = request.app[ADMIN_KEY].pod_name or ""
+    if "address" in query:
+        found = await asyncio.to_thread(suppressions.lookup, query["address"])
+        return web.json_response({"mta": mta, "entries": [found.to_json()] if found else [], "next": None})
+    limit = query.get("limit", str(DEFAULT_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        return web.json_response({"error": f"limit: a whole number from 1 to {MAX_LIMIT}"}, status=400)
+    page = await asyncio.to_thread(suppressions.query, prefix=query.get("prefix", "").lower(),
+                                   reason=query.get("reason", ""), after=query.get("after", ""),
+                                   limit=int(limit))
+    total = await asyncio.to_thread(suppressions.count)
+    return web.json_response({"mta": mta, "total": total, "entries": [e.to_json() for e in page],
+                              "next": page[-1].address if len(page) == int(limit) else None})
+
+
+async def add_suppressions(request: web.Request) -> web.Response:
+    """Body: ``{"source": "Manual"|"Import", "entries": [{"address", "reason"?, "detail"?, "expires"?}]}``
+    (at most ``MAX_LIMIT`` entries per request). All or nothing: one bad entry refuses the request, 400
+    naming it (``entries[3].address``)."""
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    suppressions = request.app[ADMIN_KEY].suppressions()
+    assert suppressions is not None
+    body = bytearray()
+    # Read here, not with request.read(): the app's body cap is the message size limit, made for mail.
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_ADD_BYTES:
+            return web.json_response({"error": f"body: at most {MAX_ADD_BYTES} bytes per request"},
+                                     status=413)
+    try:
+        entries = parse_entries(bytes(body), _actor(request))
+    except BadQuery as error:
+        return web.json_response({"error": str(error)}, status=400)
+    changed = await asyncio.to_thread(suppressions.put, entries)
+    log.info("suppressions added", extra={"fields": {"event": "suppressions_added", "entries": len(entries),
+                                                      "changed": changed, "by": _actor(request)}})
+    return web.json_response({"mta": request.app[ADMIN_KEY].pod_name or "", "received": len(entries),
+                              "changed": changed})
+
+
+async def remove_suppression(request: web.Request) -> web.Response:
+    """``?address=``: lifted on every MTA within seconds (a removal travels as an entry does)."""
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    suppressions = request.app[ADMIN_KEY].suppressions()
+    assert suppressions is not None
+    try:
+        gone = store.tombstone(request.query.get("address", ""), added_by=_actor(request))
+    except store.BadEntry as error:
+        return web.json_response({"error": str(error)}, status=400)
+    present = await asyncio.to_thread(suppressions.lookup, gone.address)
+    await asyncio.to_thread(suppressions.put, [gone])
+    log.info("suppression removed", extra={"fields": {
+        "event": "suppression_removed", "recipient": gone.address, "by": gone.added_by}})
+    return web.json_response({"mta": request.app[ADMIN_KEY].pod_name or "", "address": gone.address,
+                              "removed": present is not None})
+
+
+def parse_entries(body: bytes, actor: str, now: float | None = None) -> list[store.Entry]:
+    """The entries of an add request, each checked; BadQuery names the first bad field."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise BadQuery("body: a JSON object expected") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
+        raise BadQuery("entries: a list expected")
+    source = raw.get("source", "Manual")
+    if source not in ("Manual", "Import"):
+        raise BadQuery("source: Manual or Import")
+    if len(raw["entries"]) > MAX_LIMIT:
+        raise BadQuery(f"entries: at most {MAX_LIMIT} per request")
+    now = time.time() if now is None else now
+    found = []
+    for i, item in enumerate(raw["entries"]):
+        if not isinstance(item, dict) or not isinstance(item.get("address"), str):
+            raise BadQuery(f"entries[{i}].address: a string expected")
+        expires = item.get("expires")
+        if expires is not None and (not isinstance(expires, int | float) or not math.isfinite(expires)):
+            raise BadQuery(f"entries[{i}].expires: Unix seconds or null")
+        try:
+            found.append(store.entry(item["address"], reason=str(item.get("reason") or store.MANUAL_REASON),
+                                     source=source, added_by=actor, detail=str(item.get("detail") or ""),
+                                     now=now, expires=None if expires is None else float(expires)))
+        except store.BadEntry as error:
+            raise BadQuery(f"entries[{i}].{error}") from None
+    return found
+
+
 def add_routes(app: web.Application, admin: Admin) -> None:
     app[ADMIN_KEY] = admin
     app.router.add_get(MESSAGES_PATH, messages)
+    app.router.add_get(SUPPRESSIONS_PATH, list_suppressions)
+    app.router.add_post(SUPPRESSIONS_PATH, add_suppressions)
+    app.router.add_delete(SUPPRESSIONS_PATH, remove_suppression)

@@ -25,6 +25,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from mta_relay.events.classify import CATEGORIES
 from mta_relay.events.record import EventType
 from mta_relay.usernames import USERNAME_PATTERN
 
@@ -184,6 +185,8 @@ class Credential(_Model):
     allow_sender_header: bool = False
     # MAIL FROM:<> (bounces of a mail server relaying through the cluster); refused unless set
     allow_null_sender: bool = False
+    # Sent to suppressed recipients all the same (the list still records this credential's bounces).
+    bypass_suppressions: bool = False
 
     @field_validator("allowed_ips", mode="before")
     @classmethod
@@ -365,6 +368,22 @@ class Events(_Model):
         return self
 
 
+class Suppression(_Model):
+    """The Cluster's suppression list: which hard bounces add their recipient, for how long."""
+
+    enabled: bool = True
+    classes: list[str] = Field(default_factory=lambda: ["InvalidRecipient"])
+    expire_after_seconds: int | None = Field(default=None, ge=60)
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown bounce class {unknown[0]!r}; one of {sorted(CATEGORIES)}")
+        return value
+
+
 class RelaySettings(_Model):
     """The ConfigMap part (``relay.yaml``): everything but the credentials."""
 
@@ -391,6 +410,7 @@ class RelaySettings(_Model):
     admin_token_file: str | None = None
     trace: Trace = Field(default_factory=Trace)
     events: Events = Field(default_factory=Events)
+    suppression: Suppression = Field(default_factory=Suppression)
 
 
 class RelayConfig(_Model):

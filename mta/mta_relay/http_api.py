@@ -39,6 +39,7 @@ from mta_relay.events.store import StoreError
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError, new_queue_id
+from mta_relay.suppressions import exchange as suppression_exchange
 
 log = logging.getLogger("mta_relay.http")
 RELAY_KEY = web.AppKey("relay", Relay)
@@ -125,14 +126,26 @@ async def inject(request: web.Request) -> web.Response:
         if isinstance(outcome, inject_format.Failed):
             failed, error_text, last = [outcome.rcpt], outcome.error, outcome.reply or last
         else:
-            accepted = await acceptance.accept(
-                relay, source="http", cred=cred, client_ip=ip, queue_id=new_queue_id(), mail_from=sender,
-                rcpts=outcome.rcpts, message=outcome.message,
-                smtputf8=not all(r.isascii() for r in [sender, *outcome.rcpts]))
-            if isinstance(accepted, Envelope):
-                result["success_count"] += len(outcome.rcpts)
+            queue_id, rcpts = new_queue_id(), []
+            for rcpt in outcome.rcpts:
+                refused = acceptance.suppressed(relay, "http", cred, rcpt, client_ip=ip, queue_id=queue_id,
+                                                mail_from=sender)
+                if refused is None:
+                    rcpts.append(rcpt)
+                    continue
+                result["fail_count"] += 1
+                result["failed_recipients"].append(rcpt)
+                result["errors"].append(f"{rcpt}: {refused.smtp}")
+                last = refused
+            if not rcpts:
                 continue
-            failed, error_text, last = outcome.rcpts, accepted.smtp, accepted
+            accepted = await acceptance.accept(
+                relay, source="http", cred=cred, client_ip=ip, queue_id=queue_id, mail_from=sender,
+                rcpts=rcpts, message=outcome.message, smtputf8=not all(r.isascii() for r in [sender, *rcpts]))
+            if isinstance(accepted, Envelope):
+                result["success_count"] += len(rcpts)
+                continue
+            failed, error_text, last = rcpts, accepted.smtp, accepted
         result["fail_count"] += len(failed)
         result["failed_recipients"].extend(failed)
         result["errors"].extend(f"{rcpt}: {error_text}" for rcpt in failed)
@@ -244,6 +257,19 @@ async def usage_report(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def suppression_changes(request: web.Request) -> web.Response:
+    """The suppression list rows this MTA changed, for its peers (``suppressions.exchange``)."""
+    refused = _peer_only(request)
+    if refused is not None:
+        return refused
+    relay = request.app[RELAY_KEY]
+    if relay.suppressions is None:
+        return web.json_response({"error": "no suppression list on this MTA"}, status=404)
+    body = await asyncio.to_thread(suppression_exchange.answer, relay.suppressions, relay.pod_name or "",
+                                   dict(request.query))
+    return web.Response(body=body, content_type="application/json")
+
+
 def _webhook_backlog(relay: Relay) -> dict[str, dict[str, float]]:
     """Per webhook: events waiting, the age of the oldest (seconds, 0 when none), events dropped ever."""
     if not events_config.store_path(relay.config_dir, relay.settings).exists():
@@ -297,5 +323,6 @@ def make_app(relay: Relay) -> web.Application:
     app.router.add_post(handoff.HANDOFF_PATH, receive_handoff)
     app.router.add_get(handoff.QUEUE_PATH, queue_status)
     app.router.add_get(usage.USAGE_PATH, usage_report)
+    app.router.add_get(suppression_exchange.SUPPRESSIONS_PATH, suppression_changes)
     app.router.add_post(handoff.EVENTS_PATH, receive_events)
     return app

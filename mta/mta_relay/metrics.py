@@ -25,3 +25,5 @@ class Metrics:
         self.config_reloads = Counter("mta_config_reloads", "Config reload attempts, by result",
                                       ["result"], registry=r)
         self.ready = Gauge("mta_ready", "1 when /readyz answers 200", registry=r)
+        self.suppressions = Gauge("mta_suppression_list_entries",
+                                  "Addresses in force on the suppression list (this MTA's copy)", registry=r)

@@ -42,6 +42,7 @@ from mta_relay.events.record import Event, EventSink, EventType, Response
 from mta_relay.ratelimit import SlidingWindowLimit
 from mta_relay.spool import CorruptEntry, RetryState, Spool, SpoolEntry, SpoolError, Status
 from mta_relay.state_files import Debounced, decode_rate_window, encode_rate_window, load
+from mta_relay.suppressions.bounces import BounceSuppressor
 
 log = logging.getLogger("mta_relay.queue")
 INLINE_BYTES = 64 << 10  # messages up to this size are prepared for the wire on the event loop
@@ -86,6 +87,7 @@ class QueueRunner:
         self._window_saver = (Debounced(rate_window_file, self._encode_window)
                               if rate_window_file is not None else None)
         self.events: EventSink | None = None  # the delivery process sets it (``events.store``)
+        self.suppressor: BounceSuppressor | None = None  # hard bounces → the suppression list
         self.origin = ("", "")  # (cluster, MTA) named in events
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -419,6 +421,9 @@ class QueueRunner:
                                        verdict.category if verdict else "").inc()
             if self.settings.credential_metrics and env.credential:
                 self.metrics.by_credential.labels(env.credential, str(kind)).inc()
+            if kind is EventType.BOUNCE and verdict is not None and self.suppressor is not None:
+                self.suppressor.bounced(recipient=o.recipient, category=verdict.category, kind=verdict.kind,
+                                        credential=env.credential, reply=_detail(o), now=self._wall())
             if self.events is None:
                 continue
             self.events.emit(Event(

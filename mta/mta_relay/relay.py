@@ -21,6 +21,7 @@ from mta_relay.metrics import Metrics
 from mta_relay.passwords import PasswordChecker
 from mta_relay.quota import QuotaTracker
 from mta_relay.spool import Spool
+from mta_relay.suppressions.store import SuppressionStore
 from mta_relay.usage import Exchange
 
 log = logging.getLogger("mta_relay")
@@ -48,6 +49,7 @@ class Relay:
         self.draining = False
         self.delivery: DeliveryProcess | None = None  # the delivery process, started by the server
         self.events: EventSink | None = None  # Reception and Rejection events, started by the server
+        self.suppressions: SuppressionStore | None = None  # the Cluster's list, opened by the server
         self.spool_ok = spool.probe(generation.config.settings.limits.max_message_size)
         tls = generation.config.settings.tls
         # aiohttp keeps the context it started with: reloads load the new certificate into this one

@@ -43,6 +43,8 @@ NULL_SENDER = Reply(550, "5.7.1", "Null sender <> not allowed for this credentia
 FROM_COUNT = Reply(550, "5.6.0", "Message must have exactly one From header", "from_count")
 SENDER_COUNT = Reply(550, "5.6.0", "Message must have at most one Sender header", "sender_count")
 HEADER_ADDRESS = Reply(550, "5.6.0", "From/Sender header has no valid address", "header_address")
+SUPPRESSED = Reply(550, "5.7.1", "Recipient is on the cluster's suppression list (kubectl mta suppressions)",
+                   "suppressed")
 QUOTA = Reply(452, "4.7.1", "Quota exceeded, try again later", "quota")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required", "auth_required")
 AUTH_THROTTLED = Reply(421, "4.7.0", "Too many failed authentications, closing connection", "auth_throttled")

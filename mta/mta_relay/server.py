@@ -25,10 +25,14 @@ from mta_relay.relay import Relay
 from mta_relay.smtp_handler import SubmissionHandler
 from mta_relay.smtp_session import RelaySession
 from mta_relay.spool import Spool
+from mta_relay.suppressions import store as suppression_store
+from mta_relay.suppressions.exchange import Puller
+from mta_relay.suppressions.store import SuppressionStore
 
 log = logging.getLogger("mta_relay")
 RELOAD_POLL_SECONDS = 0.5  # a removed credential must stop working within 2 s
 HEALTH_POLL_SECONDS = 2.0
+SUPPRESSION_PURGE_SECONDS = 60.0
 
 
 class RelayServer:
@@ -75,15 +79,19 @@ class RelayServer:
         if settings.http.enabled:
             app = make_app(relay)
             self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name,
-                                          relay.event_store)
+                                          relay.event_store, lambda: relay.suppressions)
             admin_api.add_routes(app, self._admin)
             self._http = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._http.setup()
             await web.TCPSite(self._http, self.listen_address or settings.http.address, settings.http.port,
                               ssl_context=relay.http_tls if settings.http.tls else None).start()
         relay.exchange = usage.Exchange(relay, self._self_url(settings))
+        relay.suppressions = await asyncio.to_thread(SuppressionStore,
+                                                     suppression_store.store_path(spool.root))
+        puller = Puller(relay.suppressions, relay.exchange, self.pod_name or "")
         self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health()),
-                       loop.create_task(relay.exchange.run())]
+                       loop.create_task(relay.exchange.run()), loop.create_task(puller.run()),
+                       loop.create_task(self._purge_suppressions())]
         log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
                                               "http": settings.http.port if settings.http.enabled else None}})
         return relay
@@ -151,6 +159,16 @@ class RelayServer:
             relay.readiness()
             await asyncio.sleep(HEALTH_POLL_SECONDS)
 
+    async def _purge_suppressions(self) -> None:
+        """Expired entries and old tombstones go; the gauge follows the list."""
+        assert self.relay is not None
+        store = self.relay.suppressions
+        assert store is not None
+        while True:
+            await asyncio.to_thread(store.purge)
+            self.relay.metrics.suppressions.set(await asyncio.to_thread(store.count))
+            await asyncio.sleep(SUPPRESSION_PURGE_SECONDS)
+
     async def shutdown(self) -> None:
         """Not ready at once; stop accepting; let sessions finish their transaction within the grace time;
         then close what is left."""
@@ -180,5 +198,7 @@ class RelayServer:
         if self._events is not None:
             await asyncio.to_thread(self._events.close)
         await asyncio.to_thread(relay.close_event_store)
+        if relay.suppressions is not None:
+            await asyncio.to_thread(relay.suppressions.close)
         await relay.save_state()  # quota counts since the last save (state_files)
         log.info("stopped", extra={"fields": {"event": "stopped"}})

@@ -71,6 +71,14 @@ class SubmissionHandler:
             return self._refuse(server, envelope, replies.TOO_MANY_RCPTS)
         if not envelope.smtp_utf8 and not _ascii(address):
             return self._refuse(server, envelope, replies.NEEDS_SMTPUTF8)
+        if self.relay.suppressions is not None:
+            cred = self._credential(server, session)
+            if isinstance(cred, Reply):
+                return self._refuse_session(server, session, envelope, cred)
+            reply = acceptance.suppressed(self.relay, "smtp", cred, address, client_ip=server.client_ip,
+                                          queue_id=envelope.queue_id, mail_from=envelope.mail_from)
+            if reply is not None:
+                return reply.smtp
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"

@@ -132,7 +132,7 @@ class Exchange:
     def round(self) -> None:
         """Ask every peer not still answering the previous question: a peer that does not answer (gone,
         partitioned) costs its own timeout, never the others' interval."""
-        token, pin = self.relay.peer_token, self._pin()
+        token, pin = self.relay.peer_token, self.pin()
         if token is None or pin is None or self._session is None:
             return
         for name, url in self.peers().items():
@@ -167,7 +167,7 @@ class Exchange:
         self.relay.quota.merge(name, report.counts, report.full)
         self._since[name] = (report.epoch, report.seq)
 
-    def _pin(self) -> aiohttp.Fingerprint | None:
+    def pin(self) -> aiohttp.Fingerprint | None:
         """The cluster certificate (the settings' tls.certFile), read again when the file changes."""
         path = config_loader.resolve_path(self.relay.config_dir, self.relay.settings.tls.cert_file)
         try:

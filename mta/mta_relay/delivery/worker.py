@@ -39,6 +39,8 @@ from mta_relay.events.store import EventWriter
 from mta_relay.events.webhooks import WebhookSender
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Envelope, Spool, SpoolError
+from mta_relay.suppressions import store as suppression_store
+from mta_relay.suppressions.bounces import BounceSuppressor
 
 log = logging.getLogger("mta_relay.delivery")
 PR_SET_PDEATHSIG = 1
@@ -104,6 +106,9 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     await sender.apply(settings)
     events = events_config.writer(config_dir, settings, on_commit=webhooks.nudge)
     runner.events, runner.origin = events, (settings.cluster, pod_name or "")
+    runner.suppressor = suppressor = BounceSuppressor(
+        suppression_store.store_path(config_loader.resolve_path(config_dir, settings.queue.path)),
+        settings.suppression)
     await webhooks.apply(events_config.targets(config_dir, settings))
     channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()
@@ -121,6 +126,7 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     reader.cancel()
     await webhooks.stop()
     await asyncio.to_thread(events.close)  # what was emitted is in the store (and its outboxes)
+    await asyncio.to_thread(suppressor.close)
     return 0
 
 
@@ -148,6 +154,8 @@ async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: 
             service.reconfigure(runner, settings, config_dir)
             await sender.apply(settings)
             events.configure(events_config.filters(settings), events_config.limits(settings))
+            if runner.suppressor is not None:
+                runner.suppressor.settings = settings.suppression
             await webhooks.apply(events_config.targets(config_dir, settings))
         elif op == "handoff_status":
             channel.send({"op": "handoff_counts", "id": message["id"], "handedOff": sender.handed_off,

@@ -29,6 +29,7 @@ class EventType(StrEnum):
     BOUNCE = "Bounce"  # refused permanently by the next hop (or by us: no MX, ...)
     EXPIRATION = "Expiration"  # deferred past the max retry age
     REJECTION = "Rejection"  # refused at submission (SMTP reply or HTTP 4xx)
+    SUPPRESSED = "Suppressed"  # a recipient refused at submission: it is on the suppression list
 
 
 ALL_TYPES: tuple[EventType, ...] = tuple(EventType)
