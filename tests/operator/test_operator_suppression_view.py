@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client
 from mta_operator.kubectl_plugin import cli, suppression_view
 from mta_relay.admin_api import ACTOR_HEADER, MAX_LIMIT, TOKEN_HEADER, parse_entries
 from mta_relay.suppressions import store
@@ -310,3 +311,16 @@ def test_the_user_of_the_context_is_the_actor(tmp_path: Any) -> None:
     assert (reader.user, reader.namespace) == ("alice@example.com", "default")
     reader = cli.KubeconfigReader.connect(str(kubeconfig), "ops", None, all_namespaces=False)
     assert (reader.user, reader.namespace) == ("bob", "mail")
+
+
+def test_only_ready_pods_are_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def pod(name: str, ready: str | None) -> Any:
+        conditions = None if ready is None else [client.V1PodCondition(type="Ready", status=ready)]
+        return client.V1Pod(metadata=client.V1ObjectMeta(name=name),
+                            status=client.V1PodStatus(conditions=conditions))
+
+    listed = client.V1PodList(items=[pod("main-mta-1", "True"), pod("main-mta-0", "False"),
+                                     pod("main-mta-2", None), pod("main-mta-3", "True")])
+    monkeypatch.setattr(client.CoreV1Api, "list_namespaced_pod", lambda *a, **k: listed)
+    reader = cli.KubeconfigReader(client.ApiClient(), "mail")
+    assert reader.ready_pods({"app": "x"}) == ["main-mta-1", "main-mta-3"]

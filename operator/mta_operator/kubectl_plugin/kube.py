@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mta_operator.api import GROUP, VERSION
+from mta_operator.api.reasons import ConditionType
 
 Obj = dict[str, Any]
 PLURALS = {"Cluster": "clusters", "SendingDomain": "sendingdomains", "SmtpCredential": "smtpcredentials"}
@@ -91,8 +92,10 @@ class KubeconfigReader:
             listed = client.CoreV1Api(self.api).list_namespaced_pod(self._ns(), label_selector=text)
         except ApiException as error:
             raise NotFound(f"pods in namespace {self._ns()}: {error.reason}") from None
+        # A pod's Ready condition has the name of ours (both follow the Kubernetes convention).
         return sorted(str(p.metadata.name) for p in listed.items if p.metadata is not None and any(
-            c.type == "Ready" and c.status == "True" for c in (p.status and p.status.conditions) or []))
+            c.type == ConditionType.READY and c.status == "True"
+            for c in (p.status and p.status.conditions) or []))
 
     def pod_proxy(self, method: str, pod: str, port: str, path: str, query: builtins.list[tuple[str, str]],
                   headers: dict[str, str], body: object = None, timeout: float = 15) -> tuple[int, bytes]:
