@@ -136,9 +136,14 @@ def test_kubectl_mta_suppressions_import_and_expiry_reach_every_mta(chain, tmp_p
                if json.loads(line)["address"].startswith("imported-")) == count
 
     brief = "brief@customer.example"
-    added = kubectl_mta(chain, "suppressions", "add", brief, "--reason", "Complaint", "--expires-in", "6s")
+    added = kubectl_mta(chain, "suppressions", "add", brief, "--reason", "Complaint", "--expires-in", "20s")
     assert added.returncode == 0, added.stderr
-    wait_until(lambda: _rcpt_everywhere(chain, brief) == [550] * 3, timeout=30, interval=0.2,
-               what="the added address refused on every MTA")
-    wait_until(lambda: _rcpt_everywhere(chain, brief) == [250] * 3, timeout=30, interval=0.5,
+    refused: set[int] = set()  # the MTAs (by position) seen refusing it before it expired
+
+    def seen_refusing_everywhere() -> bool:
+        refused.update(i for i, code in enumerate(_rcpt_everywhere(chain, brief)) if code == 550)
+        return len(refused) == 3
+
+    wait_until(seen_refusing_everywhere, timeout=20, interval=0.2, what="the address refused on every MTA")
+    wait_until(lambda: _rcpt_everywhere(chain, brief) == [250] * 3, timeout=40, interval=0.5,
                what="the entry expired on every MTA")
