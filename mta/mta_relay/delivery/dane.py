@@ -11,7 +11,10 @@ SHA2-256(1) or SHA2-512(2). PKIX-TA(0) and PKIX-EE(1) are unusable for SMTP.
   certificate chains to, valid at ``now``, for one of the reference names: the MX host name or the
   destination domain (§3.2.2). The trust anchor must be in the chain the server sends (§3.1.2 asks
   servers to include it), so a record of selector SPKI naming a key that is nowhere in the chain does
-  not match.
+  not match. The chain is checked with cryptography's path validation (``x509.verification``), the CA
+  certificates under its Web PKI profile; of the server's certificate only a subjectAltName naming the
+  host is required (a private CA behind DANE-TA need not issue certificates to the CA/Browser Forum's
+  profile, e.g. a critical subjectAltName).
 """
 
 from __future__ import annotations
@@ -116,10 +119,13 @@ def _chains_to(chain: list[bytes], anchor: int, names: list[str], now: datetime.
         return False
     store = verification.Store([certs[anchor]])
     when = now or datetime.datetime.now(datetime.UTC)
+    server = verification.ExtensionPolicy.permit_all().require_present(
+        x509.SubjectAlternativeName, verification.Criticality.AGNOSTIC, None)
+    builder = verification.PolicyBuilder().store(store).time(when).extension_policies(
+        ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=server)
     for name in names:
         try:
-            verifier = verification.PolicyBuilder().store(store).time(when).build_server_verifier(
-                verification.DNSName(name))
+            verifier = builder.build_server_verifier(verification.DNSName(name))
             verifier.verify(certs[0], certs[1:anchor])
         except (verification.VerificationError, ValueError):
             continue
