@@ -48,7 +48,7 @@ class SignedZone:
     def publish(self, server: DnsServer, bogus: dict[tuple[str, str], str] | None = None) -> None:
         """Sign the zone and serve every record and signature from ``server``. ``bogus``: (name, type) →
         a value served instead of the signed one, under the original signature (which then fails)."""
-        zone = dns.zone.Zone(self.origin)
+        zone = dns.zone.Zone(self.origin, relativize=False)
         with zone.writer() as txn:
             txn.add(self.origin, 3600, _rdata("SOA", f"ns.{self.origin} hostmaster.{self.origin} 1 7200 "
                                                      "3600 1209600 3600"))
@@ -89,6 +89,8 @@ class ValidatingResolver(DnsServer):
         except dns.exception.DNSException:
             return None
         question = query.question[0]
+        self.queries.append((question.name.to_text(omit_final_dot=True),
+                             dns.rdatatype.to_text(question.rdtype)))
         upstream = self._ask(question.name, question.rdtype)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
