@@ -19,6 +19,7 @@ from mta_relay.delivery import mta_sts
 from mta_relay.delivery.mx import make_resolver
 from mta_relay.delivery.outcome import Result
 from mta_relay.delivery.tls_policy import FetchError, StsCache, fetch_policy
+from mta_relay.events.classify import classify
 from support.dnsserver import DnsServer
 from support.mta_sts_server import StsServer
 from support.smtp_receiver import SmtpReceiver
@@ -70,6 +71,7 @@ async def test_enforce_with_a_bad_certificate_defers_and_never_sends_in_plaintex
     assert result.result is Result.DEFERRED
     assert result.text.startswith("4.7.5")
     assert "mta-sts-enforce" in result.text
+    assert classify(result.code, result.text).category == "TLSFailure"  # the TransientFailure event's class
     assert rx.transactions == []
     assert rx.mail_commands() == 0
     assert mx.results() == [("mx.example.org", "mta-sts-enforce", "certificate-host-mismatch")]

@@ -197,7 +197,7 @@ async def _open_required(hop: Hop, policy: HopPolicy, need: HopTls) -> aiosmtpli
     except _CheckFailed as failed:
         _observe(policy, hop, failed.report)
         if need.applied is not Applied.MTA_STS_TESTING:
-            raise HopUnavailable(451, f"4.7.5 {hop.name} [{hop.address}]: {need.applied} policy: "
+            raise HopUnavailable(451, f"4.7.5 {hop.name} [{hop.address}]: TLS required by {need.applied}: "
                                       f"{failed.report.result} ({failed.report.detail})") from None
         smtp = await _connect_checked(hop, policy, need, check=False)
         _reports[smtp] = failed.report

@@ -343,7 +343,8 @@ class OutboundTls:
                 applied = Applied.REQUIRED if self.policy is TlsPolicy.REQUIRED else Applied.OPPORTUNISTIC
                 usable.append(dataclasses.replace(hop, tls=HopTls(applied, domain=domain)))
         if not usable:
-            raise RouteError(451, f"4.7.5 no MX host of {domain} satisfies its TLS policy")
+            raise RouteError(451, f"4.7.5 no MX host of {domain} can give the TLS required by its "
+                                  "MTA-STS or DANE records")
         return usable
 
     async def _dane(self, domain: str, hops: list[Hop]) -> dict[str, object]:
