@@ -64,8 +64,9 @@ unit: setup
 test-local: setup
 	$(BIN)/pytest -q -m "not testbed and not root and not postfix and not swaks and not node"
 
-# The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
-test: testbed-build lint $(NODE_DEPS)
+# The suite runs in its own network namespace (the test host), where pod IPs are local addresses; the image
+# is built before it enters (mmdebstrap and pip need the registries), and its tests find it in the cache.
+test: testbed-build lint $(NODE_DEPS) image
 	$(TESTBED) run -- $(BIN)/pytest
 
 # The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.

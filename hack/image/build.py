@@ -274,6 +274,13 @@ def _tar(layout: Path, out: Path) -> None:
                 tar.addfile(info, data if path.is_file() else None)
 
 
+def _prune(keep: Path, images: int = 3) -> None:
+    """Each source change makes an archive (~80 MiB): keep the newest few, and bases still in use."""
+    built = sorted(cache_root().glob("image-*/"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in built if p != keep][images - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def build(out_dir: Path | None = None) -> Image:
     """The image's archive for the current context, from the cache when its key is there."""
     missing = missing_tools()
@@ -302,6 +309,7 @@ def build(out_dir: Path | None = None) -> Image:
             shutil.move(str(log), target / "build.log")
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        _prune(keep=target)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         copy = out_dir / archive.name
