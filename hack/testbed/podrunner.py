@@ -459,7 +459,10 @@ class Runner:
     @staticmethod
     def _signal(c: Container, sig: int) -> None:
         if c.proc is not None and c.kill_argv and sig == signal.SIGKILL:
-            subprocess.run(c.kill_argv, capture_output=True, check=False)  # runc forwards other signals
+            # runc forwards every other signal; SIGKILL to runc itself would leave the container (and
+            # its cgroup) behind, so the container is killed and runc left to reap it and clean up.
+            subprocess.run(c.kill_argv, capture_output=True, check=False)
+            return
         if c.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.proc.pid, sig)
