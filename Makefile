@@ -66,8 +66,9 @@ test-local: setup
 
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses; the image
 # is built before it enters (mmdebstrap and pip need the registries), and its tests find it in the cache.
+# Two pytest processes at once: the test bed's tests, and beside them every other (hack/suite.py).
 test: testbed-build lint $(NODE_DEPS) image
-	$(TESTBED) run -- $(BIN)/pytest
+	$(TESTBED) run -- $(BIN)/python hack/suite.py
 
 # The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.
 demo: testbed-build

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import itertools
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from aiohttp import web
 from mta_relay.events.record import Event, EventType, Response
 from mta_relay.events.webhooks import decode_payload
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from support.ports import free_port
 
 _SEQ = itertools.count()
 
@@ -47,12 +47,6 @@ def child_argv(code: str, *args: str) -> list[str]:
 def run_child(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(child_argv(code, *args), capture_output=True, text=True, timeout=timeout,
                           check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def until(check: Callable[[], object], what: str = "condition", seconds: float = 20) -> None:
