@@ -41,7 +41,8 @@ def event(kind: EventType = EventType.DELIVERY, *, recipient: str = "bob@example
 def child_argv(code: str, *args: str) -> list[str]:
     """A child Python running ``code``, which can import this kit; ``sys.argv[1:]`` are ``args``."""
     here = Path(__file__).resolve().parent
-    return [sys.executable, "-c", f"import sys; sys.path[:0] = [{str(here)!r}]\n" + code, *args]
+    paths = [str(here), str(here.parent)]  # this kit, and tests/ for the support package it imports
+    return [sys.executable, "-c", f"import sys; sys.path[:0] = {paths!r}\n" + code, *args]
 
 
 def run_child(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
