@@ -17,6 +17,7 @@ class Component:
     module: str
     version: str
     binaries: dict[str, str]  # binary name -> package path inside the module ("" = module root)
+    tags: str = ""  # go build -tags (comma-separated), to leave out what the test bed never uses
 
     @property
     def key(self) -> str:
@@ -30,7 +31,8 @@ class Component:
 def components() -> dict[str, Component]:
     data = tomllib.loads(VERSIONS_FILE.read_text())
     return {
-        name: Component(name, entry["module"], entry["version"], dict(entry["binaries"]))
+        name: Component(name, entry["module"], entry["version"], dict(entry["binaries"]),
+                        entry.get("tags", ""))
         for name, entry in data.items()
     }
 

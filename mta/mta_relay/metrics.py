@@ -27,3 +27,14 @@ class Metrics:
         self.ready = Gauge("mta_ready", "1 when /readyz answers 200", registry=r)
         self.suppressions = Gauge("mta_suppression_list_entries",
                                   "Addresses in force on the suppression list (this MTA's copy)", registry=r)
+        # The spool's filesystem as statvfs sees it (the claim's volume): readiness already needs room for one
+        # full-size message; these let an alert warn well before that point.
+        self.spool_avail = Gauge("mta_spool_filesystem_avail_bytes",
+                                 "Bytes the spool's filesystem has free for the relay", registry=r)
+        self.spool_size = Gauge("mta_spool_filesystem_size_bytes", "Size of the spool's filesystem in bytes",
+                                registry=r)
+        # The serving certificate (SMTP STARTTLS, implicit TLS and HTTPS share it) in force, read each time a
+        # config generation is installed, so a renewal shows within a reload.
+        self.certificate_expiry = Gauge("mta_tls_certificate_expiry_timestamp_seconds",
+                                        "notAfter of the TLS certificate in force, as a Unix timestamp",
+                                        registry=r)

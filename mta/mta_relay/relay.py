@@ -10,6 +10,8 @@ import logging
 import threading
 from pathlib import Path
 
+from cryptography import x509
+
 from mta_relay import config_loader, handoff, state_files
 from mta_relay.auth_throttle import AuthThrottle
 from mta_relay.delivery.process import DeliveryProcess
@@ -56,6 +58,7 @@ class Relay:
         self.http_tls = tls_context(config_dir, tls.cert_file, tls.key_file)
         self.peer_token = handoff.read_token(config_dir, generation.config.settings)
         self.handoff_received = handoff.received_counter(self.metrics.registry)
+        self._record_certificate_expiry()
         self._event_store: EventStore | None = None
         self._event_store_lock = threading.Lock()
 
@@ -92,6 +95,20 @@ class Relay:
         self.http_tls.load_cert_chain(config_loader.resolve_path(self.config_dir, tls.cert_file),
                                       config_loader.resolve_path(self.config_dir, tls.key_file))
         self.peer_token = handoff.read_token(self.config_dir, generation.config.settings)
+        self._record_certificate_expiry()
+
+    def _record_certificate_expiry(self) -> None:
+        """The gauge follows the certificate just loaded (an unreadable notAfter leaves it as it was: the
+        context loaded, so the file was good a moment ago)."""
+        path = config_loader.resolve_path(self.config_dir, self.settings.tls.cert_file)
+        try:
+            der = handoff.leaf_certificate(path.read_bytes())
+            not_after = x509.load_der_x509_certificate(der).not_valid_after_utc
+        except (OSError, ValueError) as error:
+            log.warning("cannot read the certificate's expiry", extra={"fields": {
+                "event": "certificate_expiry_unknown", "reason": error.__class__.__name__}})
+            return
+        self.metrics.certificate_expiry.set(not_after.timestamp())
 
     @property
     def leaving(self) -> bool:

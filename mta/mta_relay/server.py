@@ -156,6 +156,9 @@ class RelayServer:
             relay.metrics.queue_depth.set(await asyncio.to_thread(relay.spool.depth))
             relay.metrics.spool_fsyncs.set(relay.spool.fsyncs)
             relay.metrics.spool_writes.set(relay.spool.entries_written)
+            avail, size = await asyncio.to_thread(relay.spool.filesystem_bytes)
+            relay.metrics.spool_avail.set(avail)
+            relay.metrics.spool_size.set(size)
             relay.readiness()
             await asyncio.sleep(HEALTH_POLL_SECONDS)
 

@@ -282,6 +282,14 @@ class Spool:
             return False
         return st.f_bavail * st.f_frsize >= min_free_bytes
 
+    def filesystem_bytes(self) -> tuple[int, int]:
+        """(bytes free for the relay, filesystem size) of the spool's volume; (0, 0) when unreadable."""
+        try:
+            st = os.statvfs(self.slots)
+        except OSError:
+            return 0, 0
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
     # --- reading and bookkeeping (delivery) ------------------------------------------------------
     def queue_ids(self) -> list[str]:
         """Queue ids of complete entries, oldest first."""

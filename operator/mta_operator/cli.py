@@ -25,6 +25,7 @@ from .controller.controller import Controller
 from .controller.leader import LEASE_NAME, LeaderElector
 from .handlers import register
 from .kube.client import KubeClient
+from .metrics import OperatorMetrics
 from .options import Options
 
 
@@ -61,6 +62,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.leader_election_namespace:
         identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
         elector = LeaderElector(kube, args.leader_election_namespace, identity, args.leader_election_name)
+    if args.metrics_port is not None:
+        metrics = OperatorMetrics(lambda: elector is None or elector.leading)
+        metrics.serve(args.metrics_port, args.metrics_address)
     registry = kopf.OperatorRegistry()
     register(registry, controller, elector)
     # standalone: kopf's own peering stays off; the Lease decides who works (see controller/leader.py).
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dns-nameserver", help="host[:port] for DNS record checks (default: system resolver)")
     run.add_argument("--dns-check-seconds", type=float, default=Options.dns_check_seconds)
     run.add_argument("--liveness", help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (plain HTTP, "
+                                                       "/metrics; default: not served)")
+    # every interface by default: in a pod, Prometheus scrapes from another pod's address
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")  # noqa: S104
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     loc = sub.add_parser("local", help="serve Cluster/SendingDomain/SmtpCredential manifests from a "
                                         "directory on loopback, without Kubernetes")

@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ import aiosmtplib
 import demo
 import dns.resolver
 from support.operator_process import start_operator
+from support.ports import free_port
 from support.waiting import stop_process  # re-exported for the tests
 
 KUBECTL_MTA = str(Path(sys.executable).parent / "kubectl-mta")
@@ -55,10 +56,12 @@ class OperatorProcess:
     # The MTA pods' image: a name only, run from this checkout by the pod runner, unless the test bed
     # has an image of that name loaded (testbed.images), whose containers then run from it.
     image: str = "mta-relay:e2e"
+    metrics_port: int = field(default_factory=free_port)  # its /metrics, for the Prometheus test
 
     def start(self) -> OperatorProcess:
         self.proc = start_operator(self.kubeconfig, self.namespace, self.log_path, "--relay-image",
-                                   self.image)
+                                   self.image, f"--metrics-port={self.metrics_port}",
+                                   "--metrics-address=127.0.0.1")
         return self
 
     def stop(self) -> None:

@@ -25,7 +25,16 @@ OPTIONS: dict[str, dict] = {
         {"weight": 1, "preference": {"matchExpressions": [
             {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}}]}}},
     "priorityClassName": {"priorityClassName": "system-cluster-critical"},
+    "metricsPort": {"metricsPort": 9091},
     "podMonitor": {"podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}}},
+    "prometheusRules": {"prometheusRules": {
+        "enabled": True, "labels": {"release": "prom"}, "notReadyFor": "10m",
+        "queueOldestMessageAgeSeconds": 7200, "deliveryFailureRatio": 0.5, "authFailuresPerSecond": 5,
+        "spoolAvailableRatio": 0.2,
+        "certificateExpiryDays": 21, "operatorDownFor": "15m"}},
+    "grafanaDashboard": {"grafanaDashboard": {"enabled": True, "namespace": "mail",
+                                              "labels": {"team": "mail"},
+                                              "annotations": {"grafana_folder": "Mail"}}},
     "test": {"test": {"namespace": "mail", "credential": "billing", "connectionSecret": "billing-smtp",
                       "from": "check@example.com", "to": "postmaster@example.net",
                       "caSecret": "main-mta-ca"}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -138,13 +139,48 @@ def test_podmonitor_only_when_the_prometheus_operator_api_is_served() -> None:
     assert not by_kind(render({"podMonitor": {"enabled": True}}), "PodMonitor")
     with_api = render({"podMonitor": {"enabled": True, "interval": "15s"}}, "mta", "mta-system",
                       "--api-versions", "monitoring.coreos.com/v1/PodMonitor")
-    (monitor,) = by_kind(with_api, "PodMonitor")
+    monitor, operator = by_kind(with_api, "PodMonitor")
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "mta-relay"
+    # the rules select these job names, whatever the Prometheus Operator would name the jobs
+    assert endpoint["relabelings"] == [{"targetLabel": "job", "replacement": monitor["metadata"]["name"]}]
+    (deployment,) = by_kind(with_api, "Deployment")
+    assert operator["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    (op_endpoint,) = operator["spec"]["podMetricsEndpoints"]
+    assert (op_endpoint["port"], op_endpoint["scheme"]) == ("metrics", "http")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert "--metrics-port=8081" in container["args"]
     assert not by_kind(render({"podMonitor": {"enabled": False}}, "mta", "mta-system", "--api-versions",
                               "monitoring.coreos.com/v1/PodMonitor"), "PodMonitor")
+
+
+def test_prometheus_rules_only_when_enabled_and_the_api_is_served() -> None:
+    api = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRule")
+    assert not by_kind(render({"prometheusRules": {"enabled": True}}), "PrometheusRule")
+    assert not by_kind(render({}, "mta", "mta-system", *api), "PrometheusRule")
+    (rule,) = by_kind(render(OPTIONS["prometheusRules"], "mta", "mta-system", *api), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prom"
+    exprs = {r["alert"]: (r["expr"], r["for"]) for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert exprs["MTANotReady"][1] == "10m"
+    assert exprs["MTAOperatorDown"][1] == "15m"
+    for alert, threshold in [("MTAQueueMessageOld", "> 7200"), ("MTADeliveryFailureRate", "> 0.5"),
+                             ("MTAAuthFailureSpike", "> 5"), ("MTASpoolNearlyFull", "< 0.2"),
+                             ("MTACertificateExpiresSoon", "< 21 * 86400")]:
+        assert threshold in exprs[alert][0], alert
+
+
+def test_grafana_dashboard_configmap_only_when_enabled() -> None:
+    assert not by_kind(render(), "ConfigMap")
+    (config_map,) = by_kind(render(OPTIONS["grafanaDashboard"]), "ConfigMap")
+    assert config_map["metadata"]["namespace"] == "mail"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Mail"}
+    dashboard = json.loads(config_map["data"]["mta-operator.json"])
+    assert dashboard["uid"] == "mta-operator"
+    assert json.loads((CHART / "files" / "dashboards" / "mta.json").read_text()) == dashboard
 
 
 def test_helm_test_pod_sends_with_the_credentials_connection_secret() -> None:

@@ -19,6 +19,7 @@ from support.namespaces import temporary_namespace
 pytestmark = [pytest.mark.testbed, pytest.mark.usefixtures("helm_bin")]
 
 PODMONITOR_API = "monitoring.coreos.com/v1/PodMonitor"
+PROMETHEUSRULE_API = "monitoring.coreos.com/v1/PrometheusRule"
 _CAN_I_ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
 
@@ -34,21 +35,25 @@ def other_ns(kube: Any) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def podmonitor_api(kube: Any) -> Iterator[None]:
-    """A stand-in PodMonitor CRD (schema left open) so the server can dry-run the chart's PodMonitor."""
+    """Stand-in PodMonitor and PrometheusRule CRDs (schema left open) so the server can dry-run the chart's
+    PodMonitors and PrometheusRule."""
     open_schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
-    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           "metadata": {"name": "podmonitors.monitoring.coreos.com"},
-           "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-                    "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor",
-                              "listKind": "PodMonitorList"},
-                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": open_schema}]}}
-    existed = kube.kubectl("get", "crd", crd["metadata"]["name"], check=False).returncode == 0
-    if not existed:
-        kube.kubectl("create", "-f", "-", stdin=json.dumps(crd))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{crd['metadata']['name']}")
+    created = []
+    for kind, plural in (("PodMonitor", "podmonitors"), ("PrometheusRule", "prometheusrules")):
+        crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+               "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                        "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                                  "listKind": f"{kind}List"},
+                        "versions": [{"name": "v1", "served": True, "storage": True, "schema": open_schema}]}}
+        if kube.kubectl("get", "crd", crd["metadata"]["name"], check=False).returncode != 0:
+            kube.kubectl("create", "-f", "-", stdin=json.dumps(crd))
+            kube.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                         f"crd/{crd['metadata']['name']}")
+            created.append(crd["metadata"]["name"])
     yield
-    if not existed:
-        kube.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=false", check=False)
+    for name in created:
+        kube.kubectl("delete", "crd", name, "--wait=false", check=False)
 
 
 def _helm(kube: Any, *args: str, check: bool = True) -> Any:
@@ -64,9 +69,14 @@ def _dry_run(kube: Any, objs: list[dict[str, Any]]) -> Any:
 @pytest.mark.parametrize("option", ["defaults", *OPTIONS])
 def test_rendered_chart_is_accepted_by_the_api_server(kube: Any, release_ns: str, option: str) -> None:
     values = json.loads(json.dumps(OPTIONS.get(option, {})).replace('"mail"', json.dumps(release_ns)))
-    objs = render(values, f"dry-{option.lower()}", release_ns, "--api-versions", PODMONITOR_API)
+    objs = render(values, f"dry-{option.lower()}", release_ns, "--api-versions", PODMONITOR_API,
+                  "--api-versions", PROMETHEUSRULE_API)
     if option == "podMonitor":
         assert by_kind(objs, "PodMonitor")
+    if option == "prometheusRules":
+        assert by_kind(objs, "PrometheusRule")
+    if option == "grafanaDashboard":
+        assert by_kind(objs, "ConfigMap")
     out = _dry_run(kube, objs)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("(server dry run)") == len(objs)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import time
 from email import message_from_bytes
 from email.policy import default
 
 import pytest
+from cryptography import x509
+from mta_relay import config_loader
+from prometheus_client.parser import text_string_to_metric_families
 from relaykit import PASSWORD, RelayThread, https
 
 RAW = "From: app@example.com\nTo: r@example.net\nSubject: raw\n\nline one\nline two\n"
@@ -45,6 +49,25 @@ def test_health_ready_metrics(relay: RelayThread, tls_client: ssl.SSLContext) ->
     assert all(line.startswith("mta_") for line in metric_lines)
     assert "app@example.com" not in text
     assert 'credential="' not in text
+
+
+def test_metrics_certificate_expiry_and_spool_space(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
+    """The alerting rules' inputs: the certificate's notAfter and the spool volume's free and total bytes."""
+    settings = relay.server.relay.settings  # type: ignore[union-attr]
+    pem = config_loader.resolve_path(relay.config_dir, settings.tls.cert_file).read_bytes()
+    not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+    def samples() -> dict[str, float]:
+        text = https(relay.server.http_port, tls_client, "/metrics")[2].decode()
+        return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+
+    got = samples()
+    assert got["mta_tls_certificate_expiry_timestamp_seconds"] == not_after
+    deadline = time.monotonic() + 10  # the health loop fills the spool gauges every 2 s
+    while got["mta_spool_filesystem_size_bytes"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        got = samples()
+    assert 0 < got["mta_spool_filesystem_avail_bytes"] <= got["mta_spool_filesystem_size_bytes"]
 
 
 def test_raw_content(relay: RelayThread, tls_client: ssl.SSLContext) -> None:

@@ -37,3 +37,10 @@ def test_every_control_plane_binary_is_pinned():
     assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
             "kwok", "kwokctl", "helm", "coredns"} <= names
     assert all(comp.version.startswith("v") for comp in components().values())
+
+
+def test_prometheus_binaries_carry_the_release_not_the_module_version():
+    comp = components()["prometheus"]
+    _, minor, patch = comp.version.lstrip("v").split(".")
+    assert f"common/version.Version=3.{int(minor) - 300}.{patch}" in ldflags(comp)
+    assert {"prometheus", "promtool"} <= set(comp.binaries)
