@@ -328,6 +328,11 @@ class QueueRunner:
         pending = (await asyncio.to_thread(self.spool.pending_rcpts, entry)
                    if self.spool.has_outcomes(queue_id) else list(entry.envelope.rcpts))
         outcomes: list[RecipientOutcome] = []
+        waits_for = getattr(self.deliverer, "waits_for", None)
+        if pending and waits_for is not None and (key := waits_for(entry.envelope.mail_from, pending)):
+            self._releasing.pop(queue_id, None)
+            self._park(queue_id, key)  # its destinations have no room: not prepared, not tried
+            return
         if pending:
             self.metrics.attempts.inc()
             try:

@@ -148,6 +148,20 @@ class Deliverer:
         by_rcpt = {o.recipient: o for group in results for o in group}
         return [by_rcpt[r] for r in recipients]
 
+    def waits_for(self, sender: str, recipients: list[str]) -> str | None:
+        """A destination key the message would only be held for, known without I/O: every destination it
+        needs has a cached rule and no room now. None: try it (one may go, or it is not known yet). Lets
+        the runner park mail before it prepares (reads, signs) it for nothing."""
+        if self.shaper is None:
+            return None
+        now, key = self._clock(), None
+        for (_name, destination), (route, _rcpts) in route_groups(self.routes, sender, recipients).items():
+            cached = self._matches.get((route.name, destination))
+            if route.hold or cached is None or cached[0] <= now or self.shaper.free(cached[1].key, now) > 0:
+                return None
+            key = key or cached[1].key
+        return key
+
     async def _deliver_group(self, route: Route, destination: str, sender: str, rcpts: list[str],
                              message: bytes) -> list[RecipientOutcome]:
         if route.hold:
