@@ -8,6 +8,7 @@ local TERMINAL = {
   SecretNotOwned = true,
   ChildNotOwned = true,
   StorageClassNotFound = true,
+  SmarthostLoop = true,
   DkimSecretNotOwned = true,
   DkimKeyUnreadable = true,
   DkimKeyMismatch = true,

@@ -267,16 +267,110 @@ class DeliveryTls(_Model):
         return self
 
 
+class ShapingRate(_Model):
+    """At most ``messages`` transactions started in any ``period_seconds`` (a sliding window)."""
+
+    messages: int = Field(ge=1)
+    period_seconds: float = Field(gt=0)
+
+
+class ShapingLimits(_Model):
+    """What one destination may take from this MTA; unset fields come from the default (see
+    ``delivery.shaping``, which owns the precedence)."""
+
+    max_connections: int | None = Field(default=None, ge=1)
+    messages_per_connection: int | None = Field(default=None, ge=1)
+    rate: ShapingRate | None = None
+    connect_timeout_seconds: float | None = Field(default=None, gt=0)
+    transaction_timeout_seconds: float | None = Field(default=None, gt=0)
+
+
+class ShapingRule(ShapingLimits):
+    """Limits for the destinations a rule matches: recipient ``domains`` (exact) or ``mx_hosts`` (a
+    resolved MX host name, exact, or under a suffix written with a leading dot: ``.google.com``)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    domains: list[str] = Field(default_factory=list)
+    mx_hosts: list[str] = Field(default_factory=list)
+
+    @field_validator("domains", "mx_hosts", mode="before")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [name.lower().rstrip(".") if not name.startswith(".") else name.lower()
+                for name in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> ShapingRule:
+        if not self.domains and not self.mx_hosts:
+            raise ValueError(f"delivery.shaping.rules[{self.name}]: needs domains or mxHosts")
+        return self
+
+
+class Shaping(_Model):
+    """Per-destination shaping (``delivery.shaping``): the user's rules and default over the built-in
+    table; a destination answering a throttle reply is suspended for ``suspend_first_seconds``, doubling on
+    repeats up to ``suspend_max_seconds``."""
+
+    builtin: bool = True
+    default: ShapingLimits = Field(default_factory=ShapingLimits)
+    rules: list[ShapingRule] = Field(default_factory=list)
+    suspend_first_seconds: float = Field(default=60, gt=0)
+    suspend_max_seconds: float = Field(default=3600, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> Shaping:
+        names = [rule.name for rule in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError("delivery.shaping.rules: names must be unique")
+        if self.suspend_first_seconds > self.suspend_max_seconds:
+            raise ValueError("delivery.shaping: suspendFirstSeconds must not exceed suspendMaxSeconds")
+        return self
+
+
+class Route(_Model):
+    """Where the mail of some recipient or sender domains goes instead of the default route: MX,
+    ``smarthosts`` tried in order (the next when one cannot be reached or refuses the session), or Hold
+    (deferred: the operator refused the route's next hops, e.g. a loop back into the cluster)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    recipient_domains: list[str] = Field(default_factory=list)
+    sender_domains: list[str] = Field(default_factory=list)
+    mode: Literal["MX", "Smarthost", "Hold"] = "MX"
+    smarthosts: list[Smarthost] = Field(default_factory=list)
+
+    @field_validator("recipient_domains", "sender_domains", mode="before")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [name.lower().rstrip(".") for name in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Route:
+        if not self.recipient_domains and not self.sender_domains:
+            raise ValueError(f"delivery.routes[{self.name}]: needs recipientDomains or senderDomains")
+        if (self.mode == "Smarthost") != bool(self.smarthosts):
+            raise ValueError(f"delivery.routes[{self.name}]: smarthosts are for mode Smarthost (and needed)")
+        return self
+
+
 class Delivery(_Model):
-    mode: Literal["MX", "Smarthost"] = "MX"
+    """Onward delivery. ``mode``/``smarthost`` are the default route (Hold: deferred, see ``Route``);
+    ``routes`` go first; ``mx_port`` is the port MX hosts are reached on (25; tests and local runs only)."""
+
+    mode: Literal["MX", "Smarthost", "Hold"] = "MX"
     smarthost: Smarthost | None = None
     concurrency: int = Field(default=20, ge=1)
     tls: DeliveryTls = Field(default_factory=DeliveryTls)
+    routes: list[Route] = Field(default_factory=list)
+    shaping: Shaping = Field(default_factory=Shaping)
+    mx_port: Port = 25
 
     @model_validator(mode="after")
     def _smarthost(self) -> Delivery:
         if self.mode == "Smarthost" and self.smarthost is None:
             raise ValueError("delivery.mode Smarthost needs delivery.smarthost")
+        names = [route.name for route in self.routes]
+        if len(set(names)) != len(names):
+            raise ValueError("delivery.routes: names must be unique")
         return self
 
 

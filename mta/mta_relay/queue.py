@@ -12,7 +12,11 @@ each 250, and ``drain`` on SIGTERM. The spool is the only durable state (see doc
   (converted to the monotonic clock), and its backoff continues from the recorded count. An entry never
   deferred is due at once. The max retry age counts from acceptance (``Envelope.received_at``);
 - the rate-limit window is saved to ``state/ratelimit.json`` (``state_files``) at most about once a
-  second while it changes and at stop, and loaded on start (see ``ratelimit`` for what a crash loses).
+  second while it changes and at stop, and loaded on start (see ``ratelimit`` for what a crash loses);
+- mail whose destination is over its shaping limits or suspended (``delivery.shaping``) is parked per
+  destination, not rescheduled: it costs nothing while it waits, counts no failed try, and is released
+  as the destination gets room (a connection freed, its rate window or suspension ends), as many at a
+  time as it can take. Parking is in memory: after a restart such mail is simply due again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import itertools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,6 +94,10 @@ class QueueRunner:
         self.events: EventSink | None = None  # the delivery process sets it (``events.store``)
         self.suppressor: BounceSuppressor | None = None  # hard bounces → the suppression list
         self.origin = ("", "")  # (cluster, MTA) named in events
+        # Shaping: destination key → queue ids parked until it has room; ids released and not started yet.
+        self._parked: dict[str, deque[str]] = {}
+        self._releasing: dict[str, str] = {}  # queue id → the key it was released for
+        self._watch_shaper(deliverer)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,6 +175,7 @@ class QueueRunner:
     def reconfigure(self, deliverer: Deliverer, signer: DkimSigner | None, settings: QueueSettings) -> None:
         """A new config generation: attempts from now on use its route, keys and limits."""
         old, self.deliverer = self.deliverer, deliverer
+        self._watch_shaper(deliverer)
         self.signer = signer
         if settings.rate_limit != self.settings.rate_limit:
             # A changed limit keeps the starts already made: a reload must not open a fresh window.
@@ -175,6 +185,11 @@ class QueueRunner:
         if old is not deliverer:
             self._background(old.pool.close())
         self._wake.set()
+
+    def _watch_shaper(self, deliverer: Deliverer) -> None:
+        shaper = getattr(deliverer, "shaper", None)
+        if shaper is not None:
+            shaper.on_free = self._wake.set  # a connection came free: parked mail may go
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -206,7 +221,7 @@ class QueueRunner:
         while not self._stopping:
             self._wake.clear()
             now = self._clock()
-            wait: float | None = None
+            wait: float | None = self._unpark(now)
             while not self._paused and len(self._inflight) < self.settings.concurrency:
                 queue_id = self._next_due(now)
                 if queue_id is None:
@@ -215,7 +230,8 @@ class QueueRunner:
                     if not self._held:
                         self._held = True
                         self.metrics.held.inc()
-                    wait = self._limit.next_free(now) - now
+                    wait = min(wait, self._limit.next_free(now) - now) if wait is not None \
+                        else self._limit.next_free(now) - now
                     break
                 self._held = False
                 if self._window_saver is not None:
@@ -223,9 +239,9 @@ class QueueRunner:
                 heapq.heappop(self._heap)
                 del self._due_at[queue_id]
                 self._start_attempt(queue_id)
-            if wait is None and self._heap and len(self._inflight) < self.settings.concurrency \
-                    and not self._paused:
-                wait = max(0.0, self._heap[0][0] - now)
+            if self._heap and len(self._inflight) < self.settings.concurrency and not self._paused:
+                head = max(0.0, self._heap[0][0] - now)
+                wait = head if wait is None else min(wait, head)
             await self.deliverer.pool.reap()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(wait, 5.0) if wait is not None else 5.0):
@@ -237,6 +253,7 @@ class QueueRunner:
 
         def done(_task: asyncio.Task[None]) -> None:
             self._inflight.pop(queue_id, None)
+            self._releasing.pop(queue_id, None)
             self._wake.set()
             self._progress.set()
         task.add_done_callback(done)
@@ -248,6 +265,7 @@ class QueueRunner:
         by_state = dict.fromkeys(QUEUE_STATES, 0)
         by_state["active"] = len(self._inflight)
         by_state["held" if rate_limited else "ready"] = due
+        by_state["held"] += sum(len(waiting) for waiting in self._parked.values())
         by_state["deferred"] = len(self._due_at) - due
         oldest = min(self._received.values(), default=None)
         return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0)
@@ -273,7 +291,10 @@ class QueueRunner:
         now, wall = self._clock(), self._wall()
         claimed = [(queue_id, self._failures.get(queue_id, 0), wall + max(0.0, when - now))
                    for queue_id, when in self._due_at.items()]
+        claimed += [(queue_id, self._failures.get(queue_id, 0), wall)
+                    for waiting in self._parked.values() for queue_id in waiting]
         self._due_at.clear()  # the heap's entries for them are stale now and dropped as they come up
+        self._parked.clear()
         return claimed
 
     def give_back(self, queue_id: str) -> None:
@@ -307,11 +328,17 @@ class QueueRunner:
         pending = (await asyncio.to_thread(self.spool.pending_rcpts, entry)
                    if self.spool.has_outcomes(queue_id) else list(entry.envelope.rcpts))
         outcomes: list[RecipientOutcome] = []
+        waits_for = getattr(self.deliverer, "waits_for", None)
+        if pending and waits_for is not None and (key := waits_for(entry.envelope.mail_from, pending)):
+            self._releasing.pop(queue_id, None)
+            self._park(queue_id, key)  # its destinations have no room: not prepared, not tried
+            return
         if pending:
             self.metrics.attempts.inc()
             try:
                 message = (self._outgoing(entry.message) if self._cheap(entry.message)
                            else await asyncio.to_thread(self._outgoing, entry.message))
+                self._releasing.pop(queue_id, None)  # from here the shaper counts it, if it starts
                 outcomes = await self.deliverer.deliver(entry.envelope.mail_from, pending, message)
             except Exception:  # a bug must not strand the message: log it and try again later
                 log.exception("delivery attempt failed", extra={"fields": {"event": "attempt_error",
@@ -341,7 +368,8 @@ class QueueRunner:
         deferred = [o for o in outcomes if o.result is Result.DEFERRED]
         failed = [o for o in outcomes if o.result is Result.FAILED]
         for o in outcomes:
-            self.metrics.results.labels(o.result.value, f"{str(o.code)[0]}xx").inc()
+            if o.attempted:  # shaping's own holds are not next-hop answers
+                self.metrics.results.labels(o.result.value, f"{str(o.code)[0]}xx").inc()
         if delivered:
             self.metrics.latency.observe(max(0.0, age))
         attempt = self._failures.get(env.queue_id, 0) + 1
@@ -350,7 +378,7 @@ class QueueRunner:
         else:
             expiring = []
         self._report(entry, attempt, delivered, EventType.DELIVERY)
-        self._report(entry, attempt, deferred, EventType.TRANSIENT_FAILURE)
+        self._report(entry, attempt, [o for o in deferred if o.attempted], EventType.TRANSIENT_FAILURE)
         self._report(entry, attempt, [o for o in failed if o not in expiring], EventType.BOUNCE)
         self._report(entry, attempt, expiring, EventType.EXPIRATION)
         try:
@@ -366,6 +394,9 @@ class QueueRunner:
         except (OSError, SpoolError) as error:  # disk trouble: whatever was not recorded is tried again
             log.error("spool update failed", extra={"fields": {
                 "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
+        if all(o.held for o in deferred):  # waiting for its destination's room, not failing: park it
+            self._park(env.queue_id, deferred[0].held)
+            return
         await self._retry_later(entry, deferred)
 
     async def _record(self, queue_id: str, outcomes: list[RecipientOutcome], status: Status) -> None:
@@ -437,11 +468,40 @@ class QueueRunner:
                 bounce_classification=verdict.category if verdict else "",
                 bounce_kind=verdict.kind if verdict else ""))
 
+    # --- shaping: mail parked per destination --------------------------------------------------
+    def _park(self, queue_id: str, key: str) -> None:
+        if self._stopping:
+            return  # the spool keeps it; a restart finds it due
+        self._parked.setdefault(key, deque()).append(queue_id)
+        self._wake.set()
+
+    def _unpark(self, now: float) -> float | None:
+        """Release parked mail to destinations with room, as many as each can start; returns how long
+        until a parked destination gets room by the clock (None: only a freed connection will do)."""
+        shaper = getattr(self.deliverer, "shaper", None)
+        wait: float | None = None
+        for key, waiting in list(self._parked.items()):
+            released = sum(1 for k in self._releasing.values() if k == key)
+            room = (shaper.free(key, now) if shaper is not None else len(waiting)) - released
+            while room > 0 and waiting:
+                queue_id = waiting.popleft()
+                self._releasing[queue_id] = key
+                self._schedule(queue_id, now)
+                room -= 1
+            if not waiting:
+                del self._parked[key]
+                continue
+            ready = shaper.ready_at(key, now) if shaper is not None else None
+            if ready is not None:
+                wait = max(0.0, ready - now) if wait is None else min(wait, max(0.0, ready - now))
+        return wait
+
     def _encode_window(self) -> bytes:
         limit = self._limit
         return encode_rate_window(limit.wall_starts(self._clock(), self._wall()) if limit is not None else [])
 
     def _forget(self, queue_id: str) -> None:
+        self._releasing.pop(queue_id, None)
         self._received.pop(queue_id, None)
         self._failures.pop(queue_id, None)
 

@@ -444,6 +444,80 @@ INVALID: tuple[Invalid, ...] = (
         "spec.suppression.expireAfter",
         "should match",
     ),
+    # delivery: routes and shaping
+    Invalid(
+        "route-no-domains",
+        cluster("c60", delivery={"routes": [{"name": "r", "mode": "MX"}]}),
+        "spec.delivery.routes[0]",
+        "a route needs recipientDomains or senderDomains",
+        True,
+    ),
+    Invalid(
+        "route-smarthost-missing",
+        cluster("c61", delivery={"routes": [{"name": "r", "recipientDomains": ["a.example"]}]}),
+        "spec.delivery.routes[0].smarthosts",
+        "route.smarthosts is required when the route's mode is Smarthost",
+        True,
+    ),
+    Invalid(
+        "route-names-unique",
+        cluster("c62", delivery={"routes": [
+            {"name": "r", "mode": "MX", "recipientDomains": ["a.example"]},
+            {"name": "r", "mode": "MX", "recipientDomains": ["b.example"]}]}),
+        "spec.delivery.routes",
+        "delivery.routes: names must be unique",
+        True,
+    ),
+    Invalid(
+        "route-smarthost-is-hostname",
+        cluster("c63", delivery={"routes": [{"name": "r", "recipientDomains": ["a.example"],
+                                             "smarthosts": [{"host": "smtp.example.com"}]}]}),
+        "spec.delivery",
+        "a smarthost may not be the cluster itself",
+        True,
+    ),
+    Invalid(
+        "smarthost-is-hostname",
+        cluster("c64", delivery={"mode": "Smarthost", "smarthost": {"host": "smtp.example.com"}}),
+        "spec.delivery",
+        "a smarthost may not be the cluster itself",
+        True,
+    ),
+    Invalid(
+        "shaping-rule-matches-nothing",
+        cluster("c65", delivery={"shaping": {"rules": [{"name": "r", "maxConnections": 2}]}}),
+        "spec.delivery.shaping.rules[0]",
+        "a shaping rule needs domains or mxHosts",
+        True,
+    ),
+    Invalid(
+        "shaping-mx-host",
+        cluster("c66", delivery={"shaping": {"rules": [{"name": "r", "mxHosts": ["*.google.com"]}]}}),
+        "spec.delivery.shaping.rules[0].mxHosts[0]",
+        "must be an MX host name",
+        True,
+    ),
+    Invalid(
+        "shaping-zero-connections",
+        cluster("c67", delivery={"shaping": {"default": {"maxConnections": 0}}}),
+        "spec.delivery.shaping.default.maxConnections",
+        "greater than or equal to 1",
+    ),
+    Invalid(
+        "shaping-suspension-order",
+        cluster("c68", delivery={"shaping": {"throttleSuspension": {"first": "2h", "max": "1h"}}}),
+        "spec.delivery.shaping.throttleSuspension.first",
+        "shaping.throttleSuspension.first must not be longer than max",
+        True,
+    ),
+    Invalid(
+        "shaping-rule-names-unique",
+        cluster("c69", delivery={"shaping": {"rules": [{"name": "r", "domains": ["a.example"]},
+                                                       {"name": "r", "domains": ["b.example"]}]}}),
+        "spec.delivery.shaping.rules",
+        "shaping.rules: names must be unique",
+        True,
+    ),
 )
 
 
@@ -553,6 +627,33 @@ VALID: tuple[tuple[str, Manifest], ...] = (
             delivery={
                 "mode": "Smarthost",
                 "smarthost": {"host": "192.0.2.25", "port": 465, "tls": "Implicit"},
+            },
+        ),
+    ),
+    (
+        "cl-routes-and-shaping",
+        cluster(
+            "v17",
+            delivery={
+                "mode": "MX",
+                "routes": [
+                    {"name": "partners", "recipientDomains": ["partner.example"], "smarthosts": [
+                        {"host": "relay1.partner.example", "credentialsSecretRef": {"name": "partner-relay"}},
+                        {"host": "192.0.2.26", "port": 2525, "tls": "Opportunistic"}]},
+                    {"name": "news", "senderDomains": ["news.example.com"], "mode": "MX"},
+                ],
+                "shaping": {
+                    "builtinTable": False,
+                    "default": {"maxConnections": 4, "connectTimeout": "20s", "transactionTimeout": "5m"},
+                    "rules": [
+                        {"name": "google", "mxHosts": [".google.com", "aspmx.l.google.com"],
+                         "maxConnections": 3, "messagesPerConnection": 40,
+                         "rate": {"messages": 100, "period": "Minute"}},
+                        {"name": "slow", "domains": ["slow.example"],
+                         "rate": {"messages": 5, "period": "Hour"}},
+                    ],
+                    "throttleSuspension": {"first": "30s", "max": "2h"},
+                },
             },
         ),
     ),

@@ -5,6 +5,10 @@ sent (decrypted after STARTTLS), so a test can count MAIL FROM commands on the w
 nothing a sender wrote started a second transaction. Replies are scriptable per stage, e.g.
 ``receiver.script("data", "451 4.3.0 try later", times=3)`` answers DATA with 451 three times and
 then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering.
+
+For shaping tests it also keeps the most connections open at once (``peak_connections``), the most
+transactions in progress at once, MAIL FROM to the end of DATA (``peak_transactions``), and when each
+MAIL FROM arrived (``mail_times``, refused ones too).
 """
 
 from __future__ import annotations
@@ -67,12 +71,18 @@ class _Handler:
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
+        self.receiver.mail_times.append(time.monotonic())
         reply = _hang_up_on(server, self.receiver._next_reply("mail"))
         if reply is None:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
+            self.receiver._transaction(server, True)
             return "250 2.1.0 OK"
         return reply
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.receiver._transaction(server, False)
+        return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
@@ -84,6 +94,12 @@ class _Handler:
         return reply
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            return await self._data(server, session, envelope)
+        finally:
+            self.receiver._transaction(server, False)
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.receiver.data_delay:
             await asyncio.sleep(self.receiver.data_delay)
         reply = _hang_up_on(server, self.receiver._next_reply("data"))
@@ -118,7 +134,13 @@ class _RecordingSMTP(SMTP):
             sock = transport.get_extra_info("sockname")
             self._log = WireLog(local=(sock[0], sock[1]))
             self._receiver.connections.append(self._log)
+            self._receiver._connection(self, True)
         super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._receiver._connection(self, False)
+        self._receiver._transaction(self, False)
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         assert self._log is not None
@@ -144,6 +166,24 @@ class SmtpReceiver:
         self._replies: dict[str, deque[str]] = defaultdict(deque)
         self._server: asyncio.Server | None = None
         self._protocols: list[SMTP] = []
+        self.mail_times: list[float] = []
+        self._open: set[SMTP] = set()
+        self._in_transaction: set[SMTP] = set()
+        self.peak_connections = self.peak_transactions = 0
+
+    def _connection(self, protocol: SMTP, opened: bool) -> None:
+        if opened:
+            self._open.add(protocol)
+            self.peak_connections = max(self.peak_connections, len(self._open))
+        else:
+            self._open.discard(protocol)
+
+    def _transaction(self, protocol: SMTP, started: bool) -> None:
+        if started:
+            self._in_transaction.add(protocol)
+            self.peak_transactions = max(self.peak_transactions, len(self._in_transaction))
+        else:
+            self._in_transaction.discard(protocol)
 
     def script(self, stage: str, reply: str, times: int = 1) -> None:
         """Answer ``stage`` ("mail", "rcpt", "rcpt:<address>", "data") with ``reply`` (or HANG_UP),

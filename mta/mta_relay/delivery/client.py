@@ -63,9 +63,10 @@ class HopPolicy:
 class HopUnavailable(Exception):
     """This host cannot take mail now (no connection, bad greeting, TLS or AUTH failure): try another."""
 
-    def __init__(self, code: int, text: str) -> None:
+    def __init__(self, code: int, text: str, reply: tuple[int, str] | None = None) -> None:
         super().__init__(f"{code} {text}")
         self.code, self.text = code, text
+        self.reply = reply  # the host's own (code, text) when it answered, e.g. 421 at the greeting
 
 
 # Contexts are built once, not per connection: loading the CA bundle costs 15-50 ms of event-loop CPU.
@@ -172,7 +173,8 @@ async def open_session(hop: Hop, policy: HopPolicy) -> aiosmtplib.SMTP:
         smtp.close()
         # Greeting, STARTTLS or AUTH refused: a host (or our smarthost settings) problem, not the
         # message's; retry until the max retry age rather than bounce at once.
-        raise HopUnavailable(451, f"4.4.0 {hop.name} said: {error.code} {_reply_text(error)}") from None
+        raise HopUnavailable(451, f"4.4.0 {hop.name} said: {error.code} {_reply_text(error)}",
+                             (error.code, _reply_text(error))) from None
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as error:
         smtp.close()
         raise HopUnavailable(451, f"4.4.1 {hop.name} [{hop.address}]: {type(error).__name__}") from None

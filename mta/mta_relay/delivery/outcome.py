@@ -29,6 +29,10 @@ class RecipientOutcome:
     tls_version: str = ""  # of the connection the answer came on ("" : plaintext or no connection)
     tls_cipher: str = ""
     tls_policy: str = ""  # the TLS policy applied to that connection (``hop_tls.Applied``)
+    # Shaping: the destination key this recipient waits for (its destination was over its limits or is
+    # suspended after a throttle reply). The runner parks such mail instead of counting a failed try.
+    held: str = ""
+    attempted: bool = True  # False: no next hop was tried (held by our own limits): no event, no metrics
 
     @property
     def status(self) -> str:
@@ -62,3 +66,9 @@ def with_hop(outcomes: list[RecipientOutcome], address: str, tls_version: str,
     """The outcomes, each saying which connection (address, TLS) its answer came on."""
     return [dataclasses.replace(o, address=address, tls_version=tls_version, tls_cipher=tls_cipher,
                                 tls_policy=tls_policy) for o in outcomes]
+
+
+def held(recipients: list[str], key: str, text: str) -> list[RecipientOutcome]:
+    """Recipients not tried because their destination ``key`` is at its limits or suspended."""
+    return [RecipientOutcome(rcpt, Result.DEFERRED, 451, text, held=key, attempted=False)
+            for rcpt in recipients]

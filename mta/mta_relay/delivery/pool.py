@@ -1,7 +1,8 @@
 """Per-destination connection limits and reuse of idle SMTP connections.
 
-A destination is a smarthost or an MX domain. At most ``per_destination`` transactions run against one
-destination at once; a connection that finished cleanly waits up to ``idle_timeout`` seconds for the
+A destination is a route's smarthosts or an MX domain. At most ``per_destination`` transactions run
+against one destination at once (a backstop: shaping's limits, ``delivery.shaping``, are checked before a
+lease is asked for); a connection that finished cleanly waits up to ``idle_timeout`` seconds for the
 next message to the same destination, which saves the TCP, TLS and AUTH round trips. A connection
 idle for less than ``PROBE_AFTER_IDLE`` is handed out without a NOOP; should it turn out dead at MAIL
 FROM, the router runs the transaction once more on a fresh connection (as Postfix does with its cache).
@@ -33,6 +34,7 @@ class Lease:
     session: aiosmtplib.SMTP | None = None
     remote: str = ""
     keep: bool = False
+    uses: int = 0  # transactions the connection carried (shaping's messages per connection)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class _Idle:
     session: aiosmtplib.SMTP
     remote: str
     since: float
+    uses: int = 0
 
 
 class ConnectionPool:
@@ -60,14 +63,15 @@ class ConnectionPool:
             while self._idle[destination] and lease.session is None:
                 idle = self._idle[destination].pop()
                 if await self._usable(idle):
-                    lease.session, lease.remote = idle.session, idle.remote
+                    lease.session, lease.remote, lease.uses = idle.session, idle.remote, idle.uses
                     self.reused += 1
             try:
                 yield lease
             finally:
                 reusable = lease.keep and not self._closed
                 if lease.session is not None and reusable and lease.session.is_connected:
-                    self._idle[destination].append(_Idle(lease.session, lease.remote, self._clock()))
+                    self._idle[destination].append(_Idle(lease.session, lease.remote, self._clock(),
+                                                         lease.uses))
                 elif lease.session is not None:
                     lease.session.close()
 

@@ -13,6 +13,7 @@ from .cluster import (
     ClusterStatus,
     DeliveryMode,
     RatePeriod,
+    ShapingPeriod,
     SmarthostTls,
 )
 from .sending_domain import (
@@ -43,6 +44,6 @@ __all__ = [
     "AuthMechanism", "Authentication", "Cluster", "ClusterSpec", "ClusterStatus", "Condition",
     "ConditionStatus", "DeliveryMode", "DkimAlgorithm", "DnsRecord", "DomainsMode", "ObjectMeta",
     "PasswordStatus", "QuotaPeriod", "RatePeriod", "RecordPurpose", "Resource", "Rotation", "SendingDomain",
-    "SendingDomainSpec", "SendingDomainStatus", "SmarthostTls", "SmtpCredential", "SmtpCredentialSpec",
-    "SmtpCredentialStatus", "duration_seconds",
+    "SendingDomainSpec", "SendingDomainStatus", "ShapingPeriod", "SmarthostTls", "SmtpCredential",
+    "SmtpCredentialSpec", "SmtpCredentialStatus", "duration_seconds",
 ]

@@ -24,6 +24,7 @@ from .rules import UNIQUE, Rule, immutable
 from .strings import (
     DNS_LABEL_RE,
     DNS_NAME_RE,
+    DnsLabel,
     DnsName,
     Duration,
     Quantity,
@@ -196,6 +197,122 @@ class DnssecResolver(ApiModel):
     port: int = Field(53, ge=1, le=65535, description="Its port.")
 
 
+class ShapingPeriod(StrEnum):
+    """Period of a destination's rate."""
+
+    SECOND = "Second"
+    MINUTE = "Minute"
+    HOUR = "Hour"
+
+
+class ShapingRate(ApiModel):
+    """Transactions started per period, counted over a sliding window."""
+
+    messages: int = Field(ge=1, le=1_000_000, description="Messages each MTA starts per period.")
+    period: ShapingPeriod = Field(ShapingPeriod.MINUTE, description="Second, Minute or Hour.")
+
+
+class ShapingLimits(ApiModel):
+    """What one destination may take from each MTA. Unset: the default's value (see docs/delivery.md)."""
+
+    max_connections: int | None = Field(
+        None, ge=1, le=1000, description="Transactions at once from one MTA to the destination.")
+    messages_per_connection: int | None = Field(
+        None, ge=1, le=100_000, description="Messages on one connection before it is closed and a new one "
+                                            "opened.")
+    rate: ShapingRate | None = Field(None, description="At most this many messages per period; over it, "
+                                                       "mail waits in the queue.")
+    connect_timeout: Duration | None = Field(
+        None, description="Connect, greeting, EHLO, STARTTLS and AUTH, such as 30s.")
+    transaction_timeout: Duration | None = Field(
+        None, description="One transaction, MAIL FROM to the reply after the final dot, such as 10m.")
+
+
+MX_HOST_RE = r"^[.]?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$"
+
+
+def _mx_host(value: str) -> bool:
+    return is_dns_name(value[1:] if value.startswith(".") else value)
+
+
+MxHost = Annotated[str, Field(min_length=2, max_length=253), Rule(
+    f"self.matches('{MX_HOST_RE}')",
+    "must be an MX host name (aspmx.l.google.com) or a suffix with a leading dot (.google.com)", _mx_host)]
+
+
+class ShapingRule(ShapingLimits):
+    """Limits for the destinations a rule matches: recipient domains, or MX host names."""
+
+    rules = (Rule("(has(self.domains) && size(self.domains) > 0) || "
+                  "(has(self.mxHosts) && size(self.mxHosts) > 0)",
+                  "a shaping rule needs domains or mxHosts", lambda r: bool(r.domains or r.mx_hosts)),)
+
+    name: DnsLabel = Field(description="Name of the rule (logs, metrics).")
+    domains: Annotated[list[DnsName], UNIQUE] = Field(
+        default_factory=list, max_length=100, description="Recipient domains (exact) the rule is for.")
+    mx_hosts: Annotated[list[MxHost], UNIQUE] = Field(
+        default_factory=list, max_length=32,
+        description="MX host names the rule is for: exact (aspmx.l.google.com), or every host under a suffix "
+                    "written with a leading dot (.google.com). Every domain whose MX hosts match shares "
+                    "the rule's counters (all Google Workspace domains count as Gmail).")
+
+
+class ThrottleSuspension(ApiModel):
+    """How long a destination that answers a throttle reply (421, or 4.7.x) is left alone."""
+
+    rules = (Rule("duration(self.first) <= duration(self.max)",
+                  "shaping.throttleSuspension.first must not be longer than max",
+                  lambda t: duration_seconds(t.first) <= duration_seconds(t.max), field_path=".first"),)
+
+    first: Duration = Field("1m", description="The first suspension; it doubles on each repeat.")
+    max: Duration = Field("1h", description="The longest suspension.")
+
+
+class Shaping(ApiModel):
+    """Per-destination shaping: the rules, then the built-in table of large providers, then the default."""
+
+    builtin_table: bool = Field(
+        True, description="Use the built-in table for Gmail, Microsoft, Yahoo, Apple and other large "
+                          "providers (docs/delivery.md lists it); your rules go over it.")
+    default: ShapingLimits = section(ShapingLimits, "Limits of a destination no rule matches, and of every "
+                                                    "limit a rule leaves unset.")
+    # "rules" on the wire; ApiModel.rules is the class's CEL, hence the Python name.
+    shaping_rules: Annotated[list[ShapingRule], Rule(
+        "self.all(r, self.exists_one(x, x.name == r.name))", "shaping.rules: names must be unique",
+        lambda rules: len({r.name for r in rules}) == len(rules))] = Field(
+        default_factory=list, max_length=64, alias="rules",
+        description="Rules by recipient domain or MX host.")
+    throttle_suspension: ThrottleSuspension = section(
+        ThrottleSuspension, "How long a destination answering 421 or 4.7.x is left alone.")
+
+
+class Route(ApiModel):
+    """Mail of some recipient or sender domains goes to its own next hops."""
+
+    rules = (
+        Rule("(has(self.recipientDomains) && size(self.recipientDomains) > 0) || "
+             "(has(self.senderDomains) && size(self.senderDomains) > 0)",
+             "a route needs recipientDomains or senderDomains",
+             lambda r: bool(r.recipient_domains or r.sender_domains)),
+        Rule("(has(self.smarthosts) && size(self.smarthosts) > 0) == "
+             "(!has(self.mode) || self.mode == 'Smarthost')",
+             "route.smarthosts is required when the route's mode is Smarthost and not allowed otherwise",
+             lambda r: (r.mode == DeliveryMode.SMARTHOST) == bool(r.smarthosts), field_path=".smarthosts"),
+    )
+
+    name: DnsLabel = Field(description="Name of the route (conditions, logs).")
+    recipient_domains: Annotated[list[DnsName], UNIQUE] = Field(
+        default_factory=list, max_length=256, description="Recipient domains (exact) this route is for.")
+    sender_domains: Annotated[list[DnsName], UNIQUE] = Field(
+        default_factory=list, max_length=256,
+        description="Sender (MAIL FROM) domains this route is for; a recipient domain route goes first.")
+    mode: DeliveryMode = Field(DeliveryMode.SMARTHOST, description="Smarthost or MX.")
+    smarthosts: list[Smarthost] = Field(
+        default_factory=list, max_length=8,
+        description="Tried in order: the next one when one cannot be reached or refuses the session (4xx "
+                    "or 5xx at the greeting, EHLO, STARTTLS or AUTH).")
+
+
 class Delivery(ApiModel):
     """Onward delivery."""
 
@@ -207,11 +324,15 @@ class Delivery(ApiModel):
              Rule("!has(self.tlsPolicy) || self.tlsPolicy != 'Dane' || has(self.dnssecResolver)",
                   "delivery.tlsPolicy Dane needs delivery.dnssecResolver",
                   lambda d: d.tls_policy != TlsPolicy.DANE or d.dnssec_resolver is not None,
-                  field_path=".dnssecResolver"),)
+                  field_path=".dnssecResolver"),
+             Rule("!has(self.routes) || self.routes.all(r, self.routes.exists_one(x, x.name == r.name))",
+                  "delivery.routes: names must be unique",
+                  lambda d: len({r.name for r in d.routes}) == len(d.routes), field_path=".routes"))
 
     mode: DeliveryMode = Field(
         DeliveryMode.MX,
-        description="MX: look up each recipient domain's MX records; Smarthost: hand all mail to one relay.")
+        description="The default route: MX looks up each recipient domain's MX records; Smarthost hands "
+                    "mail to one relay.")
     smarthost: Smarthost | None = Field(None, description="The smarthost (mode Smarthost only).")
     tls_policy: TlsPolicy = Field(
         TlsPolicy.AUTO,
@@ -223,6 +344,11 @@ class Delivery(ApiModel):
     dnssec_resolver: DnssecResolver | None = Field(
         None, description="The DNSSEC-validating resolver whose AD bit the MTAs trust; without it DANE is "
                           "not used.")
+    routes: list[Route] = Field(
+        default_factory=list, max_length=32,
+        description="Routes by recipient domain, then by sender domain; mail no route takes goes by mode.")
+    shaping: Shaping = section(Shaping, "Per-destination limits, the built-in provider table, throttle "
+                                        "suspensions.")
 
 
 class AccessMode(StrEnum):
@@ -442,8 +568,21 @@ class PodSettings(ApiModel):
                                           description="Tolerations of the MTA pods.")
 
 
+def _no_smarthost_is_hostname(spec: ClusterSpec) -> bool:
+    hosts = [spec.delivery.smarthost] if spec.delivery.smarthost else []
+    hosts += [s for r in spec.delivery.routes for s in r.smarthosts]
+    return all(h.host != spec.hostname for h in hosts)
+
+
 class ClusterSpec(ApiModel):
     """Desired state of an MTA cluster."""
+
+    # The Service names the API server cannot know here (they need metadata): the operator checks those.
+    rules = (Rule("(!has(self.delivery.smarthost) || self.delivery.smarthost.host != self.hostname) && "
+                  "(!has(self.delivery.routes) || self.delivery.routes.all(r, !has(r.smarthosts) || "
+                  "r.smarthosts.all(s, s.host != self.hostname)))",
+                  "a smarthost may not be the cluster itself (spec.hostname): mail would loop",
+                  _no_smarthost_is_hostname, field_path=".delivery"),)
 
     hostname: DnsName = Field(description="Public name of the cluster: SMTP greeting, EHLO name and TLS "
                                           "certificate name, such as smtp.example.com.")

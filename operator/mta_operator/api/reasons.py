@@ -20,6 +20,7 @@ class ConditionType(StrEnum):
     QUEUE_HANDED_OFF = "QueueHandedOff"
     LEGACY_DEPLOYMENT_RETIRED = "LegacyDeploymentRetired"
     WEBHOOKS_READY = "WebhooksReady"
+    DELIVERY_READY = "DeliveryReady"
     VERIFIED = "Verified"
     SUSPENDED = "Suspended"
 
@@ -99,6 +100,14 @@ class Reason(StrEnum):
     WEBHOOK_BACKLOG = ("WebhookBacklog", "Cluster.WebhooksReady", False,
         "A webhook's receiver has not taken events for a while; they wait on the MTAs' volumes up to "
         "spec.events.maxPendingEvents, past which the oldest are dropped (status.events counts them)")
+    ROUTES_ACCEPTED = ("RoutesAccepted", "Cluster.DeliveryReady", False,
+        "Every smarthost of spec.delivery (default and routes) is in the MTAs' settings")
+    SMARTHOST_LOOP = ("SmarthostLoop", "Cluster.Ready Cluster.DeliveryReady", True,
+        "A smarthost is this cluster itself (its hostname, Service or an address of it): it is left out "
+        "and its route holds mail in the queue until the field the message names is fixed")
+    SMARTHOST_SECRET_NOT_FOUND = ("SmarthostSecretNotFound", "Cluster.DeliveryReady", False,
+        "A smarthost's credentialsSecretRef names a Secret that does not exist (yet) or lacks username or "
+        "password: a route's smarthost is left out until it does (its route holds mail if none is left)")
 
     # SendingDomain
     RECONCILED = ("Reconciled", "SendingDomain.Ready", False,

@@ -22,6 +22,7 @@ from mta_operator.api import API_VERSION, Cluster, duration_seconds
 from mta_operator.api.reasons import ConditionType, Reason
 from mta_operator.kube.apply import NotOwned, owner_uids
 from mta_operator.render import conditions, relay_config, services, workload
+from mta_operator.render import delivery as delivery_render
 from mta_operator.render import secrets as secret_objects
 from mta_operator.render.conditions import now_text
 from mta_operator.render.meta import Obj
@@ -33,6 +34,7 @@ from .index import Key
 
 RENEW_CHECK_SECONDS = 6 * 3600
 EVENTS_CHECK_SECONDS = 60.0
+DELIVERY_CHECK_SECONDS = 10.0  # while DeliveryReady is False (Secrets are not watched)
 BACKLOG_SECONDS = 600  # a webhook whose oldest event waits longer is reported (WebhookBacklog)
 LEGACY_CHECK_SECONDS = 10.0
 VOLUME_CHECK_SECONDS = 5.0
@@ -42,6 +44,7 @@ QUEUE_DEPTH_METRIC = "mta_queue_depth"  # the relay's gauge; older relays have i
 SPOOL = ConditionType.SPOOL_PERSISTENT
 HANDED_OFF = ConditionType.QUEUE_HANDED_OFF
 WEBHOOKS = ConditionType.WEBHOOKS_READY
+DELIVERY = ConditionType.DELIVERY_READY
 LEGACY = ConditionType.LEGACY_DEPLOYMENT_RETIRED
 
 
@@ -93,8 +96,9 @@ async def reconcile(ctx: Context, ck: Key) -> None:
         step = await _handoff_step(ctx, cluster, token, seen)
         entries, keys = domain_entries(ctx, ck)
         mtas = await _pods(ctx, ck[0], _selector_text(naming.workload_selector(name)))
+        refused = await _check_delivery(ctx, cluster, seen)
         settings = relay_config.relay_settings(cluster, entries, step.section,
-                                               relay_config.quota_exchange(mtas.items()))
+                                               relay_config.quota_exchange(mtas.items()), refused)
         # Keys before the settings that name them: a relay never loads settings whose key is missing.
         wanted = [workload.service_account(cluster), workload.role(cluster, seen.tls.secret_name),
                   workload.role_binding(cluster), secret_objects.dkim_bundle(cluster, keys),
@@ -126,6 +130,8 @@ async def reconcile(ctx: Context, ck: Key) -> None:
 def _next_check(ctx: Context, ck: Key, seen: Observed) -> float:
     if seen.handoff.get("leaving"):
         return scale_down.POLL_SECONDS
+    if any(c[0] == DELIVERY and not c[1] for c in seen.conditions):
+        return DELIVERY_CHECK_SECONDS  # a smarthost's Secret may appear, a loop be fixed
     cluster = ctx.index.clusters.get(ck)
     if cluster is not None and cluster.spec.events.webhooks:
         return EVENTS_CHECK_SECONDS  # the webhooks' backlog in status
@@ -216,6 +222,34 @@ async def _handoff_step(ctx: Context, cluster: Cluster, token: str, seen: Observ
 
 async def _none() -> None:
     return None
+
+
+async def _check_delivery(ctx: Context, cluster: Cluster, seen: Observed) -> list[delivery_render.Refusal]:
+    """DeliveryReady: the smarthosts' Secrets and loops back into the cluster (``render.delivery``
+    decides; this gathers what exists). Refused smarthosts are left out of the settings."""
+    hosts = delivery_render.smarthosts(cluster)
+    if not hosts:
+        seen.conditions.append((DELIVERY, True, Reason.ROUTES_ACCEPTED,
+                                f"No smarthosts; {len(cluster.spec.delivery.routes)} routes"))
+        return []
+    ns = cluster.metadata.namespace or ""
+    secrets: dict[str, list[str] | None] = {}
+    for secret in delivery_render.secret_dirs(cluster):
+        live = await ctx.io(ctx.kube.get, "v1", "Secret", ns, secret)
+        secrets[secret] = None if live is None else list(live.get("data") or {})
+    service = await ctx.io(ctx.kube.get, "v1", "Service", ns, naming.mta(cluster.metadata.name))
+    addresses = [ip for ip in ((service or {}).get("spec") or {}).get("clusterIPs") or [] if ip != "None"]
+    refused = delivery_render.refusals(cluster, secrets, addresses)
+    loops = [r for r in refused if r.reason is Reason.SMARTHOST_LOOP]
+    if refused:
+        reason = Reason.SMARTHOST_LOOP if loops else Reason.SMARTHOST_SECRET_NOT_FOUND
+        seen.conditions.append((DELIVERY, False, reason, "; ".join(r.message for r in refused)))
+        if loops and seen.problem is None:
+            seen.problem = (Reason.SMARTHOST_LOOP, "; ".join(r.message for r in loops))
+    else:
+        seen.conditions.append((DELIVERY, True, Reason.ROUTES_ACCEPTED,
+                                f"{len(hosts)} smarthosts; {len(cluster.spec.delivery.routes)} routes"))
+    return refused
 
 
 async def _check_webhooks(ctx: Context, cluster: Cluster, token: str, seen: Observed) -> None:

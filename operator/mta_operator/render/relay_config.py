@@ -20,7 +20,6 @@ from mta_operator.api import (
     Authentication,
     AuthMechanism,
     Cluster,
-    DeliveryMode,
     DkimAlgorithm,
     QuotaPeriod,
     SmarthostTls,
@@ -28,6 +27,7 @@ from mta_operator.api import (
     duration_seconds,
 )
 
+from . import delivery as delivery_render
 from .meta import Obj, child
 
 # The config watcher publishes the settings and every file they name into CONFIG_DIR, one consistent
@@ -35,7 +35,7 @@ from .meta import Obj, child
 CONFIG_DIR = "/var/run/mta-relay/config"
 TLS_DIR = "tls"
 DKIM_DIR = "dkim"
-SMARTHOST_DIR = "smarthost"
+SMARTHOST_DIR = delivery_render.SMARTHOST_DIR
 PEER_DIR = "peer"
 ADMIN_DIR = "admin"
 ADMIN_TOKEN_KEY = "token"  # noqa: S105 - a key name, not a secret
@@ -50,10 +50,8 @@ PERIOD_SECONDS = {"Second": 1, "Minute": 60, "Hour": 3600, "Day": 86400, "Month"
 QUOTA_PERIODS: dict[QuotaPeriod, rc.QuotaPeriod] = {
     QuotaPeriod.HOUR: "Hour", QuotaPeriod.DAY: "Day", QuotaPeriod.MONTH: "Month"}
 CRAM_MD5 = str(AuthMechanism.CRAM_MD5)
-# Cluster.spec.delivery.smarthost.tls → the relay's smarthost tls.
-SMARTHOST_TLS: dict[SmarthostTls, str] = {
-    SmarthostTls.REQUIRED: "STARTTLS", SmarthostTls.IMPLICIT: "Implicit",
-    SmarthostTls.OPPORTUNISTIC: "Opportunistic"}
+# Cluster.spec.delivery.smarthost.tls → the relay's smarthost tls (owned by render.delivery).
+SMARTHOST_TLS: dict[SmarthostTls, str] = delivery_render.SMARTHOST_TLS
 
 
 def container_port(public: int) -> int:
@@ -86,21 +84,8 @@ def dkim_file_name(domain: str) -> str:
     return f"{domain}.pem"
 
 
-def _delivery(cluster: Cluster) -> rc.Delivery:
-    spec = cluster.spec.delivery
-    if spec.mode != DeliveryMode.SMARTHOST or spec.smarthost is None:
-        resolver = spec.dnssec_resolver
-        return rc.Delivery(mode="MX", tls=rc.DeliveryTls(
-            policy=spec.tls_policy.value,
-            dnssec_resolver=rc.DnssecResolver(nameservers=list(resolver.nameservers), port=resolver.port)
-            if resolver is not None else None))
-    host = spec.smarthost
-    tls = SMARTHOST_TLS[host.tls]
-    creds = host.credentials_secret_ref is not None
-    return rc.Delivery(mode="Smarthost", smarthost=rc.Smarthost(
-        host=host.host, port=host.port, tls=tls,
-        username_file=f"{SMARTHOST_DIR}/username" if creds else None,
-        password_file=f"{SMARTHOST_DIR}/password" if creds else None))
+def _delivery(cluster: Cluster, refused: Sequence[delivery_render.Refusal] = ()) -> rc.Delivery:
+    return delivery_render.delivery(cluster, refused)
 
 
 def handoff(leaving: Iterable[str] = (), peers: Iterable[tuple[str, str]] = ()) -> rc.Handoff:
@@ -125,7 +110,9 @@ def _url_host(ip: str) -> str:
 
 def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
                    handoff_section: rc.Handoff | None = None,
-                   exchange: rc.QuotaExchange | None = None) -> rc.RelaySettings:
+                   exchange: rc.QuotaExchange | None = None,
+                   refused: Sequence[delivery_render.Refusal] = ()) -> rc.RelaySettings:
+    """``refused``: smarthosts the reconciler's checks left out (``render.delivery.refusals``)."""
     spec = cluster.spec
     rate = spec.rate_limit
     return rc.RelaySettings(
@@ -145,7 +132,7 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
             key_file=f"{DKIM_DIR}/{dkim_file_name(d.domain)}") if d.dkim else None)
             for d in sorted(domains, key=lambda d: d.domain)],
         limits=rc.Limits(max_message_size=spec.smtp.max_message_size),
-        delivery=_delivery(cluster),
+        delivery=_delivery(cluster, refused),
         queue=rc.Queue(path=SPOOL_DIR, max_retry_age_seconds=duration_seconds(spec.queue.max_retry_age),
                        min_retry_interval_seconds=duration_seconds(spec.queue.min_retry_interval),
                        max_retry_interval_seconds=duration_seconds(spec.queue.max_retry_interval)),

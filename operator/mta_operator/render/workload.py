@@ -17,6 +17,7 @@ from mta_relay import shards
 from mta_operator import naming
 from mta_operator.api import Cluster
 
+from . import delivery
 from .meta import Obj, child
 from .relay_config import (
     ADMIN_DIR,
@@ -58,12 +59,16 @@ def watched_secrets(cluster: Cluster, tls_secret: str) -> list[tuple[str, str]]:
     without (a webhook whose Secret is missing is idle; mail goes on)."""
     name = cluster.metadata.name
     found = [(tls_secret, TLS_DIR), (naming.dkim_bundle(name), DKIM_DIR), (naming.peer(name), PEER_DIR)]
-    smarthost = cluster.spec.delivery.smarthost
-    if smarthost and smarthost.credentials_secret_ref:
-        found.append((smarthost.credentials_secret_ref.name, SMARTHOST_DIR))
+    # The default smarthost's Secret (subdirectory smarthost, required as always), then the routes'
+    # (smarthost-<name>, optional: a missing one is refused by the operator, not waited for).
+    found += sorted(delivery.secret_dirs(cluster).items(), key=lambda item: item[1] != SMARTHOST_DIR)
     found.append((naming.admin(name), ADMIN_DIR))
     found += [(hook.secret_ref.name, webhook_dir(hook.name)) for hook in cluster.spec.events.webhooks]
     return found
+
+
+def _optional(subdir: str) -> bool:
+    return subdir.startswith((WEBHOOK_DIR_PREFIX, delivery.SMARTHOST_SECRET_PREFIX))
 
 
 def role(cluster: Cluster, tls_secret: str) -> Obj:
@@ -127,7 +132,7 @@ def _watcher(cluster: Cluster, tls_secret: str, image: Image) -> Obj:
     the pod's life."""
     name = cluster.metadata.name
     sources = [f"configmap/{naming.settings(name)}",
-               *(f"secret/{secret}={subdir}{'?' if subdir.startswith(WEBHOOK_DIR_PREFIX) else ''}"
+               *(f"secret/{secret}={subdir}{'?' if _optional(subdir) else ''}"
                  for secret, subdir in watched_secrets(cluster, tls_secret))]
     ready = ["test", "-e", WATCHER_READY_FILES[0]]
     for path in WATCHER_READY_FILES[1:]:

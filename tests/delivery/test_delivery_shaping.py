@@ -1,0 +1,208 @@
+"""Shaping, throttle suspensions and routes, end to end: the real ``mta-relay`` process delivering to real
+receiving SMTP servers, found through a real DNS server (MX and A records) or named as smarthosts.
+
+Each MX destination is its own receiver on its own loopback address (127.0.0.2, 127.0.0.3, ...), all on
+one port that the relay is told to use for MX hosts (``delivery.mxPort``: 25 needs root). What the
+limits allow is measured at the receivers: connections and transactions open at once, MAIL FROM
+commands per connection, and when each transaction arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deliverykit import free_port, message
+from relayproc import PASSWORD, USERNAME, RelayProcess
+from support.dnsserver import DnsServer
+from support.receiver_thread import ThreadedReceiver
+from support.smtp_receiver import SmtpReceiver
+from support.waiting import wait_until
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    with DnsServer() as server:
+        yield server
+
+
+def receivers(stack: ExitStack, count: int, **kwargs: Any) -> list[ThreadedReceiver]:
+    """``count`` receivers on 127.0.0.2, 127.0.0.3, ... sharing one port."""
+    for _ in range(20):
+        port = free_port()
+        try:
+            return [stack.enter_context(ThreadedReceiver(f"127.0.0.{2 + i}", port=port, **kwargs))
+                    for i in range(count)]
+        except OSError:
+            continue
+    raise OSError("no port free on every loopback address")
+
+
+def publish(dns_server: DnsServer, domain: str, rx: ThreadedReceiver) -> None:
+    dns_server.add(domain, "MX", f"10 mx.{domain}.")
+    dns_server.add(f"mx.{domain}", "A", rx.host)
+
+
+def mx_relay(tmp_path: Path, dns_server: DnsServer, port: int, shaping: dict[str, Any],
+             **delivery: Any) -> RelayProcess:
+    return RelayProcess(tmp_path, 0, delivery={"mode": "MX", "mxPort": port, "shaping": shaping, **delivery},
+                        dns={"nameservers": [dns_server.address], "port": dns_server.port,
+                             "timeoutSeconds": 2})
+
+
+def submit_many(relay: RelayProcess, mails: list[tuple[str, list[str]]]) -> None:
+    """Every (sender, recipients) as one message, over one authenticated session."""
+    with smtplib.SMTP("127.0.0.1", relay.smtp_port, timeout=10) as smtp:
+        smtp.starttls(context=relay.client_tls)
+        smtp.login(USERNAME, PASSWORD)
+        for i, (sender, rcpts) in enumerate(mails):
+            smtp.sendmail(sender, rcpts, message(sender=sender, to=rcpts[0], subject=f"m{i}"))
+
+
+def at_most_per_period(times: list[float], messages: int, period: float, slack: float = 0.25) -> None:
+    """Arrivals respect ``messages`` per sliding ``period``. The relay counts a transaction when it starts,
+    before it connects; the receiver sees it after the connection's set-up if a new one was needed (tens
+    of ms warm, up to 0.5 s for a relay's very first one on two busy cores): ``slack`` allows for that."""
+    times = sorted(times)
+    for i in range(len(times) - messages):
+        assert times[i + messages] - times[i] >= period - slack, (i, times)
+
+
+def allow_senders(relay: RelayProcess, domains: list[str]) -> None:
+    """The test credential may send from ``domains``."""
+    path = relay.dir / "credentials" / "credentials-000.json"
+    shard = json.loads(path.read_text())
+    shard["credentials"][0]["domains"] = {"mode": "Specific", "names": domains}
+    path.write_text(json.dumps(shard))
+
+
+def rx_of(threaded: ThreadedReceiver) -> SmtpReceiver:
+    return threaded.receiver
+
+
+def test_two_destinations_each_get_their_own_connections_and_rate(tmp_path: Path,
+                                                                   dns_server: DnsServer) -> None:
+    with ExitStack() as stack:
+        wide, narrow = receivers(stack, 2, data_delay=0.05)
+        publish(dns_server, "wide.test", wide)
+        publish(dns_server, "narrow.test", narrow)
+        shaping = {"builtin": True, "rules": [
+            # Connections kept (100 per connection): open connections at the receiver are the limit.
+            {"name": "wide", "domains": ["wide.test"], "maxConnections": 3, "messagesPerConnection": 100,
+             "rate": {"messages": 6, "periodSeconds": 1}},
+            {"name": "narrow", "mxHosts": [".narrow.test"], "maxConnections": 1, "messagesPerConnection": 2,
+             "rate": {"messages": 3, "periodSeconds": 1}},
+        ]}
+        relay = stack.enter_context(_running(mx_relay(tmp_path, dns_server, wide.port, shaping)))
+        # Warm up (DNS, first connections, the relay's first-use code paths), then leave the rate windows.
+        submit_many(relay, [("app@example.com", ["w@wide.test"]), ("app@example.com", ["n@narrow.test"])])
+        wide.wait_for(1)
+        narrow.wait_for(1)
+        time.sleep(1.2)
+        count = 15
+        started = time.monotonic()
+        submit_many(relay, [("app@example.com", [f"w{i}@wide.test"]) for i in range(count)]
+                    + [("app@example.com", [f"n{i}@narrow.test"]) for i in range(count)])
+        wide.wait_for(1 + count, within=30)
+        narrow.wait_for(1 + count, within=30)
+        narrow_span = max(t.at for t in narrow.transactions) - started
+        wide_rx, narrow_rx = rx_of(wide), rx_of(narrow)
+        print(f"wide: peak {wide_rx.peak_connections} connections, {wide_rx.peak_transactions} transactions; "
+              f"narrow: peak {narrow_rx.peak_transactions} transactions, "
+              f"{len(narrow_rx.connections)} connections, all {count} in {narrow_span:.2f} s")
+        assert 1 <= wide_rx.peak_connections <= 3
+        assert wide_rx.peak_transactions <= 3
+        at_most_per_period([t.at for t in wide.transactions[1:]], 6, 1.0)
+        assert narrow_rx.peak_transactions == 1
+        assert all(log.commands("MAIL FROM") <= 2 for log in narrow_rx.connections)
+        assert len(narrow_rx.connections) >= (1 + count) // 2
+        at_most_per_period([t.at for t in narrow.transactions[1:]], 3, 1.0)
+        assert narrow_span >= (count - 3) / 3 - 0.4  # three at once, then three a second
+        assert not relay.spool_entries()
+
+
+def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp_path: Path,
+                                                                             dns_server: DnsServer) -> None:
+    with ExitStack() as stack:
+        busy, calm = receivers(stack, 2)
+        publish(dns_server, "busy.test", busy)
+        publish(dns_server, "calm.test", calm)
+        rx_of(busy).script("mail", "421 4.7.0 [TSS04] Messages temporarily deferred due to volume", times=2)
+        shaping = {"suspendFirstSeconds": 1.0, "suspendMaxSeconds": 10,
+                   "rules": [{"name": "busy", "domains": ["busy.test"], "maxConnections": 1}]}
+        relay = stack.enter_context(_running(mx_relay(tmp_path, dns_server, busy.port, shaping)))
+        submit_many(relay, [("app@example.com", [f"b{i}@busy.test"]) for i in range(4)])
+        wait_until(lambda: len(rx_of(busy).mail_times) >= 1, 10, "the first MAIL FROM at busy.test")
+        throttled_at = rx_of(busy).mail_times[0]
+        # While busy.test is suspended, calm.test takes its mail at once.
+        submit_many(relay, [("app@example.com", [f"c{i}@calm.test"]) for i in range(3)])
+        calm.wait_for(3, within=5)
+        assert max(t.at for t in calm.transactions) < throttled_at + 1.0
+        busy.wait_for(4, within=20)
+        first, second, third = rx_of(busy).mail_times[:3]
+        print(f"busy.test: MAIL FROM at +0, +{second - first:.2f} s, +{third - first:.2f} s")
+        assert second - first >= 0.95  # suspended 1 s after the first 421
+        assert third - second >= 1.9  # a repeat doubles the suspension
+        assert len(rx_of(busy).mail_times) == 4 + 2  # nothing tried while suspended; each message once more
+        delivered = sorted(r for t in busy.transactions for r in t.rcpt_tos)
+        assert delivered == [f"b{i}@busy.test" for i in range(4)]
+        wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+        log = relay.log.read_text()
+        assert '"bounced"' not in log  # never bounced for a throttle
+        events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        assert not [e for e in events if e.get("fields", e).get("event") == "deferred"]  # no failed try
+
+
+def test_routes_by_recipient_and_sender_domain_with_smarthost_failover(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        default = stack.enter_context(ThreadedReceiver())
+        partners = stack.enter_context(ThreadedReceiver())
+        news = stack.enter_context(ThreadedReceiver())
+        dead = free_port()  # nothing listens: the first smarthost of the partners' route cannot be reached
+        routes = [
+            {"name": "partners", "recipientDomains": ["partner.test"], "mode": "Smarthost", "smarthosts": [
+                {"host": "127.0.0.1", "port": dead, "tls": "None"},
+                {"host": "127.0.0.1", "port": partners.port, "tls": "None"}]},
+            {"name": "news", "senderDomains": ["news.example.com"], "mode": "Smarthost",
+             "smarthosts": [{"host": "127.0.0.1", "port": news.port, "tls": "None"}]},
+        ]
+        relay = RelayProcess(tmp_path, default.port,
+                             delivery={"mode": "Smarthost", "routes": routes, "smarthost": {
+                                 "host": "127.0.0.1", "port": default.port, "tls": "None"}},
+                             domains=[{"domain": "example.com"}, {"domain": "news.example.com"}])
+        allow_senders(relay, ["example.com", "news.example.com"])
+        stack.enter_context(_running(relay))
+        submit_many(relay, [
+            ("app@example.com", ["a@else.test"]),  # default
+            ("app@example.com", ["b@partner.test"]),  # by recipient, after failing over
+            ("app@news.example.com", ["c@else.test"]),  # by sender
+            ("app@news.example.com", ["d@partner.test"]),  # recipient beats sender
+            ("app@example.com", ["e@else.test", "f@partner.test"]),  # split between two routes
+        ])
+        default.wait_for(2)
+        partners.wait_for(3)
+        news.wait_for(1)
+        got = {rx: sorted(r for t in rx.transactions for r in t.rcpt_tos) for rx in (default, partners, news)}
+        assert got[default] == ["a@else.test", "e@else.test"]
+        assert got[partners] == ["b@partner.test", "d@partner.test", "f@partner.test"]
+        assert got[news] == ["c@else.test"]
+        wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+
+
+class _running:
+    """Start the relay; stop it at the end of the block."""
+
+    def __init__(self, relay: RelayProcess) -> None:
+        self.relay = relay
+
+    def __enter__(self) -> RelayProcess:
+        return self.relay.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.relay.stop()
