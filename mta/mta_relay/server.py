@@ -88,7 +88,7 @@ class RelayServer:
         relay.exchange = usage.Exchange(relay, self._self_url(settings))
         relay.suppressions = await asyncio.to_thread(SuppressionStore,
                                                      suppression_store.store_path(spool.root))
-        puller = Puller(relay.suppressions, relay.exchange, self.pod_name or "")
+        puller = Puller(relay.suppressions, relay.exchange)
         self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health()),
                        loop.create_task(relay.exchange.run()), loop.create_task(puller.run()),
                        loop.create_task(self._purge_suppressions())]

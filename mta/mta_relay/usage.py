@@ -18,7 +18,6 @@ the same endpoint (``reconcile/usage.py``) every few seconds and sums the MTAs' 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from mta_relay import config_loader, handoff
+from mta_relay.peer_rounds import PeerRounds
 from mta_relay.quota import Count
 
 if TYPE_CHECKING:
@@ -83,20 +83,17 @@ def announced(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return name, url
 
 
-class Exchange:
+class Exchange(PeerRounds):
     """Asks every peer for its counts every ``quotaExchange.intervalSeconds`` and merges them into the
     relay's ``QuotaTracker``. A peer that does not answer keeps the counts it last gave (enforcement goes
     on with them); nothing is ever dropped for not answering."""
 
     def __init__(self, relay: Relay, self_url: str | None) -> None:
-        self.relay = relay
+        super().__init__(relay, REQUEST_TIMEOUT)
         self.self_url = self_url  # https://<pod IP>:<port>, announced to the peers; None: not announced
         self.learned: dict[str, tuple[str, float]] = {}  # pod name → (URL, when), from peers that asked
-        self._asking: dict[str, asyncio.Task[None]] = {}  # one request in flight per peer at most
         self._since: dict[str, tuple[str, int]] = {}  # peer name → (its epoch, its last change number)
-        self._session: aiohttp.ClientSession | None = None
         self._cert: tuple[Path, float, bytes] | None = None
-        self.rounds = 0
         self.failures = 0
 
     def peers(self) -> dict[str, str]:
@@ -116,41 +113,15 @@ class Exchange:
         if name != self.relay.pod_name:
             self.learned[name] = (url, time.monotonic())
 
-    async def run(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
-        try:
-            while True:
-                exchange = self.relay.settings.quota_exchange
-                self.round()
-                await asyncio.sleep(exchange.interval_seconds if exchange else 1.0)
-        finally:
-            for task in self._asking.values():
-                task.cancel()
-            await asyncio.gather(*self._asking.values(), return_exceptions=True)
-            await self._session.close()
-
-    def round(self) -> None:
-        """Ask every peer not still answering the previous question: a peer that does not answer (gone,
-        partitioned) costs its own timeout, never the others' interval."""
-        token, pin = self.relay.peer_token, self.pin()
-        if token is None or pin is None or self._session is None:
-            return
-        for name, url in self.peers().items():
-            if name not in self._asking:
-                self._asking[name] = task = asyncio.get_running_loop().create_task(
-                    self._ask(name, url, token, pin))
-                task.add_done_callback(lambda _, name=name: self._asking.pop(name, None))
-        self.rounds += 1
-
-    async def _ask(self, name: str, url: str, token: bytes, pin: aiohttp.Fingerprint) -> None:
-        assert self._session is not None
+    async def ask(self, name: str, url: str, token: bytes, pin: aiohttp.Fingerprint) -> None:
+        assert self.session is not None
         epoch, since = self._since.get(name, ("", 0))
         headers = {"Authorization": "Bearer " + token.decode("utf-8", "replace")}
         if self.self_url and self.relay.pod_name:
             headers.update({NAME_HEADER: self.relay.pod_name, URL_HEADER: self.self_url})
         try:
-            async with self._session.get(url + USAGE_PATH, params=query(epoch, since), headers=headers,
-                                         ssl=pin) as response:
+            async with self.session.get(url + USAGE_PATH, params=query(epoch, since), headers=headers,
+                                        ssl=pin) as response:
                 if response.status != 200:
                     raise ValueError(f"answered {response.status}")
                 report = decode(await response.read())

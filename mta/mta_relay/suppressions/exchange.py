@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from mta_relay.peer_rounds import PeerRounds
 from mta_relay.suppressions.store import Entry, SuppressionStore
 
 if TYPE_CHECKING:
@@ -70,51 +71,33 @@ def answer(store: SuppressionStore, mta: str, params: Mapping[str, str], page: i
                        "entries": [row[1:] for row in rows]}, separators=(",", ":")).encode()
 
 
-class Puller:
-    """Every exchange interval, asks each peer (the quota exchange's list, ``Exchange.peers``) for the rows
-    it changed since the last answer, and merges them. A peer that does not answer is asked again next
-    time, from where it left off."""
+class Puller(PeerRounds):
+    """Every exchange interval, asks each peer (the quota exchange's list and pin) for the rows it changed
+    since the last answer, and merges them. A peer that does not answer is asked again next time, from
+    where it left off."""
 
-    def __init__(self, store: SuppressionStore, exchange: Exchange, mta: str) -> None:
-        self.store, self.exchange, self.mta = store, exchange, mta
+    def __init__(self, store: SuppressionStore, exchange: Exchange) -> None:
+        super().__init__(exchange.relay, REQUEST_TIMEOUT)
+        self.store, self.exchange = store, exchange
         self._since: dict[str, tuple[str, int]] = {}  # peer name → (its epoch, last change number seen)
-        self._asking: dict[str, asyncio.Task[None]] = {}
-        self._session: aiohttp.ClientSession | None = None
         self.merged = 0
         self.failures = 0
 
-    async def run(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
-        try:
-            while True:
-                settings = self.exchange.relay.settings.quota_exchange
-                self.round()
-                await asyncio.sleep(settings.interval_seconds if settings else 1.0)
-        finally:
-            for task in self._asking.values():
-                task.cancel()
-            await asyncio.gather(*self._asking.values(), return_exceptions=True)
-            await self._session.close()
+    def peers(self) -> dict[str, str]:
+        return self.exchange.peers()
 
-    def round(self) -> None:
-        token, pin = self.exchange.relay.peer_token, self.exchange.pin()
-        if token is None or pin is None or self._session is None:
-            return
-        for name, url in self.exchange.peers().items():
-            if name not in self._asking:
-                self._asking[name] = task = asyncio.get_running_loop().create_task(
-                    self._pull(name, url, token, pin))
-                task.add_done_callback(lambda _, name=name: self._asking.pop(name, None))
+    def pin(self) -> aiohttp.Fingerprint | None:
+        return self.exchange.pin()
 
-    async def _pull(self, name: str, url: str, token: bytes, pin: aiohttp.Fingerprint) -> None:
-        assert self._session is not None
+    async def ask(self, name: str, url: str, token: bytes, pin: aiohttp.Fingerprint) -> None:
+        assert self.session is not None
         headers = {"Authorization": "Bearer " + token.decode("utf-8", "replace")}
         while True:
             epoch, since = self._since.get(name, ("", 0))
             params = {"epoch": epoch, "since": str(since)} if epoch else {}
             try:
-                async with self._session.get(url + SUPPRESSIONS_PATH, params=params, headers=headers,
-                                             ssl=pin) as response:
+                async with self.session.get(url + SUPPRESSIONS_PATH, params=params, headers=headers,
+                                            ssl=pin) as response:
                     if response.status != 200:
                         raise ValueError(f"answered {response.status}")
                     page = decode(await response.read())
