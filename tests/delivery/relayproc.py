@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import smtplib
 import socket
@@ -104,3 +105,31 @@ class RelayProcess:
     def spool_entries(self) -> list[str]:
         """Slot files holding an entry (free slots are empty)."""
         return sorted(p.name for p in (self.spool / "slots").iterdir() if p.stat().st_size)
+
+
+def peer_relays(tmp_path: Path, names: tuple[str, ...], smarthost_port: int, token: str,
+                interval: float = 1.0, **extra: Any) -> list[RelayProcess]:
+    """Relays that are one cluster's MTAs: one certificate, one peer token, each told of the others in
+    ``quotaExchange`` (named as pods, ``POD_NAME``); ``extra`` goes into every relay's settings."""
+    relays = []
+    for name in names:
+        workdir = tmp_path / name
+        workdir.mkdir()
+        relay = RelayProcess(workdir, smarthost_port, env={"POD_NAME": name},
+                             queue={"path": str(workdir / "spool")}, **extra)
+        (relay.dir / "peer-token").write_text(token + "\n")
+        relays.append(relay)
+    first = relays[0]
+    for relay in relays[1:]:
+        for file in ("tls.crt", "tls.key"):  # one certificate for the cluster's MTAs
+            shutil.copyfile(first.dir.parent / "tls" / file, relay.dir.parent / "tls" / file)
+        relay.ca, relay.client_tls = first.ca, first.client_tls
+    peers = [{"name": name, "url": f"https://127.0.0.1:{r.http_port}"}
+             for name, r in zip(names, relays, strict=True)]
+    for relay in relays:
+        path = relay.dir / "relay.yaml"
+        settings = yaml.safe_load(path.read_text())
+        settings.update(handoff={"tokenFile": "peer-token"},
+                        quotaExchange={"peers": peers, "intervalSeconds": interval})
+        path.write_text(yaml.safe_dump(settings))
+    return relays

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import smtplib
 import time
 import urllib.request
@@ -16,9 +15,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
 from mta_relay import state_files, usage
-from relayproc import PASSWORD, USERNAME, RelayProcess
+from relayproc import PASSWORD, USERNAME, RelayProcess, peer_relays
 
 TOKEN = "peer-token-" + "q" * 32
 NAMES = ("q-mta-0", "q-mta-1", "q-mta-2")
@@ -28,32 +26,13 @@ INTERVAL = 1.0  # quotaExchange.intervalSeconds
 
 class Trio:
     def __init__(self, tmp_path: Path) -> None:
-        self.relays = [self._relay(tmp_path / name, name) for name in NAMES]
-        first = self.relays[0]
-        for relay in self.relays[1:]:
-            for name in ("tls.crt", "tls.key"):  # one certificate for the cluster's MTAs
-                shutil.copyfile(tmp_path / NAMES[0] / "tls" / name, relay.dir.parent / "tls" / name)
-            relay.ca, relay.client_tls = first.ca, first.client_tls
-        peers = [{"name": name, "url": f"https://127.0.0.1:{r.http_port}"}
-                 for name, r in zip(NAMES, self.relays, strict=True)]
+        # Nothing listens on the smarthost port: accepted mail stays queued, which is all these tests need.
+        self.relays = peer_relays(tmp_path, NAMES, 9, TOKEN, INTERVAL)
         for relay in self.relays:
-            path = relay.dir / "relay.yaml"
-            settings = yaml.safe_load(path.read_text())
-            settings["handoff"] = {"tokenFile": "peer-token"}
-            settings["quotaExchange"] = {"peers": peers, "intervalSeconds": INTERVAL}
-            path.write_text(yaml.safe_dump(settings))
             table = relay.dir / "credentials" / "credentials-000.json"
             shard = json.loads(table.read_text())
             shard["credentials"][0]["quota"] = {"messages": QUOTA, "period": "Month"}
             table.write_text(json.dumps(shard))
-
-    @staticmethod
-    def _relay(workdir: Path, pod: str) -> RelayProcess:
-        workdir.mkdir()
-        # Nothing listens on the smarthost port: accepted mail stays queued, which is all these tests need.
-        relay = RelayProcess(workdir, 9, env={"POD_NAME": pod}, queue={"path": str(workdir / "spool")})
-        (relay.dir / "peer-token").write_text(TOKEN + "\n")
-        return relay
 
     def stop(self) -> None:
         for relay in self.relays:

@@ -7,7 +7,6 @@ list (its volume) and catches up with what changed while it was down."""
 from __future__ import annotations
 
 import json
-import shutil
 import smtplib
 import time
 import urllib.request
@@ -17,10 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
 from deliverykit import message
 from mta_relay.admin_api import SUPPRESSIONS_PATH, TOKEN_HEADER
-from relayproc import PASSWORD, USERNAME, RelayProcess
+from relayproc import PASSWORD, USERNAME, RelayProcess, peer_relays
 from support.receiver_thread import ThreadedReceiver
 
 TOKEN = "peer-token-" + "p" * 32
@@ -40,29 +38,10 @@ def wait_for(done: Callable[[], Any], within: float, what: str) -> Any:
 
 class Pair:
     def __init__(self, tmp_path: Path, smarthost_port: int) -> None:
-        self.relays = []
-        for name in NAMES:
-            workdir = tmp_path / name
-            workdir.mkdir()
-            relay = RelayProcess(workdir, smarthost_port, env={"POD_NAME": name},
-                                 queue={"path": str(workdir / "spool")},
-                                 suppression={"expireAfterSeconds": 86400})
-            (relay.dir / "peer-token").write_text(TOKEN + "\n")
-            (relay.dir / "admin-token").write_text(ADMIN + "\n")
-            self.relays.append(relay)
-        first = self.relays[0]
-        for relay in self.relays[1:]:
-            for name in ("tls.crt", "tls.key"):  # one certificate for the cluster's MTAs
-                shutil.copyfile(tmp_path / NAMES[0] / "tls" / name, relay.dir.parent / "tls" / name)
-            relay.ca, relay.client_tls = first.ca, first.client_tls
-        peers = [{"name": name, "url": f"https://127.0.0.1:{r.http_port}"}
-                 for name, r in zip(NAMES, self.relays, strict=True)]
+        self.relays = peer_relays(tmp_path, NAMES, smarthost_port, TOKEN,
+                                  suppression={"expireAfterSeconds": 86400}, adminTokenFile="admin-token")
         for relay in self.relays:
-            path = relay.dir / "relay.yaml"
-            settings = yaml.safe_load(path.read_text())
-            settings.update(handoff={"tokenFile": "peer-token"}, adminTokenFile="admin-token",
-                            quotaExchange={"peers": peers, "intervalSeconds": 1.0})
-            path.write_text(yaml.safe_dump(settings))
+            (relay.dir / "admin-token").write_text(ADMIN + "\n")
 
 
 @pytest.fixture
