@@ -16,7 +16,7 @@ from mta_relay.admin_api import MESSAGES_PATH, TOKEN_HEADER
 from mta_operator import naming
 from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
-from . import credential_patch, credential_view, message_view, status_view, zone_records
+from . import credential_patch, credential_view, message_view, queue_command, status_view, zone_records
 from .kube import KubeconfigReader, NotFound
 from .smtp_send import Submission, send, tls_context
 
@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
                                "TransientFailure, Bounce, Expiration, Rejection")
     messages.add_argument("--limit", type=int, default=1000, help="most events per MTA (default 1000)")
     messages.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    queue_command.add_parser(commands)
     return parser
 
 
@@ -233,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_dns(kube, args.domain))
         elif args.command == "messages":
             print(_messages(kube, args))
+        elif args.command == "queue":
+            return queue_command.run(kube, args)
         else:
             print(_send(kube, args))
     except NotFound as error:

@@ -100,6 +100,26 @@ class KubeconfigReader:
             return getattr(error, "status", 0) or 0, str(error).encode()
         return response.status, response.data or b""
 
+    def pod_proxy(self, method: str, pod: str, port: str, path: str, query: builtins.list[tuple[str, str]],
+                  headers: dict[str, str], body: object = None, timeout: float = 15) -> tuple[int, bytes]:
+        """A request through the API server's pod proxy (``pods/proxy``, with the user's own RBAC: GET needs
+        ``get``, POST ``create``, DELETE ``delete``); ``port`` as the proxy names it, such as
+        ``https:8080``; ``body`` is sent as JSON. (status, body); status 0 if the call failed."""
+        ns = self._ns()
+        extra = {"Content-Type": "application/json"} if body is not None else {}
+        serialized = self.api.param_serialize(
+            method=method, resource_path=f"/api/v1/namespaces/{{namespace}}/pods/{{name}}/proxy/{path}",
+            path_params={"namespace": ns, "name": f"{port.split(':')[0]}:{pod}:{port.split(':')[1]}"},
+            query_params=query, header_params={"Accept": "application/json", **extra, **headers},
+            body=body, auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(*serialized, _request_timeout=timeout)
+            response.read()
+        except (ApiException, OSError) as error:
+            # The exception's text is the URL and the reason, never the request's headers (the token).
+            return getattr(error, "status", 0) or 0, str(error).encode()
+        return response.status, response.data or b""
+
     def _ns(self) -> str:
         if self.namespace is None:
             raise NotFound("this command needs one namespace, not --all-namespaces")
@@ -112,3 +132,11 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body or "{}").get("message", ""))
     except ValueError:
         return ""
+
+
+def context_user(kubeconfig: str | None, context: str | None) -> str:
+    """The kubeconfig user of the context in use: who asks, as ``kubectl mta`` tells the MTAs (the API
+    server's audit log has the authenticated name)."""
+    contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    chosen = active if context is None else next((c for c in contexts if c["name"] == context), None)
+    return str(((chosen or {}).get("context") or {}).get("user") or "")
