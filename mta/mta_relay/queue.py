@@ -491,13 +491,13 @@ class QueueRunner:
     def _park(self, queue_id: str, credential: str, held: list[str]) -> None:
         self._received.setdefault(queue_id, accepted_at(queue_id))
         self._parked[queue_id] = (credential, tuple(held))
-        log.info("delivery held by a suspension", extra={"fields": {
+        log.debug("delivery held by a suspension", extra={"fields": {  # per entry: the action is logged
             "event": "suspended", "queue_id": queue_id, "recipients": len(held)}})
 
     # --- administration (the admin API's queue operations, see delivery.queue_control) --------------
     def queued(self) -> list[str]:
         """Every entry this runner holds: scheduled, in flight or parked."""
-        return [*self._due_at, *self._inflight, *self._parked]
+        return list(dict.fromkeys([*self._due_at, *self._inflight, *self._parked]))  # once each
 
     def state(self, queue_id: str) -> str | None:
         """``in flight``, ``suspended`` (parked), ``deferred`` (failed before, waiting to retry),
