@@ -45,7 +45,7 @@ def suppressed(relay: Relay, source: Source, cred: Credential, rcpt: str, **fiel
     """RCPT: the recipient's suppression entry refuses it (``replies.SUPPRESSED``, a Suppressed event),
     unless the credential bypasses the list. None: go on."""
     store = relay.suppressions
-    if store is None or cred.bypass_suppressions:
+    if store is None or cred.bypass_suppressions or not relay.settings.suppression.enabled:
         return None
     found = store.lookup(rcpt)
     if found is None:

@@ -369,9 +369,10 @@ class Events(_Model):
 
 
 class Suppression(_Model):
-    """The Cluster's suppression list: which hard bounces add their recipient, for how long."""
+    """The Cluster's suppression list: whether it is in force, which hard bounces add their recipient,
+    for how long."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: nothing added, nothing refused (the entries are kept)
     classes: list[str] = Field(default_factory=lambda: ["InvalidRecipient"])
     expire_after_seconds: int | None = Field(default=None, ge=60)
 

@@ -418,6 +418,25 @@ INVALID: tuple[Invalid, ...] = (
         "spec.queue.storage.accessModes[0]",
         "Unsupported value",
     ),
+    Invalid(
+        "suppression-class-typo",
+        cluster("c40", suppression={"classes": ["InvalidRecipient", "InvalidRecipeint"]}),
+        "spec.suppression.classes[1]",
+        "Unsupported value",
+    ),
+    Invalid(
+        "suppression-expire-too-short",
+        cluster("c41", suppression={"expireAfter": "30s"}),
+        "spec.suppression.expireAfter",
+        "expireAfter must be at least 60s",
+        True,
+    ),
+    Invalid(
+        "suppression-expire-days",
+        cluster("c42", suppression={"expireAfter": "30d"}),
+        "spec.suppression.expireAfter",
+        "should match",
+    ),
 )
 
 
@@ -516,6 +535,10 @@ VALID: tuple[tuple[str, Manifest], ...] = (
     ("cl-minimal", cluster("v14")),
     ("cl-cram-md5-offered", cluster("v30", smtp={"authMechanisms": ["PLAIN", "CRAM-MD5"]})),
     ("cram-md5-password", cred("v31", cramMd5=True)),
+    ("cl-suppression", cluster("v40", suppression={
+        "enabled": False, "classes": ["InvalidRecipient", "BadDomain"], "expireAfter": "60s"})),
+    ("cl-suppression-no-classes", cluster("v41", suppression={"classes": []})),
+    ("cred-bypass-suppression-list", cred("v42", bypassSuppressionList=True)),
     (
         "cl-smarthost-ip",
         cluster(

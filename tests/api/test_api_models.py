@@ -62,6 +62,9 @@ def test_defaults_follow_the_api_sketch() -> None:
     assert cluster.spec.smtp.ports == [25, 587, 2587]
     assert cluster.spec.mtas == 2
     assert cluster.spec.rate_limit is None
+    assert cluster.spec.suppression.enabled is True
+    assert cluster.spec.suppression.classes == ["InvalidRecipient"]
+    assert cluster.spec.suppression.expire_after is None
     domain = SendingDomain.model_validate({"kind": "SendingDomain", "metadata": {"name": "d"},
                                            "spec": {"clusterRef": {"name": "m"}, "domain": "example.com"}})
     assert domain.spec.dkim.enabled is True
@@ -70,6 +73,7 @@ def test_defaults_follow_the_api_sketch() -> None:
     assert credential.spec.authentication is Authentication.PASSWORD
     assert credential.spec.allowed_ips == []
     assert credential.spec.quota is None
+    assert credential.spec.bypass_suppression_list is False
 
 
 def test_username_defaults_to_the_object_name() -> None:

@@ -106,7 +106,7 @@ def test_a_hard_bounce_on_one_mta_is_refused_on_the_other_within_seconds(
     a.submit("app@example.com", [GONE, OK], message())
     bounced = time.monotonic()
     wait_for(lambda: rcpt_code(b, GONE) == 550, 20, "the other MTA refusing the bounced recipient")
-    print(f"hard bounce on one MTA to the other MTA refusing the recipient: {time.monotonic() - bounced:.1f} s")
+    print(f"hard bounce on one MTA to the other refusing the recipient: {time.monotonic() - bounced:.1f} s")
     (entry,) = admin(b, "GET", "?address=" + quote(GONE))["entries"]
     assert (entry["reason"], entry["source"], entry["addedBy"]) == ("InvalidRecipient", "Bounce", USERNAME)
     assert "5.1.1" in entry["detail"]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -21,6 +23,7 @@ import dns.resolver
 from support.operator_process import start_operator
 from support.waiting import stop_process  # re-exported for the tests
 
+KUBECTL_MTA = str(Path(sys.executable).parent / "kubectl-mta")
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
 CLUSTER = "main"  # the examples' Cluster
@@ -32,7 +35,6 @@ FIGURES: list[tuple[str, object]] = []
 def figure(name: str, value: object) -> None:
     """A measured figure, shown in the terminal summary: speed is reported, never asserted."""
     FIGURES.append((name, value))
-
 
 
 def examples_for_testbed(namespace: str, smarthost_port: int) -> list[dict[str, Any]]:
@@ -193,11 +195,14 @@ def auth_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: 
     return asyncio.run(_auth(ip, port, tls, username, password))
 
 
-async def _mail(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str) -> int:
+async def _probe(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str,
+                 rcpt: str | None) -> int:
     smtp = await _session(ip, port, tls, "127.0.0.1")
     try:
         await smtp.login(username, password)
         code = (await smtp.mail(mail_from)).code
+        if rcpt is not None:
+            code = (await smtp.rcpt(rcpt)).code
         await smtp.rset()
         return code
     except aiosmtplib.SMTPResponseException as error:
@@ -208,7 +213,21 @@ async def _mail(ip: str, port: int, tls: ssl.SSLContext, username: str, password
 
 def mail_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str) -> int:
     """The reply to MAIL FROM after AUTH on one MTA, then RSET: a probe that spends no quota."""
-    return asyncio.run(_mail(ip, port, tls, username, password, mail_from))
+    return asyncio.run(_probe(ip, port, tls, username, password, mail_from, None))
+
+
+def rcpt_code(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str, mail_from: str,
+              rcpt: str) -> int:
+    """The reply to RCPT TO (after AUTH and MAIL FROM) on one MTA, then RSET: nothing is sent."""
+    return asyncio.run(_probe(ip, port, tls, username, password, mail_from, rcpt))
+
+
+def kubectl_mta(chain: Any, *args: str, kubeconfig: Path | None = None,
+                stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The kubectl plugin as a user runs it, against the chain's namespace."""
+    return subprocess.run([KUBECTL_MTA, "--kubeconfig", str(kubeconfig or chain.kube.kubeconfig),
+                           "-n", chain.namespace, *args], capture_output=True, text=True, timeout=120,
+                          input=stdin, env={**os.environ, "NO_PROXY": "*"})
 
 
 async def _many(ip: str, port: int, tls: ssl.SSLContext, username: str, password: str,

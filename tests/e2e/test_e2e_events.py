@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ import aiosmtplib
 import pytest
 import trustme
 from durability import kill_relay, wait_ready
-from e2ekit import CLUSTER, HOSTNAME, figure, message
+from e2ekit import CLUSTER, HOSTNAME, figure, kubectl_mta, message
 from mta_operator import naming
 from support.waiting import wait_until
 from support.webhook_receiver import WebhookReceiver
@@ -33,7 +30,6 @@ from testbed import podrunner
 pytestmark = pytest.mark.testbed
 SECRET = "whsec_" + base64.b64encode(b"e2e-webhook-key-" * 2).decode()
 SENDER = "billing@example.com"
-KUBECTL_MTA = str(Path(sys.executable).parent / "kubectl-mta")
 
 
 @dataclass
@@ -173,12 +169,6 @@ def test_receiver_down_while_the_mta_is_killed_and_replaced_loses_no_event(chain
     # a batch sent again (its answer lost with the killed MTA) has the same webhook-id and events
     assert all(len(variants) == 1 for variants in hook.batches_by_id().values())
     assert hook.unverified == 0
-
-
-def kubectl_mta(chain: Any, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBECTL_MTA, "--kubeconfig", str(kubeconfig or chain.kube.kubeconfig),
-                           "-n", chain.namespace, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "NO_PROXY": "*"})
 
 
 def test_kubectl_mta_messages_shows_the_path_of_a_message_through_two_mtas(chain: Any, hooks: Hooks) -> None:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,19 +17,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 from durability import kill_relay, wait_ready
-from e2ekit import HOSTNAME, message
+from e2ekit import HOSTNAME, kubectl_mta, message
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.testbed
 SENDER = "billing@example.com"
-KUBECTL_MTA = str(Path(sys.executable).parent / "kubectl-mta")
 BUSY = "451 4.2.0 Mailbox busy, try again later"
-
-
-def kubectl_mta(chain: Any, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBECTL_MTA, "--kubeconfig", str(kubeconfig or chain.kube.kubeconfig),
-                           "-n", chain.namespace, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "NO_PROXY": "*"})
 
 
 def ok(chain: Any, *args: str) -> str:

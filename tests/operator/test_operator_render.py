@@ -359,3 +359,27 @@ def test_operator_webhook_secrets_are_watched_optional_and_named_in_the_settings
     assert (hook.url, hook.secret_file, hook.types, hook.credentials) == (
         "https://hooks.example.com/mta", "webhook-app-events/secret", ["Delivery", "Bounce"], ["billing"])
     assert settings.cluster == cluster.metadata.name
+
+
+def test_operator_suppression_settings_and_bypass_reach_the_relay(
+        cluster: Cluster, creds: list[SmtpCredential], tmp_path: Path) -> None:
+    default = relay_config.relay_settings(cluster, [])
+    assert default.suppression.model_dump() == {"enabled": True, "classes": ["InvalidRecipient"],
+                                                "expire_after_seconds": None}
+    spec = cluster.spec.suppression.model_validate(
+        {"enabled": False, "classes": ["InvalidRecipient", "BadDomain"], "expireAfter": "720h"})
+    settings = relay_config.relay_settings(_spec(cluster, suppression=spec), [])
+    assert settings.suppression.model_dump() == {
+        "enabled": False, "classes": ["InvalidRecipient", "BadDomain"], "expire_after_seconds": 720 * 3600}
+    bypass = creds[0].model_copy(update={"spec": creds[0].spec.model_copy(
+        update={"bypass_suppression_list": True})})
+    mechs = relay_config.mechanisms(cluster)
+    entries = [relay_config.credential(c, fast_verifier("pw"), mechs) for c in (bypass, *creds[1:])]
+    for path, text in relay_config.relay_files(settings, entries).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    loaded = config_loader.load(tmp_path)
+    assert loaded.settings.suppression.expire_after_seconds == 720 * 3600
+    assert loaded.settings.suppression.classes == ["InvalidRecipient", "BadDomain"]
+    bypassing = {c.username for c in loaded.credentials if c.bypass_suppressions}
+    assert bypassing == {bypass.effective_username}

@@ -232,3 +232,19 @@ def test_only_a_hard_bounce_of_a_named_class_suppresses(category: str, kind: str
 def test_settings_refuse_an_unknown_bounce_class() -> None:
     with pytest.raises(ValueError, match="unknown bounce class 'NoSuchClass'"):
         Suppression(classes=["NoSuchClass"])
+
+
+def test_the_list_switched_off_refuses_nobody_and_keeps_its_entries(
+        relay_setup: RelaySetup, tls_client: ssl.SSLContext) -> None:
+    token = relay_setup.config_dir.parent / "admin-token"
+    token.write_text(TOKEN)
+    relay_setup.settings.update(adminTokenFile=str(token), suppression={"enabled": False})
+    relay_setup.write()
+    thread = RelayThread(relay_setup.config_dir).start()
+    try:
+        added = admin(thread, tls_client, "POST", body={"entries": [{"address": "gone@example.net"}]})
+        assert added[0] == 200
+        assert rcpt_replies(thread, tls_client, "app", ["gone@example.net"])[0][0] == 250
+        assert admin(thread, tls_client, "GET")[1]["total"] == 1
+    finally:
+        thread.stop()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
+from mta_relay.events.classify import CATEGORIES
 from mta_relay.events.record import EventType
-from pydantic import Field
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from .base import (
     ApiModel,
@@ -302,6 +303,41 @@ class Events(ApiModel):
     webhooks: list[Webhook] = Field(default_factory=list, max_length=8, description="Event receivers.")
 
 
+def _known_class(value: str) -> str:
+    if value not in CATEGORIES:
+        raise ValueError(f"unknown bounce class {value!r}; one of {', '.join(sorted(CATEGORIES))}")
+    return value
+
+
+# The relay's bounce classes (mta_relay.events.classify owns them): an enum in the schema, so the API server
+# refuses a typo and names the field.
+BounceClass = Annotated[str, AfterValidator(_known_class),
+                        WithJsonSchema({"type": "string", "enum": sorted(CATEGORIES)})]
+MIN_EXPIRE_SECONDS = 60  # the relay purges expired entries once a minute
+
+
+class Suppression(ApiModel):
+    """The Cluster's suppression list: recipients every MTA refuses at RCPT (550 5.7.1), because mail to
+    them bounced for good or a person put them there (`kubectl mta suppressions`). One list per Cluster,
+    kept on every MTA's volume and copied between the MTAs within seconds."""
+
+    enabled: bool = Field(
+        True, description="Whether the list is in force. false: no bounce adds an entry and no entry "
+                          "refuses a recipient; the entries are kept and refuse again once it is back on.")
+    classes: Annotated[list[BounceClass], UNIQUE] = Field(
+        default_factory=lambda: ["InvalidRecipient"], max_length=len(CATEGORIES),
+        json_schema_extra={"default": ["InvalidRecipient"]},
+        description="Bounce classes whose hard (permanent, 5xx) bounces add the recipient, as in the Bounce "
+                    "events' bounce_classification: InvalidRecipient (no such mailbox, the default), "
+                    "InactiveMailbox, BadDomain, ... Soft bounces never add one. Empty: none.")
+    expire_after: Annotated[Duration, Rule(
+        "duration(self) >= duration('60s')", "expireAfter must be at least 60s",
+        lambda d: duration_seconds(d) >= MIN_EXPIRE_SECONDS)] | None = Field(
+        None, description="How long an entry a bounce adds stays on the list, such as 720h (30 days), at "
+                          "least 60s; the address is tried again after it. Unset: until someone removes it. "
+                          "Entries added by hand or imported carry their own expiry.")
+
+
 class ServiceType(StrEnum):
     """Type of the client Service."""
 
@@ -380,6 +416,8 @@ class ClusterSpec(ApiModel):
     delivery: Delivery = section(Delivery, "Onward delivery.")
     queue: Queue = section(Queue, "The durable queue.")
     events: Events = section(Events, "Delivery events: logs, the MTAs' local store, webhooks.")
+    suppression: Suppression = section(
+        Suppression, "Recipients the MTAs refuse because their mail bounced for good (or a person said so).")
     service: ServiceSettings = section(ServiceSettings, "The client Service.")
     pod: PodSettings = section(PodSettings, "Pod settings of the MTAs.")
 

@@ -176,6 +176,11 @@ class SmtpCredentialSpec(ApiModel):
         False, description="Switch the credential off without deleting it: every MTA refuses it (AUTH, HTTP "
                            "Basic, and MAIL for SourceIP) with 525 5.7.13 within seconds; its connection "
                            "Secret and passwords are kept, so false turns it back on as it was.")
+    bypass_suppression_list: bool = Field(
+        False, description="Send to recipients on the Cluster's suppression list all the same. For mail that "
+                           "must always be attempted, such as password resets and other transactional mail "
+                           "a person asked for. The credential's own hard bounces still add their "
+                           "recipients to the list, which the other credentials then respect.")
     rotation: Rotation | None = Field(
         None, description="Password rotation without downtime: a new generated password on request, and how "
                           "long a replaced one keeps working.")

@@ -12,6 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mta_operator.api import GROUP, VERSION
+from mta_operator.api.reasons import ConditionType
 
 Obj = dict[str, Any]
 PLURALS = {"Cluster": "clusters", "SendingDomain": "sendingdomains", "SmtpCredential": "smtpcredentials"}
@@ -27,18 +28,19 @@ class KubeconfigReader:
 
     api: client.ApiClient
     namespace: str | None  # None: all namespaces
+    user: str = ""  # the kubeconfig user of the context in use (who asks, for the MTAs' records)
 
     @classmethod
     def connect(cls, kubeconfig: str | None, context: str | None, namespace: str | None,
                 all_namespaces: bool) -> KubeconfigReader:
         api = config.new_client_from_config(config_file=kubeconfig, context=context)
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        chosen = active if context is None else next(c for c in contexts if c["name"] == context)
+        settings = chosen.get("context") or {}
+        user = str(settings.get("user") or "")
         if all_namespaces:
-            return cls(api, None)
-        if namespace is None:
-            contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            chosen = active if context is None else next(c for c in contexts if c["name"] == context)
-            namespace = chosen.get("context", {}).get("namespace") or "default"
-        return cls(api, namespace)
+            return cls(api, None, user)
+        return cls(api, namespace or settings.get("namespace") or "default", user)
 
     def list(self, kind: str) -> list[Obj]:
         api = client.CustomObjectsApi(self.api)
@@ -83,22 +85,17 @@ class KubeconfigReader:
             raise NotFound(f"pods in namespace {self._ns()}: {error.reason}") from None
         return sorted(str(p.metadata.name) for p in listed.items if p.metadata is not None)
 
-    def pod_proxy_get(self, pod: str, port: str, path: str, query: builtins.list[tuple[str, str]],
-                      headers: dict[str, str], timeout: float = 15) -> tuple[int, bytes]:
-        """GET through the API server's pod proxy (``pods/proxy``, with the user's own RBAC); ``port``
-        as the proxy names it, such as ``https:8080``. (status, body); status 0 if the call failed."""
-        ns = self._ns()
-        serialized = self.api.param_serialize(
-            method="GET", resource_path=f"/api/v1/namespaces/{{namespace}}/pods/{{name}}/proxy/{path}",
-            path_params={"namespace": ns, "name": f"{port.split(':')[0]}:{pod}:{port.split(':')[1]}"},
-            query_params=query, header_params={"Accept": "application/json", **headers},
-            auth_settings=["BearerToken"])
+    def ready_pods(self, selector: dict[str, str]) -> builtins.list[str]:
+        """Names of the pods that carry every label of ``selector`` and whose Ready condition is True."""
+        text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         try:
-            response = self.api.call_api(*serialized, _request_timeout=timeout)
-            response.read()
-        except (ApiException, OSError) as error:
-            return getattr(error, "status", 0) or 0, str(error).encode()
-        return response.status, response.data or b""
+            listed = client.CoreV1Api(self.api).list_namespaced_pod(self._ns(), label_selector=text)
+        except ApiException as error:
+            raise NotFound(f"pods in namespace {self._ns()}: {error.reason}") from None
+        # A pod's Ready condition has the name of ours (both follow the Kubernetes convention).
+        return sorted(str(p.metadata.name) for p in listed.items if p.metadata is not None and any(
+            c.type == ConditionType.READY and c.status == "True"
+            for c in (p.status and p.status.conditions) or []))
 
     def pod_proxy(self, method: str, pod: str, port: str, path: str, query: builtins.list[tuple[str, str]],
                   headers: dict[str, str], body: object = None, timeout: float = 15) -> tuple[int, bytes]:
@@ -132,11 +129,3 @@ def _api_message(error: ApiException) -> str:
         return str(json.loads(error.body or "{}").get("message", ""))
     except ValueError:
         return ""
-
-
-def context_user(kubeconfig: str | None, context: str | None) -> str:
-    """The kubeconfig user of the context in use: who asks, as ``kubectl mta`` tells the MTAs (the API
-    server's audit log has the authenticated name)."""
-    contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    chosen = active if context is None else next((c for c in contexts if c["name"] == context), None)
-    return str(((chosen or {}).get("context") or {}).get("user") or "")

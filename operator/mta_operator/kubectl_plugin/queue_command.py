@@ -18,7 +18,7 @@ from mta_operator import naming
 from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
 from . import queue_view
-from .kube import KubeconfigReader, NotFound, context_user
+from .kube import KubeconfigReader, NotFound
 
 ACTION_TIMEOUT = 75  # seconds: an MTA gives its delivery process 60 s to answer (a large bounce)
 
@@ -72,7 +72,7 @@ def run(kube: KubeconfigReader, args: argparse.Namespace) -> int:
     if not token:
         raise NotFound(f"Secret {naming.admin(cluster)!r} has no {ADMIN_TOKEN_KEY}")
     headers = {TOKEN_HEADER: token}
-    actor = "".join(c for c in context_user(args.kubeconfig, args.context) if " " <= c <= "~")[:200]
+    actor = "".join(c for c in kube.user if " " <= c <= "~")[:200]
     if actor:  # a header is ASCII; the API server's audit log has who authenticated
         headers[ACTOR_HEADER] = actor
     pods = kube.pods(naming.pod_selector(cluster))

@@ -151,6 +151,7 @@ def relay_settings(cluster: Cluster, domains: Iterable[DomainEntry],
         quota_exchange=exchange,
         cluster=cluster.metadata.name,
         events=_events(cluster),
+        suppression=_suppression(cluster),
         admin_token_file=f"{ADMIN_DIR}/{ADMIN_TOKEN_KEY}",
     )
 
@@ -168,6 +169,13 @@ def _events(cluster: Cluster) -> rc.Events:
         webhooks=[rc.Webhook(name=w.name, url=w.url, secret_file=f"{webhook_dir(w.name)}/{w.secret_ref.key}",
                              types=[str(t) for t in w.types], credentials=list(w.credentials))
                   for w in spec.webhooks])
+
+
+def _suppression(cluster: Cluster) -> rc.Suppression:
+    spec = cluster.spec.suppression
+    return rc.Suppression(
+        enabled=spec.enabled, classes=list(spec.classes),
+        expire_after_seconds=duration_seconds(spec.expire_after) if spec.expire_after else None)
 
 
 def settings_yaml(settings: rc.RelaySettings) -> str:
@@ -221,6 +229,7 @@ def credential(cred: SmtpCredential, verifier: str | None, mechs: list[str],
         if quota and quota.messages else None,
         allow_sender_header=spec.allow_sender_header,
         allow_null_sender=spec.allow_null_sender,
+        bypass_suppressions=spec.bypass_suppression_list,
     )
 
 
