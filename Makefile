@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
 
-.PHONY: setup testbed-build up down crds reasons lint unit test-local test demo demo-down
+.PHONY: setup testbed-build image up down crds reasons lint unit test-local test demo demo-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ setup: $(BIN)/.installed
 
 testbed-build: setup
 	$(TESTBED) build
+
+# The image without Docker (root; mmdebstrap, umoci, skopeo): build/image/mta-operator-<version>.oci.tar,
+# for `ctr import`, `docker load` or `kind load image-archive`. Cached by its inputs (hack/image/build.py).
+image: setup
+	PYTHONPATH=hack $(BIN)/python -m image build --out build/image
 
 up: testbed-build
 	$(TESTBED) up
@@ -59,8 +64,9 @@ unit: setup
 test-local: setup
 	$(BIN)/pytest -q -m "not testbed and not root and not postfix and not swaks and not node"
 
-# The suite runs in its own network namespace (the test host), where pod IPs are local addresses.
-test: testbed-build lint $(NODE_DEPS)
+# The suite runs in its own network namespace (the test host), where pod IPs are local addresses; the image
+# is built before it enters (mmdebstrap and pip need the registries), and its tests find it in the cache.
+test: testbed-build lint $(NODE_DEPS) image
 	$(TESTBED) run -- $(BIN)/pytest
 
 # The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.

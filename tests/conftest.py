@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from image import build as image_build
 from support.namespaces import temporary_namespace
 from testbed import cluster, netns, versions
 
@@ -91,9 +92,23 @@ def pod_network() -> str:
     return cluster.POD_CIDR
 
 
+@pytest.fixture(scope="session")
+def oci_image() -> image_build.Image:
+    """The image's OCI archive, built without Docker (``make image``; cached by its inputs, so warm it
+    costs the hashing of the build context). In CI a missing tool fails the test, never skips it."""
+    missing = image_build.missing_tools()
+    if missing or os.geteuid() != 0:
+        reason = f"the image build needs root and {', '.join(image_build.TOOLS)} (missing: {missing})"
+        if IN_CI:
+            pytest.fail(f"image build required in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return image_build.build()
+
+
 # Fixtures that reach the test bed (directly or through another fixture) and what a test using them needs.
 TESTBED_FIXTURES = {"kube", "api_client", "namespace"}
 ROOT_FIXTURES = {"pod_network"}  # the test bed's network namespace
+IMAGE_FIXTURES = {"oci_image"}  # root for the build's chroot, no test bed
 NEEDS = ("testbed", "root", "postfix", "swaks", "node")
 
 
@@ -105,7 +120,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & (TESTBED_FIXTURES | ROOT_FIXTURES):
             item.add_marker(pytest.mark.testbed)
-        if fixtures & ROOT_FIXTURES:
+        if fixtures & (ROOT_FIXTURES | IMAGE_FIXTURES):
             item.add_marker(pytest.mark.root)
         needs = [name for name in NEEDS if item.get_closest_marker(name)]
         if item.get_closest_marker("unit") and needs:

@@ -20,6 +20,7 @@ Runs as a test-bed component: ``python -m testbed.podrunner STATE_DIR``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -33,11 +34,12 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import nodes, podspec, podvolumes
+from . import images, nodes, podspec, podvolumes
 from .stages import RUNNABLE
 
 log = logging.getLogger("podrunner")
@@ -69,6 +71,10 @@ class Container:
     started: bool = False
     probe_due: dict[str, float] = field(default_factory=dict)
     streak: dict[str, int] = field(default_factory=dict)
+    # Run from a loaded image by runc (see images.py): how to reach and kill the container itself,
+    # which SIGKILL to runc's own process would leave running.
+    exec_prefix: list[str] = field(default_factory=list)
+    kill_argv: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +92,7 @@ class PodRun:
 
 class Runner:
     def __init__(self, state_dir: Path, api_server_port: int) -> None:
+        self.state_dir = state_dir
         self.dir = state_dir / "pods"
         self.logs = state_dir / "logs" / "pods"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -279,6 +286,9 @@ class Runner:
 
     def _probe(self, ip: str, probe: podspec.Probe, c: Container) -> bool:
         try:
+            if probe.kind == "exec" and c.exec_prefix:  # in the image's container, as its user
+                return subprocess.run([*c.exec_prefix, *probe.command], capture_output=True, check=False,
+                                      timeout=max(probe.timeout, 1)).returncode == 0
             if probe.kind == "exec":  # inside the container's mount namespace, without privileges
                 if c.proc is None:
                     return False
@@ -312,6 +322,10 @@ class Runner:
                 return {k: v.decode() for k, v in values.items()}
             return values[key].decode() if key in values else None
 
+        image = images.find(self.state_dir, spec.get("image", ""))
+        if image is not None:
+            self._start_in_image(run, c, image, lookup)
+            return
         env = podspec.container_env(pod, spec, lookup, self.service_env)
         argv = podspec.command_line(spec, env)
         mounts = self._image_trust(run)
@@ -343,6 +357,10 @@ class Runner:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": os.environ["PATH"]})
         out.close()
+        self._started(run, c, argv)
+
+    def _started(self, run: PodRun, c: Container, argv: list[str]) -> None:
+        spec = c.spec
         c.started_at, c.exit_code, c.ready, c.streak = podspec.now(), None, False, {}
         c.started = False
         delay = max(p.initial_delay for p in (c.ready_probe, c.live_probe) if p) if (
@@ -350,18 +368,62 @@ class Runner:
         c.probe_due = {"readiness": time.monotonic() + (c.ready_probe.initial_delay if c.ready_probe
                                                         else 0),
                        "liveness": time.monotonic() + max(delay, 0)}
-        log.info("started %s of %s: %s", spec["name"], pod["metadata"]["name"], argv[0])
+        log.info("started %s of %s: %s", spec["name"], run.pod["metadata"]["name"], argv[0])
 
-    def _image_trust(self, run: PodRun) -> list[dict]:
-        """The image here is this host; CAs in TRUST_DIR play the ones baked into an image (a smarthost's
-        private CA, say): the pod sees the system CA bundle with them appended, bind-mounted over it."""
+    def _start_in_image(self, run: PodRun, c: Container, image: Path, lookup: Any) -> None:
+        """The container from the loaded image, by runc: its rootfs read-only, the securityContext's
+        user, capabilities and no_new_privs, a seccomp filter and the cgroup limits of its resources."""
+        pod, spec = run.pod, c.spec
+        kube_env = {k: v for k, v in self.service_env.items() if k.startswith("KUBERNETES_")}
+        env = images.env(image, podspec.container_env(pod, spec, lookup, kube_env))
+        argv = podspec.command_line({**spec, "command": images.command(image, spec), "args": []}, env)
+        mounts = self._image_trust(run, system=str(image / "rootfs" / "etc/ssl/certs/ca-certificates.crt"),
+                                   target="/etc/ssl/certs/ca-certificates.crt")
+        mounts += [{"src": p, "dst": p, "readOnly": True} for p in ("/etc/resolv.conf", "/etc/hosts")
+                   if Path(p).exists()]
+        for vm in spec.get("volumeMounts") or []:
+            src = run.volumes[vm["name"]] / vm.get("subPath", "")
+            mounts.append({"src": str(src), "dst": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
+        sec = {**(pod["spec"].get("securityContext") or {}), **(spec.get("securityContext") or {})}
+        user = images.image_config(image)["user"]
+        uid = int(sec.get("runAsUser", user.get("uid", 0)))
+        gid = int(sec.get("runAsGroup", user.get("gid", uid)))
+        if sec.get("runAsNonRoot") and uid == 0:
+            raise ValueError(f"container {spec['name']} has runAsNonRoot and image will run as root")
+        in_place = {v["name"] for v in pod["spec"].get("volumes") or [] if "hostPath" in v}
+        for name, path in run.volumes.items():  # fsGroup: the pod's user can write its volumes
+            if name not in in_place:
+                _chown_tree(path, uid, sec.get("fsGroup", gid))
+        cid = images.container_id(pod, spec["name"])
+        bundle = run.dir / "bundles" / spec["name"]
+        bundle.mkdir(parents=True, exist_ok=True)
+        config = images.runtime_spec(image, argv=argv, env=env, mounts=mounts, uid=uid, gid=gid,
+                                     security=sec, spec=spec, hostname=pod["metadata"]["name"],
+                                     cgroup=f"{images.CGROUP_PARENT}/{cid}")
+        (bundle / "config.json").touch(mode=0o600)  # env may hold Secret values
+        (bundle / "config.json").write_text(json.dumps(config))
+        runc = functools.partial(images.runc, self.state_dir)
+        subprocess.run(runc("delete", "--force", cid), capture_output=True, check=False)  # a stale one
+        out = (run.dir / f"{spec['name']}.log").open("ab")
+        c.proc = subprocess.Popen(runc("run", "--bundle", str(bundle), cid), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        out.close()
+        c.exec_prefix = runc("exec", cid)
+        c.kill_argv = runc("kill", cid, "KILL")
+        self._started(run, c, argv)
+
+    def _image_trust(self, run: PodRun, system: str | None = None, target: str | None = None
+                     ) -> list[dict]:
+        """CAs in TRUST_DIR play the ones baked into an image (a smarthost's private CA, say): the pod
+        sees the system CA bundle (this host's, or the loaded image's) with them appended, bind-mounted
+        over it."""
         extra = sorted(self.trust_dir.glob("*.pem")) if self.trust_dir.is_dir() else []
-        system = Path(ssl.get_default_verify_paths().openssl_cafile).resolve()
-        if not extra or not system.is_file():
+        bundle_of = Path(system or ssl.get_default_verify_paths().openssl_cafile).resolve()
+        if not extra or not bundle_of.is_file():
             return []
         bundle = run.dir / "ca-bundle.pem"
-        bundle.write_bytes(b"\n".join([system.read_bytes(), *(p.read_bytes() for p in extra)]))
-        return [{"src": str(bundle), "dst": str(system), "readOnly": True}]
+        bundle.write_bytes(b"\n".join([bundle_of.read_bytes(), *(p.read_bytes() for p in extra)]))
+        return [{"src": str(bundle), "dst": target or str(bundle_of), "readOnly": True}]
 
     def _ensure_mountpoint(self, path: Path, is_dir: bool) -> None:
         if path.exists():
@@ -396,6 +458,11 @@ class Runner:
     # --- stopping ----------------------------------------------------------------------------
     @staticmethod
     def _signal(c: Container, sig: int) -> None:
+        if c.proc is not None and c.kill_argv and sig == signal.SIGKILL:
+            # runc forwards every other signal; SIGKILL to runc itself would leave the container (and
+            # its cgroup) behind, so the container is killed and runc left to reap it and clean up.
+            subprocess.run(c.kill_argv, capture_output=True, check=False)
+            return
         if c.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.proc.pid, sig)

@@ -237,10 +237,41 @@ class Smarthost(_Model):
     password_file: str | None = None
 
 
+class DnssecResolver(_Model):
+    """A DNSSEC-validating resolver whose AD bit the relay trusts for DANE. Declaring it is the trust:
+    the path to it carries no signatures, so it must be on loopback (a sidecar) or inside the cluster's
+    network, never across the Internet."""
+
+    nameservers: list[str] = Field(min_length=1)
+    port: Port = 53
+    timeout_seconds: float = Field(default=3, gt=0)
+
+
+TlsPolicyName = Literal["Auto", "MtaSts", "Dane", "Opportunistic", "Required", "None"]
+
+
+class DeliveryTls(_Model):
+    """TLS towards MX hosts (``delivery.tls_policy`` applies it; docs/delivery.md, "Outbound TLS policy").
+
+    ``ca_file``: PEM CAs trusted instead of the system's for MTA-STS policy fetches and PKIX-verified
+    hops. For tests and private PKI only; the operator never renders it."""
+
+    policy: TlsPolicyName = "Auto"
+    dnssec_resolver: DnssecResolver | None = None
+    ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _dane_needs_resolver(self) -> DeliveryTls:
+        if self.policy == "Dane" and self.dnssec_resolver is None:
+            raise ValueError("delivery.tls.policy Dane needs delivery.tls.dnssecResolver")
+        return self
+
+
 class Delivery(_Model):
     mode: Literal["MX", "Smarthost"] = "MX"
     smarthost: Smarthost | None = None
     concurrency: int = Field(default=20, ge=1)
+    tls: DeliveryTls = Field(default_factory=DeliveryTls)
 
     @model_validator(mode="after")
     def _smarthost(self) -> Delivery:

@@ -475,6 +475,7 @@ class QueueRunner:
                 response=Response.parse(o.code, o.text),
                 peer_address={"name": o.remote, "addr": o.address} if o.remote or o.address else None,
                 delivery_protocol="ESMTP", tls_protocol_version=o.tls_version, tls_cipher=o.tls_cipher,
+                tls_policy=o.tls_policy,
                 bounce_classification=verdict.category if verdict else "",
                 bounce_kind=verdict.kind if verdict else "", reason=reason))
 

@@ -352,6 +352,13 @@ INVALID: tuple[Invalid, ...] = (
         True,
     ),
     Invalid(
+        "cl-dane-without-resolver",
+        cluster("c12a", delivery={"tlsPolicy": "Dane"}),
+        "spec.delivery.dnssecResolver",
+        "delivery.tlsPolicy Dane needs delivery.dnssecResolver",
+        True,
+    ),
+    Invalid(
         "cl-smarthost-host",
         cluster("c13", delivery={"mode": "Smarthost", "smarthost": {"host": "relay!"}}),
         "spec.delivery.smarthost.host",

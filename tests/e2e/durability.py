@@ -25,6 +25,8 @@ from support.waiting import wait_until
 if TYPE_CHECKING:
     from conftest import Chain
 
+# Retries every second or two, so a test sees queued mail delivered soon after the smarthost is up.
+QUEUE = {"minRetryInterval": "1s", "maxRetryInterval": "2s", "handoffTimeout": "5m"}
 SENDER = "billing@example.com"  # the examples' billing credential may send as example.com
 _TOKEN = re.compile(rb"Subject: e2e ([0-9a-f]{32})")
 

@@ -52,10 +52,13 @@ class OperatorProcess:
     namespace: str
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    # The MTA pods' image: a name only, run from this checkout by the pod runner, unless the test bed
+    # has an image of that name loaded (testbed.images), whose containers then run from it.
+    image: str = "mta-relay:e2e"
 
     def start(self) -> OperatorProcess:
         self.proc = start_operator(self.kubeconfig, self.namespace, self.log_path, "--relay-image",
-                                   "mta-relay:e2e")
+                                   self.image)
         return self
 
     def stop(self) -> None:

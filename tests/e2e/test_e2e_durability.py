@@ -22,6 +22,7 @@ import pytest
 import trustme
 from conftest import Chain, _receiver_tls
 from durability import (
+    QUEUE,
     SENDER,
     Smarthost,
     any_ip_tls,
@@ -58,9 +59,6 @@ pytestmark = pytest.mark.testbed
 MTAS = 3
 BATCH = 120
 # Retries every 1-2 s once the smarthost is back: the scenarios wait seconds, not the default minutes.
-QUEUE = {"minRetryInterval": "1s", "maxRetryInterval": "2s", "handoffTimeout": "5m"}
-
-
 @pytest.fixture(scope="module")
 def durable(kube: ReachableCluster, pod_network: str, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[Chain, Smarthost]]:

@@ -4,6 +4,7 @@ chart and the operator's pods agree on, and nothing needs a writable root filesy
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -13,46 +14,27 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from image import dockerfile
 from install_kit import REPO, by_kind, render
 from mta_operator.api import Cluster
 from mta_operator.render.workload import Image, statefulset
 from setuptools import find_packages
 
-DOCKERFILE = (REPO / "Dockerfile").read_text().replace("\\\n", " ")  # continuation lines joined
+DOCKERFILE = dockerfile.DOCKERFILE.read_text().replace("\\\n", " ")  # continuation lines joined
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-
-
-def _stages() -> list[str]:
-    return re.split(r"^FROM ", DOCKERFILE, flags=re.M)[1:]
-
-
-def _instruction(stage: str, name: str) -> list[str]:
-    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.+)$", stage, re.M)]
-
-
-def _ignored(path: str, patterns: list[str]) -> bool:
-    """.dockerignore's rule: the last pattern matching the path or one of its parent directories wins."""
-    parts = path.split("/")
-    ignored = False
-    for raw in patterns:
-        negate = raw.startswith("!")
-        pattern = raw.lstrip("!").strip("/")
-        regex = re.escape(pattern).replace(r"\*\*/", "(.*/)?").replace(r"\*", "[^/]*") + "$"
-        if any(re.match(regex, "/".join(parts[:i])) for i in range(1, len(parts) + 1)):
-            ignored = not negate
-    return ignored
+_stages = functools.partial(dockerfile.stages, DOCKERFILE)
+_instruction = dockerfile.instructions
 
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The build context Docker would send: the repository's files less what .dockerignore leaves out."""
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = dockerfile.ignore_patterns(REPO)
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
     root = tmp_path_factory.mktemp("context")
     for name in files:
-        if (REPO / name).is_file() and not _ignored(name, patterns):
+        if (REPO / name).is_file() and not dockerfile.dockerignored(name, patterns):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
     return root
@@ -93,6 +75,12 @@ def test_entry_points_and_user(context: Path) -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in final
     python = re.match(r"python:(\d+\.\d+)", final).group(1)  # type: ignore[union-attr]
     assert PYPROJECT["project"]["requires-python"] == f">={python}"
+    # The Docker-free build (hack/image) reads the same facts from this file.
+    facts = dockerfile.facts()
+    assert (facts.uid, facts.gid, facts.python) == (int(uid), int(gid), python)
+    assert facts.entrypoint == ["mta-relay"]
+    assert facts.compiled
+    assert facts.env["PYTHONDONTWRITEBYTECODE"] == "1"
 
     # The chart's operator pod and the operator's MTA pods run as this user, with this entrypoint.
     (operator_pod,) = [d["spec"]["template"]["spec"] for d in by_kind(render(), "Deployment")]

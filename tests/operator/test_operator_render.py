@@ -383,3 +383,14 @@ def test_operator_suppression_settings_and_bypass_reach_the_relay(
     assert loaded.settings.suppression.classes == ["InvalidRecipient", "BadDomain"]
     bypassing = {c.username for c in loaded.credentials if c.bypass_suppressions}
     assert bypassing == {bypass.effective_username}
+
+
+def test_operator_delivery_tls_policy_reaches_the_relay(cluster: Cluster) -> None:
+    doc = cluster.model_dump(mode="json", by_alias=True, exclude_none=True)
+    doc["spec"]["delivery"] = {"mode": "MX", "tlsPolicy": "Dane",
+                               "dnssecResolver": {"nameservers": ["127.0.0.1"], "port": 5353}}
+    tls = relay_config.relay_settings(Cluster.model_validate(doc), _entries()).delivery.tls
+    assert (tls.policy, tls.ca_file) == ("Dane", None)  # the test-only CA setting is never rendered
+    assert tls.dnssec_resolver is not None
+    assert (tls.dnssec_resolver.nameservers, tls.dnssec_resolver.port) == (["127.0.0.1"], 5353)
+    assert relay_config.relay_settings(cluster, _entries()).delivery.tls.policy == "Auto"

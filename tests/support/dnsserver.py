@@ -4,7 +4,8 @@ Serves whatever records a test sets: ``server.add("example.com", "TXT", '"v=spf1
 ``server.add("example.com", "MX", "10 mx.example.com.")``, ``A``, ``AAAA`` ... (any type dnspython
 parses, values in zone-file text form). Unknown names get NXDOMAIN, known names without the type an empty
 NOERROR answer; ``fail(name)`` makes a name answer SERVFAIL. Point a resolver at ``server.address`` and
-``server.port``.
+``server.port``. A query with the DO bit also gets the RRSIG records (added as ``RRSIG`` values) that
+cover the answer, as a signed zone's authoritative server gives them (``support.dnssec`` signs zones).
 
     with DnsServer() as dns_server:
         dns_server.add(...)
@@ -101,6 +102,8 @@ class DnsServer:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if query.edns >= 0:
+            response.use_edns(0, query.ednsflags & dns.flags.DO, 1232)
         for question in query.question:
             self.queries.append((question.name.to_text(omit_final_dot=True),
                                  dns.rdatatype.to_text(question.rdtype)))
@@ -111,8 +114,12 @@ class DnsServer:
                 rdatas = list(self._records.get((question.name, question.rdtype), []))
                 known = any(name == question.name for name, _ in self._records)
                 ttl = self._ttl.get((question.name, question.rdtype), 60)
+                sigs = [sig for sig in self._records.get((question.name, dns.rdatatype.RRSIG), [])
+                        if sig.type_covered == question.rdtype]  # type: ignore[attr-defined]
             if rdatas:
                 response.answer.append(dns.rrset.from_rdata_list(question.name, ttl, rdatas))
+                if sigs and query.ednsflags & dns.flags.DO:
+                    response.answer.append(dns.rrset.from_rdata_list(question.name, ttl, sigs))
             elif not known:
                 response.set_rcode(dns.rcode.NXDOMAIN)
         return response.to_wire(max_size=65535)

@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 import re
 import ssl
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
 import aiosmtplib
 from aiosmtplib import SMTPResponseException, SMTPStatus
 
+from mta_relay.delivery import dane
+from mta_relay.delivery.hop_tls import Applied, HopTls, Result, TlsReport, verify_failure
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import RecipientOutcome, everyone, outcome
 
@@ -52,6 +56,8 @@ class HopPolicy:
     credentials: Credentials | None = None
     connect_timeout: float = 30.0
     command_timeout: float = 300.0
+    # Told every hop's TLS outcome (log line, ``mta_delivery_tls_total``); see ``tls_policy.TlsObserver``.
+    tls_observer: Callable[[Hop, TlsReport], None] | None = None
 
 
 class HopUnavailable(Exception):
@@ -77,41 +83,91 @@ def _unverified_context() -> ssl.SSLContext:
     return context
 
 
-def hop_facts(smtp: aiosmtplib.SMTP) -> tuple[str, str, str]:
-    """(IP address, TLS version, cipher) of an open session, for events; "" for what is not known.
-    Read before the transaction: a failed one may close the connection."""
+# The TLS outcome of each open session, kept as long as the session (pooled sessions included).
+_reports: weakref.WeakKeyDictionary[aiosmtplib.SMTP, TlsReport] = weakref.WeakKeyDictionary()
+_APPLIED = {TlsMode.REQUIRED: Applied.REQUIRED, TlsMode.IMPLICIT: Applied.REQUIRED,
+            TlsMode.OPPORTUNISTIC: Applied.OPPORTUNISTIC, TlsMode.NONE: Applied.NONE}
+
+
+def tls_report(smtp: aiosmtplib.SMTP) -> TlsReport | None:
+    """What TLS policy applied to this session and what it came to."""
+    return _reports.get(smtp)
+
+
+def hop_facts(smtp: aiosmtplib.SMTP) -> tuple[str, str, str, str]:
+    """(IP address, TLS version, cipher, TLS policy applied) of an open session, for events; "" for what
+    is not known. Read before the transaction: a failed one may close the connection."""
     transport = smtp.transport
+    report = _reports.get(smtp)
+    applied = str(report.applied) if report is not None else ""
     if transport is None:
-        return "", "", ""
+        return "", "", "", applied
     peer = transport.get_extra_info("peername")
     tls = transport.get_extra_info("ssl_object")
     cipher = tls.cipher() if tls is not None else None
     return (str(peer[0]) if peer else "", (tls.version() or "") if tls is not None else "",
-            cipher[0] if cipher else "")
+            cipher[0] if cipher else "", applied)
+
+
+def peer_chain(smtp: aiosmtplib.SMTP) -> list[bytes]:
+    """The certificates the server sent (DER, its own first), as sent: not verified.
+
+    Python 3.13 has ``SSLObject.get_unverified_chain()``; 3.11 and 3.12 have the same call on the
+    private ``_sslobj`` (since 3.10). Tested in tests/delivery/test_delivery_tls_dane.py."""
+    transport = smtp.transport
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    if tls is None:
+        return []
+    public = getattr(tls, "get_unverified_chain", None)
+    if public is not None:
+        return [bytes(der) for der in public()]
+    chain = tls._sslobj.get_unverified_chain() or []  # private before 3.13: see the docstring
+    return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in chain]  # type: ignore[attr-defined]
+
+
+def _observe(policy: HopPolicy, hop: Hop, report: TlsReport) -> None:
+    if policy.tls_observer is not None:
+        policy.tls_observer(hop, report)
 
 
 async def open_session(hop: Hop, policy: HopPolicy) -> aiosmtplib.SMTP:
-    """A connected, greeted, TLS-upgraded and authenticated client, or HopUnavailable."""
+    """A connected, greeted, TLS-upgraded and authenticated client, or HopUnavailable. A hop with a TLS
+    requirement (``hop.tls``: MTA-STS, DANE, a route's policy) is held to it; others to ``policy.tls``."""
+    if hop.tls is not None:
+        return await _open_required(hop, policy, hop.tls)
     verified = policy.verify_context or _system_context()
     smtp = aiosmtplib.SMTP(hostname=hop.address, port=policy.port, local_hostname=policy.helo_name,
                            timeout=policy.command_timeout, start_tls=False,
                            use_tls=policy.tls is TlsMode.IMPLICIT,
                            tls_context=verified if policy.tls is TlsMode.IMPLICIT else None)
+    applied = _APPLIED[policy.tls]
     try:
         await smtp.connect(timeout=policy.connect_timeout)
         await smtp.ehlo()
+        offered = policy.tls is TlsMode.IMPLICIT or smtp.supports_extension("starttls")
         if policy.tls in (TlsMode.REQUIRED, TlsMode.OPPORTUNISTIC):
             if smtp.supports_extension("starttls"):
                 context = verified if policy.tls is TlsMode.REQUIRED else _unverified_context()
                 await smtp.starttls(tls_context=context, server_hostname=hop.name)
                 await smtp.ehlo()
             elif policy.tls is TlsMode.REQUIRED:
+                _observe(policy, hop, TlsReport(applied, Result.STARTTLS_NOT_SUPPORTED, False))
                 raise HopUnavailable(451, f"4.7.0 {hop.name} does not offer STARTTLS, which is required")
+        secure = policy.tls is TlsMode.IMPLICIT or (offered and policy.tls is not TlsMode.NONE)
+        _reports[smtp] = report = TlsReport(applied, (Result.VERIFIED if applied is Applied.REQUIRED else
+                                                      Result.UNVERIFIED) if secure else Result.PLAINTEXT,
+                                            offered)
+        _observe(policy, hop, report)
         if policy.credentials is not None:
             await smtp.login(policy.credentials.username, policy.credentials.password)
     except HopUnavailable:
         smtp.close()
         raise
+    except ssl.SSLCertVerificationError as error:
+        smtp.close()
+        _observe(policy, hop, TlsReport(applied, verify_failure(error), True, error.verify_message))
+        raise HopUnavailable(451, f"4.7.5 {hop.name} [{hop.address}]: certificate not valid "
+                                  f"({error.verify_message})") from None
     except SMTPResponseException as error:
         smtp.close()
         # Greeting, STARTTLS or AUTH refused: a host (or our smarthost settings) problem, not the
@@ -121,6 +177,89 @@ async def open_session(hop: Hop, policy: HopPolicy) -> aiosmtplib.SMTP:
         smtp.close()
         raise HopUnavailable(451, f"4.4.1 {hop.name} [{hop.address}]: {type(error).__name__}") from None
     return smtp
+
+
+class _CheckFailed(Exception):
+    """STARTTLS happened and the check the policy asks for failed (the session is closed)."""
+
+    def __init__(self, report: TlsReport) -> None:
+        super().__init__(report.detail)
+        self.report = report
+
+
+async def _open_required(hop: Hop, policy: HopPolicy, need: HopTls) -> aiosmtplib.SMTP:
+    """``open_session`` for a hop with a TLS requirement. MTA-STS enforce, DANE and Required refuse the
+    hop (HopUnavailable, 4.7.5: the next host is tried, then the recipients are deferred) when the check
+    fails, never falling back to plaintext; MTA-STS testing reports the failure and connects again
+    without the check (a failed handshake leaves nothing to continue on)."""
+    try:
+        return await _connect_checked(hop, policy, need, check=True)
+    except _CheckFailed as failed:
+        _observe(policy, hop, failed.report)
+        if need.applied is not Applied.MTA_STS_TESTING:
+            raise HopUnavailable(451, f"4.7.5 {hop.name} [{hop.address}]: TLS required by {need.applied}: "
+                                      f"{failed.report.result} ({failed.report.detail})") from None
+        smtp = await _connect_checked(hop, policy, need, check=False)
+        _reports[smtp] = failed.report
+        return smtp
+
+
+async def _connect_checked(hop: Hop, policy: HopPolicy, need: HopTls, check: bool) -> aiosmtplib.SMTP:
+    smtp = aiosmtplib.SMTP(hostname=hop.address, port=policy.port, local_hostname=policy.helo_name,
+                           timeout=policy.command_timeout, start_tls=False, use_tls=False)
+    try:
+        await smtp.connect(timeout=policy.connect_timeout)
+        await smtp.ehlo()
+        offered = smtp.supports_extension("starttls")
+        if need.applied is Applied.NONE or not offered:
+            report = TlsReport(need.applied, Result.PLAINTEXT if need.applied in (
+                Applied.NONE, Applied.OPPORTUNISTIC) else Result.STARTTLS_NOT_SUPPORTED, offered)
+            if need.requires_tls:
+                raise _CheckFailed(report)
+        else:
+            report = await _starttls_checked(smtp, hop, policy, need, check)
+            await smtp.ehlo()
+        if check:
+            _reports[smtp] = report
+            _observe(policy, hop, report)
+        if policy.credentials is not None:
+            await smtp.login(policy.credentials.username, policy.credentials.password)
+    except _CheckFailed:
+        smtp.close()
+        raise
+    except SMTPResponseException as error:
+        smtp.close()
+        raise HopUnavailable(451, f"4.4.0 {hop.name} said: {error.code} {_reply_text(error)}") from None
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as error:
+        smtp.close()
+        raise HopUnavailable(451, f"4.4.1 {hop.name} [{hop.address}]: {type(error).__name__}") from None
+    return smtp
+
+
+async def _starttls_checked(smtp: aiosmtplib.SMTP, hop: Hop, policy: HopPolicy, need: HopTls,
+                            check: bool) -> TlsReport:
+    """STARTTLS as ``need`` asks: PKIX-verified for the host name (Required, MTA-STS), unverified and
+    then matched against the TLSA records (DANE), unverified (opportunistic, or ``check`` off)."""
+    if check and need.pkix:
+        try:
+            await smtp.starttls(tls_context=policy.verify_context or _system_context(),
+                                server_hostname=hop.name)
+        except ssl.SSLCertVerificationError as error:
+            raise _CheckFailed(TlsReport(need.applied, verify_failure(error), True,
+                                         error.verify_message)) from None
+        except ssl.SSLError as error:
+            raise _CheckFailed(TlsReport(need.applied, Result.VALIDATION_FAILURE, True,
+                                         type(error).__name__)) from None
+        return TlsReport(need.applied, Result.VERIFIED, True)
+    await smtp.starttls(tls_context=_unverified_context(), server_hostname=hop.name)
+    if need.applied is not Applied.DANE:
+        return TlsReport(need.applied, Result.UNVERIFIED, True)
+    if not dane.usable(list(need.tlsa)):  # RFC 7672 §2.2: TLS still required, not authenticated
+        return TlsReport(need.applied, Result.UNVERIFIED, True, "no usable TLSA record")
+    match = dane.check_chain(list(need.tlsa), peer_chain(smtp), list(need.names))
+    if not match.ok:
+        raise _CheckFailed(TlsReport(need.applied, Result.TLSA_INVALID, True, match.detail))
+    return TlsReport(need.applied, Result.VERIFIED, True, match.detail)
 
 
 def _reply_text(error: SMTPResponseException) -> str:

@@ -9,13 +9,25 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from mta_relay import state_files
 from mta_relay.config import RelaySettings
 from mta_relay.config_loader import ConfigError, resolve_path
+from mta_relay.delivery import mta_sts
 from mta_relay.delivery.backoff import RetryPolicy
 from mta_relay.delivery.client import Credentials, HopPolicy, TlsMode
+from mta_relay.delivery.metrics import DeliveryMetrics
 from mta_relay.delivery.mx import make_resolver
 from mta_relay.delivery.pool import ConnectionPool
-from mta_relay.delivery.router import Deliverer, Route, mx_route, smarthost_route
+from mta_relay.delivery.router import Deliverer, Route, smarthost_route
+from mta_relay.delivery.tls_policy import (
+    OutboundTls,
+    SecureDns,
+    StsCache,
+    StsPolicies,
+    TlsObserver,
+    TlsPolicy,
+    trusted_resolver,
+)
 from mta_relay.dkim_sign import DkimKey, DkimSigner
 from mta_relay.queue import QueueSettings
 
@@ -32,8 +44,9 @@ def _read(config_dir: Path, path: str) -> bytes:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
 
 
-def route(settings: RelaySettings, config_dir: Path) -> Route:
+def route(settings: RelaySettings, config_dir: Path, metrics: DeliveryMetrics | None = None) -> Route:
     delivery = settings.delivery
+    observer = TlsObserver(metrics.tls if metrics is not None else None)
     if delivery.mode == "Smarthost":
         host = delivery.smarthost
         assert host is not None  # the model requires it in Smarthost mode
@@ -44,13 +57,42 @@ def route(settings: RelaySettings, config_dir: Path) -> Route:
         # The system CAs are loaded here, once per route (start, or a reload that changes the route).
         return smarthost_route(host.host, HopPolicy(helo_name=settings.hostname, port=host.port,
                                                     tls=_SMARTHOST_TLS[host.tls], credentials=credentials,
-                                                    verify_context=ssl.create_default_context()))
+                                                    verify_context=ssl.create_default_context(),
+                                                    tls_observer=observer))
+    return mx_route_with_tls(settings, config_dir, observer)
+
+
+def mx_route_with_tls(settings: RelaySettings, config_dir: Path, observer: TlsObserver, *,
+                      port: int = MX_PORT, https_port: int = 443) -> Route:
+    """MX delivery under ``delivery.tls`` (``tls_policy``). ``port``, ``https_port``: for tests, which
+    cannot listen on 25 and 443."""
+    tls = settings.delivery.tls
     resolver = make_resolver(settings.dns.nameservers, settings.dns.port, settings.dns.timeout_seconds)
-    return mx_route(resolver, HopPolicy(helo_name=settings.hostname, port=MX_PORT, tls=TlsMode.OPPORTUNISTIC))
+    context = _verify_context(config_dir, tls.ca_file)
+    cache = StsCache.at(state_files.state_dir(Path(settings.queue.path)) / mta_sts.CACHE_FILE)
+    dane = None
+    if tls.dnssec_resolver is not None:
+        dane = SecureDns(trusted_resolver(tls.dnssec_resolver.nameservers, tls.dnssec_resolver.port,
+                                          tls.dnssec_resolver.timeout_seconds))
+    outbound = OutboundTls(TlsPolicy(tls.policy), resolver, observer, dane=dane,
+                           sts=StsPolicies(resolver, context, cache, observer, port=https_port))
+    return Route(HopPolicy(helo_name=settings.hostname, port=port, tls=TlsMode.OPPORTUNISTIC,
+                           verify_context=context, tls_observer=observer), outbound.hops, by_domain=True)
 
 
-def deliverer(settings: RelaySettings, config_dir: Path) -> Deliverer:
-    return Deliverer(route(settings, config_dir), ConnectionPool(per_destination=PER_DESTINATION))
+def _verify_context(config_dir: Path, ca_file: str | None) -> ssl.SSLContext:
+    """The context for PKIX checks towards MX hosts and MTA-STS policy hosts: the system CAs, or only
+    those of ``ca_file`` (tests, private PKI)."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cadata=_read(config_dir, ca_file).decode())
+    except (ssl.SSLError, ValueError) as error:
+        raise ConfigError(f"{ca_file}: not PEM certificates ({type(error).__name__})") from None
+
+
+def deliverer(settings: RelaySettings, config_dir: Path, metrics: DeliveryMetrics | None = None) -> Deliverer:
+    return Deliverer(route(settings, config_dir, metrics), ConnectionPool(per_destination=PER_DESTINATION))
 
 
 def signer(settings: RelaySettings, config_dir: Path) -> DkimSigner:

@@ -57,6 +57,9 @@ class DeliveryMetrics:
                             registry=registry)
         self.held = Counter("mta_ratelimit_held", "Times the rate limit made due mail wait",
                             registry=registry)
+        self.tls = Counter("mta_delivery_tls", "TLS outcome of each new connection to a next hop (and of "
+                           "checks made before connecting): policy applied and result",
+                           ["policy", "result"], registry=registry)
         self.quarantined = Counter("mta_queue_quarantined", "Spool entries quarantined as corrupt",
                                    registry=registry)
         self.events = Counter("mta_delivery_events", "Delivery events by type (Delivery, TransientFailure, "

@@ -14,13 +14,17 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from mta_relay.delivery.hop_tls import HopTls
+
 
 @dataclass(frozen=True)
 class Hop:
-    """One host to try: its name (TLS server name, reports) and one of its addresses."""
+    """One host to try: its name (TLS server name, reports) and one of its addresses. ``tls``: what the
+    destination's TLS policy requires of it (``tls_policy``); None: the route's ``HopPolicy.tls``."""
 
     name: str
     address: str
+    tls: HopTls | None = None
 
 
 class RouteError(Exception):

@@ -28,6 +28,7 @@ class RecipientOutcome:
     address: str = ""  # that hop's IP address
     tls_version: str = ""  # of the connection the answer came on ("" : plaintext or no connection)
     tls_cipher: str = ""
+    tls_policy: str = ""  # the TLS policy applied to that connection (``hop_tls.Applied``)
 
     @property
     def status(self) -> str:
@@ -57,7 +58,7 @@ def everyone(recipients: list[str], code: int, text: str, remote: str = "") -> l
 
 
 def with_hop(outcomes: list[RecipientOutcome], address: str, tls_version: str,
-             tls_cipher: str) -> list[RecipientOutcome]:
+             tls_cipher: str, tls_policy: str = "") -> list[RecipientOutcome]:
     """The outcomes, each saying which connection (address, TLS) its answer came on."""
-    return [dataclasses.replace(o, address=address, tls_version=tls_version, tls_cipher=tls_cipher)
-            for o in outcomes]
+    return [dataclasses.replace(o, address=address, tls_version=tls_version, tls_cipher=tls_cipher,
+                                tls_policy=tls_policy) for o in outcomes]

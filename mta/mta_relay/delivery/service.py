@@ -29,9 +29,10 @@ async def start(settings: RelaySettings, config_dir: Path, spool: Spool,
     """Raises ConfigError when delivery settings cannot be used (a DKIM key or smarthost file missing).
     The queue's suspensions are loaded first, so nothing they hold goes out after a restart."""
     holds = await asyncio.to_thread(Holds.load, state_files.suspensions_path(spool.root))
-    runner = QueueRunner(spool, from_config.deliverer(settings, config_dir),
+    metrics = DeliveryMetrics(registry)
+    runner = QueueRunner(spool, from_config.deliverer(settings, config_dir, metrics),
                          from_config.queue_settings(settings),
-                         signer=from_config.signer(settings, config_dir), metrics=DeliveryMetrics(registry),
+                         signer=from_config.signer(settings, config_dir), metrics=metrics,
                          rate_window_file=state_files.rate_window_path(spool.root), holds=holds)
     _route_inputs[runner] = _route_key(settings)
     await runner.start()
@@ -43,7 +44,8 @@ def reconfigure(runner: QueueRunner, settings: RelaySettings, config_dir: Path) 
     key = _route_key(settings)
     try:
         # Same route: keep the deliverer and its open connections (reloads happen for credential edits).
-        deliverer = None if _route_inputs.get(runner) == key else from_config.deliverer(settings, config_dir)
+        deliverer = (None if _route_inputs.get(runner) == key
+                     else from_config.deliverer(settings, config_dir, runner.metrics))
         signer = from_config.signer(settings, config_dir)
     except ConfigError as error:
         log.error("delivery config refused, previous one stays in force",

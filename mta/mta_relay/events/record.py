@@ -6,7 +6,9 @@ The shape follows KumoMTA's log record where one exists (``type``, ``id``, ``sen
 ``content``, ``peer_address``, ``tls_protocol_version``, ``tls_cipher``, ``bounce_classification``,
 ``reception_protocol``, ``delivery_protocol``), so that tools written for its logs read ours. Ours adds
 ``event_id`` (unique per event: the webhook dedup key), ``message_id``, ``credential``, ``cluster``,
-``mta``, ``source_address`` (the submitting client) and ``bounce_kind`` (hard or soft).
+``mta``, ``source_address`` (the submitting client), ``bounce_kind`` (hard or soft) and ``tls_policy``
+(the outbound TLS policy applied to the hop: none, opportunistic, required, mta-sts-enforce,
+mta-sts-testing, dane; ``delivery.hop_tls.Applied``).
 
 Never a password, an AUTH blob or a message body: an event carries addresses, the credential's
 username, reply lines and sizes.
@@ -103,6 +105,7 @@ class Event:
     delivery_protocol: str = ""  # ESMTP (delivery events)
     tls_protocol_version: str = ""  # of the hop this event is about
     tls_cipher: str = ""
+    tls_policy: str = ""  # the outbound TLS policy applied to that hop (delivery events)
     bounce_classification: str = ""  # a ``classify`` category, for Bounce, TransientFailure, Expiration
     bounce_kind: str = ""  # "hard" or "soft", alongside the classification
     reason: str = ""  # our reason string (replies.Reply.reason) for Rejection; the one given for AdminBounce

@@ -171,6 +171,31 @@ class Smarthost(ApiModel):
         None, description="A Secret with keys username and password for AUTH at the smarthost.")
 
 
+class TlsPolicy(StrEnum):
+    """The TLS policy towards next hops chosen by MX look-up (docs/delivery.md, "Outbound TLS policy")."""
+
+    AUTO = "Auto"
+    MTA_STS = "MtaSts"
+    DANE = "Dane"
+    OPPORTUNISTIC = "Opportunistic"
+    REQUIRED = "Required"
+    NONE = "None"
+
+
+IpAddress = Annotated[str, Field(min_length=1, max_length=45),
+                      Rule("isIP(self)", "must be an IPv4 or IPv6 address", is_ip)]
+
+
+class DnssecResolver(ApiModel):
+    """A DNSSEC-validating resolver whose answers' AD bit the MTAs trust for DANE."""
+
+    nameservers: Annotated[list[IpAddress], UNIQUE] = Field(
+        min_length=1, max_length=3,
+        description="Addresses of the validating resolver: on the pod's loopback (a sidecar) or inside the "
+                    "cluster network, never across the Internet (the path to it carries no signatures).")
+    port: int = Field(53, ge=1, le=65535, description="Its port.")
+
+
 class Delivery(ApiModel):
     """Onward delivery."""
 
@@ -178,12 +203,26 @@ class Delivery(ApiModel):
     rules = (Rule("has(self.smarthost) == (has(self.mode) && self.mode == 'Smarthost')",
                   "delivery.smarthost is required when delivery.mode is Smarthost and not allowed otherwise",
                   lambda d: (d.mode == DeliveryMode.SMARTHOST) == (d.smarthost is not None),
-                  field_path=".smarthost"),)
+                  field_path=".smarthost"),
+             Rule("!has(self.tlsPolicy) || self.tlsPolicy != 'Dane' || has(self.dnssecResolver)",
+                  "delivery.tlsPolicy Dane needs delivery.dnssecResolver",
+                  lambda d: d.tls_policy != TlsPolicy.DANE or d.dnssec_resolver is not None,
+                  field_path=".dnssecResolver"),)
 
     mode: DeliveryMode = Field(
         DeliveryMode.MX,
         description="MX: look up each recipient domain's MX records; Smarthost: hand all mail to one relay.")
     smarthost: Smarthost | None = Field(None, description="The smarthost (mode Smarthost only).")
+    tls_policy: TlsPolicy = Field(
+        TlsPolicy.AUTO,
+        description="TLS towards MX hosts (mode MX). Auto: DANE where the TLSA records are DNSSEC-validated "
+                    "(needs dnssecResolver), else the domain's MTA-STS policy, else opportunistic STARTTLS; "
+                    "MtaSts or Dane: only that mechanism, else opportunistic; Opportunistic: STARTTLS when "
+                    "offered, unverified; Required: DANE where validated, else STARTTLS with a certificate "
+                    "valid for the MX host name, or no delivery; None: no STARTTLS.")
+    dnssec_resolver: DnssecResolver | None = Field(
+        None, description="The DNSSEC-validating resolver whose AD bit the MTAs trust; without it DANE is "
+                          "not used.")
 
 
 class AccessMode(StrEnum):

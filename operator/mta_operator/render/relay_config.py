@@ -89,7 +89,11 @@ def dkim_file_name(domain: str) -> str:
 def _delivery(cluster: Cluster) -> rc.Delivery:
     spec = cluster.spec.delivery
     if spec.mode != DeliveryMode.SMARTHOST or spec.smarthost is None:
-        return rc.Delivery(mode="MX")
+        resolver = spec.dnssec_resolver
+        return rc.Delivery(mode="MX", tls=rc.DeliveryTls(
+            policy=spec.tls_policy.value,
+            dnssec_resolver=rc.DnssecResolver(nameservers=list(resolver.nameservers), port=resolver.port)
+            if resolver is not None else None))
     host = spec.smarthost
     tls = SMARTHOST_TLS[host.tls]
     creds = host.credentials_secret_ref is not None
