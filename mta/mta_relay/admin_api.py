@@ -1,18 +1,23 @@
 """The MTA's admin API: ``GET /admin/v1/messages``, the events this MTA holds about messages (its local
 store, ``events.store``), for ``kubectl mta messages``; ``/admin/v1/suppressions``, the Cluster's
 suppression list (this MTA's copy, which reaches the others within seconds), for
-``kubectl mta suppressions``.
+``kubectl mta suppressions``; ``/admin/v1/queue...``, this MTA's queue: summary, one entry, retry, bounce,
+suspend and resume (``queue_admin`` owns the paths and shapes), for ``kubectl mta queue``. The queue lives
+in the delivery process: these handlers pass each request over the channel and await its answer.
 
 People reach it through the Kubernetes API (the pods' proxy subresource), with their own RBAC: they
 need ``pods/proxy`` on the MTA pods and ``get`` on the Cluster's admin token Secret, whose token goes in
 the ``X-MTA-Admin-Token`` header (the API server consumes ``Authorization``). Never an SMTP credential:
 a credential's password opens submission only, and the admin token opens only this API. Answers hold
-addresses, usernames and reply lines, never a message body.
+addresses, usernames and reply lines, never a message body — except the one entry's message that
+``GET /admin/v1/queue/messages/<id>?body=true`` asks for, which is logged (who, which entry; never the
+content).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -24,11 +29,13 @@ from typing import Any
 
 from aiohttp import web
 
-from mta_relay import config_loader
+from mta_relay import config_loader, queue_admin
 from mta_relay.config import RelaySettings
+from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.events import from_config as events_config
 from mta_relay.events.record import EventType
 from mta_relay.events.store import EventStore
+from mta_relay.spool import CorruptEntry
 from mta_relay.suppressions import store
 from mta_relay.suppressions.store import SuppressionStore
 
@@ -49,9 +56,11 @@ class Admin:
 
     def __init__(self, config_dir: Path, settings: Callable[[], RelaySettings], pod_name: str | None,
                  store: Callable[[], EventStore],
-                 suppressions: Callable[[], SuppressionStore | None] = lambda: None) -> None:
+                 suppressions: Callable[[], SuppressionStore | None] = lambda: None,
+                 delivery: Callable[[], DeliveryProcess | None] = lambda: None) -> None:
         self.config_dir, self._settings, self.pod_name, self.store = config_dir, settings, pod_name, store
         self.suppressions = suppressions
+        self.delivery = delivery  # the front door's handle on the delivery process, which holds the queue
         self.token: bytes | None = None
         self.reload()
 
@@ -259,9 +268,96 @@ def parse_entries(body: bytes, actor: str, now: float | None = None) -> list[sto
     return found
 
 
+# --- the queue ------------------------------------------------------------------------------------
+def _queue_refused(request: web.Request) -> web.Response | None:
+    admin = request.app[ADMIN_KEY]
+    if admin.token is None:
+        return web.json_response({"error": "the admin API is not configured on this MTA"}, status=404)
+    if not token_ok(request.headers.get(TOKEN_HEADER), admin.token):
+        return web.json_response({"error": f"{TOKEN_HEADER}: missing or wrong"}, status=401)
+    if admin.delivery() is None:
+        return web.json_response({"error": "delivery is not running on this MTA"}, status=503)
+    return None
+
+
+async def _ask(request: web.Request, op: dict[str, Any]) -> tuple[int, dict[str, object]]:
+    delivery = request.app[ADMIN_KEY].delivery()
+    assert delivery is not None
+    return await delivery.queue_admin(op)
+
+
+async def queue_list(request: web.Request) -> web.Response:
+    """``GET /admin/v1/queue``: messages by destination, state and age; the suspensions in force."""
+    refused = _queue_refused(request)
+    if refused is not None:
+        return refused
+    try:
+        op = queue_admin.list_request(dict(request.query))
+    except queue_admin.BadParameter as error:
+        return web.json_response({"error": str(error)}, status=400)
+    status, body = await _ask(request, op)
+    return web.json_response(body, status=status)
+
+
+async def queue_show(request: web.Request) -> web.Response:
+    """``GET /admin/v1/queue/messages/<id>``: envelope and each recipient's state; ``?body=true`` adds
+    the message (``body_base64``), read from this process's spool: it never crosses the channel."""
+    refused = _queue_refused(request)
+    if refused is not None:
+        return refused
+    queue_id = request.match_info["queue_id"]
+    try:
+        op, with_body = queue_admin.show_request(queue_id, dict(request.query))
+    except queue_admin.BadParameter as error:
+        return web.json_response({"error": str(error)}, status=400)
+    status, body = await _ask(request, op)
+    if status == 200 and with_body:
+        delivery = request.app[ADMIN_KEY].delivery()
+        assert delivery is not None
+        try:
+            entry = await asyncio.to_thread(delivery.spool.read, queue_id)
+        except FileNotFoundError:
+            return web.json_response({"error": f"queue id {queue_id} left the queue meanwhile"}, status=404)
+        except CorruptEntry:
+            return web.json_response({"error": f"queue id {queue_id}: the entry is corrupt (it will be "
+                                               "quarantined at its next attempt)"}, status=409)
+        body["body_base64"] = base64.b64encode(entry.message).decode()
+        log.info("queued message shown", extra={"fields": {
+            "event": "queue_show_body", "queue_id": queue_id, "by": _actor(request)}})
+    return web.json_response(body, status=status)
+
+
+async def queue_action(request: web.Request) -> web.Response:
+    """``POST /admin/v1/queue/{retry,bounce,suspend,resume}`` with a JSON body (see ``queue_admin``)."""
+    refused = _queue_refused(request)
+    if refused is not None:
+        return refused
+    if request.match_info["action"] not in queue_admin.ACTIONS:
+        return web.json_response({"error": f"no such action: one of {', '.join(queue_admin.ACTIONS)}"},
+                                 status=404)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 14):
+        body += chunk
+        if len(body) > queue_admin.MAX_BODY:
+            return web.json_response({"error": f"body: at most {queue_admin.MAX_BODY} bytes"}, status=413)
+    try:
+        try:
+            raw = json.loads(body) if body else {}
+        except ValueError:
+            raise queue_admin.BadParameter("body", "a JSON object expected") from None
+        op = queue_admin.action_request(request.match_info["action"], raw, _actor(request))
+    except queue_admin.BadParameter as error:
+        return web.json_response({"error": str(error)}, status=400)
+    status, answer = await _ask(request, op)
+    return web.json_response(answer, status=status)
+
+
 def add_routes(app: web.Application, admin: Admin) -> None:
     app[ADMIN_KEY] = admin
     app.router.add_get(MESSAGES_PATH, messages)
     app.router.add_get(SUPPRESSIONS_PATH, list_suppressions)
     app.router.add_post(SUPPRESSIONS_PATH, add_suppressions)
     app.router.add_delete(SUPPRESSIONS_PATH, remove_suppression)
+    app.router.add_get(queue_admin.QUEUE_PATH, queue_list)
+    app.router.add_get(queue_admin.MESSAGES_PATH + "/{queue_id}", queue_show)
+    app.router.add_post(queue_admin.QUEUE_PATH + "/{action}", queue_action)

@@ -17,6 +17,10 @@ each 250, and ``drain`` on SIGTERM. The spool is the only durable state (see doc
   destination, not rescheduled: it costs nothing while it waits, counts no failed try, and is released
   as the destination gets room (a connection freed, its rate window or suspension ends), as many at a
   time as it can take. Parking is in memory: after a restart such mail is simply due again.
+- recipients a suspension holds (``delivery.holds``: their domain, or the credential that sent them) are
+  left out of attempts; an entry with nothing else to try is parked, out of the schedule, until a resume
+  releases it. A held recipient is never bounced or expired for being held. ``delivery.queue_control``
+  answers the admin API's queue operations with the methods under "administration".
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 from mta_relay.delivery.backoff import RetryPolicy
 from mta_relay.delivery.client import wire_form
+from mta_relay.delivery.holds import Holds
 from mta_relay.delivery.metrics import QUEUE_STATES, DeliveryMetrics, QueueSnapshot
 from mta_relay.delivery.outcome import RecipientOutcome, Result
 from mta_relay.delivery.router import Deliverer
@@ -51,6 +56,12 @@ from mta_relay.suppressions.bounces import BounceSuppressor
 
 log = logging.getLogger("mta_relay.queue")
 INLINE_BYTES = 64 << 10  # messages up to this size are prepared for the wire on the event loop
+ADMIN_BOUNCE_CODE = 550
+ADMIN_BOUNCE_TEXT = "5.0.0 Returned by the MTA's administrator"  # then ": <the reason given>"
+
+
+class InFlight(Exception):
+    """An administration action on an entry being delivered right now: ask again in a moment."""
 
 
 @dataclass(frozen=True)
@@ -67,8 +78,10 @@ class QueueRunner:
     def __init__(self, spool: Spool, deliverer: Deliverer, settings: QueueSettings, *,
                  signer: DkimSigner | None = None, metrics: DeliveryMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 rng: random.Random | None = None, rate_window_file: Path | None = None) -> None:
-        """``rate_window_file``: where the rate-limit window is kept across restarts (None: in memory)."""
+                 rng: random.Random | None = None, rate_window_file: Path | None = None,
+                 holds: Holds | None = None) -> None:
+        """``rate_window_file``: where the rate-limit window is kept across restarts (None: in memory);
+        ``holds``: the suspensions in force (loaded before ``start``, so nothing held goes out)."""
         self.spool, self.deliverer, self.settings = spool, deliverer, settings
         self.signer = signer
         self.metrics = metrics or DeliveryMetrics()
@@ -80,8 +93,12 @@ class QueueRunner:
         self._seq = itertools.count()
         self._received: dict[str, float] = {}  # queue id → acceptance (Unix time), for the oldest age
         self._failures: dict[str, int] = {}
-        self._inflight: dict[str, asyncio.Task[None]] = {}
-        self._settling: set[asyncio.Task[None]] = set()
+        self.holds = holds or Holds()
+        # Entries whose every pending recipient is held: queue id → (credential, those recipients)
+        self._set_aside: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._replies: dict[str, dict[str, tuple[str, float]]] = {}  # last deferral per recipient (memory)
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._settling: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()  # the scheduler has something new to look at
         self._progress = asyncio.Event()  # an attempt finished (drain watches this)
         self._task: asyncio.Task[None] | None = None
@@ -119,7 +136,8 @@ class QueueRunner:
     async def notify_recorded(self, queue_id: str) -> None:
         """Like ``notify``, for an entry whose retry record may be on the spool (one a peer handed over):
         scheduled at its recorded next attempt, its backoff continuing from the recorded count."""
-        if queue_id not in self._inflight and queue_id not in self._due_at:
+        if queue_id not in self._inflight and queue_id not in self._due_at \
+                and queue_id not in self._set_aside:
             self._schedule_recorded(queue_id, await asyncio.to_thread(self.spool.retry_state, queue_id))
 
     def _schedule_recorded(self, queue_id: str, state: RetryState | None) -> None:
@@ -133,7 +151,7 @@ class QueueRunner:
     def notify(self, queue_id: str) -> None:
         """A new entry was made durable, or the front door hands over an entry found at start: deliver it
         as soon as limits allow, or at its recorded next attempt if it was deferred before a restart."""
-        if queue_id in self._inflight or queue_id in self._due_at:
+        if queue_id in self._inflight or queue_id in self._due_at or queue_id in self._set_aside:
             return
         if self.spool.has_outcomes(queue_id):  # never for a new message: no file look-up on that path
             self._background(self.notify_recorded(queue_id))
@@ -248,11 +266,15 @@ class QueueRunner:
                     await self._wake.wait()
 
     def _start_attempt(self, queue_id: str) -> None:
-        task = asyncio.create_task(self._attempt(queue_id), name=f"deliver-{queue_id}")
+        self._track(queue_id, asyncio.create_task(self._attempt(queue_id), name=f"deliver-{queue_id}"))
+
+    def _track(self, queue_id: str, task: asyncio.Task[Any]) -> None:
+        """The entry is in flight until ``task`` ends: nothing else schedules or starts it meanwhile."""
         self._inflight[queue_id] = task
 
-        def done(_task: asyncio.Task[None]) -> None:
-            self._inflight.pop(queue_id, None)
+        def done(_task: asyncio.Task[Any]) -> None:
+            if self._inflight.get(queue_id) is task:  # not an attempt started as this task ended
+                del self._inflight[queue_id]
             self._releasing.pop(queue_id, None)
             self._wake.set()
             self._progress.set()
@@ -267,6 +289,7 @@ class QueueRunner:
         by_state["held" if rate_limited else "ready"] = due
         by_state["held"] += sum(len(waiting) for waiting in self._parked.values())
         by_state["deferred"] = len(self._due_at) - due
+        by_state["suspended"] = len(self._set_aside)
         oldest = min(self._received.values(), default=None)
         return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0)
 
@@ -293,8 +316,11 @@ class QueueRunner:
                    for queue_id, when in self._due_at.items()]
         claimed += [(queue_id, self._failures.get(queue_id, 0), wall)
                     for waiting in self._parked.values() for queue_id in waiting]
+        # Held mail goes too: the peers hold the same suspensions (kubectl mta queue asks every MTA).
+        claimed += [(queue_id, self._failures.get(queue_id, 0), wall) for queue_id in self._set_aside]
         self._due_at.clear()  # the heap's entries for them are stale now and dropped as they come up
         self._parked.clear()
+        self._set_aside.clear()
         return claimed
 
     def give_back(self, queue_id: str) -> None:
@@ -327,6 +353,12 @@ class QueueRunner:
             return
         pending = (await asyncio.to_thread(self.spool.pending_rcpts, entry)
                    if self.spool.has_outcomes(queue_id) else list(entry.envelope.rcpts))
+        held = [r for r in pending if self.holds.held(entry.envelope.credential, r)]
+        if held:
+            pending = [r for r in pending if r not in held]
+            if not pending:
+                self._put_aside(queue_id, entry.envelope.credential, held)
+                return
         outcomes: list[RecipientOutcome] = []
         waits_for = getattr(self.deliverer, "waits_for", None)
         if pending and waits_for is not None and (key := waits_for(entry.envelope.mail_from, pending)):
@@ -347,7 +379,7 @@ class QueueRunner:
                 return
         # Outcomes just received are written even if we are being stopped: that keeps the duplicate
         # window to the time of this write.
-        settle = asyncio.create_task(self._settle(entry, outcomes))
+        settle = asyncio.create_task(self._settle(entry, outcomes, held))
         self._settling.add(settle)
         settle.add_done_callback(self._settling.discard)
         await asyncio.shield(settle)
@@ -360,7 +392,9 @@ class QueueRunner:
         message = wire_form(message)
         return self.signer.sign(message) if self.signer else message
 
-    async def _settle(self, entry: SpoolEntry, outcomes: list[RecipientOutcome]) -> None:
+    async def _settle(self, entry: SpoolEntry, outcomes: list[RecipientOutcome],
+                      held: list[str] | None = None) -> None:
+        """``held``: recipients a suspension kept out of this attempt; they keep the entry queued."""
         env = entry.envelope
         age = self._wall() - env.received_at
         expired = self.settings.retry.expired(age)
@@ -381,16 +415,22 @@ class QueueRunner:
         self._report(entry, attempt, [o for o in deferred if o.attempted], EventType.TRANSIENT_FAILURE)
         self._report(entry, attempt, [o for o in failed if o not in expiring], EventType.BOUNCE)
         self._report(entry, attempt, expiring, EventType.EXPIRATION)
+        if deferred:
+            replies = self._replies.setdefault(env.queue_id, {})
+            replies.update((o.recipient, (_detail(o), self._wall())) for o in deferred)
         try:
-            if delivered and (failed or deferred):  # the entry outlives this step: deliveries first
+            if delivered and (failed or deferred or held):  # the entry outlives this step: deliveries first
                 await self._record(env.queue_id, delivered, "delivered")
             if failed:
                 await self._bounce(entry, failed, expired)
-            if not deferred:
+            if not deferred and not held:
                 await asyncio.to_thread(self.spool.remove, env.queue_id)
                 self._forget(env.queue_id)
                 return
             await self._record(env.queue_id, failed, "failed")
+            if not deferred and held:  # only held recipients are left: nothing to retry until resumed
+                self._put_aside(env.queue_id, env.credential, held)
+                return
         except (OSError, SpoolError) as error:  # disk trouble: whatever was not recorded is tried again
             log.error("spool update failed", extra={"fields": {
                 "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
@@ -421,16 +461,18 @@ class QueueRunner:
             "attempt": failures, "retry_in": round(wait, 3),
             "reply": _detail(deferred[0]) if deferred else ""}})
 
-    async def _bounce(self, entry: SpoolEntry, failed: list[RecipientOutcome], expired: bool) -> None:
+    async def _bounce(self, entry: SpoolEntry, failed: list[RecipientOutcome], expired: bool,
+                      by: str | None = None) -> None:
         """DSN first (durable in the spool), then the failures are recorded: a crash in between can
-        repeat the DSN, never lose it."""
+        repeat the DSN, never lose it. ``by``: the administrator who returned the mail (admin API)."""
         env = entry.envelope
-        reason = "expired" if expired else "rejected"
+        reason = "admin" if by is not None else "expired" if expired else "rejected"
         for o in failed:
             self.metrics.bounces.labels(reason).inc()
             log.warning("delivery failed permanently", extra={"fields": {
                 "event": "bounced", "queue_id": env.queue_id, "recipient": o.recipient, "reason": reason,
-                "status": o.status, "reply": _detail(o), "remote": o.remote, "dsn": bool(env.mail_from)}})
+                "status": o.status, "reply": _detail(o), "remote": o.remote, "dsn": bool(env.mail_from),
+                **({"by": by} if by is not None else {})}})
         if not env.mail_from:  # never answer a bounce with a bounce
             return
         dsn = build_dsn(original=entry.message, envelope_sender=env.mail_from, failures=failed,
@@ -442,12 +484,13 @@ class QueueRunner:
         self.notify(bounce.queue_id)
 
     def _report(self, entry: SpoolEntry, attempt: int, outcomes: list[RecipientOutcome],
-                kind: EventType) -> None:
-        """Metrics and an event for each outcome of one kind."""
+                kind: EventType, reason: str = "") -> None:
+        """Metrics and an event for each outcome of one kind (an AdminBounce is ours, not classified)."""
         env = entry.envelope
         cluster, mta = self.origin
         for o in outcomes:
-            verdict = classify_reply(o.code, o.text) if kind is not EventType.DELIVERY else None
+            verdict = (classify_reply(o.code, o.text)
+                       if kind not in (EventType.DELIVERY, EventType.ADMIN_BOUNCE) else None)
             self.metrics.events.labels(str(kind), verdict.kind if verdict else "",
                                        verdict.category if verdict else "").inc()
             if self.settings.credential_metrics and env.credential:
@@ -466,7 +509,7 @@ class QueueRunner:
                 delivery_protocol="ESMTP", tls_protocol_version=o.tls_version, tls_cipher=o.tls_cipher,
                 tls_policy=o.tls_policy,
                 bounce_classification=verdict.category if verdict else "",
-                bounce_kind=verdict.kind if verdict else ""))
+                bounce_kind=verdict.kind if verdict else "", reason=reason))
 
     # --- shaping: mail parked per destination --------------------------------------------------
     def _park(self, queue_id: str, key: str) -> None:
@@ -504,6 +547,154 @@ class QueueRunner:
         self._releasing.pop(queue_id, None)
         self._received.pop(queue_id, None)
         self._failures.pop(queue_id, None)
+        self._set_aside.pop(queue_id, None)
+        self._replies.pop(queue_id, None)
+
+    def _put_aside(self, queue_id: str, credential: str, held: list[str]) -> None:
+        self._received.setdefault(queue_id, accepted_at(queue_id))
+        self._set_aside[queue_id] = (credential, tuple(held))
+        log.debug("delivery held by a suspension", extra={"fields": {  # per entry: the action is logged
+            "event": "suspended", "queue_id": queue_id, "recipients": len(held)}})
+
+    # --- administration (the admin API's queue operations, see delivery.queue_control) --------------
+    def queued(self) -> list[str]:
+        """Every entry this runner holds: scheduled, in flight, waiting for its destination's room
+        (shaping) or set aside by a suspension."""
+        shaped = [queue_id for waiting in self._parked.values() for queue_id in waiting]
+        return list(dict.fromkeys([*self._due_at, *self._inflight, *shaped, *self._set_aside]))  # once each
+
+    def _shaped(self, queue_id: str) -> bool:
+        return any(queue_id in waiting for waiting in self._parked.values())
+
+    def _take_from_line(self, queue_id: str) -> bool:
+        """Take an entry out of its destination's waiting line (shaping); False if it is in none."""
+        for key, waiting in list(self._parked.items()):
+            if queue_id in waiting:
+                waiting.remove(queue_id)
+                if not waiting:
+                    del self._parked[key]
+                return True
+        return False
+
+    def state(self, queue_id: str) -> str | None:
+        """``in flight``, ``suspended`` (set aside), ``deferred`` (failed before, waiting to retry),
+        ``queued`` (due, never tried yet, or waiting for its destination's room: shaping), or None for an
+        entry the runner does not hold."""
+        if queue_id in self._inflight:
+            return "in flight"
+        if queue_id in self._set_aside:
+            return "suspended"
+        if self._shaped(queue_id):
+            return "queued"
+        when = self._due_at.get(queue_id)
+        if when is None:
+            return None
+        return "deferred" if self._failures.get(queue_id) and when > self._clock() else "queued"
+
+    def attempts(self, queue_id: str) -> int:
+        """Failed attempts so far."""
+        return self._failures.get(queue_id, 0)
+
+    def next_attempt(self, queue_id: str) -> float | None:
+        """When the entry is tried next (Unix time); None when in flight, parked or unknown."""
+        when = self._due_at.get(queue_id)
+        return None if when is None else self._wall() + max(0.0, when - self._clock())
+
+    def last_replies(self, queue_id: str) -> dict[str, tuple[str, float]]:
+        """Recipient → (the reply that deferred it last, when) since this process started."""
+        return dict(self._replies.get(queue_id, {}))
+
+    def retry_now(self, queue_id: str) -> str:
+        """Try a scheduled entry now: ``retried``; or why not: ``in flight``, ``suspended``, ``unknown``."""
+        state = self.state(queue_id)
+        if state in ("queued", "deferred"):
+            self._take_from_line(queue_id)  # tried now; shaping may park it again
+            self._schedule(queue_id, self._clock())
+            return "retried"
+        return state or "unknown"
+
+    def park(self, queue_id: str, credential: str, held: list[str]) -> bool:
+        """Take a scheduled entry whose every pending recipient is held out of the schedule at once (a
+        suspend), rather than at its next attempt."""
+        if queue_id not in self._due_at:
+            return False
+        del self._due_at[queue_id]  # its heap entry is stale now
+        self._put_aside(queue_id, credential, held)
+        return True
+
+    def release(self) -> list[str]:
+        """After a resume: parked entries with a recipient no longer held are due now."""
+        released = [queue_id for queue_id, (credential, held) in self._set_aside.items()
+                    if not all(self.holds.held(credential, r) for r in held)]
+        for queue_id in released:
+            del self._set_aside[queue_id]
+            self._schedule(queue_id, self._clock())
+        return released
+
+    async def admin_bounce(self, queue_id: str, pick: Callable[[list[str]], list[str]], reason: str,
+                           by: str) -> list[str]:
+        """Return the pending recipients ``pick`` chooses to the sender now: a DSN (never to the null
+        sender) and an AdminBounce event each; the entry goes when nothing is left, else keeps its place.
+        The recipients returned; InFlight while it is being delivered, LookupError if not held here."""
+        if queue_id in self._inflight:
+            raise InFlight(queue_id)
+        due, parked = self._due_at.pop(queue_id, None), self._set_aside.pop(queue_id, None)
+        shaped = self._take_from_line(queue_id)  # what is left is scheduled again: shaping parks it anew
+        if due is None and parked is None and not shaped:
+            raise LookupError(queue_id)
+        work = asyncio.create_task(self._admin_bounce(queue_id, pick, reason, by, due, parked),
+                                   name=f"bounce-{queue_id}")
+        # Finished even if we are being stopped (stop() waits for what settles): a DSN sent and the
+        # failures not recorded would return the mail and deliver it too after the restart.
+        self._settling.add(work)
+        work.add_done_callback(self._settling.discard)
+        self._track(queue_id, asyncio.create_task(_wait(work)))  # in flight meanwhile
+        return await asyncio.shield(work)
+
+    async def _admin_bounce(self, queue_id: str, pick: Callable[[list[str]], list[str]], reason: str,
+                            by: str, due: float | None, parked: tuple[str, tuple[str, ...]] | None
+                            ) -> list[str]:
+        try:
+            entry = await asyncio.to_thread(self.spool.read, queue_id)
+        except FileNotFoundError:
+            self._forget(queue_id)
+            return []
+        except CorruptEntry:
+            await asyncio.to_thread(self.spool.quarantine, queue_id)
+            self.metrics.quarantined.inc()
+            self._forget(queue_id)
+            return []
+        pending = (await asyncio.to_thread(self.spool.pending_rcpts, entry)
+                   if self.spool.has_outcomes(queue_id) else list(entry.envelope.rcpts))
+        chosen = [r for r in pick(pending) if r in pending]
+        text = f"{ADMIN_BOUNCE_TEXT}: {reason}"
+        failed = [RecipientOutcome(r, Result.FAILED, ADMIN_BOUNCE_CODE, text) for r in chosen]
+        rest = [r for r in pending if r not in chosen]
+        if failed:
+            self._report(entry, self._failures.get(queue_id, 0), failed, EventType.ADMIN_BOUNCE, reason)
+            try:
+                await self._bounce(entry, failed, expired=False, by=by)
+                if not rest:
+                    await asyncio.to_thread(self.spool.remove, queue_id)
+                    self._forget(queue_id)
+                    return chosen
+                await self._record(queue_id, failed, "failed")
+            except (OSError, SpoolError) as error:  # as in _settle: what was not recorded stays queued
+                log.error("spool update failed", extra={"fields": {
+                    "event": "spool_error", "queue_id": queue_id, "error": type(error).__name__}})
+                chosen = []
+        if parked is not None:
+            held = [r for r in rest if r in parked[1]]
+            if held and len(held) == len(rest):
+                self._set_aside[queue_id] = (parked[0], tuple(held))
+                return chosen
+        self._schedule(queue_id, due if due is not None else self._clock())
+        return chosen
+
+
+async def _wait(task: asyncio.Task[Any]) -> None:
+    """Stands for ``task`` in the in-flight map: cancelling it leaves ``task`` running."""
+    await asyncio.wait({task})
 
 
 def accepted_at(queue_id: str) -> float:

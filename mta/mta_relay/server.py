@@ -79,7 +79,8 @@ class RelayServer:
         if settings.http.enabled:
             app = make_app(relay)
             self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name,
-                                          relay.event_store, lambda: relay.suppressions)
+                                          relay.event_store, lambda: relay.suppressions,
+                                          lambda: relay.delivery)
             admin_api.add_routes(app, self._admin)
             self._http = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._http.setup()

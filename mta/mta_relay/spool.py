@@ -149,15 +149,17 @@ def decode_entry(data: bytes) -> SpoolEntry:
     digest = rest[header_len + 1 + message_len + len(b"\nSHA256 "): -1]
     if hashlib.sha256(header + message).hexdigest().encode() != digest:
         raise CorruptEntry("checksum mismatch")
+    return SpoolEntry(_envelope(header), message)
+
+
+def _envelope(header: bytes) -> Envelope:
     try:
         raw = json.loads(header)
         # Fields a later release may add are ignored, so a downgrade or a hand-off to an older peer keeps
         # the entry (it loses only what it does not know).
-        envelope = Envelope(**{k: v for k, v in raw.items() if k in _ENVELOPE_FIELDS},
-                            rcpts=tuple(raw["rcpts"]))
+        return Envelope(**{k: v for k, v in raw.items() if k in _ENVELOPE_FIELDS}, rcpts=tuple(raw["rcpts"]))
     except (ValueError, TypeError, KeyError):
         raise CorruptEntry("bad header") from None
-    return SpoolEntry(envelope, message)
 
 
 class Spool:
@@ -351,6 +353,27 @@ class Spool:
             self.forget(queue_id)
             raise FileNotFoundError(queue_id)
         return entry
+
+    def envelope(self, queue_id: str) -> Envelope:
+        """The entry's envelope from its header alone, without reading the message or checking the
+        checksum: for looking at the queue (the admin API), never for delivering. FileNotFoundError if the
+        entry is gone (as ``read``), CorruptEntry if the header cannot be read."""
+        with self.path(queue_id).open("rb") as file:
+            fields = file.readline(128).split(b" ")
+            if len(fields) != 4 or fields[0] != _MAGIC:
+                if fields == [b""]:
+                    self.forget(queue_id)
+                    raise FileNotFoundError(queue_id)
+                raise CorruptEntry("bad first line")
+            try:
+                header = file.read(int(fields[2]))
+            except ValueError:
+                raise CorruptEntry("bad lengths") from None
+        envelope = _envelope(header)
+        if envelope.queue_id != queue_id:
+            self.forget(queue_id)
+            raise FileNotFoundError(queue_id)
+        return envelope
 
     def record_outcome(self, queue_id: str, rcpt: str, status: Status, detail: str) -> None:
         """Append one recipient's outcome durably (fsync'd) before delivery acts on it."""

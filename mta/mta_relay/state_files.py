@@ -2,22 +2,25 @@
 
 The spool holds the mail and each entry's retry record (``spool``); this module owns the rest of what
 survives a restart, since the spool volume outlives the pod: the delivery rate window (delivery process,
-``ratelimit.json``) and the per-credential quota counts (front door, ``quota.json``). It writes and parses
-both formats, and nothing else does. Each file is one JSON object, replaced whole and atomically (temp
+``ratelimit.json``), the per-credential quota counts (front door, ``quota.json``) and the queue's
+suspensions (delivery process, ``suspensions.json``). It writes and parses these formats, and nothing else
+does. Each file is one JSON object, replaced whole and atomically (temp
 file, fsync, rename, directory fsync), so a reader sees the old or the new file, never a mix::
 
     ratelimit.json  {"version": 1, "starts": [<Unix time of a delivery start>, ...]}
     quota.json      {"version": 2,
                      "own": {"<username>": [<period start>, <count>, <last used>, "<last client address>"]},
                      "peers": {"<pod name>": {"<username>": [<start>, <count>, <last used>, "<addr>"]}}}
+    suspensions.json {"version": 1, "domains": {"<domain>": {"by": "<who>", "at": <Unix time>}},
+                      "credentials": {"<username>": {"by": "<who>", "at": <Unix time>}}}
 
 (times are Unix seconds; a period start is the start of the UTC calendar period, see ``quota``; a last
 use of 0 is unknown). A version 1 quota file (``{"used": {"<username>": [<window>, <count>, <period
 seconds>]}}``) still loads: its window times its period is the period start, which matches the calendar
 hour and day (a 30-day window matches no calendar month and so counts for nothing).
 
-Neither holds a secret: times, usernames, counts and client addresses only. The directory is mode 0700,
-the files 0600.
+None holds a secret: times, usernames, domains, counts, client addresses and who suspended what. The
+directory is mode 0700, the files 0600.
 A missing, unreadable or malformed file reads as empty: the MTA then starts as if fresh (logged), which
 is what it did before these files existed, never a reason not to start.
 
@@ -34,6 +37,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +48,7 @@ log = logging.getLogger("mta_relay.state")
 STATE_DIR = "state"
 RATE_WINDOW_FILE = "ratelimit.json"
 QUOTA_FILE = "quota.json"
+SUSPENSIONS_FILE = "suspensions.json"
 FORMAT_VERSION = 1
 QUOTA_VERSION = 2
 Counts = tuple[dict[str, Count], dict[str, dict[str, Count]]]  # own, and each peer's (``quota``)
@@ -59,6 +64,10 @@ def rate_window_path(spool_root: Path) -> Path:
 
 def quota_path(spool_root: Path) -> Path:
     return state_dir(spool_root) / QUOTA_FILE
+
+
+def suspensions_path(spool_root: Path) -> Path:
+    return state_dir(spool_root) / SUSPENSIONS_FILE
 
 
 # --- formats ----------------------------------------------------------------------------------------
@@ -127,6 +136,44 @@ def _quota_v1(raw: dict[str, Any]) -> dict[str, Count]:
             raise ValueError("a count is not [window, count, period]")
         result[username] = Count(float(entry[0] * entry[2]), entry[1])
     return result
+
+
+@dataclass(frozen=True)
+class Hold:
+    """One suspension: who asked for it (the admin API's actor) and when (Unix time)."""
+
+    by: str
+    at: float
+
+
+Suspensions = tuple[dict[str, Hold], dict[str, Hold]]  # by recipient domain, by credential username
+
+
+def encode_suspensions(suspensions: Suspensions) -> bytes:
+    domains, credentials = suspensions
+
+    def table(holds: dict[str, Hold]) -> dict[str, dict[str, Any]]:
+        return {key: {"by": hold.by, "at": round(hold.at, 3)} for key, hold in sorted(holds.items())}
+    return json.dumps({"version": FORMAT_VERSION, "domains": table(domains),
+                       "credentials": table(credentials)}, separators=(",", ":")).encode()
+
+
+def decode_suspensions(data: bytes) -> Suspensions:
+    """Suspended domains and credentials; ValueError if the file is not this format."""
+    raw = _object(data)
+
+    def table(name: str) -> dict[str, Hold]:
+        holds = raw.get(name)
+        if not isinstance(holds, dict):
+            raise ValueError(f"{name} is not an object")
+        result: dict[str, Hold] = {}
+        for key, hold in holds.items():
+            if not isinstance(hold, dict) or not isinstance(hold.get("by"), str) \
+                    or not _number(hold.get("at")):
+                raise ValueError(f"a suspension in {name} is not {{by, at}}")
+            result[str(key)] = Hold(hold["by"], float(hold["at"]))
+        return result
+    return table("domains"), table("credentials")
 
 
 def _object(data: bytes) -> dict[str, object]:

@@ -3,10 +3,12 @@ line over a socket pair, each with an ``op``.
 
 Front door → delivery: ``queued`` (qid, slot, optionally ``recorded``: a new entry with a retry record,
 one a peer handed over), ``reload``, ``drain`` (seconds left), ``metrics`` (id), ``handoff_status`` (id),
-and the replies ``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
+the queue administration ops ``queue_*`` (id; their shapes are ``queue_admin``'s), and the replies
+``stored`` (id, envelope, slot) / ``store_failed`` (id, error).
 Delivery → front door: ``ready`` (once, when it delivers), ``released`` (qid, slot: entry removed, slot
 emptied), ``gone`` (qid: entry quarantined), ``store`` (id, envelope, message in base64: a DSN to spool)
-and the replies ``metrics_text`` (id, text) and ``handoff_counts`` (id, handedOff, failures, active).
+and the replies ``metrics_text`` (id, text), ``handoff_counts`` (id, handedOff, failures, active) and
+``queue_answer`` (id, status, body).
 Message bytes cross only in ``store``; nothing here is ever logged.
 """
 
@@ -18,7 +20,9 @@ import json
 import socket
 from typing import Any
 
-REPLIES = frozenset({"stored", "store_failed", "metrics_text", "handoff_counts"})
+from mta_relay import queue_admin
+
+REPLIES = frozenset({"stored", "store_failed", "metrics_text", "handoff_counts", queue_admin.REPLY})
 LINE_LIMIT = 1 << 27  # a DSN quotes the bounced message: room for the largest one, in base64
 Message = dict[str, Any]
 

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-QUEUE_STATES = ("active", "ready", "held", "deferred")
+QUEUE_STATES = ("active", "ready", "held", "deferred", "suspended")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class _QueueCollector(Collector):
         depth = GaugeMetricFamily("mta_queue_messages",
                                   "Messages in the queue by state: active (being delivered), ready (due, "
                                   "waiting for a delivery slot), held (due, waiting for the rate limit), "
-                                  "deferred (waiting to retry)", labels=["state"])
+                                  "deferred (waiting to retry), suspended (held by a suspension until "
+                                  "resumed)",
+                                  labels=["state"])
         for state in QUEUE_STATES:
             depth.add_metric([state], snap.by_state.get(state, 0))
         yield depth

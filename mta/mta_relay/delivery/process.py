@@ -21,6 +21,7 @@ log = logging.getLogger("mta_relay.delivery")
 RESTART_DELAY = 1.0  # seconds before a delivery process that died is started again
 START_TIMEOUT = 30.0  # for the delivery process to say it is ready (imports, config, DKIM keys)
 METRICS_TIMEOUT = 2.0
+QUEUE_ADMIN_TIMEOUT = 60.0  # a bounce of many entries spools a DSN for each
 
 
 class DeliveryProcess:
@@ -85,6 +86,20 @@ class DeliveryProcess:
         except (TimeoutError, ConnectionError):
             return (0, 0)
         return int(reply["handedOff"]), int(reply["failures"])
+
+    async def queue_admin(self, request: Message) -> tuple[int, dict[str, object]]:
+        """A queue administration op (``queue_admin``) answered by delivery: (HTTP status, JSON body)."""
+        if self._channel is None:
+            return 503, {"error": "the delivery process is not running"}
+        try:
+            async with asyncio.timeout(QUEUE_ADMIN_TIMEOUT):
+                reply = await self._channel.request(request)
+        except TimeoutError:
+            return 504, {"error": f"the delivery process did not answer within {QUEUE_ADMIN_TIMEOUT:.0f} s; "
+                                  "the action may still be under way (see the queue)"}
+        except ConnectionError:
+            return 503, {"error": "the delivery process is restarting: try again in a moment"}
+        return int(reply["status"]), dict(reply["body"])
 
     async def drain(self, deadline: float) -> None:
         """Delivery goes on until ``deadline`` (a monotonic time) less its margin, then stops; what is

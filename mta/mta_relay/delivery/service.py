@@ -4,6 +4,7 @@ reload, drained on shutdown. The server calls these; see docs/delivery.md."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from pathlib import Path
@@ -14,6 +15,7 @@ from mta_relay import state_files
 from mta_relay.config import RelaySettings
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import from_config
+from mta_relay.delivery.holds import Holds
 from mta_relay.delivery.metrics import DeliveryMetrics
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Spool
@@ -24,12 +26,14 @@ _route_inputs: weakref.WeakKeyDictionary[QueueRunner, tuple[object, ...]] = weak
 
 async def start(settings: RelaySettings, config_dir: Path, spool: Spool,
                 registry: CollectorRegistry) -> QueueRunner:
-    """Raises ConfigError when delivery settings cannot be used (a DKIM key or smarthost file missing)."""
+    """Raises ConfigError when delivery settings cannot be used (a DKIM key or smarthost file missing).
+    The queue's suspensions are loaded first, so nothing they hold goes out after a restart."""
+    holds = await asyncio.to_thread(Holds.load, state_files.suspensions_path(spool.root))
     metrics = DeliveryMetrics(registry)
     runner = QueueRunner(spool, from_config.deliverer(settings, config_dir, metrics),
                          from_config.queue_settings(settings),
                          signer=from_config.signer(settings, config_dir), metrics=metrics,
-                         rate_window_file=state_files.rate_window_path(spool.root))
+                         rate_window_file=state_files.rate_window_path(spool.root), holds=holds)
     _route_inputs[runner] = _route_key(settings)
     await runner.start()
     return runner

@@ -29,11 +29,12 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mta_relay import config_loader, logs
+from mta_relay import config_loader, logs, queue_admin
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import service
 from mta_relay.delivery.channel import Channel
 from mta_relay.delivery.handoff import HandoffSender
+from mta_relay.delivery.queue_control import QueueControl
 from mta_relay.events import from_config as events_config
 from mta_relay.events.store import EventWriter
 from mta_relay.events.webhooks import WebhookSender
@@ -113,8 +114,9 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     channel.send({"op": "ready"})
     drain_until: asyncio.Future[float] = loop.create_future()
     # One reader for the whole life: replies to DSN writes must still arrive while draining.
+    control = QueueControl(runner, spool, pod_name or "")
     reader = asyncio.create_task(_read(channel, config_dir, spool, runner, sender, registry, drain_until,
-                                       events, webhooks))
+                                       events, webhooks, control))
     await asyncio.wait({reader, drain_until}, return_when=asyncio.FIRST_COMPLETED)
     if sender.active:  # leaving: nothing to deliver; what is not handed off yet waits for the next start
         await sender.stop(give_back=False)
@@ -132,7 +134,8 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
 
 async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: QueueRunner,
                 sender: HandoffSender, registry: CollectorRegistry,
-                drain_until: asyncio.Future[float], events: EventWriter, webhooks: WebhookSender) -> None:
+                drain_until: asyncio.Future[float], events: EventWriter, webhooks: WebhookSender,
+                control: QueueControl) -> None:
     while (message := await channel.receive()) is not None:
         op = message["op"]
         if op == "queued":
@@ -160,6 +163,8 @@ async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: 
         elif op == "handoff_status":
             channel.send({"op": "handoff_counts", "id": message["id"], "handedOff": sender.handed_off,
                           "failures": sender.failures, "active": sender.active})
+        elif op in queue_admin.OPS:  # answered by a task: a bounce's DSN needs this reader meanwhile
+            control.handle(channel, message)
         elif op == "drain" and not drain_until.done():
             drain_until.set_result(time.monotonic() + float(message["seconds"]))
 

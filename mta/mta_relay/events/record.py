@@ -32,6 +32,7 @@ class EventType(StrEnum):
     EXPIRATION = "Expiration"  # deferred past the max retry age
     REJECTION = "Rejection"  # refused at submission (SMTP reply or HTTP 4xx)
     SUPPRESSED = "Suppressed"  # a recipient refused at submission: it is on the suppression list
+    ADMIN_BOUNCE = "AdminBounce"  # returned to the sender by an administrator (admin API): a DSN goes
 
 
 ALL_TYPES: tuple[EventType, ...] = tuple(EventType)
@@ -107,7 +108,7 @@ class Event:
     tls_policy: str = ""  # the outbound TLS policy applied to that hop (delivery events)
     bounce_classification: str = ""  # a ``classify`` category, for Bounce, TransientFailure, Expiration
     bounce_kind: str = ""  # "hard" or "soft", alongside the classification
-    reason: str = ""  # our reason string (replies.Reply.reason) for Rejection
+    reason: str = ""  # our reason string (replies.Reply.reason) for Rejection; the one given for AdminBounce
     event_id: str = field(default_factory=lambda: new_event_id())
 
     def to_json(self) -> dict[str, Any]:

@@ -19,7 +19,15 @@ from mta_relay.suppressions import store
 from mta_operator import naming
 from mta_operator.render.relay_config import ADMIN_TOKEN_KEY, HTTP_PORT
 
-from . import credential_patch, credential_view, message_view, status_view, suppression_view, zone_records
+from . import (
+    credential_patch,
+    credential_view,
+    message_view,
+    queue_command,
+    status_view,
+    suppression_view,
+    zone_records,
+)
 from .kube import KubeconfigReader, NotFound
 from .smtp_send import Submission, send, tls_context
 
@@ -88,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     messages.add_argument("--limit", type=int, default=1000, help="most events per MTA (default 1000)")
     messages.add_argument("-o", "--output", choices=["text", "json"], default="text")
     _suppressions_parser(commands)
+    queue_command.add_parser(commands)
     return parser
 
 
@@ -441,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             said = _suppressions(kube, args)
             if said is not None:
                 print(said)
+        elif args.command == "queue":
+            return queue_command.run(kube, args)
         else:
             print(_send(kube, args))
     except (NotFound, suppression_view.BadInput) as error:
