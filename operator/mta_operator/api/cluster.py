@@ -249,7 +249,7 @@ class ShapingRule(ShapingLimits):
 
     name: DnsLabel = Field(description="Name of the rule (logs, metrics).")
     domains: Annotated[list[DnsName], UNIQUE] = Field(
-        default_factory=list, max_length=100, description="Recipient domains (exact) the rule is for.")
+        default_factory=list, max_length=50, description="Recipient domains (exact) the rule is for.")
     mx_hosts: Annotated[list[MxHost], UNIQUE] = Field(
         default_factory=list, max_length=32,
         description="MX host names the rule is for: exact (aspmx.l.google.com), or every host under a suffix "
@@ -260,7 +260,8 @@ class ShapingRule(ShapingLimits):
 class ThrottleSuspension(ApiModel):
     """How long a destination that answers a throttle reply (421, or 4.7.x) is left alone."""
 
-    rules = (Rule("duration(self.first) <= duration(self.max)",
+    # has(): the API server checks the schema default {} against this rule before filling in the fields.
+    rules = (Rule("!has(self.first) || !has(self.max) || duration(self.first) <= duration(self.max)",
                   "shaping.throttleSuspension.first must not be longer than max",
                   lambda t: duration_seconds(t.first) <= duration_seconds(t.max), field_path=".first"),)
 
@@ -302,9 +303,9 @@ class Route(ApiModel):
 
     name: DnsLabel = Field(description="Name of the route (conditions, logs).")
     recipient_domains: Annotated[list[DnsName], UNIQUE] = Field(
-        default_factory=list, max_length=256, description="Recipient domains (exact) this route is for.")
+        default_factory=list, max_length=100, description="Recipient domains (exact) this route is for.")
     sender_domains: Annotated[list[DnsName], UNIQUE] = Field(
-        default_factory=list, max_length=256,
+        default_factory=list, max_length=100,
         description="Sender (MAIL FROM) domains this route is for; a recipient domain route goes first.")
     mode: DeliveryMode = Field(DeliveryMode.SMARTHOST, description="Smarthost or MX.")
     smarthosts: list[Smarthost] = Field(
@@ -344,8 +345,9 @@ class Delivery(ApiModel):
     dnssec_resolver: DnssecResolver | None = Field(
         None, description="The DNSSEC-validating resolver whose AD bit the MTAs trust; without it DANE is "
                           "not used.")
+    # The CEL cost budget bounds routes x domains (each domain is checked by a rule): 16 x 100.
     routes: list[Route] = Field(
-        default_factory=list, max_length=32,
+        default_factory=list, max_length=16,
         description="Routes by recipient domain, then by sender domain; mail no route takes goes by mode.")
     shaping: Shaping = section(Shaping, "Per-destination limits, the built-in provider table, throttle "
                                         "suspensions.")
