@@ -83,6 +83,17 @@ def mailbox_problem(address: str) -> str | None:
     return None
 
 
+
+_PLACEHOLDER = "<a@b>"
+
+
+def mailbox_field(name: str | None, address: str) -> str:
+    """A From/To field's mailbox: ``formataddr``'s quoting, or RFC 2047 for a non-ASCII name, but an
+    address as it is, UTF-8 too (RFC 6532, for SMTPUTF8 mail): ``formataddr`` raises on one."""
+    if not name:
+        return address
+    return formataddr((name, _PLACEHOLDER[1:-1]))[:-len(_PLACEHOLDER)] + f"<{address}>"
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -131,7 +142,7 @@ class Recipient(_Strict):
         return FromHeader._one_line(value)
 
     def formatted(self) -> str:
-        return formataddr((self.name, self.email)) if self.name else self.email
+        return mailbox_field(self.name, self.email)
 
 
 class Attachment(_Strict):
@@ -431,7 +442,7 @@ def _built(prepared: Prepared, content: Content, recipient: Recipient, variables
             if mailbox is not None:
                 name = (_one_line(f"{path}.name", _render(prepared, f"{path}.name", variables, limit))
                         if mailbox.name is not None else None)
-                msg[header] = formataddr((name, mailbox.email)) if name else mailbox.email
+                msg[header] = mailbox_field(name, mailbox.email)
         path = "recipients"
         msg["To"] = recipient.formatted()
         if content.subject is not None:

@@ -53,6 +53,17 @@ def test_substitutions_per_recipient_raw(relay: RelayThread, tls_client: ssl.SSL
     assert got["b@example.net"].get_content().rstrip() == "Hello Bob of Dev"  # the recipient's own value wins
 
 
+def test_a_utf8_address_with_a_name_is_sent_with_smtputf8(relay: RelayThread,
+                                                           tls_client: ssl.SSLContext) -> None:
+    payload = _built()
+    payload["recipients"] = [{"email": "bjørn@exämple.net", "name": "Bjørn, Jr"}]
+    status, result = _inject(relay, tls_client, payload)
+    assert (status, result["success_count"]) == (200, 1), result
+    (entry,) = _entries(relay)
+    assert entry.envelope.smtputf8
+    assert message_from_bytes(entry.message, policy=default)["To"] == "\"Bjørn, Jr\" <bjørn@exämple.net>"
+
+
 def test_substitutions_in_built_content(relay: RelayThread, tls_client: ssl.SSLContext) -> None:
     status, result = _inject(relay, tls_client, {
         **_built(subject="For {{ name }}", text_body="{{ n * 2 }} {{ undefined_prints_nothing }}|",
