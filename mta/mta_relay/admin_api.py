@@ -126,12 +126,21 @@ def parse_query(query: dict[str, str]) -> dict[str, Any]:
     return found
 
 
-async def messages(request: web.Request) -> web.Response:
+def _unauthorized(request: web.Request) -> web.Response | None:
+    """404 without an admin token on this MTA, 401 without the right one; None: go on."""
     admin = request.app[ADMIN_KEY]
     if admin.token is None:
         return web.json_response({"error": "the admin API is not configured on this MTA"}, status=404)
     if not token_ok(request.headers.get(TOKEN_HEADER), admin.token):
         return web.json_response({"error": f"{TOKEN_HEADER}: missing or wrong"}, status=401)
+    return None
+
+
+async def messages(request: web.Request) -> web.Response:
+    admin = request.app[ADMIN_KEY]
+    refused = _unauthorized(request)
+    if refused is not None:
+        return refused
     try:
         criteria = parse_query(dict(request.query))
     except BadQuery as error:
@@ -148,12 +157,10 @@ def _query(store: Callable[[], EventStore], criteria: dict[str, Any]) -> list[di
 
 
 def _refused(request: web.Request) -> web.Response | None:
-    admin = request.app[ADMIN_KEY]
-    if admin.token is None:
-        return web.json_response({"error": "the admin API is not configured on this MTA"}, status=404)
-    if not token_ok(request.headers.get(TOKEN_HEADER), admin.token):
-        return web.json_response({"error": f"{TOKEN_HEADER}: missing or wrong"}, status=401)
-    if admin.suppressions() is None:
+    refused = _unauthorized(request)
+    if refused is not None:
+        return refused
+    if request.app[ADMIN_KEY].suppressions() is None:
         return web.json_response({"error": "no suppression list on this MTA"}, status=404)
     return None
 
@@ -270,12 +277,10 @@ def parse_entries(body: bytes, actor: str, now: float | None = None) -> list[sto
 
 # --- the queue ------------------------------------------------------------------------------------
 def _queue_refused(request: web.Request) -> web.Response | None:
-    admin = request.app[ADMIN_KEY]
-    if admin.token is None:
-        return web.json_response({"error": "the admin API is not configured on this MTA"}, status=404)
-    if not token_ok(request.headers.get(TOKEN_HEADER), admin.token):
-        return web.json_response({"error": f"{TOKEN_HEADER}: missing or wrong"}, status=401)
-    if admin.delivery() is None:
+    refused = _unauthorized(request)
+    if refused is not None:
+        return refused
+    if request.app[ADMIN_KEY].delivery() is None:
         return web.json_response({"error": "delivery is not running on this MTA"}, status=503)
     return None
 
