@@ -181,7 +181,9 @@ class Deliverer:
             self.shaper.release(match.key)
         if any(o.result is Result.DELIVERED for o in outcomes):
             self.shaper.delivered(match.key)
-        if any(o.result is Result.DEFERRED and is_throttle(*_reply(o)) for o in outcomes):
+        # Only a next hop's own reply is a throttle (it has a remote); our refusals, such as a TLS policy
+        # not met (4.7.x too), are not: they defer and retry as usual.
+        if any(o.result is Result.DEFERRED and o.remote and is_throttle(*_reply(o)) for o in outcomes):
             self.shaper.throttled(match.key)
             # Everyone not delivered or failed waits for the suspension to end; no failed try counted.
             outcomes = [dataclasses.replace(o, held=match.key) if o.result is Result.DEFERRED else o
@@ -225,7 +227,8 @@ class Deliverer:
                 reply = error.reply if isinstance(error, HopUnavailable) and error.reply else None
                 outcomes = everyone(rcpts, error.code, error.text)
                 if reply is not None and is_throttle(*reply):  # the host refused the session: throttled
-                    outcomes = [dataclasses.replace(o, code=reply[0], text=reply[1]) for o in outcomes]
+                    outcomes = [dataclasses.replace(o, code=reply[0], text=reply[1], remote=destination)
+                                for o in outcomes]
                 return outcomes
             hop = hop_facts(lease.session)
             result = await self._transact(lease.session, sender, rcpts, message, lease.remote, limits)
