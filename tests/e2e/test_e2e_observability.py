@@ -44,7 +44,8 @@ def prometheus(chain: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     binary = required_binary("prometheus")
     required_binary("helm")
     state = tmp_path_factory.mktemp("prometheus")
-    mtas, operator = podmonitors({"interval": SCRAPE})
+    # As an install that watches this namespace: other tests' MTAs on the test bed are not this one's.
+    mtas, operator = podmonitors({"interval": SCRAPE}, watch_namespaces=[chain.namespace])
     rules = state / "rules.yaml"
     rules.write_text(yaml.safe_dump(rendered_rules(), sort_keys=False))
     config = {

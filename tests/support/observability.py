@@ -123,7 +123,12 @@ def write_rules(spec: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def podmonitors(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The chart's PodMonitors (MTAs, operator) as `helm template` renders them."""
-    objs = render({"podMonitor": {"enabled": True, **(values or {})}}, "--api-versions", PODMONITOR_API)
+def podmonitors(values: dict[str, Any] | None = None,
+                watch_namespaces: list[str] | None = None) -> list[dict[str, Any]]:
+    """The chart's PodMonitors (MTAs, operator) as `helm template` renders them; ``watch_namespaces``: the
+    chart's ``watchNamespaces`` (the MTAs' PodMonitor selects only those namespaces)."""
+    chart: dict[str, Any] = {"podMonitor": {"enabled": True, **(values or {})}}
+    if watch_namespaces:
+        chart["watchNamespaces"] = watch_namespaces
+    objs = render(chart, "--api-versions", PODMONITOR_API)
     return [o for o in objs if o["kind"] == "PodMonitor"]
