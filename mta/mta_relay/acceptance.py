@@ -68,7 +68,7 @@ def suppressed(relay: Relay, source: Source, cred: Credential, rcpt: str, **fiel
 
 async def check_sender(relay: Relay, cred: Credential, mail_from: str) -> Reply | None:
     """MAIL FROM: quota first (cheap, and a used-up quota is temporary), then the sender domain."""
-    if relay.quota.exhausted(cred.username, cred.quota):
+    if await relay.ledger.exhausted(cred.username, cred.quota):
         return replies.QUOTA
     return await relay.gen.policy.check_sender(cred, mail_from, relay.gen.spf)
 
@@ -89,7 +89,7 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
     reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf)
     if reply is not None:
         return rejected(relay, source, reply, **fields)
-    if not relay.quota.charge(cred.username, cred.quota):
+    if not await relay.ledger.charge(cred.username, cred.quota):
         return rejected(relay, source, replies.QUOTA, **fields)
     settings = relay.settings
     if protocol is None:
@@ -105,13 +105,13 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
                                          credential=cred.username, client_ip=client_ip, source=source,
                                          smtputf8=smtputf8, message=message, message_id=message_id)
     except SpoolError as error:
-        relay.quota.refund(cred.username, cred.quota)
+        relay.ledger.refund(cred.username, cred.quota)
         relay.spool_ok = False
         log.error("spool write failed", extra={"fields": {"event": "spool_error", "error": str(error)}})
         return rejected(relay, source, replies.SPOOL_FAILED, **fields)
-    relay.quota.record_use(cred.username, client_ip)
-    if relay.delivery is not None:
-        relay.delivery.notify(envelope.queue_id)
+    relay.ledger.record_use(cred.username, client_ip)
+    if relay.queued is not None:
+        relay.queued(envelope.queue_id)
     relay.metrics.accepted.labels(source).inc()
     log.info("message accepted", extra={"fields": {"event": "accepted", "source": source, **fields}})
     if relay.events is not None:

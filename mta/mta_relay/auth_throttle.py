@@ -31,6 +31,8 @@ class AuthThrottle:
         self.limits = limits  # replaced on reload
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        # Told of each failure seen here, so the pod's other serving processes count it too (``record``).
+        self.on_failure: Callable[[str, str], None] | None = None
 
     def _count(self, key: str) -> int:
         times = self._failures.get(key)
@@ -50,6 +52,12 @@ class AuthThrottle:
         return Verdict(False, delay)
 
     def failed(self, ip: str, username: str) -> None:
+        self.record(ip, username)
+        if self.on_failure is not None:
+            self.on_failure(ip, username)
+
+    def record(self, ip: str, username: str) -> None:
+        """A failure, here or in another serving process of the pod."""
         now = self._clock()
         for key in (f"ip:{ip}", f"user:{username}"):
             self._failures.setdefault(key, deque()).append(now)

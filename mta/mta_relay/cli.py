@@ -1,6 +1,6 @@
 """``mta-relay``: the process each MTA pod runs.
 
-    mta-relay --config DIR [--listen-address IP] [--pod-name NAME] [--log-level INFO]
+    mta-relay --config DIR [--listen-address IP] [--pod-name NAME] [--workers N] [--log-level INFO]
 
 Exit status 2 when the config cannot be used at start (the reason is logged); SIGTERM/SIGINT shut down
 gracefully; SIGHUP reloads the config at once (it is also reloaded when its files change).
@@ -19,12 +19,14 @@ from pathlib import Path
 from mta_relay import logs
 from mta_relay.config_loader import ConfigError
 from mta_relay.server import RelayServer
+from mta_relay.workers import count
 
 log = logging.getLogger("mta_relay")
 
 
-async def serve(config_dir: Path, listen_address: str | None = None, pod_name: str | None = None) -> int:
-    server = RelayServer(config_dir, listen_address, pod_name)
+async def serve(config_dir: Path, listen_address: str | None = None, pod_name: str | None = None,
+                workers: int = 1) -> int:
+    server = RelayServer(config_dir, listen_address, pod_name, workers)
     try:
         await server.start()
     except ConfigError as error:
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="listen on this address instead of the config's (e.g. the pod IP)")
     parser.add_argument("--pod-name", default=os.environ.get("POD_NAME") or None,
                         help="this MTA's pod name, as handoff.leaving names it (default: $POD_NAME)")
+    parser.add_argument("--workers", type=int, default=None, choices=range(1, count.MAX_WORKERS + 1),
+                        metavar=f"1..{count.MAX_WORKERS}",
+                        help="SMTP serving processes (default: one per CPU of the container's limit)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
-    return asyncio.run(serve(args.config, args.listen_address or None, args.pod_name or None))
+    workers = args.workers or count.automatic()
+    return asyncio.run(serve(args.config, args.listen_address or None, args.pod_name or None, workers))

@@ -40,6 +40,7 @@ from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError, new_queue_id
 from mta_relay.suppressions import exchange as suppression_exchange
+from mta_relay.workers.metrics import merged as merged_metrics
 
 log = logging.getLogger("mta_relay.http")
 RELAY_KEY = web.AppKey("relay", Relay)
@@ -173,7 +174,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     relay = request.app[RELAY_KEY]
+    relay.count_spool_writes()
     data = generate_latest(relay.metrics.registry)
+    if relay.worker_metrics is not None:  # the other SMTP serving processes' counts, summed
+        data = merged_metrics(data, await relay.worker_metrics())
     if relay.delivery is not None:  # the delivery process's own metrics, one exposition
         data += (await relay.delivery.metrics_text()).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

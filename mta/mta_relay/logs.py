@@ -15,10 +15,16 @@ import time
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, static: dict[str, object] | None = None) -> None:
+        """``static``: fields on every line of the process (an extra SMTP serving process: its number)."""
+        super().__init__()
+        self.static = static or {}
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
                  + f".{int(record.msecs):03d}Z",
-                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+                 "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage(),
+                 **self.static}
         entry.update(getattr(record, "fields", {}))
         if record.exc_info and record.exc_info[0] is not None:
             # the type and where, not str(exc): exception texts can quote client input
@@ -27,9 +33,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup(level: str = "INFO") -> None:
+def setup(level: str = "INFO", static: dict[str, object] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

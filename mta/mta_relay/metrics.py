@@ -25,6 +25,8 @@ class Metrics:
         self.config_reloads = Counter("mta_config_reloads", "Config reload attempts, by result",
                                       ["result"], registry=r)
         self.ready = Gauge("mta_ready", "1 when /readyz answers 200", registry=r)
+        self.serving_processes = Gauge("mta_smtp_serving_processes",
+                                       "SMTP serving processes running in the pod (workers)", registry=r)
         self.suppressions = Gauge("mta_suppression_list_entries",
                                   "Addresses in force on the suppression list (this MTA's copy)", registry=r)
         # The spool's filesystem as statvfs sees it (the claim's volume): readiness already needs room for one

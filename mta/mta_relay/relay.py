@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -25,23 +26,36 @@ from mta_relay.quota import QuotaTracker
 from mta_relay.spool import Spool
 from mta_relay.suppressions.store import SuppressionStore
 from mta_relay.usage import Exchange
+from mta_relay.workers.ledger import LocalLedger, QuotaLedger
 
 log = logging.getLogger("mta_relay")
 
 
 class Relay:
     def __init__(self, config_dir: Path, generation: Generation, spool: Spool,
-                 pod_name: str | None = None) -> None:
+                 pod_name: str | None = None, ledger: QuotaLedger | None = None) -> None:
+        """``ledger``: given in a serving process other than the first, whose quota questions the first
+        process answers (``workers.ledger``); the first keeps the counts and saves them."""
         self.config_dir = config_dir
         self.pod_name = pod_name
         self.gen = generation
         self.spool = spool
-        # Read once at start, on the loop: a small file, before any client is served.
-        quota_file = state_files.quota_path(spool.root)
-        self._quota_saver = state_files.Debounced(quota_file, lambda: state_files.encode_quota(
-            self.quota.snapshot()))
-        self.quota = QuotaTracker(saved=state_files.load(quota_file, state_files.decode_quota, ({}, {})),
-                                  on_change=self._quota_saver.changed)
+        self._quota_saver: state_files.Debounced | None = None
+        if ledger is None:
+            # Read once at start, on the loop: a small file, before any client is served.
+            quota_file = state_files.quota_path(spool.root)
+            saver = self._quota_saver = state_files.Debounced(quota_file, lambda: state_files.encode_quota(
+                self.quota.snapshot()))
+            self.quota = QuotaTracker(saved=state_files.load(quota_file, state_files.decode_quota, ({}, {})),
+                                      on_change=saver.changed)
+        else:
+            self.quota = QuotaTracker()  # unused: the first process counts
+        self.ledger: QuotaLedger = ledger or LocalLedger(self.quota)
+        # An entry made durable: tell delivery (the first process's DeliveryProcess.notify, or in another
+        # serving process a note to the first).
+        self.queued: Callable[[str], None] | None = None
+        # The expositions of the pod's other SMTP serving processes (``workers.pool``), for /metrics.
+        self.worker_metrics: Callable[[], Awaitable[list[str]]] | None = None
         self.exchange: Exchange | None = None  # the quota exchange with the peers, started by the server
         self.throttle = AuthThrottle(generation.config.settings.limits)
         self.passwords = PasswordChecker()
@@ -116,7 +130,13 @@ class Relay:
         return handoff.is_leaving(self.settings, self.pod_name)
     async def save_state(self) -> None:
         """At shutdown: write the quota counts changed since the last save."""
-        await self._quota_saver.flush()
+        if self._quota_saver is not None:
+            await self._quota_saver.flush()
+
+    def count_spool_writes(self) -> None:
+        """The spool's write and sync counts into their gauges (at each scrape and health round)."""
+        self.metrics.spool_fsyncs.set(self.spool.fsyncs)
+        self.metrics.spool_writes.set(self.spool.entries_written)
 
     def refresh_spool_health(self) -> None:
         self.spool_ok = self.spool.probe(self.settings.limits.max_message_size)

@@ -1,5 +1,6 @@
 """Serving: SMTP listeners and the HTTP site on one event loop, config reload, graceful shutdown.
-Delivery runs in a process of its own (``delivery.process``), started here after spool recovery.
+Delivery runs in a process of its own (``delivery.process``), started here after spool recovery, and so
+does each extra SMTP serving process (``workers``), on the listening sockets opened here.
 
 ``RelayServer(config_dir)`` needs nothing but a config directory (and the TLS files it names), so the
 pod, the local mode and the benchmark all start the relay the same way.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mta_relay import admin_api, config_loader, generation, usage
+from mta_relay import admin_api, config_loader, generation, smtp_serving, usage
 from mta_relay.config import RelaySettings
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.process import DeliveryProcess
@@ -22,12 +23,11 @@ from mta_relay.events import from_config as events_config
 from mta_relay.events.store import EventWriter
 from mta_relay.http_api import make_app
 from mta_relay.relay import Relay
-from mta_relay.smtp_handler import SubmissionHandler
-from mta_relay.smtp_session import RelaySession
 from mta_relay.spool import Spool
 from mta_relay.suppressions import store as suppression_store
 from mta_relay.suppressions.exchange import Puller
 from mta_relay.suppressions.store import SuppressionStore
+from mta_relay.workers.pool import WorkerPool
 
 log = logging.getLogger("mta_relay")
 RELOAD_POLL_SECONDS = 0.5  # a removed credential must stop working within 2 s
@@ -37,8 +37,11 @@ SUPPRESSION_PURGE_SECONDS = 60.0
 
 class RelayServer:
     def __init__(self, config_dir: Path, listen_address: str | None = None,
-                 pod_name: str | None = None) -> None:
+                 pod_name: str | None = None, workers: int = 1) -> None:
+        """``workers``: SMTP serving processes, this one included (``workers.count`` sizes it for the
+        pod); each other one is a process that serves the same listening sockets."""
         self.config_dir = config_dir
+        self.workers = workers
         self.pod_name = pod_name  # the StatefulSet pod name, matched against handoff.leaving
         # Overrides every listener's address: a pod binds its own IP (downward API) when pods share a host.
         self.listen_address = listen_address
@@ -49,6 +52,7 @@ class RelayServer:
         self._fingerprint: tuple[object, ...] = ()
         self._events: EventWriter | None = None
         self._admin: admin_api.Admin | None = None
+        self.pool: WorkerPool | None = None
 
     async def start(self) -> Relay:
         """Load the config (ConfigError if unusable), recover the spool, open every listener."""
@@ -64,18 +68,11 @@ class RelayServer:
         relay.events = self._events = events_config.writer(self.config_dir, settings)
         relay.delivery = DeliveryProcess(self.config_dir, spool, self.pod_name)
         await relay.delivery.start()
-        handler = SubmissionHandler(relay)
+        relay.queued = relay.delivery.notify
+        listeners = smtp_serving.open_listeners(settings, self.listen_address)
+        self._servers = await smtp_serving.serve(relay, listeners)
+        relay.metrics.serving_processes.set(1)
         loop = asyncio.get_running_loop()
-        for listener in settings.smtp_listeners:
-            label = str(listener.public_port or listener.port)
-            implicit = listener.implicit_tls
-            # Implicit TLS (RFC 8314): the listening socket does the handshake, with the server context a
-            # reload loads the new certificate into (a listening socket keeps the context it was made with)
-            server = await loop.create_server(
-                lambda label=label, implicit=implicit: RelaySession(relay, handler, label, implicit),
-                self.listen_address or listener.address, listener.port,
-                ssl=relay.http_tls if implicit else None)
-            self._servers.append(server)
         if settings.http.enabled:
             app = make_app(relay)
             self._admin = admin_api.Admin(self.config_dir, lambda: relay.settings, self.pod_name,
@@ -93,8 +90,13 @@ class RelayServer:
         self._tasks = [loop.create_task(self._watch_config()), loop.create_task(self._watch_health()),
                        loop.create_task(relay.exchange.run()), loop.create_task(puller.run()),
                        loop.create_task(self._purge_suppressions())]
+        if self.workers > 1:  # they join as they come up; the kernel queues connections meanwhile
+            self.pool = WorkerPool(relay, self.config_dir, listeners, self.workers, self.pod_name)
+            self.pool.start()
+            relay.worker_metrics = self.pool.metrics_texts
         log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
-                                              "http": settings.http.port if settings.http.enabled else None}})
+                                              "http": settings.http.port if settings.http.enabled else None,
+                                              "workers": self.workers}})
         return relay
 
     def _self_url(self, settings: RelaySettings) -> str | None:
@@ -135,6 +137,8 @@ class RelayServer:
             self._events.configure(events_config.filters(settings), events_config.limits(settings))
         if self.relay.delivery is not None:
             self.relay.delivery.reconfigure()
+        if self.pool is not None:
+            self.pool.reload()
         self.relay.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
                                                       "credentials": len(gen.config.credentials)}})
@@ -155,8 +159,7 @@ class RelayServer:
         while True:
             await asyncio.to_thread(relay.refresh_spool_health)
             relay.metrics.queue_depth.set(await asyncio.to_thread(relay.spool.depth))
-            relay.metrics.spool_fsyncs.set(relay.spool.fsyncs)
-            relay.metrics.spool_writes.set(relay.spool.entries_written)
+            relay.count_spool_writes()
             avail, size = await asyncio.to_thread(relay.spool.filesystem_bytes)
             relay.metrics.spool_avail.set(avail)
             relay.metrics.spool_size.set(size)
@@ -179,19 +182,11 @@ class RelayServer:
         relay = self.relay
         if relay is None:
             return
-        relay.draining = True
-        relay.readiness()
-        for server in self._servers:
-            server.close()
         deadline = time.monotonic() + relay.settings.limits.shutdown_grace_seconds
-        while relay.sessions and time.monotonic() < deadline:
-            for session in list(relay.sessions):
-                session.close_if_idle()
-            await asyncio.sleep(0.05)
-        for session in list(relay.sessions):
-            if session.transport is not None:
-                session.transport.abort()  # grace is over: no TLS close_notify round trip either
-        await asyncio.sleep(0.05)  # let the closed sessions' connection_lost run and end their tasks
+        ending = [smtp_serving.end_sessions(relay, self._servers, deadline)]
+        if self.pool is not None:
+            ending.append(self.pool.drain(deadline))  # the other serving processes end theirs meanwhile
+        await asyncio.gather(*ending)
         if relay.delivery is not None:
             await relay.delivery.drain(deadline)  # keeps delivering until the grace time is nearly over
         for task in self._tasks:

@@ -33,6 +33,10 @@ The last line per recipient is that recipient's outcome; the last retry line is 
 the peer an entry is handed to — resumes the backoff where it was. Only deferrals write one: a message
 delivered at its first attempt never gets an outcomes file.
 
+Each serving process (``workers``) takes slots from a range of its own, ``worker * SLOT_RANGE`` on, so no
+lock between processes is on the hot path; the first process's range starts at 0, as every spool written
+before there were several. A slot is made free again only by the process whose range holds it.
+
 Removal truncates the slot to zero (free again) without a sync: the entry is done, so losing the
 truncation to a machine crash only brings it back as a duplicate (see docs/delivery.md). A process crash
 loses nothing the kernel was given. Beyond ``MAX_FREE`` free slots, removal unlinks the file instead.
@@ -48,6 +52,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
@@ -61,6 +66,7 @@ _SLOT = re.compile(r"^[0-9]{8}$")
 _QID_IN_HEADER = re.compile(rb'"queue_id":"([0-9a-f]{26})"')
 SLOT_BATCH = 64  # slots created (and synced) at a time: one directory sync per 64 new slots
 MAX_FREE = 1024  # free slots kept for reuse after a backlog drains
+SLOT_RANGE = 10_000_000  # slot numbers per serving process: 8 digits hold 10 ranges
 IO_THREADS = 16  # concurrent writes and syncs (the default executor's few threads would cap them)
 Status = Literal["delivered", "failed", "deferred"]
 FINAL: frozenset[str] = frozenset({"delivered", "failed"})
@@ -165,8 +171,11 @@ def _envelope(header: bytes) -> Envelope:
 class Spool:
     """Call ``recover()`` before anything else: it creates the directories and learns what is there."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, worker: int = 0) -> None:
+        """``worker``: the serving process whose range of slots this one takes from (0: the first)."""
         self.root = root
+        self.worker = worker
+        self._base = worker * SLOT_RANGE
         self.slots, self.outcomes_dir = root / "slots", root / "outcomes"
         self._slots_prefix = os.path.join(self.slots, "")
         self.quarantine_dir = root / "quarantine"
@@ -176,7 +185,11 @@ class Spool:
         self._grow_lock = threading.Lock()
         self._entries: dict[str, int] = {}  # queue id → slot
         self._free: list[int] = []
-        self._next_slot = 0
+        self._free_set: set[int] = set()  # the same slots: a slot made free twice would hold two entries
+        self._next_slot = self._base
+        # A slot of another process's range released here (delivery tells the first process): its owner
+        # gets it back through this hook; without one, it is left alone (the owner finds it at its start).
+        self.on_foreign_release: Callable[[int], None] | None = None
         self._with_outcomes: set[str] = set()  # queue ids with an outcomes file
         self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="spool")
 
@@ -211,8 +224,7 @@ class Spool:
         try:
             fd = os.open(self._slot_file(slot), os.O_WRONLY)
         except OSError:
-            with self._lock:
-                self._free.append(slot)  # untouched
+            self._make_free([slot])  # untouched
             raise
         try:
             written = 0
@@ -232,14 +244,15 @@ class Spool:
             os.ftruncate(fd, 0)
         except OSError:
             return  # left out of the free list; recover() sorts it out at the next start
-        with self._lock:
-            self._free.append(slot)
+        self._make_free([slot])
 
     def _take_slot(self) -> int:
         while True:
             with self._lock:
                 if self._free:
-                    return self._free.pop()
+                    slot = self._free.pop()
+                    self._free_set.discard(slot)
+                    return slot
             with self._grow_lock:
                 if not self._free:
                     self._grow()
@@ -255,8 +268,7 @@ class Spool:
             finally:
                 os.close(fd)
         self.fsync_dir(self.slots)
-        with self._lock:
-            self._free.extend(range(first + SLOT_BATCH - 1, first - 1, -1))  # lowest numbers first
+        self._make_free(range(first + SLOT_BATCH - 1, first - 1, -1))  # lowest numbers first
 
     def fsync_dir(self, directory: Path) -> None:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -264,6 +276,17 @@ class Spool:
             self._fsync(fd)
         finally:
             os.close(fd)
+
+    def _make_free(self, slots: Iterable[int]) -> None:
+        with self._lock:
+            for slot in slots:
+                if slot not in self._free_set:
+                    self._free_set.add(slot)
+                    self._free.append(slot)
+
+    def owns(self, slot: int) -> bool:
+        """The slot is in this process's range: only this process makes it free again."""
+        return self._base <= slot < self._base + SLOT_RANGE
 
     def _fsync(self, fd: int) -> None:
         os.fsync(fd)
@@ -331,9 +354,26 @@ class Spool:
         with self._lock:
             if self._entries.get(queue_id) == slot:
                 del self._entries[queue_id]
-            if len(self._free) < MAX_FREE:
-                self._free.append(slot)
+        self.reuse(slot)
+
+    def reuse(self, slot: int) -> None:
+        """An emptied slot is free again (or deleted when enough are free already); one of another
+        process's range goes back to that process (``on_foreign_release``)."""
+        with self._lock:
+            if not self.owns(slot):
+                hook = self.on_foreign_release
+            elif slot in self._free_set:
                 return
+            elif len(self._free) < MAX_FREE:
+                self._free.append(slot)
+                self._free_set.add(slot)
+                return
+            else:
+                hook = None
+        if not self.owns(slot):
+            if hook is not None:
+                hook(slot)
+            return
         self._slot_path(slot).unlink(missing_ok=True)
 
     def forget(self, queue_id: str) -> None:
@@ -481,7 +521,8 @@ class Spool:
             path = self._slot_path(slot)
             data = path.read_bytes()
             if not data:
-                free.append(slot)
+                if self.owns(slot):  # another range's free slots are its owner's (``attach``)
+                    free.append(slot)
                 continue
             try:
                 queue_id = decode_entry(data).envelope.queue_id
@@ -501,13 +542,46 @@ class Spool:
                 with_outcomes.add(name[:-4])
         if quarantined:
             self.fsync_dir(self.quarantine_dir)
+        own = [n for n in numbers if self.owns(n)]
         with self._lock:
             self._entries, self._free = entries, sorted(free, reverse=True)  # lowest numbers first
+            self._free_set = set(free)
             self._with_outcomes = with_outcomes
-            self._next_slot = numbers[-1] + 1 if numbers else 0
+            self._next_slot = own[-1] + 1 if own else self._base
         if not self._free:
             self._grow()  # the first message need not wait for it
         return RecoveryReport(tuple(sorted(entries)), tuple(quarantined))
+
+    def attach(self) -> list[tuple[str, int]]:
+        """A serving process other than the first, at its start (the first ran ``recover``): take this
+        range's empty slots as free, quarantine a torn entry (a process that died mid-write never
+        acknowledged it), and return the range's complete entries, (queue id, slot), for the first
+        process to learn (it ignores those it knows: an earlier run of this process reported them)."""
+        self.ensure_dirs()
+        found: list[tuple[str, int]] = []
+        free: list[int] = []
+        own = sorted(n for n in (int(name) for name in os.listdir(self.slots) if _SLOT.match(name))
+                     if self.owns(n))
+        for slot in own:
+            path = self._slot_path(slot)
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # unlinked by its release meanwhile
+            if not data:
+                free.append(slot)
+                continue
+            try:
+                found.append((decode_entry(data).envelope.queue_id, slot))
+            except CorruptEntry:
+                os.rename(path, self._quarantine_path(_quarantine_name(data, slot), slot))
+                self.fsync_dir(self.quarantine_dir)
+        with self._lock:
+            self._next_slot = own[-1] + 1 if own else self._base
+        self._make_free(sorted(free, reverse=True))
+        if not self._free:
+            self._grow()
+        return found
 
     def _slot_path(self, slot: int) -> Path:
         return Path(self._slot_file(slot))

@@ -420,6 +420,12 @@ INVALID: tuple[Invalid, ...] = (
         True,
     ),
     Invalid(
+        "smtp-workers-over-the-spool-ranges",
+        cluster("c23", smtp={"workers": 9}),
+        "spec.smtp.workers",
+        "should be less than or equal to 8",
+    ),
+    Invalid(
         "access-mode-unknown",
         cluster("c21", queue={"storage": {"accessModes": ["ReadWriteMany"]}}),
         "spec.queue.storage.accessModes[0]",

@@ -29,7 +29,8 @@ class RelayProcess:
 
     def __init__(self, workdir: Path, smarthost_port: int, *, dkim_pem: bytes | None = None,
                  grace: float = 5.0, smarthost: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None, **extra: Any) -> None:
+                 env: dict[str, str] | None = None, workers: int | None = None, **extra: Any) -> None:
+        """``workers``: the relay's ``--workers`` (None: its own sizing, one per CPU here)."""
         self.dir = workdir / "config"  # only config files: the relay reloads when anything in it changes
         self.dir.mkdir(parents=True)
         self.ca = make_ca()
@@ -62,19 +63,22 @@ class RelayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "relay.log"
         self.starts = 0
+        self.workers = workers
 
     def start(self) -> RelayProcess:
         self.starts += 1
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([RELAY_BIN, "--config", str(self.dir)], stdout=log, stderr=log,
-                                         env=self.env)
+            workers = ["--workers", str(self.workers)] if self.workers else []
+            self.proc = subprocess.Popen([RELAY_BIN, "--config", str(self.dir), *workers], stdout=log,
+                                         stderr=log, env=self.env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log.read_text()[-2000:]
                 raise AssertionError(f"relay exited with {self.proc.returncode}: {tail}")
             try:
-                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=0.5).close()
+                for port in (self.smtp_port, self.http_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 return self
             except OSError:
                 time.sleep(0.05)

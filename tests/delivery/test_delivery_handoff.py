@@ -259,7 +259,9 @@ async def test_kill_9_of_the_leaving_relay_mid_hand_off_loses_nothing(pair: Pair
     await asyncio.to_thread(submit_many, pair.a, queue)
     before = await until(lambda: len(spooled(pair.a)) == 150 and spooled(pair.a), what="150 on A")
     pair.set_handoff(pair.a, leaving=[A_NAME])
-    await until(lambda: len(pair.b.spool_entries()) >= 5, within=30, what="the hand-off under way")
+    # Under way: B stored some, and A had some of them answered 200 (and removed them).
+    await until(lambda: len(pair.b.spool_entries()) >= 5 and len(spooled(pair.a)) < 150, within=30,
+                what="the hand-off under way")
     assert pair.b.proc is not None
     os.kill(pair.b.proc.pid, signal.SIGSTOP)  # B holds requests unanswered: some stored, not yet 200
     try:

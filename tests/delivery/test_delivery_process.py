@@ -35,7 +35,8 @@ def delivery_pids(relay: RelayProcess) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            if int(stat[stat.rfind(")") + 2:].split()[1]) == relay.proc.pid:
+            if (int(stat[stat.rfind(")") + 2:].split()[1]) == relay.proc.pid
+                    and b"mta_relay.delivery.worker" in Path(f"/proc/{entry}/cmdline").read_bytes()):
                 found.append(int(entry))
     return found
 

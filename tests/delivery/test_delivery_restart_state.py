@@ -73,6 +73,8 @@ async def test_a_deferred_message_is_tried_at_its_recorded_time_after_kill_9_and
         assert await until(lambda: receiver.mail_commands() > seen, within=30)
         tried = time.time()
         third = await until(lambda: retry_state(relay, 3), within=10)
+        # The log line follows the durable record: wait for it before the relay is stopped.
+        await until(lambda: 3 in deferred_attempts(relay), within=10)
     finally:
         relay.stop()
     assert tried >= second.next_at - SLACK
@@ -80,9 +82,13 @@ async def test_a_deferred_message_is_tried_at_its_recorded_time_after_kill_9_and
     assert third.at >= second.next_at - SLACK
     # Attempt 3's backoff step is 16 s: at least 8 s; a count started over would give 2 to 4 s.
     assert third.next_at - third.at >= 8 - SLACK
+    # kill -9 may have cut off attempt 2's log line: the last one is attempt 3's.
+    assert deferred_attempts(relay)[-1] == 3
+
+
+def deferred_attempts(relay: RelayProcess) -> list[int]:
     records = [json.loads(line) for line in relay.log.read_text().splitlines() if line.startswith("{")]
-    # The log line follows the durable record, so kill -9 may have cut off attempt 2's: not the last one.
-    assert [r["attempt"] for r in records if r.get("event") == "deferred"][-1] == 3
+    return [r["attempt"] for r in records if r.get("event") == "deferred"]
 
 
 async def test_a_restarted_relay_does_not_get_a_fresh_rate_window(tmp_path: Path,

@@ -109,6 +109,18 @@ def test_operator_settings_the_relay_applies_in_place_roll_no_pod(cluster: Clust
     assert "annotations" not in _template(cluster)["metadata"]
 
 
+def test_operator_smtp_workers_reach_the_relay_command_and_roll_the_mtas(cluster: Cluster) -> None:
+    relay = _template(cluster)["spec"]["containers"][0]
+    assert "--workers" not in relay["args"]  # unset: the relay sizes itself from its CPU limit
+    four = _spec(cluster, smtp=cluster.spec.smtp.model_copy(update={"workers": 4}))
+    args = _template(four)["spec"]["containers"][0]["args"]
+    assert args[args.index("--workers") + 1] == "4"
+    with pytest.raises(ValueError, match="workers"):
+        Cluster.model_validate({**cluster.model_dump(by_alias=True, mode="json"),
+                                "spec": {**cluster.spec.model_dump(by_alias=True, mode="json"),
+                                         "smtp": {"workers": 9}}})
+
+
 def test_operator_statefulset_is_restricted_owned_and_keeps_volumes(cluster: Cluster) -> None:
     sts = workload.statefulset(cluster, "main-mta-tls", workload.Image("relay:1"), 4)
     assert sts["kind"] == "StatefulSet"

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from mta_relay.spool import SLOT_BATCH, CorruptEntry, Spool, SpoolError, decode_entry
+from mta_relay.spool import SLOT_BATCH, SLOT_RANGE, CorruptEntry, Spool, SpoolError, decode_entry
 
 
 def _spool(tmp_path: Path) -> Spool:
@@ -196,3 +196,45 @@ async def test_a_removed_entry_s_slot_is_deleted_once_enough_slots_are_free(tmp_
     spool.remove(qid)
     assert not path.exists()
     assert spool.queue_ids() == []
+
+
+async def test_each_serving_process_takes_slots_from_its_own_range(tmp_path: Path) -> None:
+    first = _spool(tmp_path)
+    second = Spool(tmp_path / "spool", worker=1)
+    assert second.attach() == []
+    qid = await _put(second)
+    slot = second.slot_of(qid)
+    assert slot is not None
+    assert slot >= SLOT_RANGE  # never one the first process could take
+    first_qid = await _put(first)
+    assert (first.slot_of(first_qid) or 0) < SLOT_RANGE
+    # the first process learns the entry; when delivery empties it, the slot goes back to its owner
+    given_back: list[int] = []
+    first.on_foreign_release = given_back.append
+    first.adopt(qid, slot)
+    first.remove(qid)
+    assert given_back == [slot]
+    assert first.slot_of(qid) is None
+    second.reuse(slot)
+    second.reuse(slot)  # told twice (found empty at a restart, and told): still one free slot
+    assert second._free.count(slot) == 1
+
+
+async def test_a_restarted_serving_process_reports_its_entries_and_quarantines_a_torn_one(
+        tmp_path: Path) -> None:
+    _spool(tmp_path)
+    second = Spool(tmp_path / "spool", worker=1)
+    second.attach()
+    kept = await _put(second)
+    torn = await _put(second)
+    torn_slot = second.slot_of(torn)
+    assert torn_slot is not None
+    os.truncate(second._slot_file(torn_slot), 40)  # died mid-write: never acknowledged
+    again = Spool(tmp_path / "spool", worker=1)
+    assert again.attach() == [(kept, second.slot_of(kept))]
+    assert len(list(again.quarantine_dir.iterdir())) == 1
+    # the first process's recovery leaves the second's free slots to it
+    first = Spool(tmp_path / "spool")
+    first.recover()
+    assert all(slot < SLOT_RANGE for slot in first._free)
+    assert first.slot_of(kept) == second.slot_of(kept)

@@ -28,17 +28,20 @@ Message = dict[str, Any]
 
 
 class Channel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 replies: frozenset[str] = REPLIES) -> None:
+        """``replies``: the ops that answer a request (matched to it by id); every other op is news."""
         self._reader, self._writer = reader, writer
+        self._replies = replies
         self._loop = asyncio.get_running_loop()
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self._ids = itertools.count(1)
         self._buffer: list[str] = []
 
     @classmethod
-    async def open(cls, sock: socket.socket) -> Channel:
+    async def open(cls, sock: socket.socket, replies: frozenset[str] = REPLIES) -> Channel:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
-        return cls(reader, writer)
+        return cls(reader, writer, replies)
 
     def send(self, message: Message) -> None:
         """Queued and written once per loop iteration: a burst of acceptances is one write."""
@@ -74,10 +77,10 @@ class Channel:
             if not line:
                 for future in self._pending.values():
                     if not future.done():
-                        future.set_exception(ConnectionError("delivery channel closed"))
+                        future.set_exception(ConnectionError("channel closed"))
                 return None
             message: Message = json.loads(line)
-            if message["op"] not in REPLIES:
+            if message["op"] not in self._replies:
                 return message
             future = self._pending.get(message["id"])
             if future is not None and not future.done():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import ctypes
 import logging
 import os
 import signal
@@ -29,7 +28,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mta_relay import config_loader, logs, queue_admin
+from mta_relay import child_process, config_loader, logs, queue_admin
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import service
 from mta_relay.delivery.channel import Channel
@@ -44,7 +43,6 @@ from mta_relay.suppressions import store as suppression_store
 from mta_relay.suppressions.bounces import BounceSuppressor
 
 log = logging.getLogger("mta_relay.delivery")
-PR_SET_PDEATHSIG = 1
 # Below the front door when the CPUs are short: a client waits on acceptance, while mail in the spool
 # can wait a moment. Measured on 2 busy cores: one message per connection, 10 clients, +15% accepted,
 # 100 per connection unchanged. Lowering one's own priority needs no privilege.
@@ -169,13 +167,6 @@ async def _read(channel: Channel, config_dir: Path, spool: WorkerSpool, runner: 
             drain_until.set_result(time.monotonic() + float(message["seconds"]))
 
 
-def _die_with(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the front door died before the line above
-        os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mta-relay delivery", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod-name", default=None, help="this MTA's pod name (for handoff.leaving)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
-    _die_with(args.parent)
+    child_process.die_with(args.parent)
     os.nice(NICENESS)
     logs.setup(args.log_level)
     sock = socket.socket(fileno=args.channel_fd)

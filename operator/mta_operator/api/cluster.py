@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from mta_relay.events.classify import CATEGORIES
 from mta_relay.events.record import EventType
+from mta_relay.workers.count import MAX_WORKERS
 from pydantic import AfterValidator, Field, WithJsonSchema
 
 from .base import (
@@ -69,6 +70,11 @@ class SmtpSettings(ApiModel):
         default_factory=list, max_length=4,
         description="Ports with TLS from the first byte (RFC 8314 submissions, 465 by convention), with the "
                     "same policy as the STARTTLS ports; 1-55535 except 8443, none of spec.smtp.ports.")
+    workers: int | None = Field(
+        None, ge=1, le=MAX_WORKERS,
+        description="SMTP serving processes per MTA, sharing its ports and spool (1-8). Unset: one per CPU "
+                    "of the relay container's CPU limit (spec.pod.resources.limits.cpu, rounded up), or per "
+                    "CPU of the node without a limit. A change restarts the MTAs one at a time.")
     trace_client_address: bool = Field(
         True, description="Whether the Received header the MTAs add names the client's address and EHLO "
                           "name. false: only the credential and the MTA (for senders' privacy).")

@@ -179,7 +179,8 @@ def statefulset(cluster: Cluster, tls_secret: str, image: Image, replicas: int) 
         # The command is explicit (not left to the image's ENTRYPOINT) so the pod spec says what runs.
         # Listening on the pod IP only: pods that share a host's network (the test bed) do not collide.
         "command": ["mta-relay"],
-        "args": ["--config", CONFIG_DIR, "--listen-address", "$(POD_IP)"],
+        "args": ["--config", CONFIG_DIR, "--listen-address", "$(POD_IP)",
+                 *(["--workers", str(spec.smtp.workers)] if spec.smtp.workers else [])],
         "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 # The relay finds itself in the settings' hand-off list by its pod name.
                 {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
