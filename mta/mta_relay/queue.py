@@ -208,6 +208,10 @@ class QueueRunner:
         shaper = getattr(deliverer, "shaper", None)
         if shaper is not None:
             shaper.on_free = self._wake.set  # a connection came free: parked mail may go
+            shaper.on_suspend = self._throttle_suspended
+
+    def _throttle_suspended(self, rule: str) -> None:
+        self.metrics.throttle_suspensions.labels(rule).inc()
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -284,14 +288,21 @@ class QueueRunner:
         now = self._clock()
         due = self._due_count(now)
         rate_limited = self._limit is not None and self._limit.next_free(now) > now
+        shaped = sum(len(waiting) for waiting in self._parked.values())
         by_state = dict.fromkeys(QUEUE_STATES, 0)
         by_state["active"] = len(self._inflight)
         by_state["held" if rate_limited else "ready"] = due
-        by_state["held"] += sum(len(waiting) for waiting in self._parked.values())
+        by_state["held"] += shaped
         by_state["deferred"] = len(self._due_at) - due
         by_state["suspended"] = len(self._set_aside)
+        held = {"ratelimit": due if rate_limited else 0, "shaping": shaped, "suspended": len(self._set_aside)}
+        shaper = getattr(self.deliverer, "shaper", None)
         oldest = min(self._received.values(), default=None)
-        return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0)
+        return QueueSnapshot(by_state, max(0.0, self._wall() - oldest) if oldest is not None else 0.0,
+                             held_by_reason=held,
+                             destinations_suspended=len(shaper.suspended()) if shaper is not None else 0,
+                             suspensions={"domain": len(self.holds.domains),
+                                          "credential": len(self.holds.credentials)})
 
     # --- hand-off on scale-down: no new attempts, entries leave for a peer ------------------------
     def pause(self) -> None:

@@ -12,12 +12,14 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 from deliverykit import free_port
 from mta_relay.passwords import fast_verifier
+from prometheus_client.parser import text_string_to_metric_families
 from support.tls import client_context, make_ca, write_server_cert
 
 USERNAME, PASSWORD = "app", "Pw-" + "y" * 29
@@ -105,6 +107,14 @@ class RelayProcess:
             smtp.starttls(context=self.client_tls)
             smtp.login(USERNAME, PASSWORD)
             smtp.sendmail(mail_from, rcpts, message)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the relay's /metrics (front door and delivery process); None if absent."""
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.http_port}/metrics", context=self.client_tls,
+                                    timeout=10) as answer:
+            text = answer.read().decode()
+        return next((sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples if sample.name == name and sample.labels == labels), None)
 
     def spool_entries(self) -> list[str]:
         """Slot files holding an entry (free slots are empty)."""

@@ -10,14 +10,18 @@ from pathlib import Path
 import dkim
 import pytest
 from deliverykit import message, rsa_key
+from mta_relay import config as rc
 from mta_relay.delivery.backoff import RetryPolicy
 from mta_relay.delivery.client import HopPolicy, TlsMode
+from mta_relay.delivery.holds import Holds
 from mta_relay.delivery.metrics import DeliveryMetrics
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.pool import ConnectionPool
 from mta_relay.delivery.router import Deliverer, Route, smarthost_route
+from mta_relay.delivery.shaping import Shaper, ShapingTable
 from mta_relay.dkim_sign import DkimKey, DkimSigner
 from mta_relay.queue import QueueRunner, QueueSettings
+from mta_relay.queue_admin import Target
 from mta_relay.spool import Spool
 from prometheus_client import CollectorRegistry
 from support.smtp_receiver import SmtpReceiver
@@ -31,11 +35,12 @@ def policy(port: int) -> HopPolicy:
 
 class Harness:
     def __init__(self, spool: Spool, route: Route, *, retry: RetryPolicy = FAST_RETRY,
-                 rate: tuple[int, float] | None = None, signer: DkimSigner | None = None) -> None:
+                 rate: tuple[int, float] | None = None, signer: DkimSigner | None = None,
+                 shaper: Shaper | None = None, holds: Holds | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.runner = QueueRunner(spool, Deliverer(route, ConnectionPool()),
+        self.runner = QueueRunner(spool, Deliverer(route, ConnectionPool(), shaper),
                                   QueueSettings("mta.test", retry=retry, rate_limit=rate, drain_margin=0.2),
-                                  signer=signer, metrics=DeliveryMetrics(self.registry))
+                                  signer=signer, metrics=DeliveryMetrics(self.registry), holds=holds)
         self.spool = spool
 
     async def put(self, mail_from: str = "app@example.com", rcpts: tuple[str, ...] = ("bob@example.net",),
@@ -189,6 +194,7 @@ async def test_rate_limit_holds_mail_and_never_rejects(spool: Spool) -> None:
             counts.append(len(rx.transactions))
             if checkpoint == 0.5:
                 assert h.metric("mta_queue_messages", state="held") == 20
+                assert h.metric("mta_queue_held_messages", reason="ratelimit") == 20
         await rx.wait_for(30, within=2 * period)
         await h.runner.stop()
     assert counts == [10, 20, 30]
@@ -256,6 +262,70 @@ async def test_queue_metrics_report_depth_states_and_oldest_age(spool: Spool) ->
         assert h.metric("mta_queue_oldest_message_age_seconds") >= 0.2
         await h.runner.stop()
     assert spool.depth() == 2
+
+
+def partner_shaper(suspend_first: float = 60.0, **limits: int) -> Shaper:
+    """A shaper whose rule "partner" matches the smarthost 127.0.0.1 (a smarthost route's destination)."""
+    rule = rc.ShapingRule(name="partner", mx_hosts=["127.0.0.1"], **limits)
+    return Shaper(ShapingTable(rc.Shaping(rules=[rule])), suspend_first=suspend_first)
+
+
+async def test_a_throttled_destination_shows_in_the_metrics_until_its_suspension_ends(spool: Spool) -> None:
+    async with SmtpReceiver() as rx:
+        rx.script("mail", "421 4.7.0 [TSS04] Messages temporarily deferred due to volume")
+        h = Harness(spool, smarthost_route("127.0.0.1", policy(rx.port)),
+                    shaper=partner_shaper(suspend_first=2.0))
+        await h.runner.start()
+        await h.put()
+        await wait_until(lambda: h.metric("mta_queue_held_messages", reason="shaping") == 1)
+        assert h.metric("mta_delivery_destinations_suspended") == 1
+        assert h.metric("mta_delivery_throttle_suspensions_total", rule="partner") == 1
+        assert h.metric("mta_queue_messages", state="held") == 1
+        assert h.metric("mta_queue_held_messages", reason="suspended") == 0
+
+        await rx.wait_for(1, within=10)  # the suspension ended: released and delivered
+        await wait_until(lambda: h.metric("mta_queue_held_messages", reason="shaping") == 0)
+        assert h.metric("mta_delivery_destinations_suspended") == 0
+        assert h.metric("mta_delivery_throttle_suspensions_total", rule="partner") == 1  # counted once
+        await h.runner.stop()
+
+
+async def test_mail_over_a_destinations_limits_is_held_for_shaping_with_no_suspension(spool: Spool) -> None:
+    async with SmtpReceiver(data_delay=1.0) as rx:  # the first transaction keeps the one connection a second
+        h = Harness(spool, smarthost_route("127.0.0.1", policy(rx.port)),
+                    shaper=partner_shaper(max_connections=1))
+        await h.runner.start()
+        await h.put()
+        await h.put()
+        await wait_until(lambda: h.metric("mta_queue_held_messages", reason="shaping") == 1)
+        assert h.metric("mta_delivery_destinations_suspended") == 0
+
+        await rx.wait_for(2, within=10)
+        await wait_until(lambda: h.metric("mta_queue_held_messages", reason="shaping") == 0)
+        assert h.metric("mta_delivery_throttle_suspensions_total", rule="partner") == 0
+        await h.runner.stop()
+
+
+async def test_a_queue_suspension_shows_in_the_held_messages_until_resumed(spool: Spool) -> None:
+    holds = Holds()
+    await holds.suspend(Target("domain", "held.example"), "alice", 1.0)
+    async with SmtpReceiver() as rx:
+        h = Harness(spool, smarthost_route("127.0.0.1", policy(rx.port)), holds=holds)
+        await h.runner.start()
+        held = await h.put(rcpts=("a@held.example",))
+        await h.put(rcpts=("b@open.example",))
+        await wait_until(lambda: h.metric("mta_queue_held_messages", reason="suspended") == 1)
+        assert h.metric("mta_queue_suspensions", kind="domain") == 1
+        assert h.metric("mta_queue_suspensions", kind="credential") == 0
+        assert h.metric("mta_queue_held_messages", reason="shaping") == 0
+        assert h.metric("mta_delivery_destinations_suspended") == 0
+
+        await holds.resume(Target("domain", "held.example"))
+        assert h.runner.release() == [held]
+        await rx.wait_for(2)
+        assert h.metric("mta_queue_held_messages", reason="suspended") == 0
+        assert h.metric("mta_queue_suspensions", kind="domain") == 0
+        await h.runner.stop()
 
 
 async def test_mixed_outcomes_deliver_bounce_and_retry_each_recipient_once(spool: Spool) -> None:

@@ -157,6 +157,10 @@ def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp
         assert '"bounced"' not in log  # never bounced for a throttle
         events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         assert not [e for e in events if e.get("fields", e).get("event") == "deferred"]  # no failed try
+        # The delivery process's metrics at the front door: two suspensions under the rule's name, over now.
+        assert relay.metric("mta_delivery_throttle_suspensions_total", rule="busy") == 2
+        assert relay.metric("mta_delivery_destinations_suspended") == 0
+        assert relay.metric("mta_queue_held_messages", reason="shaping") == 0
 
 
 def test_routes_by_recipient_and_sender_domain_with_smarthost_failover(tmp_path: Path) -> None:

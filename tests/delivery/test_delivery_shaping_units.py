@@ -173,9 +173,11 @@ def test_throttle_suspends_growing_on_repeats_and_a_delivery_resets_it() -> None
     freed: list[int] = []
     shaper = Shaper(ShapingTable(), suspend_first=10, suspend_max=25, clock=clock)
     shaper.on_free = lambda: freed.append(1)
+    started: list[str] = []
+    shaper.on_suspend = started.append
     match = shaper.table.match("t.example", [])
-    assert shaper.throttled(match.key) == 10
-    assert shaper.throttled(match.key) == 10  # transactions in flight report it again: same suspension
+    assert shaper.throttled(match) == 10
+    assert shaper.throttled(match) == 10  # transactions in flight report it again: same suspension
     assert not shaper.try_acquire(match)
     assert shaper.free(match.key) == 0
     assert shaper.ready_at(match.key) == 10
@@ -183,12 +185,13 @@ def test_throttle_suspends_growing_on_repeats_and_a_delivery_resets_it() -> None
     assert shaper.try_acquire(match)
     shaper.release(match.key)
     assert freed == [1]
-    assert shaper.throttled(match.key) == 30  # second strike: 20 s
+    assert shaper.throttled(match) == 30  # second strike: 20 s
     clock.now = 30
-    assert shaper.throttled(match.key) == 55  # capped at 25 s
+    assert shaper.throttled(match) == 55  # capped at 25 s
     clock.now = 55
     shaper.delivered(match.key)
-    assert shaper.throttled(match.key) == 65  # back to the first step
+    assert shaper.throttled(match) == 65  # back to the first step
+    assert started == ["default"] * 4  # once per suspension started (the metric), never per repeat
 
 
 def policy(port: int = 25) -> HopPolicy:

@@ -31,7 +31,7 @@ OPTIONS: dict[str, dict] = {
         "enabled": True, "labels": {"release": "prom"}, "notReadyFor": "10m",
         "queueOldestMessageAgeSeconds": 7200, "deliveryFailureRatio": 0.5, "authFailuresPerSecond": 5,
         "spoolAvailableRatio": 0.2,
-        "certificateExpiryDays": 21, "operatorDownFor": "15m"}},
+        "certificateExpiryDays": 21, "destinationSuspendedFor": "45m", "operatorDownFor": "15m"}},
     "grafanaDashboard": {"grafanaDashboard": {"enabled": True, "namespace": "mail",
                                               "labels": {"team": "mail"},
                                               "annotations": {"grafana_folder": "Mail"}}},

@@ -166,6 +166,7 @@ def test_prometheus_rules_only_when_enabled_and_the_api_is_served() -> None:
     exprs = {r["alert"]: (r["expr"], r["for"]) for g in rule["spec"]["groups"] for r in g["rules"]}
     assert exprs["MTANotReady"][1] == "10m"
     assert exprs["MTAOperatorDown"][1] == "15m"
+    assert exprs["MTADestinationSuspended"][1] == "45m"
     for alert, threshold in [("MTAQueueMessageOld", "> 7200"), ("MTADeliveryFailureRate", "> 0.5"),
                              ("MTAAuthFailureSpike", "> 5"), ("MTASpoolNearlyFull", "< 0.2"),
                              ("MTACertificateExpiresSoon", "< 21 * 86400")]:

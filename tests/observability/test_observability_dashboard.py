@@ -32,3 +32,6 @@ def test_dashboard_covers_what_the_platform_team_asks_for(tmp_path: Path) -> Non
             "mta_credential_delivery_events_total", "mta_suppression_list_entries",
             "mta_tls_certificate_expiry_timestamp_seconds", "mta_spool_filesystem_avail_bytes",
             "mta_operator_leader"} <= used
+    # What delivery control holds back, and each hop's TLS
+    assert {"mta_queue_held_messages", "mta_delivery_destinations_suspended", "mta_queue_suspensions",
+            "mta_delivery_throttle_suspensions_total", "mta_delivery_tls_total"} <= used

@@ -29,7 +29,8 @@ def test_alert_expressions_use_registered_metrics(tmp_path: Path) -> None:
     exprs = alert_exprs(rendered_rules())
     assert {alert for alert, _ in exprs} == {"MTANotReady", "MTAQueueMessageOld", "MTADeliveryFailureRate",
                                              "MTAAuthFailureSpike", "MTASpoolNearlyFull",
-                                             "MTACertificateExpiresSoon", "MTAOperatorDown"}
+                                             "MTACertificateExpiresSoon", "MTADestinationSuspended",
+                                             "MTAOperatorDown"}
     unknown = {(alert, name) for alert, expr in exprs for name in metric_names(expr) if name not in known}
     assert unknown == set()
 
@@ -39,7 +40,7 @@ def test_promtool_check_rules(promtool: Path, tmp_path: Path) -> None:
     out = subprocess.run([str(promtool), "check", "rules", str(rules)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout
 
 
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:

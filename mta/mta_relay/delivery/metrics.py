@@ -1,25 +1,34 @@
 """Delivery metrics (prometheus-client, ``mta_`` prefix).
 
-Queue depth by state and the oldest message's age are read from the queue when scraped, so they are
-never stale; counters and the latency histogram are updated as deliveries happen.
+Queue depth by state, the oldest message's age and what delivery control holds back (messages by reason,
+destinations suspended after throttle replies, queue suspensions in force) are read from the queue when
+scraped, so they are never stale; counters and the latency histogram are updated as things happen. Labels
+stay bounded: states, reasons, kinds and shaping rule names, never a domain or an address.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 QUEUE_STATES = ("active", "ready", "held", "deferred", "suspended")
+# Why messages wait although due: the MTA's rate limit, their destination's shaping (limits or a throttle
+# suspension), a queue suspension. Together: mta_queue_messages' held and suspended states.
+HELD_REASONS = ("ratelimit", "shaping", "suspended")
+SUSPENSION_KINDS = ("domain", "credential")
 
 
 @dataclass(frozen=True)
 class QueueSnapshot:
     by_state: Mapping[str, int]  # every key of QUEUE_STATES
     oldest_age: float  # seconds; 0 when the queue is empty
+    held_by_reason: Mapping[str, int] = field(default_factory=dict)  # keys of HELD_REASONS
+    destinations_suspended: int = 0  # by shaping, after a throttle reply
+    suspensions: Mapping[str, int] = field(default_factory=dict)  # in force, by SUSPENSION_KINDS
 
 
 class _QueueCollector(Collector):
@@ -39,6 +48,23 @@ class _QueueCollector(Collector):
         yield depth
         yield GaugeMetricFamily("mta_queue_oldest_message_age_seconds",
                                 "Age of the oldest message in the queue", value=snap.oldest_age)
+        held = GaugeMetricFamily("mta_queue_held_messages",
+                                 "Messages delivery control holds back, by reason: ratelimit (the MTA's "
+                                 "rate limit), shaping (their destination's limits or throttle "
+                                 "suspension), suspended (a queue suspension until resumed)",
+                                 labels=["reason"])
+        for reason in HELD_REASONS:
+            held.add_metric([reason], snap.held_by_reason.get(reason, 0))
+        yield held
+        yield GaugeMetricFamily("mta_delivery_destinations_suspended",
+                                "Destinations suspended by shaping after a throttle reply (421, 4.7.x)",
+                                value=snap.destinations_suspended)
+        suspensions = GaugeMetricFamily("mta_queue_suspensions",
+                                        "Queue suspensions in force (kubectl mta queue suspend), by kind: "
+                                        "domain, credential", labels=["kind"])
+        for kind in SUSPENSION_KINDS:
+            suspensions.add_metric([kind], snap.suspensions.get(kind, 0))
+        yield suspensions
 
 
 class DeliveryMetrics:
@@ -57,6 +83,9 @@ class DeliveryMetrics:
                             registry=registry)
         self.held = Counter("mta_ratelimit_held", "Times the rate limit made due mail wait",
                             registry=registry)
+        self.throttle_suspensions = Counter("mta_delivery_throttle_suspensions",
+                                            "Destination suspensions started after a throttle reply, by "
+                                            "shaping rule", ["rule"], registry=registry)
         self.tls = Counter("mta_delivery_tls", "TLS outcome of each new connection to a next hop (and of "
                            "checks made before connecting): policy applied and result",
                            ["policy", "result"], registry=registry)

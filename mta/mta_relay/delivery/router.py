@@ -184,7 +184,7 @@ class Deliverer:
         # Only a next hop's own reply is a throttle (it has a remote); our refusals, such as a TLS policy
         # not met (4.7.x too), are not: they defer and retry as usual.
         if any(o.result is Result.DEFERRED and o.remote and is_throttle(*_reply(o)) for o in outcomes):
-            self.shaper.throttled(match.key)
+            self.shaper.throttled(match)
             # Everyone not delivered or failed waits for the suspension to end; no failed try counted.
             outcomes = [dataclasses.replace(o, held=match.key) if o.result is Result.DEFERRED else o
                         for o in outcomes]

@@ -31,7 +31,7 @@ import functools
 import re
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -202,7 +202,10 @@ class Shaper:
         self._windows: dict[str, SlidingWindowLimit] = {}
         self._suspended: dict[str, _Suspension] = {}
         self.on_free: Callable[[], None] | None = None  # a connection was released: parked mail may go
-        self.throttles = 0  # suspensions started, for tests and metrics
+        # A suspension started, with its rule's name (metrics: a label bounded by the rule table, where a
+        # destination key would name domains).
+        self.on_suspend: Callable[[str], None] | None = None
+        self.throttles = 0  # suspensions started, for tests
 
     def try_acquire(self, match: Match) -> bool:
         """Take a transaction slot at ``match``'s destination if it is not suspended and has a connection
@@ -270,9 +273,10 @@ class Shaper:
             return window.next_free(now)
         return None
 
-    def throttled(self, key: str) -> float:
-        """``key`` answered a throttle reply: suspend it (longer on each repeat); returns until when."""
-        now = self._clock()
+    def throttled(self, match: Match) -> float:
+        """``match``'s destination answered a throttle reply: suspend it (longer on each repeat); returns
+        until when."""
+        key, now = match.key, self._clock()
         previous = self._suspended.get(key)
         if previous is not None and previous.until > now:
             return previous.until  # the transactions in flight when it was suspended report it again
@@ -280,6 +284,8 @@ class Shaper:
         until = now + min(self.suspend_max, self.suspend_first * 2 ** (strikes - 1))
         self._suspended[key] = _Suspension(until, strikes)
         self.throttles += 1
+        if self.on_suspend is not None:
+            self.on_suspend(match.rule)
         return until
 
     def delivered(self, key: str) -> None:
@@ -288,6 +294,7 @@ class Shaper:
         if suspension is not None and suspension.until <= self._clock():
             del self._suspended[key]
 
-    def suspended(self) -> Iterable[tuple[str, float]]:
+    def suspended(self) -> list[tuple[str, float]]:
+        """Destinations suspended now, with until when (the metrics count them at each scrape)."""
         now = self._clock()
         return [(key, s.until) for key, s in self._suspended.items() if s.until > now]
