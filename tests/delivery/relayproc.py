@@ -84,6 +84,7 @@ class RelayProcess:
                 return self
             except OSError:
                 time.sleep(0.05)
+        self.stop()  # not left running behind the failed test
         raise AssertionError("relay did not start listening")
 
     def kill(self) -> None:
