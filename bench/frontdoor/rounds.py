@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
+DASH = "\u2013"  # an en dash between min and max: a hyphen misreads around negative values, (-1.7-1.6)
 
 
 def rotation(items: Sequence[T], turn: int) -> list[T]:
@@ -45,11 +46,11 @@ class Spread:
         return cls(statistics.median(finite), min(finite), max(finite), len(finite))
 
     def show(self, digits: int = 0) -> str:
-        """``612 (580-640)``; a single value alone."""
+        """``612 (580<en dash>640)``; a single value alone."""
         median = f"{self.median:.{digits}f}"
         if self.count == 1:
             return median
-        return f"{median} ({self.low:.{digits}f}-{self.high:.{digits}f})"
+        return f"{median} ({self.low:.{digits}f}{DASH}{self.high:.{digits}f})"
 
 
 def show(spread: Spread | None, digits: int = 0) -> str:
@@ -159,7 +160,7 @@ def floor_table(rows: list[FloorRow]) -> list[str]:
     for row in rows:
         c = row.check
         spread = c.spread()
-        per_round = f"{spread.low:.2f}-{spread.high:.2f}" if spread else "-"
+        per_round = f"{spread.low:.2f}{DASH}{spread.high:.2f}" if spread else "-"
         met = "yes" if c.met else ("no (errors or lost mail)" if not c.clean else "no")
         lines.append(f"| {c.floor.describe()} | {cpus_label(row.cpus)} | {row.mode} | {row.clients} "
                      f"| {_ratio(c.median_ratio)} | {per_round} | {c.rounds_met} of {len(c.rounds)} "

@@ -167,10 +167,11 @@ def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False, relay_wo
             notes.append(f"{name} accepted {accepted + starts * WARM_UP.max_messages} messages in all "
                          "(warm-ups and the traced pass included).")
     finally:
-        notes.append(f"The null sink received {stop_all(peers, sink)}: what Postfix and mta-relay delivered "
-                     "by the end of the run.")
+        received = stop_all(peers, sink)
         if limits is not None:
             notes += limits.close()
+        notes.append(f"The null sink received {received}: what Postfix and mta-relay delivered by the end of "
+                     "the run.")
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return Run(results, notes, workdir, processes)
