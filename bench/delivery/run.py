@@ -66,7 +66,7 @@ class Plan:
                 f"most {self.traced_messages} messages), to count sync calls")
 
 
-FULL = Plan(max_messages=2_500, max_seconds=5, cpus=(1, 2), stall_seconds=10, drain_cap_seconds=30,
+FULL = Plan(max_messages=3_000, max_seconds=8, cpus=(1, 2), stall_seconds=10, drain_cap_seconds=30,
             budget_seconds=1_260)
 QUICK = Plan(max_messages=250, max_seconds=1, rounds=3, cpus=(1, 2), stall_seconds=10, drain_cap_seconds=20,
              budget_seconds=300, traced_messages=250)

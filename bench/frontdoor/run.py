@@ -53,7 +53,7 @@ class Plan:
                 f"{min(self.max_messages, self.traced_messages)} messages per peer and scenario")
 
 
-FULL = Plan(max_messages=20_000, max_seconds=5)
+FULL = Plan(max_messages=20_000, max_seconds=6)
 QUICK = Plan(max_messages=1_000, max_seconds=1, rounds=3, traced_messages=300, budget_seconds=300)
 
 
@@ -92,8 +92,10 @@ def _workers(asked: int | None, notes: list[str]) -> int | None:
     """What to pass as ``--workers``: only what was asked for, and only to a relay that has the option."""
     takes = relay_peer.available() is None and relay_peer.takes_workers()
     if asked is None:
-        notes.append("mta-relay sized its own serving processes (`--workers` not passed"
-                      + ("" if takes else "; this mta-relay has no `--workers` option") + ").")
+        notes.append("`--workers` not passed: mta-relay sized its serving processes itself (one per core of "
+                     "its CPU limit; see Processes per peer)." if takes else
+                     "This mta-relay has no `--workers` option (`mta-relay --help`): it ran as it does by "
+                     "default, nothing passed.")
         return None
     if not takes:
         notes.append(f"`--relay-workers {asked}` asked for, but this mta-relay has no `--workers` option "
