@@ -161,16 +161,16 @@ def floor_table(rows: list[FloorRow]) -> list[str]:
         c = row.check
         spread = c.spread()
         per_round = f"{spread.low:.2f}{DASH}{spread.high:.2f}" if spread else "-"
-        met = "yes" if c.met else ("no (errors or lost mail)" if not c.clean else "no")
+        verdict = "yes" if c.met else ("no (errors or lost mail)" if not c.clean else "no")
         lines.append(f"| {c.floor.describe()} | {cpus_label(row.cpus)} | {row.mode} | {row.clients} "
                      f"| {_ratio(c.median_ratio)} | {per_round} | {c.rounds_met} of {len(c.rounds)} "
-                     f"| {met} |")
+                     f"| {verdict} |")
     lines.append("")
     for floor in dict.fromkeys(row.check.floor for row in rows):
         checks = [row.check for row in rows if row.check.floor == floor]
-        met = sum(c.met for c in checks)
-        verdict = "met" if met == len(checks) else "not met"
-        lines.append(f"- {floor.describe()}: **{verdict}** (holds in {met} of {len(checks)} scenarios "
+        held = sum(c.met for c in checks)
+        verdict = "met" if held == len(checks) else "not met"
+        lines.append(f"- {floor.describe()}: **{verdict}** (holds in {held} of {len(checks)} scenarios "
                      "checked; it must hold in all).")
     return lines
 

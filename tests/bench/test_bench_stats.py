@@ -10,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.frontdoor.cpulimit import AFFINITY, V1, V2, CpuGroup, cpu_max, first_cpus, parse_mounts, usage_usec
+from bench.frontdoor.cpulimit import (
+    AFFINITY,
+    V1,
+    V2,
+    CpuGroup,
+    CpuLimits,
+    cpu_max,
+    first_cpus,
+    parse_mounts,
+    usage_usec,
+)
 from bench.frontdoor.peers import CEILING, POSTFIX, RELAY
 from bench.frontdoor.report import Result, checks
 from bench.frontdoor.rounds import (
@@ -139,3 +149,27 @@ def test_the_front_door_floors_pair_the_peers_by_limit_scenario_and_round() -> N
     assert ("relay msgs/s ≥ 0.8 x the aiosmtpd ceiling", 1, 50) not in rows  # only at 100 x 10
     assert not rows[("relay msgs/s ≥ 1.2 x Postfix", 2, 10)].met  # 1.8, but a client error
     assert not rows[("relay msgs/s ≥ 1.2 x Postfix", 1, 50)].met
+
+
+@unit
+def test_without_a_v2_cpu_controller_the_limit_is_cfs_quota_in_the_v1_hierarchies(tmp_path: Path) -> None:
+    unified, cpu, acct = tmp_path / "unified", tmp_path / "cpu", tmp_path / "cpuacct"
+    for path in (unified, cpu, acct):
+        path.mkdir()
+    (unified / "cgroup.controllers").write_text("hugetlb\n")
+    mounts = (f"cgroup {cpu} cgroup rw,relatime,cpu 0 0\ncgroup {acct} cgroup rw,relatime,cpuacct 0 0\n"
+              f"cgroup2 {unified} cgroup2 rw,relatime 0 0\n")
+    limits = CpuLimits.detect(mounts)
+    assert limits.kind == V1
+    assert f"{unified} (cgroup v2) has no cpu controller" in limits.note
+    assert limits.group("relay", None) is None  # no limit: no group
+    group = limits.group("relay", 2)
+    assert group is not None
+    tag = group.procs[0].parent.parent.name  # the run's own parent group, mta-bench-<pid>
+    assert group.procs == (cpu / tag / "relay/cgroup.procs", acct / tag / "relay/cgroup.procs")
+    assert (cpu / tag / "relay/cpu.cfs_quota_us").read_text() == "200000"
+    assert (cpu / tag / "relay/cpu.cfs_period_us").read_text() == "100000"
+    for control in (cpu / tag / "relay").iterdir():  # the kernel's files go with the group
+        control.unlink()
+    assert limits.close(wait_seconds=0) == []
+    assert [list(p.iterdir()) for p in (cpu, acct)] == [[], []]
