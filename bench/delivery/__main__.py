@@ -1,7 +1,7 @@
-"""``python -m bench.delivery [--quick] [--keep]``: the relay and the Postfix peer side by side, end to end
-(accepted → delivered to a timing sink); writes bench/results/delivery.md and the raw figures as
-delivery.json. Needs root (a private Postfix instance), postfix, dovecot-core and strace: see
-bench/README.md."""
+"""``python -m bench.delivery [--quick] [--rounds N] [--cpus 1,2] [--keep]``: the relay and the Postfix
+peer side by side, end to end (accepted → delivered to a timing sink), in rounds under each CPU limit;
+writes bench/results/delivery.md and the raw figures as delivery.json. Needs root (a private Postfix
+instance, control groups), postfix, dovecot-core and strace: see bench/README.md."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.delivery import disk, run
 from bench.delivery.report import render
 from bench.frontdoor import machine
+from bench.frontdoor.rounds import parse_cpus
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench/results"
@@ -34,12 +35,20 @@ def relay_source() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help=f"short runs ({run.QUICK.bounds()})")
+    parser.add_argument("--rounds", type=int, help=f"rounds per scenario (default {run.FULL.rounds}, "
+                        f"quick {run.QUICK.rounds})")
+    parser.add_argument("--cpus", type=parse_cpus, default=run.FULL.cpus, metavar="N[,N…]",
+                        help="CPU limits in cores for each peer's process tree, one pass each; 'none' for "
+                        "no limit (default 1,2)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, strace logs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "delivery.md")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root: the Postfix peer is a private instance that starts as root")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     plan = run.QUICK if args.quick else run.FULL
+    plan = dataclasses.replace(plan, cpus=args.cpus, rounds=args.rounds or plan.rounds)
     about = machine.describe(Path(tempfile.gettempdir()))
     about["mta-relay source"] = relay_source()
     syncs = disk.fsync_latency_ms(Path(tempfile.gettempdir()))
@@ -49,8 +58,8 @@ def main() -> None:
     about["load average at end"] = machine.load_average()
     notes = done.notes + ([f"Kept: {done.workdir}"] if args.keep else [])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(done.results, about, plan.bounds(), notes))
-    raw = {"machine": about, "plan": dataclasses.asdict(plan), "notes": notes,
+    args.out.write_text(render(done.results, about, plan.bounds(), notes, done.processes))
+    raw = {"machine": about, "plan": dataclasses.asdict(plan), "notes": notes, "processes": done.processes,
            "results": [dataclasses.asdict(r) | {"e2e_msgs_per_s": round(r.e2e_rate, 1)}
                        for r in done.results]}
     args.out.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")

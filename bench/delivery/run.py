@@ -1,13 +1,15 @@
-"""One delivery benchmark run: start the timing sink, the Postfix peer and the relay (both deliver to the
-sink), warm each up, then for each scenario run the same load against each peer in turn, in rounds (ABBA:
-the order reverses every round and rotates per scenario, so that drifting background load on the shared
-machine does not favour one peer), wait until the sink has every accepted message (or delivery stalls),
-let the peer's queue settle, and collect the figures. Bounded: per run by a count and a time, per drain
-by a stall time and a cap, and the whole by a time budget.
+"""One delivery benchmark run: start the timing sink, then for each CPU limit start the Postfix peer and
+the relay inside that limit (each its own control group: bench.frontdoor.cpulimit), both delivering to
+the sink, warm each up, and run each scenario in rounds, both peers once per round in an order that
+rotates from round to round (bench.frontdoor.rounds), so that drifting background load on the shared
+machine does not favour one peer. A run injects, waits until the sink has every accepted message (or
+delivery stalls), lets the peer's queue settle, and collects the figures. Bounded: per run by a count
+and a time, per drain by a stall time and a cap, and the whole by a time budget.
 
-The timed rounds run the peers untraced. Then both peers are started again under strace and each
-scenario runs once more, shorter, to count the sync calls and see where they go: a tracer stops the
-process at every sync, so it must not be in the timed figures (bench.frontdoor.children)."""
+The timed rounds run the peers untraced. Then both peers are started again, without a limit and under
+strace, and each scenario runs once more, shorter, to count the sync calls and see where they go: a
+tracer stops the process at every sync, so it must not be in the timed figures
+(bench.frontdoor.children)."""
 
 from __future__ import annotations
 
@@ -20,18 +22,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.delivery.receipts import complete_lines, match, parse_sink_lines
 from bench.delivery.report import Result
 from bench.delivery.sched import thread_waits, waited_seconds
 from bench.delivery.syncs import SyncUse, sync_use
-from bench.frontdoor import postfix_peer, relay_peer
+from bench.frontdoor import machine, postfix_peer, relay_peer
 from bench.frontdoor.certs import CertFiles, write_certs
 from bench.frontdoor.children import Child, spawn
+from bench.frontdoor.cpulimit import CpuLimits
 from bench.frontdoor.loadgen import Load, run_load
 from bench.frontdoor.peers import Peer, stop_all
+from bench.frontdoor.rounds import cpus_label, rotation
 from bench.frontdoor.run import MAIL_FROM, RCPT_TO, WARM_UP
 from bench.frontdoor.smtp_client import Target
 from bench.frontdoor.stats import Outcome
@@ -44,24 +48,28 @@ class Plan:
     max_messages: int
     max_seconds: float
     # (messages per connection, clients): long-lived submission connections at three concurrencies, and
-    # one message per connection.
-    scenarios: tuple[tuple[int, int], ...] = ((100, 1), (100, 10), (100, 50), (1, 10))
-    rounds: int = 2
+    # one message per connection at two.
+    scenarios: tuple[tuple[int, int], ...] = ((100, 1), (100, 10), (100, 50), (1, 10), (1, 50))
+    rounds: int = 5
+    cpus: tuple[int | None, ...] = (None,)  # cores per peer, one pass each; None: no limit
     stall_seconds: float = 15  # no accepted message reached the sink for this long: delivery is stuck
     drain_cap_seconds: float = 45
-    budget_seconds: float = 540  # no timed run starts after this, so a whole run stays under ~12 minutes
+    budget_seconds: float = 540  # no timed run starts after this
     traced_messages: int = 1_000  # per scenario and peer in the traced pass
 
     def bounds(self) -> str:
-        return (f"{self.rounds} rounds per peer and scenario, each {self.max_messages} messages or "
-                f"{self.max_seconds:g} s of injection, whichever comes first, then up to "
-                f"{self.drain_cap_seconds:g} s for delivery to finish; no run starts after "
-                f"{self.budget_seconds:g} s; then one traced run per peer and scenario (at most "
-                f"{self.traced_messages} messages) to count sync calls")
+        limits = ", ".join(cpus_label(c) for c in self.cpus)
+        return (f"{self.rounds} rounds per scenario and CPU limit ({limits}), both peers once per round, "
+                f"each run {self.max_messages} messages or {self.max_seconds:g} s of injection, whichever "
+                f"comes first, then up to {self.drain_cap_seconds:g} s for delivery to finish; no run starts "
+                f"after {self.budget_seconds:g} s; then one traced run per peer and scenario, no limit (at "
+                f"most {self.traced_messages} messages), to count sync calls")
 
 
-FULL = Plan(max_messages=3_000, max_seconds=10)
-QUICK = Plan(max_messages=250, max_seconds=2, drain_cap_seconds=30, budget_seconds=240)
+FULL = Plan(max_messages=3_000, max_seconds=8, cpus=(1, 2), stall_seconds=10, drain_cap_seconds=30,
+            budget_seconds=1_260)
+QUICK = Plan(max_messages=250, max_seconds=1, rounds=3, cpus=(1, 2), stall_seconds=10, drain_cap_seconds=20,
+             budget_seconds=300, traced_messages=250)
 
 
 @dataclass
@@ -69,6 +77,7 @@ class Run:
     results: list[Result]
     notes: list[str]
     workdir: Path
+    processes: dict[str, dict[str, int]] = field(default_factory=dict)  # CPU limit → peer → processes
 
 
 class ReceiptLog:
@@ -99,8 +108,13 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
     workdir.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk through it to their files
     notes: list[str] = []
     results: list[Result] = []
+    processes: dict[str, dict[str, int]] = {}
+    skipped: list[str] = []
     sink: Child | None = None
     peers: list[Peer] = []
+    limits = CpuLimits.detect() if any(c is not None for c in plan.cpus) else None
+    if limits is not None:
+        notes.append(f"CPU limits: {limits.note}.")
     try:
         receipts = workdir / "receipts.txt"
         receipts.touch()
@@ -111,43 +125,56 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
         if missing := relay_peer.available():
             raise RuntimeError(f"mta-relay cannot run: {missing}")
         bench = Bench(plan, workdir, ReceiptLog(receipts),
-                       ssl.create_default_context(cafile=str(certs.ca)))
-        _start_peers(bench, certs, sink_port, peers, traced=False)
-        for turn, (per_connection, clients) in enumerate(plan.scenarios):
-            load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
-            order = peers[turn % len(peers):] + peers[:turn % len(peers)]
-            for round_ in range(1, plan.rounds + 1):
-                for peer in order if round_ % 2 else order[::-1]:
-                    if time.monotonic() - begun > plan.budget_seconds:
-                        notes.append(f"Time budget spent: {peer.name} with {clients} clients, "
-                                     f"{per_connection} per connection, round {round_}, not run.")
-                        continue
-                    results.append(bench.measure(peer, load, round_))
-                    progress(_progress_line(results[-1]))
-        while peers:
-            peers.pop().stop()
-        _start_peers(bench, certs, sink_port, peers, traced=True)
+                      ssl.create_default_context(cafile=str(certs.ca)))
+        turn = 0
+        for cpus in plan.cpus:
+            _start_peers(bench, certs, sink_port, peers, traced=False, cpus=cpus, limits=limits)
+            processes[cpus_label(cpus)] = {peer.name: peer.processes() for peer in peers}
+            for per_connection, clients in plan.scenarios:
+                load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
+                for round_ in range(1, plan.rounds + 1):
+                    for peer in rotation(peers, turn):
+                        if time.monotonic() - begun > plan.budget_seconds:
+                            skipped.append(f"{peer.name} {cpus_label(cpus)} {per_connection}/conn x {clients}"
+                                           f" round {round_}")
+                            continue
+                        results.append(bench.measure(peer, load, round_))
+                        progress(_progress_line(results[-1]))
+                    turn += 1
+            while peers:
+                peers.pop().stop()
+        _start_peers(bench, certs, sink_port, peers, traced=True, cpus=None, limits=None)
         for per_connection, clients in plan.scenarios:
             load = Load(clients, per_connection, min(plan.max_messages, plan.traced_messages),
                         plan.max_seconds)
-            for peer in peers:
+            for peer in rotation(peers, turn):
                 results.append(bench.measure(peer, load, 1))
                 progress(_progress_line(results[-1]))
+            turn += 1
+        if skipped:
+            notes.append(f"Time budget ({plan.budget_seconds:g} s) spent: {len(skipped)} timed runs not run "
+                         f"({skipped[0]} … {skipped[-1]}).")
     finally:
-        notes.append(f"The sink received {stop_all(peers, sink)} in all (warm-ups and the traced runs "
-                     "included).")
+        received = stop_all(peers, sink)
+        if limits is not None:
+            notes += limits.close()
+        notes.append(f"The sink received {received} in all (warm-ups and the traced runs included).")
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return Run(results, notes, workdir)
+    return Run(results, notes, workdir, processes)
 
 
-def _start_peers(bench: Bench, certs: CertFiles, sink_port: int, peers: list[Peer], *, traced: bool) -> None:
+def _start_peers(bench: Bench, certs: CertFiles, sink_port: int, peers: list[Peer], *, traced: bool,
+                 cpus: int | None, limits: CpuLimits | None) -> None:
     """Appends as it goes (the caller stops what did start); each peer is warmed up."""
-    prefix = "traced-" if traced else ""  # a second instance needs its own queue and config directories
+    # Each start needs its own queue and config directories, and each peer its own group.
+    prefix = "traced-" if traced else ("" if cpus is None else f"cpus{cpus}-")
+    postfix, relay = (limits.group(f"{prefix}{name}", cpus) if limits else None
+                      for name in ("postfix", "relay"))
     peers.append(postfix_peer.start(bench.workdir, certs, sink_port, secrets.token_urlsafe(24), traced=traced,
-                                    name=f"{prefix}postfix"))
+                                    name=f"{prefix}postfix", cpu_group=postfix))
     peers.append(relay_peer.start(bench.workdir, certs, sink_port, relay_peer.generated_password(),
-                                  traced=traced, name=f"{prefix}relay"))
+                                  traced=traced, name=f"{prefix}relay", cpu_group=relay))
     for peer in peers:
         warm = bench.measure(peer, WARM_UP)
         if warm.load["errors"] or warm.missing or warm.accepted != WARM_UP.max_messages:
@@ -171,6 +198,7 @@ class Bench:
         self.receipts.read_new()  # whatever came before this run is not this run's
         connections_before = self.receipts.connections
         traced = peer.sync_calls() is not None  # untraced peers (the timed rounds) count no syncs
+        load_average = machine.load_average_1m()
         logs = {child.name: child.trace.log.stat().st_size for child in peer.children if child.trace}
         sync_before, cpu_before, waits_before = peer.sync_calls(), peer.cpu_seconds(), _waits(peer)
         started = time.monotonic()
@@ -204,7 +232,8 @@ class Bench:
                       sync_seconds={target: round(s, 4) for target, s in syncs.seconds.most_common()},
                       connections=self.receipts.connections - connections_before,
                       cpu_seconds=round(peer.cpu_seconds() - cpu_before, 3),
-                      cpu_wait_seconds=round(waited_seconds(waits_before, _waits(peer)), 3), traced=traced)
+                      cpu_wait_seconds=round(waited_seconds(waits_before, _waits(peer)), 3), traced=traced,
+                      cpus=peer.cpu_group.cores if peer.cpu_group else None, load_average=load_average)
 
     def _await_delivery(self, wanted: set[int]) -> list[tuple[int, float]]:
         """Receipts until every wanted seq is in, or no wanted one came for ``stall_seconds``, or the cap."""
@@ -246,7 +275,8 @@ def _await_quiet(peer: Peer, quiet: float = 1.0, cap: float = 10.0) -> None:
 def _progress_line(r: Result) -> str:
     lat = r.latency
     syncs = f"traced: syncs/msg {r.per_message(r.sync_calls or 0)}" if r.traced else "timed"
-    return (f"{r.peer:>10}  {r.per_connection:>3}/conn  {r.clients:>2} clients  round {r.round}  "
+    return (f"{r.peer:>10}  {cpus_label(r.cpus):>8}  {r.per_connection:>3}/conn  {r.clients:>2} clients  "
+            f"round {r.round}  CPU {r.per_message(r.cpu_seconds, 1000)} ms/msg  "
             f"accepted {r.accepted:>5} ({r.load['msgs_per_s']}/s)  delivered {r.delivered} "
             f"in {r.e2e_seconds} s = {r.e2e_rate:.1f}/s  "
             f"p50 {lat['p50_ms']} p99 {lat['p99_ms']} ms  {syncs}  errors {r.load['errors']}")

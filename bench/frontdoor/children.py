@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.frontdoor import proctree
+from bench.frontdoor.cpulimit import CpuGroup
 from bench.frontdoor.syscalls import SyncTrace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # where ``python -m bench.frontdoor.*`` resolves
@@ -72,11 +73,14 @@ class Child:
 
 
 def spawn(name: str, argv: list[str], workdir: Path, *, json_stdout: bool = False,
-          env: dict[str, str] | None = None, traced: bool = False) -> Child:
+          env: dict[str, str] | None = None, traced: bool = False,
+          cpu_group: CpuGroup | None = None) -> Child:
+    """``cpu_group``: the process starts inside it (bench.frontdoor.cpulimit), and so does all it forks."""
     log = workdir / f"{name}.log"
     trace = SyncTrace(workdir / f"{name}.strace") if traced else None
+    argv = trace.wrap(argv) if trace else argv
     with log.open("wb") as sink:  # the child keeps its own descriptor
-        proc = subprocess.Popen(trace.wrap(argv) if trace else argv,
+        proc = subprocess.Popen(cpu_group.wrap(argv) if cpu_group else argv,
                                 stdout=subprocess.PIPE if json_stdout else sink,
                                 stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                                 cwd=REPO_ROOT)

@@ -38,3 +38,8 @@ def describe(workdir: Path) -> dict[str, str]:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def load_average_1m() -> float:
+    """The 1-minute load average now: beside each run, how busy the shared machine was."""
+    return float(Path("/proc/loadavg").read_text().split()[0])

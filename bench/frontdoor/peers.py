@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.frontdoor import proctree
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import Child, spawn
+from bench.frontdoor.cpulimit import CpuGroup
 
 CEILING, POSTFIX, RELAY = "aiosmtpd ceiling", "Postfix", "mta-relay"
 
@@ -24,9 +26,17 @@ class Peer:
     children: list[Child]
     settle: Callable[[], None] = lambda: None
     notes: list[str] = field(default_factory=list)
+    cpu_group: CpuGroup | None = None  # its processes run limited to that group's cores
 
     def cpu_seconds(self) -> float:
+        """From the peer's group when it has one (exact for the whole tree), else from /proc."""
+        if self.cpu_group is not None and (used := self.cpu_group.usage_seconds()) is not None:
+            return used
         return sum(child.cpu_seconds() for child in self.children)
+
+    def processes(self) -> int:
+        """Processes in the peer's trees now (the relay's workers show here)."""
+        return sum(1 + len(proctree.descendants(child.peer_pid())) for child in self.children)
 
     def sync_calls(self) -> int | None:
         """Sync calls so far; None when the peer runs untraced (a timing run)."""
@@ -61,9 +71,11 @@ def wait_drained(queued: Callable[[], int], stall_seconds: float = 10) -> None:
             return
 
 
-def start_ceiling(workdir: Path, certs: CertFiles, *, traced: bool = False) -> Peer:
+def start_ceiling(workdir: Path, certs: CertFiles, *, traced: bool = False, name: str = "ceiling",
+                  cpu_group: CpuGroup | None = None) -> Peer:
+    """``name``: its log file's name in ``workdir`` (a second start needs its own)."""
     argv = [sys.executable, "-m", "bench.frontdoor.ceiling", "--cert", str(certs.cert_chain),
             "--key", str(certs.key)]
-    child = spawn("ceiling", argv, workdir, json_stdout=True, traced=traced)
+    child = spawn(name, argv, workdir, json_stdout=True, traced=traced, cpu_group=cpu_group)
     ready = child.read_json_line(timeout=20)
-    return Peer(CEILING, int(ready["port"]), "bench", "any-password", [child])
+    return Peer(CEILING, int(ready["port"]), "bench", "any-password", [child], cpu_group=cpu_group)

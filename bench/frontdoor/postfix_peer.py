@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import free_port, spawn, wait_for_port
+from bench.frontdoor.cpulimit import CpuGroup
 from bench.frontdoor.peers import POSTFIX, Peer, wait_drained
 
 MASTER = "/usr/lib/postfix/sbin/master"
@@ -178,16 +179,18 @@ def _which(program: str) -> str:
 
 
 def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, traced: bool = False,
-          name: str = "postfix") -> Peer:
-    """``name``: the instance's directory under ``workdir`` (a second start needs its own)."""
+          name: str = "postfix", cpu_group: CpuGroup | None = None) -> Peer:
+    """``name``: the instance's directory under ``workdir`` (a second start needs its own); ``cpu_group``:
+    Dovecot and Postfix's master start in it, so the whole instance shares one limit, as the relay's
+    processes do."""
     instance = PostfixPeer(workdir / name, free_port(), sink_port, certs, "bench", password)
     instance.root.mkdir()
     instance.prepare()
-    dovecot = spawn(f"{name}-dovecot", instance.dovecot_argv(), workdir, traced=traced)
+    dovecot = spawn(f"{name}-dovecot", instance.dovecot_argv(), workdir, traced=traced, cpu_group=cpu_group)
     _wait_for(lambda: (instance.root / "queue/private/auth").exists(), 20, "Dovecot's auth socket")
-    master = spawn(name, instance.master_argv(), workdir, traced=traced)
+    master = spawn(name, instance.master_argv(), workdir, traced=traced, cpu_group=cpu_group)
     peer = Peer(POSTFIX, instance.port, instance.username, password, [dovecot, master],
-                settle=lambda: wait_drained(instance.queued))
+                settle=lambda: wait_drained(instance.queued), cpu_group=cpu_group)
     wait_for_port(master, instance.port)
     return peer
 

@@ -7,8 +7,10 @@ spool under the bench's temp dir, delivery by smarthost to the bench's null sink
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from mta_relay import config, passwords
 
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import free_port, spawn, wait_for_port
+from bench.frontdoor.cpulimit import CpuGroup
 from bench.frontdoor.peers import RELAY, Peer, wait_drained
 
 USERNAME = "bench"
@@ -32,6 +35,17 @@ def available() -> str | None:
     if _executable() is None:
         return "the mta-relay console script is not installed (pip install -e .)"
     return None
+
+
+@functools.cache
+def takes_workers() -> bool:
+    """Whether this mta-relay has ``--workers`` (serving processes sharing the SMTP sockets): asked of its
+    ``--help``, since relays before it refuse the option."""
+    executable = _executable()
+    if executable is None:
+        return False
+    done = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60, check=False)
+    return "--workers" in done.stdout
 
 
 def write_config(config_dir: Path, *, smtp_port: int, http_port: int, certs: CertFiles, spool: Path,
@@ -65,21 +79,26 @@ def generated_password() -> str:
 
 
 def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, traced: bool = False,
-          name: str = "relay", peer_name: str = RELAY, events: config.Events | None = None) -> Peer:
+          name: str = "relay", peer_name: str = RELAY, events: config.Events | None = None,
+          cpu_group: CpuGroup | None = None, workers: int | None = None) -> Peer:
     """``name``: prefix of the config and spool directories in ``workdir`` (a second start needs its own);
-    ``peer_name``: the peer's name in results; ``events``: as in ``write_config``."""
+    ``peer_name``: the peer's name in results; ``events``: as in ``write_config``; ``cpu_group``: the
+    relay starts in it (its automatic worker count follows that limit); ``workers``: ``--workers N``,
+    None to leave the count to the relay (the caller checks ``takes_workers`` first)."""
     port = free_port()
     config_dir, spool = workdir / f"{name}-config", workdir / f"{name}-spool"
     write_config(config_dir, smtp_port=port, http_port=free_port(), certs=certs, spool=spool,
                  sink_port=sink_port, password=password, events=events)
     executable = _executable()
     assert executable is not None  # checked by available()
-    child = spawn(name, [executable, "--config", str(config_dir), "--log-level", "INFO"], workdir,
-                  traced=traced)
+    argv = [executable, "--config", str(config_dir), "--log-level", "INFO"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    child = spawn(name, argv, workdir, traced=traced, cpu_group=cpu_group)
     wait_for_port(child, port)
     # Non-empty slot files are accepted mail not yet delivered to the sink (mta_relay.spool).
     return Peer(peer_name, port, USERNAME, password, [child],
-                settle=lambda: wait_drained(lambda: _spooled(spool)))
+                settle=lambda: wait_drained(lambda: _spooled(spool)), cpu_group=cpu_group)
 
 
 def _spooled(spool: Path) -> int:
