@@ -43,6 +43,21 @@ def test_the_tightest_limit_on_the_way_to_the_root(tmp_path: Path) -> None:
     assert count.cgroup_limit(root, proc) is None
 
 
+def test_a_cgroup_v1_cfs_quota_counts_too(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    group = root / "cpu,cpuacct" / "bench"
+    group.mkdir(parents=True)
+    (root / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    (root / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    (group / "cpu.cfs_quota_us").write_text("100000\n")
+    (group / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "cgroup-of-self"
+    proc.write_text("4:memory:/bench\n2:cpu,cpuacct:/bench\n0::/\n")
+    assert count.cgroup_limit(root, proc) == 1.0
+    proc.write_text("2:cpu,cpuacct:/\n")
+    assert count.cgroup_limit(root, proc) is None
+
+
 def _exposition(accepted: float, reason: str, sessions: float, ready: float) -> bytes:
     registry = CollectorRegistry()
     Counter("mta_messages_accepted", "Messages accepted", ["source"], registry=registry).labels("smtp").inc(
