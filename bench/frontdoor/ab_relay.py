@@ -54,13 +54,16 @@ class Variant:
         head, *assignments = spec.split(",")
         name, _, source = head.partition(":")
         env = dict(a.split("=", 1) for a in assignments)
+        if source and not (Path(source) / "mta_relay" / "__init__.py").is_file():
+            raise argparse.ArgumentTypeError(f"{source} holds no mta_relay package")
         return cls(name, Path(source).resolve() if source else None, env)
 
 
-def _own_cpu(pid: int) -> float:
+def _own_cpu(pid: int, which: slice = slice(11, 13)) -> float:
+    """User + system CPU seconds of the process alone (``which``: slice(12, 13) for system only)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return sum(int(value) for value in fields[which]) / _TICK
 
 
 def _start(variant: Variant, workdir: Path, certs, sink_port: int, password: str) -> None:
@@ -89,10 +92,11 @@ def _run(variant: Variant, tls: ssl.SSLContext, load: Load, password: str) -> di
     pid = variant.child.proc.pid
     target = Target("127.0.0.1", variant.port, relay_peer.USERNAME, password, "bench@example.com",
                     "sink@example.net")
-    own, tree = _own_cpu(pid), proctree.tree_cpu_seconds(pid)
+    own, own_sys, tree = _own_cpu(pid), _own_cpu(pid, slice(12, 13)), proctree.tree_cpu_seconds(pid)
     delivery = sum(_own_cpu(child) for child in proctree.descendants(pid))
     outcome = asyncio.run(run_load(target, tls, load))
     own_after = _own_cpu(pid)  # before the drain: what accepting cost, not delivering
+    own_sys_after = _own_cpu(pid, slice(12, 13))
     _settle(variant)
     tree_after = proctree.tree_cpu_seconds(pid)
     delivery_after = sum(_own_cpu(child) for child in proctree.descendants(pid))
@@ -102,6 +106,7 @@ def _run(variant: Variant, tls: ssl.SSLContext, load: Load, password: str) -> di
         print(f"  {variant.name}: {outcome.errors} errors {outcome.error_samples}", file=sys.stderr)
     return {"msgs_per_s": float(summary["msgs_per_s"]), "p50_ms": float(summary["p50_ms"]),
             "frontdoor_cpu_ms": 1000 * (own_after - own) / n, "tree_cpu_ms": 1000 * (tree_after - tree) / n,
+            "frontdoor_sys_ms": 1000 * (own_sys_after - own_sys) / n,
             "delivery_cpu_ms": 1000 * (delivery_after - delivery) / n,
             "messages": float(outcome.messages), "errors": float(outcome.errors)}
 
@@ -119,6 +124,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--messages", type=int, default=2_000)
+    parser.add_argument("--size", type=int, default=1024, help="message size in octets")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     scenarios = [tuple(int(x) for x in s.split("x")) for s in (args.scenario or ["100x10", "1x50"])]
@@ -137,7 +143,7 @@ def main() -> None:
             order = variants[round_ % len(variants):] + variants[:round_ % len(variants)]
             for per_connection, clients in scenarios:
                 key = f"{per_connection}x{clients}"
-                load = Load(clients, per_connection, args.messages, args.seconds)
+                load = Load(clients, per_connection, args.messages, args.seconds, args.size)
                 for variant in order:
                     result = _run(variant, tls, load, password)
                     variant.runs.setdefault(key, []).append(result)
@@ -152,7 +158,8 @@ def main() -> None:
                 runs = variant.runs[key]
                 print(f"{key:>6} {variant.name:>12}: msgs/s {_spread([r['msgs_per_s'] for r in runs])}  "
                       f"p50 ms {_spread([r['p50_ms'] for r in runs])}  "
-                      f"front door ms/msg {_spread([r['frontdoor_cpu_ms'] for r in runs])}  "
+                      f"front door ms/msg {_spread([r['frontdoor_cpu_ms'] for r in runs])} "
+                      f"(system {_spread([r['frontdoor_sys_ms'] for r in runs])})  "
                       f"delivery ms/msg {_spread([r['delivery_cpu_ms'] for r in runs])}  "
                       f"tree ms/msg {_spread([r['tree_cpu_ms'] for r in runs])}")
         if args.json is not None:
