@@ -40,7 +40,6 @@ loses nothing the kernel was given. Beyond ``MAX_FREE`` free slots, removal unli
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -48,11 +47,12 @@ import re
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Literal
+
+from mta_relay.io_threads import IoThreads
 
 FORMAT_VERSION = 1
 _MAGIC = b"MTASPOOL"
@@ -178,7 +178,7 @@ class Spool:
         self._free: list[int] = []
         self._next_slot = 0
         self._with_outcomes: set[str] = set()  # queue ids with an outcomes file
-        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="spool")
+        self._io = IoThreads(IO_THREADS, "spool")
 
     def ensure_dirs(self) -> None:
         for directory in (self.slots, self.outcomes_dir, self.quarantine_dir):
@@ -198,7 +198,7 @@ class Spool:
         """Make an entry durable as it is, queue id and acceptance time kept: one a peer MTA handed over
         (see ``handoff``). Raises SpoolError: then never answer that it was taken."""
         try:
-            slot = await asyncio.get_running_loop().run_in_executor(self._io, self._store, envelope, message)
+            slot = await self._io.run(self._store, envelope, message)
         except OSError as error:
             raise SpoolError(f"spool write failed: {error.strerror}") from None
         with self._lock:
