@@ -11,11 +11,13 @@ from typing import Any, Literal
 from mta_relay import replies, trace_headers
 from mta_relay.config import Credential
 from mta_relay.events.record import Event, EventType, Response
+from mta_relay.header_fields import header_values
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
 from mta_relay.spool import Envelope, SpoolError
 
 log = logging.getLogger("mta_relay.messages")
+_HEADER_FIELDS = ("from", "sender", "date", "message-id")  # what check_headers and stamped read
 Source = Literal["smtp", "http"]
 
 
@@ -86,7 +88,8 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
     """
     fields = {"queue_id": queue_id, "credential": cred.username, "client_ip": client_ip,
               "mail_from": mail_from, "rcpt_count": len(rcpts), "size": len(message)}
-    reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf)
+    present = header_values(message, *_HEADER_FIELDS)  # read once, for the policy and the stamp
+    reply = await relay.gen.policy.check_headers(cred, message, relay.gen.spf, present)
     if reply is not None:
         return rejected(relay, source, reply, **fields)
     if not await relay.ledger.charge(cred.username, cred.quota):
@@ -99,7 +102,7 @@ async def accept(relay: Relay, *, source: Source, cred: Credential, client_ip: s
                                     helo=helo, by_address=cred.authentication == "SourceIP")
     message, message_id = trace_headers.stamped(
         message, arrival, hostname=settings.hostname, queue_id=queue_id,
-        client_address_shown=settings.trace.client_address)
+        client_address_shown=settings.trace.client_address, present=present)
     try:
         envelope = await relay.spool.put(queue_id=queue_id, mail_from=mail_from, rcpts=rcpts,
                                          credential=cred.username, client_ip=client_ip, source=source,

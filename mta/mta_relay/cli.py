@@ -16,7 +16,7 @@ import os
 import signal
 from pathlib import Path
 
-from mta_relay import logs
+from mta_relay import event_loop, logs
 from mta_relay.config_loader import ConfigError
 from mta_relay.server import RelayServer
 from mta_relay.workers import count
@@ -61,4 +61,4 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
     workers = args.workers or count.automatic()
-    return asyncio.run(serve(args.config, args.listen_address or None, args.pod_name or None, workers))
+    return event_loop.run(serve(args.config, args.listen_address or None, args.pod_name or None, workers))

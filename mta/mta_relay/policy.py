@@ -102,8 +102,12 @@ class Policy:
             return replies.SPF_TEMPFAIL
         return None if verdict else replies.SENDER_DOMAIN
 
-    async def check_headers(self, cred: Credential, message: bytes, spf: SpfCheck) -> Reply | None:
-        fields = header_values(message, "from", "sender")
+    async def check_headers(self, cred: Credential, message: bytes, spf: SpfCheck,
+                            fields: dict[str, list[str]] | None = None) -> Reply | None:
+        """``fields``: the message's ``header_values`` for (at least) from and sender, when the caller
+        has read them already."""
+        if fields is None:
+            fields = header_values(message, "from", "sender")
         froms, senders = fields["from"], fields["sender"]
         if len(froms) != 1:
             return replies.FROM_COUNT

@@ -12,7 +12,10 @@ or, on an implicit TLS listener, with TLS from the first byte and no STARTTLS):
 - the relay's own wording for every reply aiosmtpd would give in its words (``stock_reply``): each
   refusal leaves with an enhanced status code, one log line and a metric reason. ``push`` is where
   aiosmtpd's texts are swapped, since aiosmtpd has no hook for its protocol replies; a test holds the
-  table to every reply text in aiosmtpd's source.
+  table to every reply text in aiosmtpd's source;
+- DATA read a chunk at a time (``smtp_data``), not a line at a time: ``_data`` restates aiosmtpd 1.4's
+  ``smtp_DATA`` around that reader (aiosmtpd is pinned to 1.4 for it, and a test runs the two side by
+  side).
 aiosmtpd itself discards plaintext buffered behind STARTTLS (RFC 3207 §4.2) when TLS comes up.
 """
 
@@ -28,13 +31,14 @@ import secrets
 import time
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 
 from mta_relay import replies
 from mta_relay.authenticate import CramMd5, Secret, authenticate, source_ip
 from mta_relay.framing import LineFraming
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
+from mta_relay.smtp_data import DataReader, DataState
 from mta_relay.smtp_paths import parse_path
 
 log = logging.getLogger("mta_relay.smtp")
@@ -91,6 +95,7 @@ _STOCK_PATTERNS: tuple[tuple[re.Pattern[str], Reply], ...] = (
     (re.compile(r"500 Error: \(.*", re.S), replies.INTERNAL),
 )
 _TLS_RECORD_HANDSHAKE = 0x16  # the first byte of a TLS ClientHello; no SMTP command starts with it
+_DATA_CHUNK = 1 << 20  # read() takes what the stream holds, up to this (flow control keeps it small)
 
 
 def stock_reply(text: str) -> Reply | None:
@@ -234,9 +239,54 @@ class RelaySession(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         self.in_data = True  # shutdown waits for a message in flight
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self.in_data = False
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd 1.4's ``smtp_DATA`` (checks, replies, hook, state, in its order and words) with the
+        message read by ``smtp_data.DataReader`` a chunk at a time instead of a line at a time;
+        ``tests/relay/test_relay_smtp_data.py`` runs both on the same streams."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = DataReader(self.line_length_limit, self.data_size_limit)
+        while self.transport is not None and not data.done:
+            try:
+                chunk = await self._reader.read(_DATA_CHUNK)
+            except asyncio.CancelledError:
+                self._writer.close()  # the connection went away during DATA
+                raise
+            if not chunk:
+                return  # end of stream: the connection is closing
+            data.feed(chunk)
+        if not data.done:
+            return
+        if data.rest and not self._reader.at_eof():
+            self._reader.feed_data(data.rest)  # the next command: read() took the whole buffer
+        if data.state is DataState.TOO_LONG:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            self._set_post_data_state()
+            return
+        if data.state is DataState.TOO_MUCH:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        # decode_data is never set here: the content stays bytes, as the handler and the spool want
+        content = data.message()
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):

@@ -44,7 +44,6 @@ loses nothing the kernel was given. Beyond ``MAX_FREE`` free slots, removal unli
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -53,11 +52,12 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Literal
+
+from mta_relay.io_threads import IoThreads
 
 FORMAT_VERSION = 1
 _MAGIC = b"MTASPOOL"
@@ -191,7 +191,7 @@ class Spool:
         # gets it back through this hook; without one, it is left alone (the owner finds it at its start).
         self.on_foreign_release: Callable[[int], None] | None = None
         self._with_outcomes: set[str] = set()  # queue ids with an outcomes file
-        self._io = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="spool")
+        self._io = IoThreads(IO_THREADS, "spool")
 
     def ensure_dirs(self) -> None:
         for directory in (self.slots, self.outcomes_dir, self.quarantine_dir):
@@ -211,7 +211,7 @@ class Spool:
         """Make an entry durable as it is, queue id and acceptance time kept: one a peer MTA handed over
         (see ``handoff``). Raises SpoolError: then never answer that it was taken."""
         try:
-            slot = await asyncio.get_running_loop().run_in_executor(self._io, self._store, envelope, message)
+            slot = await self._io.run(self._store, envelope, message)
         except OSError as error:
             raise SpoolError(f"spool write failed: {error.strerror}") from None
         with self._lock:

@@ -18,6 +18,7 @@ several recipients would reveal a Bcc.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def http_protocol(tls: bool) -> str:
     return "HTTPS" if tls else "HTTP"
 
 
+@functools.lru_cache(maxsize=4096)  # a client sends many messages: its address is parsed once
 def address_literal(ip: str) -> str:
     """RFC 5321 §4.1.3: ``[192.0.2.1]``, ``[IPv6:2001:db8::1]`` (IPv4-mapped IPv6 as IPv4)."""
     try:
@@ -76,6 +78,26 @@ def _helo_name(helo: str | None) -> str | None:
     return helo if _DOMAIN.fullmatch(helo) or _LITERAL.fullmatch(helo) else None
 
 
+class _DateText:
+    """``format_datetime`` of the last second asked for: every message of a second shares its text.
+    The (second, text) pair is replaced whole, so threads never see one without the other."""
+
+    def __init__(self) -> None:
+        self._last: tuple[datetime, str] | None = None
+
+    def __call__(self, when: datetime) -> str:
+        second = when.replace(microsecond=0)
+        last = self._last
+        if last is not None and last[0] == second and last[0].tzinfo == second.tzinfo:
+            return last[1]
+        text = format_datetime(second)
+        self._last = (second, text)
+        return text
+
+
+_date_text = _DateText()
+
+
 def received(arrival: Arrival, *, hostname: str, queue_id: str, when: datetime,
              client_address_shown: bool = True) -> bytes:
     """The Received field, folded at its clauses so every line stays short; ends with CRLF."""
@@ -86,7 +108,7 @@ def received(arrival: Arrival, *, hostname: str, queue_id: str, when: datetime,
     parts.append(f"by {hostname} with {arrival.protocol} id {queue_id}")
     how = "by source address " if arrival.by_address else ""
     parts.append(f"(authenticated {how}as {arrival.credential});")
-    parts.append(format_datetime(when))
+    parts.append(_date_text(when))
     return b"Received: " + _FOLD.join(part.encode("ascii") for part in parts) + b"\r\n"
 
 
@@ -103,7 +125,7 @@ def _own_message_id(queue_id: str, hostname: str) -> str:
 def _missing(present: dict[str, list[str]], *, hostname: str, queue_id: str, when: datetime) -> bytes:
     lines = b""
     if not present["date"]:
-        lines += b"Date: " + format_datetime(when).encode("ascii") + b"\r\n"
+        lines += b"Date: " + _date_text(when).encode("ascii") + b"\r\n"
     if not present["message-id"]:
         lines += f"Message-ID: {_own_message_id(queue_id, hostname)}\r\n".encode("ascii")
     return lines
@@ -118,12 +140,16 @@ def stamp(message: bytes, arrival: Arrival, *, hostname: str, queue_id: str,
 
 
 def stamped(message: bytes, arrival: Arrival, *, hostname: str, queue_id: str,
-            client_address_shown: bool = True, when: datetime | None = None) -> tuple[bytes, str]:
-    """``stamp``, and the message's Message-ID (the client's, or the one added), for events."""
+            client_address_shown: bool = True, when: datetime | None = None,
+            present: dict[str, list[str]] | None = None) -> tuple[bytes, str]:
+    """``stamp``, and the message's Message-ID (the client's, or the one added), for events.
+    ``present``: the message's ``header_values`` for (at least) date and message-id, when the caller
+    has read them already."""
     when = when or datetime.now(UTC)
     trace = received(arrival, hostname=hostname, queue_id=queue_id, when=when,
                      client_address_shown=client_address_shown)
-    present = header_values(message, "date", "message-id")
+    if present is None:
+        present = header_values(message, "date", "message-id")
     added = _missing(present, hostname=hostname, queue_id=queue_id, when=when)
     ids = present["message-id"]
     message_id = ids[0].strip()[:998] if ids else _own_message_id(queue_id, hostname)

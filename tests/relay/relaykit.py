@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mta_relay import atomic_dir
+from mta_relay import atomic_dir, event_loop
 from mta_relay.passwords import fast_verifier
 from mta_relay.server import RelayServer
 from support.ports import free_port as free_port  # re-exported for the tests
@@ -68,7 +68,7 @@ class RelayThread:
     _thread: threading.Thread = field(init=False)
 
     def start(self) -> RelayThread:
-        self.loop = asyncio.new_event_loop()
+        self.loop = event_loop.new_event_loop()  # the kind the relay's processes run on
         ready = threading.Event()
         self.server = RelayServer(self.config_dir)
         failure: list[BaseException] = []

@@ -6,9 +6,10 @@ from __future__ import annotations
 import smtplib
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes
 from email.policy import default
+from email.utils import format_datetime
 
 import pytest
 from conftest import RelaySetup
@@ -93,6 +94,19 @@ def test_present_date_and_message_id_are_kept_and_not_doubled() -> None:
     parsed = message_from_bytes(stamped, policy=default)
     assert parsed.get_all("Date") == ["Thu, 01 Jan 2026 00:00:00 +0000"]
     assert parsed.get_all("Message-ID") == ["<own@app>"]
+
+
+def test_dates_follow_the_second_and_the_zone_of_each_message() -> None:
+    """The date text is kept for the last second asked for: never for another second or zone."""
+    message = b"From: a@example.com\r\n\r\nbody\r\n"
+    minus5 = timezone(timedelta(hours=-5))
+    whens = [WHEN, WHEN.replace(microsecond=999_999), WHEN + timedelta(seconds=1), WHEN.astimezone(minus5),
+             WHEN]
+    dates = [stamp(message, ARRIVAL, hostname="h.example", queue_id="0123abc", when=when).split(b"\r\n")[3]
+             for when in whens]
+    assert dates == [b"\t" + format_datetime(when.replace(microsecond=0)).encode() for when in whens]
+    assert dates[0] == dates[1] != dates[2]
+    assert dates[3].endswith(b"-0500")
 
 
 def test_unterminated_single_header_line_is_ended_before_ours() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mta_relay import child_process, config_loader, logs, queue_admin
+from mta_relay import child_process, config_loader, event_loop, logs, queue_admin
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery import service
 from mta_relay.delivery.channel import Channel
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     os.nice(NICENESS)
     logs.setup(args.log_level)
     sock = socket.socket(fileno=args.channel_fd)
-    return asyncio.run(serve(args.config, sock, args.pod_name))
+    return event_loop.run(serve(args.config, sock, args.pod_name), preferred="uvloop")
 
 
 if __name__ == "__main__":

@@ -140,12 +140,15 @@ class Batch:
     next_attempt_at: float  # Unix time; 0 for a batch not tried yet
 
 
+_REST_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per row
+
+
 def encode_row(event: Event) -> tuple[float, str, str, str, str, str, str, str]:
     data = event.to_json()
     rest = {k: v for k, v in data.items()
             if k not in _COLUMN_KEYS and not (k in _DEFAULTS and v == _DEFAULTS[k])}
     return (event.timestamp, str(event.type), event.queue_id, event.message_id, event.sender,
-            event.recipient, event.credential, json.dumps(rest, separators=(",", ":"), ensure_ascii=False))
+            event.recipient, event.credential, _REST_JSON.encode(rest))
 
 
 def decode_row(row: Sequence[Any]) -> Event:
@@ -561,6 +564,7 @@ class EventWriter:
         self.pruned = 0
         self._count_lock = threading.Lock()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._urgent = threading.Event()  # a flush, configure or stop is queued: commit without waiting
         self._webhooks: tuple[WebhookFilter, ...] = ()
         self._store: EventStore | None = None
         self._last_error_log = float("-inf")
@@ -580,16 +584,19 @@ class EventWriter:
         """The webhooks whose outboxes the next events go to; ones no longer named are forgotten.
         ``limits``: new bounds (retention, max events, max pending), in force from the next write."""
         self._queue.put(_Configure(tuple(webhooks), limits))
+        self._urgent.set()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything emitted before is committed (or failed); False on timeout."""
         marker = _Flush()
         self._queue.put(marker)
+        self._urgent.set()
         return marker.done.wait(timeout) if self._thread.is_alive() else False
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Commit what is queued, then stop the thread and close the database."""
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join(timeout)
 
     # --- the thread ---------------------------------------------------------------------------
@@ -620,10 +627,7 @@ class EventWriter:
                     self._reconfigure(item.webhooks, item.limits)
                 if len(group) >= self.group_max:
                     break
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    item = None
+                item = self._next(deadline)
             self._commit(group)
             for marker in flushes:
                 marker.done.set()
@@ -632,6 +636,21 @@ class EventWriter:
                 self._prune()
         if self._store is not None:
             self._store.close()
+
+    def _next(self, deadline: float) -> object | None:
+        """The group's next item; None once its time is up. Between items the thread sleeps until the
+        deadline, woken early only by a flush, a configure or a stop (``_urgent``), never by ``emit``:
+        a thread woken at every event takes the GIL from the emitting event loop at every event."""
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._urgent.wait(remaining)
+            self._urgent.clear()  # then the queue is looked at again: a marker put before set() is there
 
     def _open(self) -> EventStore:
         if self._store is None:

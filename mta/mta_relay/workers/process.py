@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from mta_relay import child_process, config_loader, generation, logs, smtp_serving
+from mta_relay import child_process, config_loader, event_loop, generation, logs, smtp_serving
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.channel import Channel
 from mta_relay.events import from_config as events_config
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level, {"worker": args.worker})
     listeners = [Listener.from_spec(spec) for spec in args.listener]
     sock = socket.socket(fileno=args.channel_fd)
-    return asyncio.run(serve(args.config, args.worker, sock, listeners, args.pod_name))
+    return event_loop.run(serve(args.config, args.worker, sock, listeners, args.pod_name))
 
 
 if __name__ == "__main__":
