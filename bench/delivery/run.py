@@ -35,7 +35,7 @@ from bench.frontdoor.children import Child, spawn
 from bench.frontdoor.cpulimit import CpuLimits
 from bench.frontdoor.loadgen import Load, run_load
 from bench.frontdoor.peers import Peer, stop_all
-from bench.frontdoor.rounds import cpus_label, rotation
+from bench.frontdoor.rounds import Schedule, cpus_label, rotation
 from bench.frontdoor.run import MAIL_FROM, RCPT_TO, WARM_UP
 from bench.frontdoor.smtp_client import Target
 from bench.frontdoor.stats import Outcome
@@ -103,13 +103,11 @@ def _target(peer: Peer) -> Target:
 
 
 def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] = print) -> Run:
-    begun = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mta-delivery-"))
     workdir.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk through it to their files
     notes: list[str] = []
     results: list[Result] = []
     processes: dict[str, dict[str, int]] = {}
-    skipped: list[str] = []
     sink: Child | None = None
     peers: list[Peer] = []
     limits = CpuLimits.detect() if any(c is not None for c in plan.cpus) else None
@@ -126,34 +124,27 @@ def execute(plan: Plan, *, keep: bool = False, progress: Callable[[str], None] =
             raise RuntimeError(f"mta-relay cannot run: {missing}")
         bench = Bench(plan, workdir, ReceiptLog(receipts),
                       ssl.create_default_context(cafile=str(certs.ca)))
-        turn = 0
+        schedule = Schedule[Peer](plan.rounds, plan.budget_seconds, time.monotonic)
         for cpus in plan.cpus:
             _start_peers(bench, certs, sink_port, peers, traced=False, cpus=cpus, limits=limits)
             processes[cpus_label(cpus)] = {peer.name: peer.processes() for peer in peers}
-            for per_connection, clients in plan.scenarios:
+            for per_connection, clients, round_, peer in schedule.runs(plan.scenarios, peers,
+                                                                       lambda p: p.name, cpus_label(cpus)):
                 load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
-                for round_ in range(1, plan.rounds + 1):
-                    for peer in rotation(peers, turn):
-                        if time.monotonic() - begun > plan.budget_seconds:
-                            skipped.append(f"{peer.name} {cpus_label(cpus)} {per_connection}/conn x {clients}"
-                                           f" round {round_}")
-                            continue
-                        results.append(bench.measure(peer, load, round_))
-                        progress(_progress_line(results[-1]))
-                    turn += 1
+                results.append(bench.measure(peer, load, round_))
+                progress(_progress_line(results[-1]))
             while peers:
                 peers.pop().stop()
         _start_peers(bench, certs, sink_port, peers, traced=True, cpus=None, limits=None)
         for per_connection, clients in plan.scenarios:
             load = Load(clients, per_connection, min(plan.max_messages, plan.traced_messages),
                         plan.max_seconds)
-            for peer in rotation(peers, turn):
+            for peer in rotation(peers, schedule.turn):
                 results.append(bench.measure(peer, load, 1))
                 progress(_progress_line(results[-1]))
-            turn += 1
-        if skipped:
-            notes.append(f"Time budget ({plan.budget_seconds:g} s) spent: {len(skipped)} timed runs not run "
-                         f"({skipped[0]} … {skipped[-1]}).")
+            schedule.turn += 1
+        if (note := schedule.note()) is not None:
+            notes.append(note)
     finally:
         received = stop_all(peers, sink)
         if limits is not None:

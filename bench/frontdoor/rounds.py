@@ -11,12 +11,48 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 DASH = "\u2013"  # an en dash between min and max: a hyphen misreads around negative values, (-1.7-1.6)
+
+
+@dataclass
+class Schedule(Generic[T]):
+    """The timed runs in order: each scenario, ``rounds`` rounds, every peer once per round in a rotating
+    order (``turn`` carries on across CPU limits). Runs that would start past the time budget are named in
+    ``skipped`` instead."""
+
+    rounds: int
+    budget_seconds: float
+    clock: Callable[[], float]
+    begun: float = 0.0
+    turn: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.begun = self.clock()
+
+    def runs(self, scenarios: Iterable[tuple[int, int]], peers: Sequence[T], name: Callable[[T], str],
+             label: str) -> Iterator[tuple[int, int, int, T]]:
+        """(messages per connection, clients, round, peer) of each run to make."""
+        for per_connection, clients in scenarios:
+            for round_ in range(1, self.rounds + 1):
+                for peer in rotation(peers, self.turn):
+                    if self.clock() - self.begun > self.budget_seconds:
+                        self.skipped.append(f"{name(peer)} {label} {per_connection}/conn x {clients} "
+                                            f"round {round_}")
+                        continue
+                    yield per_connection, clients, round_, peer
+                self.turn += 1
+
+    def note(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (f"Time budget ({self.budget_seconds:g} s) spent: {len(self.skipped)} timed runs not run "
+                f"({self.skipped[0]} … {self.skipped[-1]}).")
 
 
 def rotation(items: Sequence[T], turn: int) -> list[T]:

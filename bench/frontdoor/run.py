@@ -25,7 +25,7 @@ from bench.frontdoor.cpulimit import CpuGroup, CpuLimits
 from bench.frontdoor.loadgen import Load, run_load
 from bench.frontdoor.peers import CEILING, Peer, start_ceiling, stop_all
 from bench.frontdoor.report import Result
-from bench.frontdoor.rounds import cpus_label, rotation
+from bench.frontdoor.rounds import Schedule, cpus_label, rotation
 from bench.frontdoor.smtp_client import Target
 
 MAIL_FROM, RCPT_TO = "bench@example.com", "sink@example.net"
@@ -107,13 +107,11 @@ def _workers(asked: int | None, notes: list[str]) -> int | None:
 
 def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False, relay_workers: int | None = None,
             progress: Callable[[str], None] = print) -> Run:
-    begun = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="mta-frontdoor-"))
     workdir.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk through it to their files
     notes: list[str] = []
     results: list[Result] = []
     processes: dict[str, dict[str, int]] = {}
-    skipped: list[str] = []
     sink: Child | None = None
     peers: list[Peer] = []
     limits = CpuLimits.detect() if any(c is not None for c in plan.cpus) else None
@@ -129,23 +127,17 @@ def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False, relay_wo
         sink_port = int(sink.read_json_line(timeout=20)["port"])
         certs = write_certs(workdir / "certs")
         tls = ssl.create_default_context(cafile=str(certs.ca))
-        turn = 0
+        schedule = Schedule[Peer](plan.rounds, plan.budget_seconds, time.monotonic)
         for cpus in plan.cpus:
             _start_peers(workdir, certs, sink_port, peers, with_relay=with_relay, traced=False, cpus=cpus,
                          limits=limits, workers=workers)
             _warm_up(peers, tls, workdir)
             processes[cpus_label(cpus)] = {peer.name: peer.processes() for peer in peers}
-            for per_connection, clients in plan.scenarios:
+            for per_connection, clients, round_, peer in schedule.runs(plan.scenarios, peers,
+                                                                       lambda p: p.name, cpus_label(cpus)):
                 load = Load(clients, per_connection, plan.max_messages, plan.max_seconds)
-                for round_ in range(1, plan.rounds + 1):
-                    for peer in rotation(peers, turn):
-                        if time.monotonic() - begun > plan.budget_seconds:
-                            skipped.append(f"{peer.name} {cpus_label(cpus)} {per_connection}/conn x {clients}"
-                                           f" round {round_}")
-                            continue
-                        results.append(_measure(peer, tls, load, round_, cpus))
-                        progress(_progress_line(results[-1]))
-                    turn += 1
+                results.append(_measure(peer, tls, load, round_, cpus))
+                progress(_progress_line(results[-1]))
             while peers:
                 peers.pop().stop()
         _start_peers(workdir, certs, sink_port, peers, with_relay=with_relay, traced=True, cpus=None,
@@ -154,15 +146,14 @@ def execute(plan: Plan, *, with_relay: bool = True, keep: bool = False, relay_wo
         for per_connection, clients in plan.scenarios:
             messages = min(plan.max_messages, plan.traced_messages)
             load = Load(clients, per_connection, messages, plan.max_seconds)
-            for peer in rotation(peers, turn):
+            for peer in rotation(peers, schedule.turn):
                 results.append(_measure(peer, tls, load, 1, None))
                 progress(_progress_line(results[-1]))
-            turn += 1
+            schedule.turn += 1
         while peers:
             peers.pop().stop()
-        if skipped:
-            notes.append(f"Time budget ({plan.budget_seconds:g} s) spent: {len(skipped)} timed runs not run "
-                         f"({skipped[0]} … {skipped[-1]}).")
+        if (note := schedule.note()) is not None:
+            notes.append(note)
         starts = len(plan.cpus) + 1
         for name in dict.fromkeys(r.peer for r in results if r.peer != CEILING):  # those relaying to the sink
             accepted = sum(int(r.summary["messages"]) for r in results if r.peer == name)

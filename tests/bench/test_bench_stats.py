@@ -27,6 +27,7 @@ from bench.frontdoor.rounds import (
     Check,
     Floor,
     FloorRow,
+    Schedule,
     Spread,
     check,
     floor_table,
@@ -173,3 +174,18 @@ def test_without_a_v2_cpu_controller_the_limit_is_cfs_quota_in_the_v1_hierarchie
         control.unlink()
     assert limits.close(wait_seconds=0) == []
     assert [list(p.iterdir()) for p in (cpu, acct)] == [[], []]
+
+
+@unit
+def test_the_schedule_rotates_the_peers_and_names_what_the_budget_leaves_out() -> None:
+    now = [0.0]
+    schedule = Schedule[str](2, budget_seconds=10, clock=lambda: now[0])
+    made = []
+    for run in schedule.runs([(1, 10), (100, 1)], ["A", "B"], str, "1 core"):
+        made.append(run)
+        now[0] += 3  # each run takes 3 s: the budget is spent after the fourth
+    assert made == [(1, 10, 1, "A"), (1, 10, 1, "B"), (1, 10, 2, "B"), (1, 10, 2, "A")]
+    assert schedule.turn == 4
+    assert schedule.skipped[0] == "A 1 core 100/conn x 1 round 1"
+    assert len(schedule.skipped) == 4
+    assert (schedule.note() or "").startswith("Time budget (10 s) spent: 4 timed runs not run")
