@@ -376,6 +376,10 @@ class Spool:
             return
         self._slot_path(slot).unlink(missing_ok=True)
 
+    def discard(self, slot: int) -> None:
+        """An emptied slot of a range no serving process owns any more: its file goes."""
+        self._slot_path(slot).unlink(missing_ok=True)
+
     def forget(self, queue_id: str) -> None:
         """Another process moved the entry away (quarantine): its slot is never used again."""
         with self._lock:

@@ -238,3 +238,18 @@ async def test_a_restarted_serving_process_reports_its_entries_and_quarantines_a
     first.recover()
     assert all(slot < SLOT_RANGE for slot in first._free)
     assert first.slot_of(kept) == second.slot_of(kept)
+
+
+async def test_a_slot_of_a_range_no_process_owns_any_more_is_discarded(tmp_path: Path) -> None:
+    """Fewer serving processes than when the entry was written: the first process learns it at recovery,
+    delivery empties it, and its file goes (nobody would take it again)."""
+    third = Spool(tmp_path / "spool", worker=2)
+    third.attach()
+    qid = await _put(third)
+    slot = third.slot_of(qid)
+    assert slot is not None
+    first = _spool(tmp_path)
+    assert first.slot_of(qid) == slot
+    first.on_foreign_release = first.discard
+    first.remove(qid)
+    assert not first._slot_path(slot).exists()

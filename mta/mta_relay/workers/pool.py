@@ -133,9 +133,14 @@ class WorkerPool:
         self.relay.metrics.serving_processes.set(self.running)
 
     def _give_back(self, slot: int) -> None:
-        """A slot of a serving process's range was emptied by delivery: its owner may use it again. (A
-        process not running now finds it empty when it starts.) Called from any thread."""
-        self._loop.call_soon_threadsafe(self._send_to, slot // SLOT_RANGE, {"op": "released", "slot": slot})
+        """A slot of a serving process's range was emptied by delivery: its owner may use it again (one
+        not running now finds it empty when it starts). A range no process owns any more (the pod runs
+        fewer processes than when the entry was written) loses the empty file. Called from any thread."""
+        owner = slot // SLOT_RANGE
+        if not 0 < owner < self.count:
+            self.relay.spool.discard(slot)
+            return
+        self._loop.call_soon_threadsafe(self._send_to, owner, {"op": "released", "slot": slot})
 
     def _send_to(self, index: int, message: Message) -> None:
         worker = self._workers.get(index)
