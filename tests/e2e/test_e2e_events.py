@@ -151,8 +151,8 @@ def test_receiver_down_while_the_mta_is_killed_and_replaced_loses_no_event(chain
     wait_until(lambda: {t for t in tokens if any(t.encode() in tx.data for tx in chain.receiver.transactions)}
                == set(tokens), timeout=60, what="the 10 messages delivered")
     time.sleep(1.5)  # the MTA tried the receiver and failed by now
+    (pod,) = chain.ready_pods()  # before the kill: the pod turns not ready once its relay is gone
     kill_relay(ip)
-    (pod,) = chain.ready_pods()
     uid = chain.get("pod", pod)["metadata"]["uid"]
     chain.kubectl("delete", "pod", pod, "--wait=false")
     wait_until(lambda: pod in chain.ready_pods() and chain.get("pod", pod)["metadata"]["uid"] != uid,
