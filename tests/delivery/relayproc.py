@@ -102,6 +102,25 @@ class RelayProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def children(self, module: bytes) -> list[int]:
+        """The relay's live child processes running ``module`` (``python -m …``): its delivery process
+        (``b"mta_relay.delivery.worker"``) or its extra SMTP serving processes
+        (``b"mta_relay.workers.process"``)."""
+        assert self.proc is not None
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            state, parent = stat[stat.rfind(")") + 2:].split()[:2]
+            if int(parent) == self.proc.pid and state != "Z" and module in cmdline:
+                found.append(int(entry))
+        return found
+
     def submit(self, mail_from: str, rcpts: list[str], message: bytes) -> None:
         """One message over SMTP (STARTTLS + AUTH PLAIN); returns when the relay answered 250."""
         with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as smtp:

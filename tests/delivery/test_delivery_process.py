@@ -27,18 +27,7 @@ async def receiver() -> AsyncIterator[SmtpReceiver]:
 
 def delivery_pids(relay: RelayProcess) -> list[int]:
     """The relay's child processes (its delivery process)."""
-    assert relay.proc is not None
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if (int(stat[stat.rfind(")") + 2:].split()[1]) == relay.proc.pid
-                    and b"mta_relay.delivery.worker" in Path(f"/proc/{entry}/cmdline").read_bytes()):
-                found.append(int(entry))
-    return found
+    return relay.children(b"mta_relay.delivery.worker")
 
 
 def alive(pid: int) -> bool:

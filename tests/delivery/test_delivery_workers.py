@@ -43,20 +43,7 @@ async def until(condition, within: float = 20.0) -> bool:  # type: ignore[no-unt
 
 def serving_pids(relay: RelayProcess) -> list[int]:
     """The relay's extra SMTP serving processes."""
-    assert relay.proc is not None
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if int(fields[1]) == relay.proc.pid and fields[0] != "Z" and b"mta_relay.workers.process" in cmdline:
-            found.append(int(entry))
-    return found
+    return relay.children(b"mta_relay.workers.process")
 
 
 def log_lines(relay: RelayProcess) -> list[dict]:
