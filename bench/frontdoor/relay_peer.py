@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mta_relay import config, passwords
+from mta_relay.spool import slot_files
 
 from bench.frontdoor.certs import CertFiles
 from bench.frontdoor.children import free_port, spawn, wait_for_port
@@ -103,7 +104,7 @@ def start(workdir: Path, certs: CertFiles, sink_port: int, password: str, *, tra
 
 def _spooled(spool: Path) -> int:
     slots = spool / "slots"
-    return sum(1 for p in slots.iterdir() if _size(p)) if slots.exists() else 0
+    return sum(1 for p in slot_files(slots) if _size(p)) if slots.exists() else 0
 
 
 def _size(path: Path) -> int:

@@ -56,9 +56,12 @@ class RelayServer:
 
     async def start(self) -> Relay:
         """Load the config (ConfigError if unusable), recover the spool, open every listener."""
+        # The fingerprint is taken before the build: a change published while it runs is then seen by
+        # the first poll instead of being taken for the generation in force.
+        seen = await asyncio.to_thread(config_loader.load_settings, self.config_dir)
+        self._fingerprint = await asyncio.to_thread(config_loader.fingerprint, self.config_dir, seen)
         gen = await asyncio.to_thread(generation.build, self.config_dir)
         settings = gen.config.settings
-        self._fingerprint = config_loader.fingerprint(self.config_dir, settings)
         spool = Spool(config_loader.resolve_path(self.config_dir, settings.queue.path))
         report = await asyncio.to_thread(spool.recover)
         log.info("spool recovered", extra={"fields": {"event": "spool_recovered",

@@ -126,6 +126,12 @@ class RecoveryReport:
     quarantined: tuple[str, ...]  # file names moved to quarantine/
 
 
+def slot_files(slots: Path) -> list[Path]:
+    """The slot files of a spool's ``slots`` directory in slot order: readiness probes and other
+    transient names there are not slots."""
+    return [slots / name for name in sorted(os.listdir(slots)) if _SLOT.match(name)]
+
+
 def new_queue_id() -> str:
     """Time-ordered and unique across MTAs: 16 hex digits of nanoseconds, 10 random."""
     return f"{time.time_ns():016x}{secrets.token_hex(5)}"
@@ -520,7 +526,7 @@ class Spool:
         quarantined: list[str] = []
         entries: dict[str, int] = {}
         free: list[int] = []
-        numbers = sorted(int(n) for n in os.listdir(self.slots) if _SLOT.match(n))
+        numbers = [int(path.name) for path in slot_files(self.slots)]
         for slot in numbers:
             path = self._slot_path(slot)
             data = path.read_bytes()
@@ -564,8 +570,7 @@ class Spool:
         self.ensure_dirs()
         found: list[tuple[str, int]] = []
         free: list[int] = []
-        own = sorted(n for n in (int(name) for name in os.listdir(self.slots) if _SLOT.match(name))
-                     if self.owns(n))
+        own = [n for n in (int(path.name) for path in slot_files(self.slots)) if self.owns(n)]
         for slot in own:
             path = self._slot_path(slot)
             try:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from deliverykit import free_port
 from mta_relay.passwords import fast_verifier
+from mta_relay.spool import slot_files
 from prometheus_client.parser import text_string_to_metric_families
 from support.tls import client_context, make_ca, write_server_cert
 
@@ -138,7 +139,7 @@ class RelayProcess:
 
     def spool_entries(self) -> list[str]:
         """Slot files holding an entry (free slots are empty)."""
-        return sorted(p.name for p in (self.spool / "slots").iterdir() if p.stat().st_size)
+        return [p.name for p in slot_files(self.spool / "slots") if _size(p)]
 
 
 def peer_relays(tmp_path: Path, names: tuple[str, ...], smarthost_port: int, token: str,
@@ -167,3 +168,10 @@ def peer_relays(tmp_path: Path, names: tuple[str, ...], smarthost_port: int, tok
                         quotaExchange={"peers": peers, "intervalSeconds": interval})
         path.write_text(yaml.safe_dump(settings))
     return relays
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # a slot the relay deleted while we looked holds nothing
+        return 0

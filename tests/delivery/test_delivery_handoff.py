@@ -26,7 +26,7 @@ import pytest
 import yaml
 from deliverykit import free_port, message, rsa_key
 from mta_relay import handoff
-from mta_relay.spool import Envelope, decode_entry, encode_entry, new_queue_id
+from mta_relay.spool import Envelope, decode_entry, encode_entry, new_queue_id, slot_files
 from relayproc import PASSWORD, USERNAME, RelayProcess
 from support.smtp_receiver import SmtpReceiver, Transaction
 from support.tls import make_ca, write_ca_file, write_server_cert
@@ -99,8 +99,11 @@ def spooled(relay: RelayProcess) -> dict[str, Envelope]:
     """The complete entries in a relay's spool by queue id (read with the spool's own decoder)."""
     found: dict[str, Envelope] = {}
     copies: Counter[str] = Counter()
-    for path in (relay.spool / "slots").iterdir():
-        data = path.read_bytes()
+    for path in slot_files(relay.spool / "slots"):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # a slot the relay deleted while we looked holds nothing
+            continue
         if data:
             envelope = decode_entry(data).envelope
             found[envelope.queue_id] = envelope

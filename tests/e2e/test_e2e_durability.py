@@ -48,6 +48,7 @@ from e2ekit import (
 )
 from mta_operator import naming
 from mta_operator.api import KINDS, Cluster, SmtpCredential
+from mta_relay.spool import slot_files
 from support.ports import free_port
 from support.waiting import wait_until
 from testbed import nodes, podrunner
@@ -404,7 +405,7 @@ def test_unwritable_spool_is_never_answered_250(durable: tuple[Chain, Smarthost]
     wait_ready(chain, MTAS)
     pod = naming.pod(CLUSTER, MTAS - 1)
     slots = chain.spool_dir(pod) / "slots"
-    modes = {path: path.stat().st_mode for path in [slots, *slots.iterdir()]}
+    modes = {path: path.stat().st_mode for path in [slots, *slot_files(slots)]}
     ip = chain.ready_pods()[pod]
     creds = chain.connection("billing")
     try:

@@ -20,7 +20,7 @@ from localkit import (
     serving,
     write_manifests,
 )
-from mta_relay.spool import SpoolEntry, decode_entry
+from mta_relay.spool import SpoolEntry, decode_entry, slot_files
 
 
 class _Smtps(smtplib.SMTP_SSL):
@@ -33,7 +33,7 @@ class _Smtps(smtplib.SMTP_SSL):
 
 def _spooled(state: Path) -> list[SpoolEntry]:
     slots = state / "spool" / "slots"
-    return [decode_entry(data) for data in (p.read_bytes() for p in sorted(slots.iterdir())) if data]
+    return [decode_entry(data) for data in (p.read_bytes() for p in slot_files(slots)) if data]
 
 
 def test_implicit_tls_port_trace_privacy_and_the_null_sender(tmp_path: Path) -> None:

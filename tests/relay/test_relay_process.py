@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RelaySetup
+from mta_relay.spool import slot_files
 from relaykit import CANARY, PASSWORD, RawSmtp, free_port, https, write_volume
 
 MESSAGE = b"From: app@example.com\r\nTo: r@example.net\r\nSubject: e2e\r\n\r\nhello\r\n"
@@ -103,7 +104,7 @@ def test_swaks_submission_and_json_logs(relay_process: RelayProcess, tls_client:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "250 2.0.0 OK queued as" in result.stdout, result.stdout
     slots = relay_process.setup.spool / "slots"
-    assert sum(1 for p in slots.iterdir() if p.stat().st_size) == 3, relay_process.log_path.read_text()
+    assert sum(1 for p in slot_files(slots) if p.stat().st_size) == 3, relay_process.log_path.read_text()
     accepted = [e for e in relay_process.logs() if e.get("event") == "accepted"]
     assert len(accepted) == 3
     assert all(len(e["queue_id"]) == 26 and e["credential"] == "app" for e in accepted)
