@@ -54,10 +54,11 @@ def submit(relay: RelayProcess, subject: str) -> None:
 async def test_a_deferred_message_is_tried_at_its_recorded_time_after_kill_9_and_its_backoff_continues(
         tmp_path: Path, receiver: SmtpReceiver) -> None:
     receiver.script("rcpt", "451 4.3.0 try again later", times=3)
-    # Backoff 4 s doubling to 16 s, half of each step random: delays [2, 4], [4, 8], then [8, 16] s.
+    # Backoff 8 s doubling to 32 s, half of each step random: delays [4, 8], [8, 16], then [16, 32] s:
+    # a restart on a loaded machine takes seconds, and it must end well before the recorded attempt.
     relay = RelayProcess(tmp_path, receiver.port,
-                         queue={"path": str(tmp_path / "spool"), "minRetryIntervalSeconds": 4,
-                                "maxRetryIntervalSeconds": 16})
+                         queue={"path": str(tmp_path / "spool"), "minRetryIntervalSeconds": 8,
+                                "maxRetryIntervalSeconds": 32})
     try:
         await asyncio.to_thread(relay.start)
         await asyncio.to_thread(submit, relay, "deferred three times")
@@ -80,8 +81,8 @@ async def test_a_deferred_message_is_tried_at_its_recorded_time_after_kill_9_and
     assert tried >= second.next_at - SLACK
     assert third is not None, "the third attempt's deferral was not recorded as attempt 3"
     assert third.at >= second.next_at - SLACK
-    # Attempt 3's backoff step is 16 s: at least 8 s; a count started over would give 2 to 4 s.
-    assert third.next_at - third.at >= 8 - SLACK
+    # Attempt 3's backoff step is 32 s: at least 16 s; a count started over would give 4 to 8 s.
+    assert third.next_at - third.at >= 16 - SLACK
     # kill -9 may have cut off attempt 2's log line: the last one is attempt 3's.
     assert deferred_attempts(relay)[-1] == 3
 
@@ -93,7 +94,7 @@ def deferred_attempts(relay: RelayProcess) -> list[int]:
 
 async def test_a_restarted_relay_does_not_get_a_fresh_rate_window(tmp_path: Path,
                                                                    receiver: SmtpReceiver) -> None:
-    period = 10
+    period = 20  # long enough that the window outlives a restart on a loaded machine
     relay = RelayProcess(tmp_path, receiver.port, rateLimit={"messages": 3, "periodSeconds": period})
     window_file = state_files.rate_window_path(relay.spool)
     try:

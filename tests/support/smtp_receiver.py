@@ -19,7 +19,7 @@ import ssl
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -47,6 +47,14 @@ class WireLog:
 
     local: tuple[str, int]
     data: bytearray = field(default_factory=bytearray)
+    reads: list[bytes] = field(default_factory=list)  # the same bytes as the server read them
+    # Per DATA command in order, whether the server took it (354); a refused one (say, 503 after a
+    # pipelined DATA whose recipients were all refused) starts no message body.
+    data_taken: list[bool] = field(default_factory=list)
+
+    def read_with(self, *verbs: str) -> bool:
+        """Whether one read held all of ``verbs``' command lines: the client pipelined them."""
+        return any(all(f"\n{verb}".encode() in b"\n" + read.upper() for verb in verbs) for read in self.reads)
 
     def commands(self, verb: str) -> int:
         """How many ``verb`` commands the most lenient server could read here.
@@ -54,20 +62,37 @@ class WireLog:
         Lines end at CRLF, lone LF or lone CR alike, and a "." line ends DATA, as a server that is
         sloppy about line ends would see it (the SMTP smuggling attacks); body lines are not commands.
         """
-        prefix, count, in_data = verb.upper().encode(), 0, False
+        prefix = verb.upper().encode()
+        return sum(1 for line in self._command_lines() if line.upper().startswith(prefix))
+
+    def messages(self) -> int:
+        """How many message bodies (content after DATA, ended by a "." line) went out here."""
+        return sum(1 for line in self._command_lines() if line == b".")
+
+    def _command_lines(self) -> list[bytes]:
+        """The command lines, and the "." that ends each message body (the body itself left out)."""
+        lines, in_data, verdicts = [], False, iter(self.data_taken)
         for line in _LINE_END.split(bytes(self.data)):
             if in_data:
                 in_data = line != b"."
-            elif line.upper().startswith(prefix):
-                count += 1
-            elif line.upper() == b"DATA":
-                in_data = True
-        return count
+                if not in_data:
+                    lines.append(line)
+            else:
+                lines.append(line)
+                in_data = line.upper() == b"DATA" and next(verdicts, True)
+        return lines
 
 
 class _Handler:
     def __init__(self, receiver: SmtpReceiver) -> None:
         self.receiver = receiver
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.receiver.pipelining:  # aiosmtpd reads pipelined commands; it just does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
@@ -128,6 +153,7 @@ class _RecordingSMTP(SMTP):
         super().__init__(_Handler(receiver), **kwargs)
         self._log: WireLog | None = None
         self._receiver = receiver
+        self._data_verdict_due = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._log is None:
@@ -142,9 +168,22 @@ class _RecordingSMTP(SMTP):
         self._receiver._transaction(self, False)
         super().connection_lost(exc)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        self._data_verdict_due = True
+        await super().smtp_DATA(arg)
+
+    async def push(self, status: AnyStr) -> None:
+        if self._data_verdict_due:  # the first reply to DATA: 354, or a refusal
+            self._data_verdict_due = False
+            assert self._log is not None
+            text = status if isinstance(status, str) else status.decode()
+            self._log.data_taken.append(text.startswith("354"))
+        await super().push(status)
+
     def data_received(self, data: bytes) -> None:
         assert self._log is not None
         self._log.data.extend(data)
+        self._log.reads.append(data)
         super().data_received(data)
 
 
@@ -152,13 +191,15 @@ class SmtpReceiver:
     """``async with SmtpReceiver(host="127.0.0.1") as rx:`` listens on ``rx.host``/``rx.port``.
 
     ``tls`` (a server SSLContext) offers STARTTLS (required when ``require_tls``); ``users`` turns on
-    AUTH PLAIN/LOGIN (required, after TLS).
+    AUTH PLAIN/LOGIN (required, after TLS). ``pipelining`` offers PIPELINING (RFC 2920), as Postfix
+    and the large mailbox providers do.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, tls: ssl.SSLContext | None = None,
                  require_tls: bool = False, users: dict[str, str] | None = None,
-                 data_delay: float = 0.0) -> None:
+                 data_delay: float = 0.0, pipelining: bool = True) -> None:
         self.host, self.port = host, port
+        self.pipelining = pipelining
         self.tls, self.require_tls, self.users = tls, require_tls, users
         self.data_delay = data_delay
         self.transactions: list[Transaction] = []

@@ -1,7 +1,10 @@
 """The SMTP client side for one next hop (aiosmtplib): connect, TLS per policy, AUTH, transactions.
 
-aiosmtplib sends message data with CRLF line endings only and dot-stuffed, and refuses CR/LF in
-commands, so nothing in an envelope or body can end DATA early or start a second transaction.
+Message data goes out in wire form (``wire_form``: CRLF line endings only) and dot-stuffed, whatever
+form it is given in, and an address with CR, LF or another control character is refused (aiosmtplib's
+``quote_address``), so nothing in an envelope or body can end DATA early or start a second transaction.
+A next hop that offers PIPELINING gets MAIL, RCPT and DATA in one write (``pipelining``); others get one
+command at a time.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import aiosmtplib
-from aiosmtplib import SMTPResponseException, SMTPStatus
+from aiosmtplib import SMTPResponse, SMTPResponseException, SMTPStatus
+from aiosmtplib.email import quote_address
 
-from mta_relay.delivery import dane
+from mta_relay.delivery import dane, pipelining
 from mta_relay.delivery.hop_tls import Applied, HopTls, Result, TlsReport, verify_failure
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import RecipientOutcome, everyone, outcome
 
 _LINE_END = re.compile(rb"\r\n|\n|\r")
+_PERIOD = re.compile(rb"(?m)^\.")  # a line starting with "." gets one more (RFC 5321 section 4.5.2)
+_RCPT_TAKEN = (SMTPStatus.completed, SMTPStatus.will_forward)
 
 
 def wire_form(message: bytes) -> bytes:
@@ -264,8 +270,8 @@ async def _starttls_checked(smtp: aiosmtplib.SMTP, hop: Hop, policy: HopPolicy, 
     return TlsReport(need.applied, Result.VERIFIED, True, match.detail)
 
 
-def _reply_text(error: SMTPResponseException) -> str:
-    return " ".join(error.message.split())
+def _reply_text(reply: SMTPResponse | SMTPResponseException) -> str:
+    return " ".join(reply.message.split())
 
 
 def _needs_smtputf8(sender: str, recipients: list[str]) -> bool:
@@ -304,6 +310,8 @@ async def transact(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], me
         options.append("BODY=8BITMIME")
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(message)}")
+    if smtp.supports_extension("pipelining"):
+        return await _pipelined(smtp, sender, recipients, message, remote, options, encoding)
     try:
         await smtp.mail(sender, options=options, encoding=encoding)
     except SMTPResponseException as error:
@@ -343,6 +351,51 @@ async def _recipients_and_data(smtp: aiosmtplib.SMTP, recipients: list[str], mes
         smtp.close()
         return TransactionResult(_lost(recipients, results, remote, error), reusable=False)
     return TransactionResult([results[r] for r in recipients], reusable=True)
+
+
+async def _pipelined(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes, remote: str,
+                     options: list[str], encoding: str) -> TransactionResult:
+    """The transaction in two round trips (RFC 2920): MAIL, every RCPT and DATA in one write, then the
+    message once their replies show a recipient was taken."""
+    mail_command = b" ".join([b"MAIL FROM:" + quote_address(sender).encode(encoding),
+                              *(option.encode("ascii") for option in options)])
+    commands = [mail_command, *(b"RCPT TO:" + quote_address(r).encode(encoding) for r in recipients), b"DATA"]
+    results: dict[str, RecipientOutcome] = {}
+    mail: SMTPResponse | None = None
+    try:
+        with pipelining.lent(smtp) as (transport, replies):
+            transport.write(b"\r\n".join(commands) + b"\r\n")
+            mail = await replies.next()
+            answers = [await replies.next() for _ in recipients]
+            data = await replies.next()
+            accepted = [r for r, reply in zip(recipients, answers, strict=True)
+                        if mail.code == SMTPStatus.completed and reply.code in _RCPT_TAKEN]
+            final = None
+            if data.code == SMTPStatus.start_input:
+                # With no recipient taken, an empty message ends DATA (RFC 2920 section 3.1): nobody gets it.
+                transport.write(_PERIOD.sub(b"..", wire_form(message)) + b".\r\n" if accepted else b".\r\n")
+                final = await replies.next()
+    except (aiosmtplib.SMTPException, OSError) as error:
+        smtp.close()
+        return TransactionResult(_lost(recipients, results, remote, error), reusable=False,
+                                 lost_at_mail=mail is None)
+    if mail.code != SMTPStatus.completed:
+        outcomes = everyone(recipients, mail.code, _reply_text(mail), remote)
+        if mail.code == SMTPStatus.domain_unavailable:  # 421: the server is closing the connection
+            smtp.close()
+            return TransactionResult(outcomes, reusable=False, lost_at_mail=True)
+        return TransactionResult(outcomes, await _reset(smtp))
+    for rcpt, reply in zip(recipients, answers, strict=True):
+        if rcpt not in accepted:
+            results[rcpt] = outcome(rcpt, reply.code, _reply_text(reply), remote)
+    # The message went out and was answered, or DATA was refused: the refusal stands for those taken.
+    last = final if final is not None and accepted else data
+    for rcpt in accepted:
+        results[rcpt] = outcome(rcpt, last.code, _reply_text(last), remote)
+    outcomes = [results[r] for r in recipients]
+    if last is final and final.code == SMTPStatus.completed:
+        return TransactionResult(outcomes, reusable=True)
+    return TransactionResult(outcomes, await _reset(smtp))
 
 
 def _lost(recipients: list[str], results: dict[str, RecipientOutcome], remote: str,
