@@ -41,6 +41,7 @@ def runs(pod: dict) -> bool:
     first = pod["spec"]["containers"][0]
     return (first.get("command") or [""])[0] in RUNNABLE or first.get("imagePullPolicy") == NEVER_PULL
 
+
 _IP_FIELDS = (
     "hostIP: {{ NodeIPWith .spec.nodeName | Quote }}\n"
     "podIP: {{ PodIPWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid \"\" ) "
