@@ -25,15 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pki, podrunner, stages, storage
+from . import pki, podrunner, services, stages, storage
 from .versions import binary, cache_root
 
 POD_CIDR = "198.18.0.0/16"
 NODE_COUNT = 2
-SERVICE_CIDR = "10.96.0.0/16"  # ClusterIPs are only allocated, never routed: no kube-proxy here.
+# ClusterIPs: no kube-proxy here; on the test host the pod runner's Service proxy serves them (services.py).
+SERVICE_CIDR = services.SERVICE_CIDR
 STATE_FILE = "state.json"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "coredns")
-CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DOMAIN = podrunner.CLUSTER_DOMAIN
 START_TIMEOUT = 60.0
 
 
@@ -159,6 +160,28 @@ def _node_manifest(index: int) -> dict:
     }
 
 
+def _kube_dns_service() -> dict:
+    """kube-system/kube-dns at CLUSTER_DNS, as in a real cluster: it holds that ClusterIP, so no other
+    Service is given it. Without a selector it has no endpoints (the Service proxy leaves it alone);
+    CoreDNS itself listens there on the test host (_start_coredns)."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": services.CLUSTER_DNS,
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}
+
+
+def _bindable(address: str, port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
 def up(state_dir: Path | None = None, *, die_with_parent: bool = False) -> Testbed:
     """Start a test bed in state_dir (wiped first). Raises StartError and stops everything on failure."""
     directory = (state_dir or default_state_dir()).resolve()
@@ -264,7 +287,8 @@ def _start_all(tb: Testbed, die_with_parent: bool) -> None:
     ], die_with_parent)
 
     objects = {"apiVersion": "v1", "kind": "List",
-               "items": [*(_node_manifest(i) for i in range(NODE_COUNT)), storage.storage_class()]}
+               "items": [*(_node_manifest(i) for i in range(NODE_COUNT)), storage.storage_class(),
+                         _kube_dns_service()]}
     tb.kubectl("apply", "-f", "-", stdin=json.dumps(objects))
     _wait("nodes Ready", lambda: _nodes_ready(tb), tb, "kwok")
     _wait("default ServiceAccount", lambda: tb.kubectl(
@@ -282,18 +306,22 @@ def _start_coredns(tb: Testbed, die_with_parent: bool) -> None:
     """Cluster DNS: CoreDNS's kubernetes plugin over the test bed's API server, on a loopback port.
     ``loadbalance`` shuffles A records per answer, as cluster DNS does for headless Services."""
     tb.ports["dns"] = _free_port_udp_tcp()
-    corefile = tb.dir / "Corefile"
-    corefile.write_text(
-        f".:{tb.ports['dns']} {{\n"
-        "    bind 127.0.0.1\n"
+    plugins = (
         "    errors\n"
         f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
         f"        kubeconfig {tb.dir / 'kwok.kubeconfig'} testbed\n"
         "        pods insecure\n"
         "        ttl 5\n"
         "    }\n"
-        "    loadbalance\n"
-        "}\n")
+        "    loadbalance\n")
+    servers = [f".:{tb.ports['dns']} {{\n    bind 127.0.0.1\n{plugins}}}\n"]
+    # On the test host, also where pods look for it (their resolv.conf names the kube-dns ClusterIP);
+    # not when another test bed in this namespace holds that address already.
+    if services.local() and _bindable(services.CLUSTER_DNS, 53):
+        servers.append(f".:53 {{\n    bind {services.CLUSTER_DNS}\n{plugins}}}\n")
+        tb.ports["cluster-dns"] = 53
+    corefile = tb.dir / "Corefile"
+    corefile.write_text("".join(servers))
     _spawn(tb, "coredns", ["-conf", str(corefile)], die_with_parent)
     _wait("answers for kubernetes.default", lambda: bool(resolve(
         tb, f"kubernetes.default.svc.{CLUSTER_DOMAIN}")), tb, "coredns")

@@ -1,7 +1,8 @@
 """Run a command inside a private network namespace: the project's own test host.
 
-Inside, ``lo`` is up and the pod CIDR is a local route on it, so a process can bind any pod IP and be
-reached there, while nothing can leave the namespace. The namespace is anonymous (``unshare --net``):
+Inside, ``lo`` is up and the pod CIDR and the Service CIDR are local routes on it, so a process can bind
+any pod IP (or ClusterIP: the Service proxy, services.py) and be reached there, while nothing can leave
+the namespace. The namespace is anonymous (``unshare --net``):
 it disappears with the last process in it, so nothing is left behind.
 """
 
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 
-from .cluster import POD_CIDR
+from .cluster import POD_CIDR, SERVICE_CIDR
 
 
 def pod_network_ready() -> bool:
@@ -41,5 +42,6 @@ def inside(command: list[str]) -> None:
     """Set up the namespace's network, then replace this process with command."""
     ip = shutil.which("ip") or "/usr/sbin/ip"
     subprocess.run([ip, "link", "set", "lo", "up"], check=True)
-    subprocess.run([ip, "route", "add", "local", POD_CIDR, "dev", "lo"], check=True)
+    for cidr in (POD_CIDR, SERVICE_CIDR):
+        subprocess.run([ip, "route", "add", "local", cidr, "dev", "lo"], check=True)
     os.execvp(command[0], command)  # noqa: S606 (the caller's own command)

@@ -1,4 +1,4 @@
-"""The pod runner: kubelet for the pods kwok leaves to us (see stages.py).
+"""The pod runner: kubelet for the pods kwok leaves to us (stages.runs).
 
 For each such pod bound to a fake node it materialises the volumes from the real Secrets and
 ConfigMaps (atomic symlink swaps, refreshed every VOLUME_SYNC seconds like kubelet's sync loop), mounts
@@ -7,7 +7,12 @@ its containers wait with the reason, and a FailedMount Event says it, as kubelet
 runs every container's command and args with its env in a private mount namespace (volumes bind-mounted
 at their mountPaths, / read-only when readOnlyRootFilesystem, all capabilities dropped, runAsUser where
 the interpreter is reachable by that user), runs readiness and liveness probes against the pod IP and
-writes the pod's Ready condition and container statuses. A deleted pod's processes get SIGTERM, then
+writes the pod's Ready condition and container statuses; the pod's restartPolicy decides whether an
+exited container starts again, and a pod whose containers are done ends Succeeded or Failed. A container
+whose image is loaded on the node (images.py) runs from it with runc, with a kubelet-style resolv.conf for
+cluster DNS when the test host serves it (services.py); a pod that is ours only because of
+``imagePullPolicy: Never`` waits in ErrImageNeverPull until its image is loaded. The runner also runs
+the Service proxy (services.py) where ClusterIPs are local. A deleted pod's processes get SIGTERM, then
 SIGKILL after the grace period, and the pod object is removed, as kubelet does. A node annotated as
 crashed (see nodes.py) is a dead machine: its pods' processes are killed at once and its pods are left
 as they are, unreported, until the node comes back.
@@ -39,8 +44,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from . import images, nodes, podspec, podvolumes
-from .stages import RUNNABLE
+from . import images, nodes, podspec, podvolumes, services, stages
 
 log = logging.getLogger("podrunner")
 # kubelet refreshes mounted Secrets about once a minute; 30 s keeps tests short and still far
@@ -53,6 +57,7 @@ IMAGE_PATHS = sorted({sys.base_prefix, sys.prefix, str(Path(__file__).resolve().
 TRUST_DIR = "pod-trust.d"  # extra CA certificates (*.pem) the pods' processes trust, see _image_env
 RESTART_BACKOFF = 1.0
 CREATED_MOUNTPOINTS = "created-mountpoints.txt"  # paths made outside the state dir, one a line
+CLUSTER_DOMAIN = "cluster.local"  # cluster.CLUSTER_DOMAIN (cluster imports this module)
 
 
 @dataclass
@@ -69,6 +74,7 @@ class Container:
     live_probe: podspec.Probe | None = None
     start_probe: podspec.Probe | None = None
     started: bool = False
+    done: bool = False  # exited, and the pod's restartPolicy says it stays so
     probe_due: dict[str, float] = field(default_factory=dict)
     streak: dict[str, int] = field(default_factory=dict)
     # Run from a loaded image by runc (see images.py): how to reach and kill the container itself,
@@ -87,23 +93,26 @@ class PodRun:
     last_status: str = ""
     terminating_since: float | None = None
     error: str = ""
+    error_reason: str = ""  # the waiting reason of the containers while error holds them back
     reported: str = ""  # the last FailedMount reason sent as an Event
 
 
 class Runner:
-    def __init__(self, state_dir: Path, api_server_port: int) -> None:
+    def __init__(self, state_dir: Path, api_server_port: int, cluster_dns: str | None = None) -> None:
         self.state_dir = state_dir
         self.dir = state_dir / "pods"
         self.logs = state_dir / "logs" / "pods"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.api = client.CoreV1Api(config.new_client_from_config(str(state_dir / "kubeconfig")))
+        self.api_port = api_server_port
         self.service_env = {
             "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(api_server_port),
             "KUBERNETES_SERVICE_PORT_HTTPS": str(api_server_port),
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": "/", "LANG": "C.UTF-8",
         }
+        self.cluster_dns = cluster_dns  # None: pods keep this machine's resolv.conf
         self.created_dirs = state_dir / CREATED_MOUNTPOINTS
         self.trust_dir = state_dir / TRUST_DIR
         self.runs: dict[str, PodRun] = {}
@@ -173,6 +182,10 @@ class Runner:
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        if services.local():
+            services.Proxy(self.api.api_client, ("127.0.0.1", self.api_port)).start(self.stopping)
+        else:
+            log.info("ClusterIPs are not local here: no Service proxy")
         while not self.stopping.is_set():
             try:
                 self._sync_pods()
@@ -188,8 +201,7 @@ class Runner:
         crashed = {n.metadata.name for n in self.api.list_node().items if nodes.is_crashed(n.metadata)}
         seen = set()
         for pod in pods:
-            containers = pod["spec"]["containers"]
-            if (containers[0].get("command") or [""])[0] not in RUNNABLE:
+            if not stages.runs(pod):
                 continue
             if pod["spec"]["nodeName"] in crashed:
                 continue  # a dead machine runs nothing and reports nothing; its runs are killed below
@@ -240,11 +252,12 @@ class Runner:
                 run.volumes_synced = now
             for c in run.containers.values():
                 self._supervise(run, c, now, may_start=c.sidecar or _sidecars_started(run))
-            run.error = ""
+            run.error = run.error_reason = ""
         except (podvolumes.VolumeError, LookupError, ValueError, ApiException) as exc:
             if str(exc) != run.error:
                 log.warning("pod %s: %s", run.pod["metadata"]["name"], exc)
             run.error = str(exc)
+            run.error_reason = "ErrImageNeverPull" if isinstance(exc, ImageNotPresent) else ""
             if isinstance(exc, podvolumes.VolumeError):
                 self._report_failed_mount(run, str(exc))
         self._write_status(run)
@@ -252,10 +265,15 @@ class Runner:
     def _supervise(self, run: PodRun, c: Container, now: float, may_start: bool) -> None:
         if c.proc is not None and c.proc.poll() is not None:
             c.exit_code, c.proc, c.ready = c.proc.returncode, None, False
-            c.restarts += 1
-            c.next_start = now + min(RESTART_BACKOFF * 2 ** min(c.restarts, 5), 30)
+            policy = "Always" if c.sidecar else run.pod["spec"].get("restartPolicy") or "Always"
+            c.done = policy == "Never" or (policy == "OnFailure" and c.exit_code == 0)
+            if not c.done:
+                c.restarts += 1
+                c.next_start = now + min(RESTART_BACKOFF * 2 ** min(c.restarts, 5), 30)
             log.info("container %s of %s exited %s", c.spec["name"], run.pod["metadata"]["name"],
                      c.exit_code)
+        if c.done:
+            return
         if c.proc is None:
             if may_start and now >= c.next_start:
                 self._start(run, c)
@@ -326,6 +344,10 @@ class Runner:
         if image is not None:
             self._start_in_image(run, c, image, lookup)
             return
+        if (pod["spec"]["containers"][0].get("command") or [""])[0] not in stages.RUNNABLE:
+            # Ours only for imagePullPolicy Never: there is no checkout command to fall back on.
+            raise ImageNotPresent(f'Container image "{spec.get("image", "")}" is not present with pull '
+                                  "policy of Never")
         env = podspec.container_env(pod, spec, lookup, self.service_env)
         argv = podspec.command_line(spec, env)
         mounts = self._image_trust(run)
@@ -381,6 +403,13 @@ class Runner:
                                    target="/etc/ssl/certs/ca-certificates.crt")
         mounts += [{"src": p, "dst": p, "readOnly": True} for p in ("/etc/resolv.conf", "/etc/hosts")
                    if Path(p).exists()]
+        if self.cluster_dns:  # kubelet's resolv.conf for the pod, over the machine's
+            resolv = run.dir / "resolv.conf"
+            host = Path("/etc/resolv.conf")
+            resolv.write_text(podspec.resolv_conf(pod, self.cluster_dns, CLUSTER_DOMAIN,
+                                                  host.read_text() if host.exists() else ""))
+            mounts = [m for m in mounts if m["dst"] != "/etc/resolv.conf"]
+            mounts.append({"src": str(resolv), "dst": "/etc/resolv.conf", "readOnly": True})
         for vm in spec.get("volumeMounts") or []:
             src = run.volumes[vm["name"]] / vm.get("subPath", "")
             mounts.append({"src": str(src), "dst": vm["mountPath"], "readOnly": bool(vm.get("readOnly"))})
@@ -441,7 +470,8 @@ class Runner:
     def _write_status(self, run: PodRun) -> None:
         view = {name: {"running": c.proc is not None, "ready": c.ready and c.proc is not None,
                        "restarts": c.restarts, "started_at": c.started_at, "exit_code": c.exit_code,
-                       "started": _started(c), "waiting_message": run.error}
+                       "started": _started(c), "done": c.done, "waiting_reason": run.error_reason,
+                       "waiting_message": run.error}
                 for name, c in run.containers.items()}
         patch = podspec.status_patch(run.pod, view)
         key = json.dumps([view, run.error], sort_keys=True)
@@ -504,6 +534,10 @@ class Runner:
                                            body=client.V1DeleteOptions(
                                                grace_period_seconds=0,
                                                preconditions=client.V1Preconditions(uid=meta["uid"])))
+
+
+class ImageNotPresent(LookupError):
+    pass
 
 
 def _started(c: Container) -> bool:
@@ -579,8 +613,9 @@ def remove_created_mountpoints(state_dir: Path) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     state_dir = Path(sys.argv[1])
-    Runner(state_dir, int(json.loads((state_dir / "state.json").read_text())["ports"]["apiserver"])
-           ).run()
+    ports = json.loads((state_dir / "state.json").read_text())["ports"]
+    Runner(state_dir, int(ports["apiserver"]),
+           services.CLUSTER_DNS if ports.get("cluster-dns") else None).run()
 
 
 if __name__ == "__main__":

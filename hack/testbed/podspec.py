@@ -138,8 +138,10 @@ def status_patch(pod: Pod, containers: dict[str, dict]) -> dict:
     """Pod status for the runner's view of its containers.
 
     containers: name -> {"running": bool, "ready": bool, "restarts": int, "started_at": str,
-    "exit_code": int | None, "waiting_message": str (optional)}. lastTransitionTime changes only when a
-    condition flips.
+    "exit_code": int | None, "done": bool (exited and not to be restarted, by the pod's restartPolicy),
+    "waiting_reason", "waiting_message": str (optional)}. lastTransitionTime changes only when a
+    condition flips. A pod whose containers are all done has finished: Succeeded when every one exited
+    0, Failed otherwise (what `helm test` waits for).
     """
     old = {c["type"]: c for c in pod.get("status", {}).get("conditions") or []}
     all_ready = bool(containers) and all(c["ready"] for c in containers.values())
@@ -149,8 +151,12 @@ def status_patch(pod: Pod, containers: dict[str, dict]) -> dict:
         if prev and (prev["status"] == "True") == ok:
             since[kind] = prev.get("lastTransitionTime") or now()
     running = any(c.get("running") for c in containers.values())
+    main = [containers.get(spec["name"], {}) for spec in pod["spec"]["containers"]]
+    phase = "Running" if running else "Pending"
+    if main and all(c.get("done") for c in main):
+        phase = "Succeeded" if all(c.get("exit_code") == 0 for c in main) else "Failed"
     status = {
-        "phase": "Running" if running else "Pending",
+        "phase": phase,
         "conditions": [_condition("Initialized", True, "", since),
                        _condition("Ready", all_ready, "ContainersNotReady", since),
                        _condition("ContainersReady", all_ready, "ContainersNotReady", since)],
@@ -175,7 +181,33 @@ def _container_status(spec: dict, state: dict) -> dict[str, Any]:
                                          if state["exit_code"] else "Completed",
                                          "finishedAt": now()}}
     else:
-        entry["state"] = {"waiting": {"reason": "ContainerCreating"}}
+        entry["state"] = {"waiting": {"reason": state.get("waiting_reason") or "ContainerCreating"}}
         if state.get("waiting_message"):  # what holds it back, e.g. a claim not bound yet
             entry["state"]["waiting"]["message"] = state["waiting_message"]
     return entry
+
+
+def resolv_conf(pod: Pod, cluster_dns: str, domain: str, host: str) -> str:
+    """The pod's /etc/resolv.conf as kubelet writes it: ClusterFirst (the default) asks cluster DNS with
+    the namespace's search path and ndots:5; Default keeps the node's (``host``, its text); None only
+    dnsConfig. dnsConfig's nameservers, searches and options are added (an option given again wins).
+    The node's own search domains are not appended (the test host has none of use)."""
+    spec = pod["spec"]
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    extra = spec.get("dnsConfig") or {}
+    if policy == "Default":
+        return host
+    servers, searches, options = [], [], {}
+    if policy != "None":  # ClusterFirst, and ClusterFirstWithHostNet (no host network here)
+        ns = pod["metadata"]["namespace"]
+        servers, searches, options = [cluster_dns], [f"{ns}.svc.{domain}", f"svc.{domain}", domain], {
+            "ndots": "5"}
+    servers += extra.get("nameservers") or []
+    searches += [s for s in extra.get("searches") or [] if s not in searches]
+    for option in extra.get("options") or []:
+        options[option["name"]] = option.get("value")
+    lines = [f"search {' '.join(searches)}"] if searches else []
+    lines += [f"nameserver {s}" for s in servers]
+    if options:
+        lines.append("options " + " ".join(k if v is None else f"{k}:{v}" for k, v in options.items()))
+    return "\n".join(lines) + "\n"

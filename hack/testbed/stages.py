@@ -1,9 +1,12 @@
 """kwok stage configuration: which pods kwok fakes and which it leaves to the pod runner.
 
-kwok plays kubelet for every pod on its nodes, except pods whose first container runs a command the
-pod runner executes for real (RUNNABLE). For those, kwok only does the network part (hostIP and a pod
-IP from the node's podCIDR, so one allocator hands out every pod IP) and leaves them not Ready; the
-runner starts the processes, runs the probes and writes Ready, phase and container states.
+kwok plays kubelet for every pod on its nodes, except the pods the pod runner runs for real (``runs``):
+those whose first container runs a command the runner executes from this checkout (RUNNABLE), and those
+whose first container has ``imagePullPolicy: Never`` (its image must already be on the node: the runner
+runs it from an image loaded with images.load, and holds it in ErrImageNeverPull otherwise, as kubelet
+does). For those, kwok only does the network part (hostIP and a pod IP from the node's podCIDR, so one
+allocator hands out every pod IP) and leaves them not Ready; the runner starts the processes, runs the
+probes and writes Ready, phase and container states.
 
 Nodes get kwok's own default node stages (node-initialize, node-heartbeat, copied from kwok v0.7's
 kustomize/stage/node), with one selector added: a node annotated as crashed (nodes.CRASHED) matches no
@@ -16,17 +19,28 @@ import json
 
 from .nodes import CRASHED
 
-# The MTA pods, and python3 for the runner's own tests. Not the operator's own Deployment (from the Helm
-# chart): tests run the operator as a process of their own, and a second copy would fight it; its
-# kopf liveness listener on 0.0.0.0 would also take the port from every pod (all pods share one
-# network namespace here, so each must listen on its own pod IP).
+# The MTA pods, and python3 for the runner's own tests. Not the chart's own pods (operator, `helm test`)
+# by default: tests run the operator as a process of their own, and a second copy would fight it. A
+# release installed with `image.pullPolicy=Never` and its image loaded runs for real (NEVER_PULL).
 RUNNABLE = ("mta-relay", "python3")
+NEVER_PULL = "Never"
 _COMMAND = ".spec.containers.[0].command.[0]"
+_PULL = ".spec.containers.[0].imagePullPolicy"
 
 _NOT_DELETED = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
 _NO_IP = {"key": ".status.podIP", "operator": "DoesNotExist"}
-_FAKED = {"key": _COMMAND, "operator": "NotIn", "values": list(RUNNABLE)}
+_FAKED = [{"key": _COMMAND, "operator": "NotIn", "values": list(RUNNABLE)},
+          {"key": _PULL, "operator": "NotIn", "values": [NEVER_PULL]}]
+# Selectors are ANDed: one stage per way a pod comes to run.
 _RUN = {"key": _COMMAND, "operator": "In", "values": list(RUNNABLE)}
+_RUN_IMAGE = {"key": _PULL, "operator": "In", "values": [NEVER_PULL]}
+
+
+def runs(pod: dict) -> bool:
+    """Whether the pod runner (not kwok) plays kubelet for this pod: the stages' selectors, in Python."""
+    first = pod["spec"]["containers"][0]
+    return (first.get("command") or [""])[0] in RUNNABLE or first.get("imagePullPolicy") == NEVER_PULL
+
 
 _IP_FIELDS = (
     "hostIP: {{ NodeIPWith .spec.nodeName | Quote }}\n"
@@ -145,10 +159,12 @@ def node_stages() -> list[dict]:
 
 def pod_stages() -> list[dict]:
     return [
-        _stage("pod-ready", [_NOT_DELETED, _NO_IP, _FAKED], {"statusTemplate": _FAKE_READY}),
-        _stage("pod-delete", [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}, _FAKED],
+        _stage("pod-ready", [_NOT_DELETED, _NO_IP, *_FAKED], {"statusTemplate": _FAKE_READY}),
+        _stage("pod-delete", [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}, *_FAKED],
                {"finalizers": {"empty": True}, "delete": True}),
         _stage("pod-network-for-runner", [_NOT_DELETED, _NO_IP, _RUN],
+               {"statusTemplate": _RUNNER_NETWORK}),
+        _stage("pod-network-for-image", [_NOT_DELETED, _NO_IP, _RUN_IMAGE],
                {"statusTemplate": _RUNNER_NETWORK}),
     ]
 
