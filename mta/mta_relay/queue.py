@@ -45,6 +45,7 @@ from mta_relay.delivery.holds import Holds
 from mta_relay.delivery.metrics import QUEUE_STATES, DeliveryMetrics, QueueSnapshot
 from mta_relay.delivery.outcome import RecipientOutcome, Result
 from mta_relay.delivery.router import Deliverer
+from mta_relay.delivery.shaping import SuspensionEnded, SuspensionStarted
 from mta_relay.dkim_sign import DkimSigner
 from mta_relay.dsn import build_dsn
 from mta_relay.events.classify import classify as classify_reply
@@ -209,9 +210,15 @@ class QueueRunner:
         if shaper is not None:
             shaper.on_free = self._wake.set  # a connection came free: parked mail may go
             shaper.on_suspend = self._throttle_suspended
+            shaper.on_end = self._suspension_ended
 
-    def _throttle_suspended(self, rule: str) -> None:
-        self.metrics.throttle_suspensions.labels(rule).inc()
+    def _throttle_suspended(self, started: SuspensionStarted) -> None:
+        # By rule name: a label bounded by the rule table, where a destination key would name domains.
+        self.metrics.throttle_suspensions.labels(started.rule).inc()
+        log.warning("destination suspended after a throttle reply", extra={"fields": started.log_fields()})
+
+    def _suspension_ended(self, ended: SuspensionEnded) -> None:
+        log.info("destination takes mail again", extra={"fields": ended.log_fields()})
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

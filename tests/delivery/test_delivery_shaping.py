@@ -127,13 +127,16 @@ def test_two_destinations_each_get_their_own_connections_and_rate(tmp_path: Path
         assert not relay.spool_entries()
 
 
+TSS04 = "421 4.7.0 [TSS04] Messages temporarily deferred due to volume"
+
+
 def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp_path: Path,
                                                                              dns_server: DnsServer) -> None:
     with ExitStack() as stack:
         busy, calm = receivers(stack, 2)
         publish(dns_server, "busy.test", busy)
         publish(dns_server, "calm.test", calm)
-        rx_of(busy).script("mail", "421 4.7.0 [TSS04] Messages temporarily deferred due to volume", times=2)
+        rx_of(busy).script("mail", TSS04, times=2)
         shaping = {"suspendFirstSeconds": 1.0, "suspendMaxSeconds": 10,
                    "rules": [{"name": "busy", "domains": ["busy.test"], "maxConnections": 1}]}
         relay = stack.enter_context(_running(mx_relay(tmp_path, dns_server, busy.port, shaping)))
@@ -157,6 +160,18 @@ def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp
         assert '"bounced"' not in log  # never bounced for a throttle
         events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         assert not [e for e in events if e.get("fields", e).get("event") == "deferred"]  # no failed try
+        # One line per suspension started, naming the destination, its rule, the length and the reply;
+        # one when a delivery there ended the row of suspensions.
+        suspended = [e for e in events if e.get("event") == "destination_suspended"]
+        assert [(e["destination"], e["rule"], e["suspended_seconds"], e["strikes"], e["code"], e["status"])
+                for e in suspended] == [("domain:busy.test", "busy", 1.0, 1, 421, "4.7.0"),
+                                        ("domain:busy.test", "busy", 2.0, 2, 421, "4.7.0")]
+        assert {e["reply"] for e in suspended} == {TSS04[4:]}
+        [ended] = [e for e in events if e.get("event") == "destination_suspension_ended"]
+        assert (ended["destination"], ended["rule"], ended["strikes"]) == ("domain:busy.test", "busy", 2)
+        assert ended["throttled_seconds"] >= 3.0 - 0.1  # 1 s, then 2 s
+        assert PASSWORD not in log
+        assert "see you" not in log  # the message's body
         # The delivery process's metrics at the front door: two suspensions under the rule's name, over now.
         assert relay.metric("mta_delivery_throttle_suspensions_total", rule="busy") == 2
         assert relay.metric("mta_delivery_destinations_suspended") == 0
