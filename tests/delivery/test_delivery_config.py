@@ -84,6 +84,7 @@ async def test_reload_keeps_connections_unless_the_route_changes(tmp_path: Path)
         service.reconfigure(runner, settings(tmp_path, delivery=smarthost(tmp_path, port=2587)), tmp_path)
         assert runner.deliverer is not original
         assert runner.deliverer.route.policy.port == 2587
+        assert runner.deliverer.shaper is original.shaper  # its counters and suspensions stay
         changed = runner.deliverer
         broken = settings(tmp_path, domains=[{"domain": "example.com",
                                               "dkim": {"selector": "s", "keyFile": "gone.pem"}}])

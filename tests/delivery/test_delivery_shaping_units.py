@@ -206,6 +206,38 @@ def test_throttle_suspends_growing_on_repeats_and_a_delivery_resets_it() -> None
         "reply": "4.7.0 [TSS04] Messages temporarily deferred"}
 
 
+def test_a_reconfigured_shaper_keeps_its_counters_and_takes_the_new_limits() -> None:
+    clock = Clock()
+    old = ShapingTable(rc.Shaping(rules=[rule("paced", domains=["p.example"], max_connections=1,
+                                              rate={"messages": 2, "period_seconds": 10}),
+                                         rule("busy", domains=["b.example"])]))
+    shaper = Shaper(old, suspend_first=10, suspend_max=100, clock=clock)
+    paced, busy = old.match("p.example", []), old.match("b.example", [])
+    assert shaper.try_acquire(paced)  # in progress across the reload
+    shaper.throttled(busy, TSS04)
+    new = ShapingTable(rc.Shaping(rules=[rule("paced", domains=["p.example"], max_connections=3,
+                                              rate={"messages": 3, "period_seconds": 10}),
+                                         rule("busy", domains=["b.example"], max_connections=5)]))
+    shaper.reconfigure(new, suspend_first=20, suspend_max=100)
+    assert shaper.table is new
+    assert shaper.in_use(paced.key) == 1
+    assert shaper.free(busy.key) == 0  # still suspended, whatever its rule now
+    assert shaper.ready_at(busy.key) == 10
+    assert not shaper.try_acquire(new.match("b.example", []))
+    paced = new.match("p.example", [])
+    assert shaper.try_acquire(paced)  # the new limits: three at once, three starts in the window
+    assert shaper.try_acquire(paced)
+    assert not shaper.try_acquire(paced)  # the window kept the start made before the reload
+    assert shaper.in_use(paced.key) == 3
+    for _ in range(3):
+        shaper.release(paced.key)  # the first one releases what it took before the reload
+    assert shaper.free(paced.key) == 0
+    clock.now = 10
+    assert shaper.free(paced.key) == 3
+    shaper.throttled(busy, TSS04)
+    assert shaper.suspended() == [(busy.key, 50)]  # the second strike, of the new first step: 40 s
+
+
 def policy(port: int = 25) -> HopPolicy:
     return HopPolicy(helo_name="mta.test", port=port, tls=TlsMode.NONE)
 

@@ -24,6 +24,9 @@ it. Nothing here waits or sleeps: ``try_acquire`` says yes or no, and the queue 
 got a no until ``ready_at`` or a release (``on_free``), so one throttled destination never holds up the
 others. A suspension started (``SuspensionStarted``) and one ended by a delivery (``SuspensionEnded``)
 are reported through ``on_suspend`` and ``on_end``; this module owns their log lines' fields.
+
+A config reload keeps the ``Shaper`` (``reconfigure``): transactions in progress, rate windows and
+suspensions carry over, and each destination takes its new rule's limits at its next attempt.
 """
 
 from __future__ import annotations
@@ -250,6 +253,15 @@ class Shaper:
         self.on_end: Callable[[SuspensionEnded], None] | None = None  # a delivery after suspensions
         self.throttles = 0  # suspensions started, for tests
 
+    def reconfigure(self, table: ShapingTable, *, suspend_first: float, suspend_max: float) -> None:
+        """A reload's rules and suspension steps. The counters stay: transactions in progress (they
+        release here), rate windows (their starts), suspensions (their end, and their count for the next
+        step). The limits remembered per destination are the old rules': they are dropped, and each
+        destination takes its new rule's limits at its next ``try_acquire``."""
+        self.table = table
+        self.suspend_first, self.suspend_max = suspend_first, suspend_max
+        self._limits.clear()
+
     def try_acquire(self, match: Match) -> bool:
         """Take a transaction slot at ``match``'s destination if it is not suspended and has a connection
         and a rate slot free. Pair every True with ``release``."""
@@ -292,11 +304,11 @@ class Shaper:
     def free(self, key: str, now: float | None = None) -> int:
         """How many transactions could start at ``key`` now (0 while suspended)."""
         now = self._clock() if now is None else now
-        limits = self._limits.get(key)
-        if limits is None:
-            return 1  # never seen: one attempt finds out
         if self.suspended_until(key, now) is not None:
             return 0
+        limits = self._limits.get(key)
+        if limits is None:
+            return 1  # never seen, or not since a reload: one attempt finds out
         free = limits.max_connections - self._in_use.get(key, 0)
         window = self._windows.get(key)
         if window is not None:
