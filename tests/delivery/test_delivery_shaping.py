@@ -280,6 +280,35 @@ def test_routes_by_recipient_and_sender_domain_with_smarthost_failover(tmp_path:
         wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
 
 
+def test_smarthost_failover_past_a_421_greeting_and_a_4xx_to_ehlo(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        busy, refusing, taking = (stack.enter_context(ThreadedReceiver()) for _ in range(3))
+        rx_of(busy).script("greeting", "421 4.7.0 Too many connections, try again later", times=100)
+        rx_of(refusing).script("ehlo", "451 4.3.2 System not accepting network messages", times=100)
+        routes = [{"name": "partners", "recipientDomains": ["partner.test"], "mode": "Smarthost",
+                   "smarthosts": [{"host": "127.0.0.1", "port": rx.port, "tls": "None"}
+                                  for rx in (busy, refusing, taking)]}]
+        relay = RelayProcess(tmp_path, taking.port, delivery={
+            "mode": "Smarthost", "routes": routes,
+            "smarthost": {"host": "127.0.0.1", "port": taking.port, "tls": "None"}})
+        stack.enter_context(_running(relay))
+        submit_many(relay, [("app@example.com", ["a@partner.test"])])
+        [tx] = taking.wait_for(1, within=10)
+        wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+        # Both refusing smarthosts were asked first, in order, and took nothing.
+        assert rx_of(busy).refused_greetings >= 1
+        assert rx_of(refusing).connections
+        assert all(log.commands("MAIL FROM") == 0 for log in rx_of(refusing).connections)
+        assert not busy.transactions
+        assert not refusing.transactions
+        assert tx.rcpt_tos == ("a@partner.test",)
+        # The first attempt delivered: no deferral, and a greeting refused by one smarthost of a route that
+        # another one took is not a throttle of the route.
+        assert not log_events(relay, "deferred")
+        assert not log_events(relay, "destination_suspended")
+        assert relay.metric("mta_delivery_throttle_suspensions_total", rule="default") is None
+
+
 class _running:
     """Start the relay; stop it at the end of the block."""
 
