@@ -7,10 +7,11 @@ each 250, and ``drain`` on SIGTERM. The spool is the only durable state (see doc
 - a recipient's final outcome is written (fsync) right after the next hop answers; an entry whose
   recipients are all final is removed. A crash between a next hop's 250 and that write is the one
   window in which a message can be delivered twice;
-- a deferral records the entry's attempt count and next attempt time (wall clock) on the spool
-  (``Spool.record_retry``) before it is rescheduled; on start each entry is scheduled at its recorded time
-  (converted to the monotonic clock), and its backoff continues from the recorded count. An entry never
-  deferred is due at once. The max retry age counts from acceptance (``Envelope.received_at``);
+- a deferral records the entry's attempt count, next attempt time (wall clock) and the replies that
+  deferred its recipients on the spool (``Spool.record_retry``) before it is rescheduled; on start each
+  entry is scheduled at its recorded time (converted to the monotonic clock), its backoff continues from
+  the recorded count and its last replies are shown again. An entry never deferred is due at once. The
+  max retry age counts from acceptance (``Envelope.received_at``);
 - the rate-limit window is saved to ``state/ratelimit.json`` (``state_files``) at most about once a
   second while it changes and at stop, and loaded on start (see ``ratelimit`` for what a crash loses);
 - mail whose destination is over its shaping limits or suspended (``delivery.shaping``) is parked per
@@ -45,6 +46,7 @@ from mta_relay.delivery.holds import Holds
 from mta_relay.delivery.metrics import QUEUE_STATES, DeliveryMetrics, QueueSnapshot
 from mta_relay.delivery.outcome import RecipientOutcome, Result
 from mta_relay.delivery.router import Deliverer
+from mta_relay.delivery.shaping import SuspensionEnded, SuspensionStarted
 from mta_relay.dkim_sign import DkimSigner
 from mta_relay.dsn import build_dsn
 from mta_relay.events.classify import classify as classify_reply
@@ -96,7 +98,8 @@ class QueueRunner:
         self.holds = holds or Holds()
         # Entries whose every pending recipient is held: queue id → (credential, those recipients)
         self._set_aside: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self._replies: dict[str, dict[str, tuple[str, float]]] = {}  # last deferral per recipient (memory)
+        # Recipient → (the reply that deferred it last, when), per entry; on the spool in its retry record.
+        self._replies: dict[str, dict[str, tuple[str, float]]] = {}
         self._inflight: dict[str, asyncio.Task[Any]] = {}
         self._settling: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()  # the scheduler has something new to look at
@@ -146,6 +149,8 @@ class QueueRunner:
             self._schedule(queue_id, now)
             return
         self._failures[queue_id] = state.attempts
+        if state.replies:
+            self._replies[queue_id] = dict(state.replies)
         self._schedule(queue_id, now + max(0.0, state.next_at - self._wall()))
 
     def notify(self, queue_id: str) -> None:
@@ -209,9 +214,15 @@ class QueueRunner:
         if shaper is not None:
             shaper.on_free = self._wake.set  # a connection came free: parked mail may go
             shaper.on_suspend = self._throttle_suspended
+            shaper.on_end = self._suspension_ended
 
-    def _throttle_suspended(self, rule: str) -> None:
-        self.metrics.throttle_suspensions.labels(rule).inc()
+    def _throttle_suspended(self, started: SuspensionStarted) -> None:
+        # By rule name: a label bounded by the rule table, where a destination key would name domains.
+        self.metrics.throttle_suspensions.labels(started.rule).inc()
+        log.warning("destination suspended after a throttle reply", extra={"fields": started.log_fields()})
+
+    def _suspension_ended(self, ended: SuspensionEnded) -> None:
+        log.info("destination takes mail again", extra={"fields": ended.log_fields()})
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -461,8 +472,10 @@ class QueueRunner:
         until_expiry = env.received_at + self.settings.retry.max_age - self._wall()
         # The last try happens at the max retry age, so expiry is noticed then, not a backoff step later.
         wait = max(0.0, min(delay, until_expiry))
-        try:  # durable before it is scheduled, so a restart resumes this schedule
-            await asyncio.to_thread(self.spool.record_retry, env.queue_id, failures, self._wall() + wait)
+        replies = {o.recipient: _detail(o) for o in deferred}
+        try:  # durable before it is scheduled, so a restart resumes this schedule (and shows the replies)
+            await asyncio.to_thread(self.spool.record_retry, env.queue_id, failures, self._wall() + wait,
+                                    replies)
         except (OSError, ValueError) as error:  # still retried here; a restart would try it at once
             log.error("retry record not written", extra={"fields": {
                 "event": "spool_error", "queue_id": env.queue_id, "error": type(error).__name__}})
@@ -612,7 +625,8 @@ class QueueRunner:
         return None if when is None else self._wall() + max(0.0, when - self._clock())
 
     def last_replies(self, queue_id: str) -> dict[str, tuple[str, float]]:
-        """Recipient → (the reply that deferred it last, when) since this process started."""
+        """Recipient → (the reply that deferred it last, when): from this process's attempts, or from the
+        entry's retry record when it was deferred before a restart."""
         return dict(self._replies.get(queue_id, {}))
 
     def retry_now(self, queue_id: str) -> str:

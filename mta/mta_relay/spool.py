@@ -26,12 +26,15 @@ sync on the hot path. A torn write fails the entry's length or checksum test and
 An outcomes file holds two kinds of JSON line, each appended and fsync'd; a torn last line is ignored::
 
     {"rcpt": "<address>", "status": "delivered|failed|deferred", "detail": "<reply>", "at": <Unix time>}
-    {"attempts": <failed attempts so far>, "next_at": <Unix time of the next attempt>, "at": <Unix time>}
+    {"attempts": <failed attempts so far>, "next_at": <Unix time of the next attempt>, "at": <Unix time>,
+     "replies": {"<address>": "<the reply that deferred it>", ...}}
 
 The last line per recipient is that recipient's outcome; the last retry line is the entry's retry state
 (``retry_state``), written when an attempt is deferred (``record_retry``) so that a restarted MTA — or
 the peer an entry is handed to — resumes the backoff where it was. Only deferrals write one: a message
-delivered at its first attempt never gets an outcomes file.
+delivered at its first attempt never gets an outcomes file. ``replies`` (optional: absent when none, and
+in lines written before it existed) names the recipients deferred by that attempt only; a recipient's last
+deferral reply is the one in the latest retry line naming it, dated by that line's ``at``.
 
 Each serving process (``workers``) takes slots from a range of its own, ``worker * SLOT_RANGE`` on, so no
 lock between processes is on the hot path; the first process's range starts at 0, as every spool written
@@ -51,8 +54,8 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Literal
@@ -113,11 +116,13 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RetryState:
-    """Where an entry's backoff stands: ``attempts`` failed so far, the next one due at ``next_at``."""
+    """Where an entry's backoff stands: ``attempts`` failed so far, the next one due at ``next_at``;
+    ``replies``: recipient → (the reply that deferred it last, when it was recorded)."""
 
     attempts: int
     next_at: float  # Unix time
     at: float = 0.0  # when it was recorded (Unix time)
+    replies: Mapping[str, tuple[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -430,13 +435,18 @@ class Spool:
         self._append(queue_id, json.dumps(asdict(Outcome(rcpt, status, detail, time.time())),
                                           separators=(",", ":")))
 
-    def record_retry(self, queue_id: str, attempts: int, next_at: float) -> None:
+    def record_retry(self, queue_id: str, attempts: int, next_at: float,
+                     replies: Mapping[str, str] | None = None) -> None:
         """Append the entry's retry state durably (fsync'd): ``attempts`` failed so far, the next one due
-        at ``next_at`` (Unix time). Called on a deferral, never on the accept-and-deliver path."""
+        at ``next_at`` (Unix time), and the reply that deferred each recipient of this attempt (the
+        next hop's words or our own reason; never message content). Called on a deferral, never on the
+        accept-and-deliver path."""
         if attempts < 0:
             raise ValueError("attempts must be >= 0")
-        state = RetryState(int(attempts), float(next_at), time.time())
-        self._append(queue_id, json.dumps(asdict(state), separators=(",", ":")))
+        record: dict[str, object] = {"attempts": int(attempts), "next_at": float(next_at), "at": time.time()}
+        if replies:
+            record["replies"] = {str(rcpt): str(reply) for rcpt, reply in replies.items()}
+        self._append(queue_id, json.dumps(record, separators=(",", ":")))
 
     def retry_state(self, queue_id: str) -> RetryState | None:
         """The entry's last recorded retry state, None if it was never deferred. Reads the file itself
@@ -618,6 +628,7 @@ def _parse_records(data: bytes) -> tuple[dict[str, Outcome], RetryState | None]:
     (crash mid-append) is skipped."""
     outcomes: dict[str, Outcome] = {}
     retry: RetryState | None = None
+    replies: dict[str, tuple[str, float]] = {}
     for line in data.splitlines():
         try:
             record = json.loads(line)
@@ -626,8 +637,14 @@ def _parse_records(data: bytes) -> tuple[dict[str, Outcome], RetryState | None]:
                 outcomes[outcome.rcpt] = outcome
             elif "attempts" in record:
                 retry = RetryState(int(record["attempts"]), float(record["next_at"]), float(record["at"]))
-        except (ValueError, TypeError, KeyError):
+                said = record.get("replies")
+                if isinstance(said, dict):
+                    replies.update((rcpt, (reply, retry.at)) for rcpt, reply in said.items()
+                                   if isinstance(rcpt, str) and isinstance(reply, str))
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue
+    if retry is not None and replies:
+        retry = replace(retry, replies=replies)
     return outcomes, retry
 
 

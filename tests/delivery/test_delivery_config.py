@@ -84,11 +84,15 @@ async def test_reload_keeps_connections_unless_the_route_changes(tmp_path: Path)
         service.reconfigure(runner, settings(tmp_path, delivery=smarthost(tmp_path, port=2587)), tmp_path)
         assert runner.deliverer is not original
         assert runner.deliverer.route.policy.port == 2587
+        assert runner.deliverer.shaper is original.shaper  # its counters and suspensions stay
         changed = runner.deliverer
+        assert changed.shaper is not None
+        table = changed.shaper.table
         broken = settings(tmp_path, domains=[{"domain": "example.com",
                                               "dkim": {"selector": "s", "keyFile": "gone.pem"}}])
         service.reconfigure(runner, broken, tmp_path)  # refused: the previous delivery config stays
         assert runner.deliverer is changed
+        assert changed.shaper.table is table  # and the shaper keeps its rules
     finally:
         await runner.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import time
 from pathlib import Path
 
@@ -288,6 +289,33 @@ async def test_a_throttled_destination_shows_in_the_metrics_until_its_suspension
         assert h.metric("mta_delivery_destinations_suspended") == 0
         assert h.metric("mta_delivery_throttle_suspensions_total", rule="partner") == 1  # counted once
         await h.runner.stop()
+
+
+async def test_a_421_at_the_greeting_suspends_with_a_log_line_naming_it_and_the_end_is_logged(
+        spool: Spool, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mta_relay.queue")
+    async with SmtpReceiver() as rx:
+        rx.script("greeting", "421 4.7.0 Too many connections from your IP")
+        h = Harness(spool, smarthost_route("127.0.0.1", policy(rx.port)),
+                    shaper=partner_shaper(suspend_first=0.5))
+        await h.runner.start()
+        await h.put()
+        await rx.wait_for(1, within=10)
+        await wait_until(lambda: logged(caplog, "destination_suspension_ended"))
+        await h.runner.stop()
+    assert rx.refused_greetings == 1
+    [started] = logged(caplog, "destination_suspended")
+    assert started == {"event": "destination_suspended", "destination": "route:default", "rule": "partner",
+                       "suspended_seconds": 0.5, "strikes": 1, "code": 421, "status": "4.7.0",
+                       "reply": "4.7.0 Too many connections from your IP"}
+    [ended] = logged(caplog, "destination_suspension_ended")
+    assert (ended["destination"], ended["rule"], ended["strikes"]) == ("route:default", "partner", 1)
+    assert ended["throttled_seconds"] >= 0.5
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, object]]:
+    """The fields of the runner's log records of one ``event``."""
+    return [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == event]
 
 
 async def test_mail_over_a_destinations_limits_is_held_for_shaping_with_no_suspension(spool: Spool) -> None:

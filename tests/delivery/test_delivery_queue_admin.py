@@ -141,6 +141,33 @@ def test_ls_and_show_say_what_waits_where_and_why_without_the_body_unless_asked(
     assert call(relay, "GET", "/admin/v1/queue", token="wrong-token")[0] == 401
 
 
+def test_show_reports_the_last_deferral_replies_after_a_restart(relay: RelayProcess,
+                                                                rx: ThreadedReceiver) -> None:
+    full = "452 4.2.2 Mailbox full"
+    rx.receiver.script(f"rcpt:{SLOW}", BUSY, times=1000)
+    rx.receiver.script("rcpt:full@slow.example", full, times=1000)
+    relay.submit("app@example.com", [SLOW, "full@slow.example", FAST], message(to=SLOW, subject="Secret"))
+    qid = queue_id(relay, SLOW)
+    wait_for(lambda: call(relay, "GET", f"/admin/v1/queue/messages/{qid}")[1].get("attempts") == 1, 15,
+             "the first attempt deferred")
+    _, before = call(relay, "GET", f"/admin/v1/queue/messages/{qid}")
+    relay.kill()  # SIGKILL: what show reports after it comes from the spool
+    relay.start()
+    shown = wait_for(lambda: (answer := call(relay, "GET", f"/admin/v1/queue/messages/{qid}"))[0] == 200
+                     and answer[1], 10, "the entry queued again")
+    assert (shown["state"], shown["attempts"]) == ("deferred", 1)
+    replies = {r["recipient"]: (r["state"], r["reply"]) for r in shown["recipients"]}
+    assert replies == {SLOW: ("deferred", BUSY), "full@slow.example": ("deferred", full),
+                       FAST: ("delivered", "250 2.0.0 OK queued")}
+    for old, new in zip(before["recipients"], shown["recipients"], strict=True):
+        assert (old["recipient"], old["reply"]) == (new["recipient"], new["reply"])
+        assert abs(old["at"] - new["at"]) < 1.0  # recorded with the retry line, a moment after the reply
+    record = (relay.spool / "outcomes" / f"{qid}.out").read_text()
+    assert BUSY in record
+    assert "Secret" not in record
+    assert "see you" not in record  # the body
+
+
 def test_retry_tries_now_by_id_by_destination_and_all(relay: RelayProcess, rx: ThreadedReceiver) -> None:
     first = deferred(relay, rx, SLOW)
     deferred(relay, rx, "a@other.example")

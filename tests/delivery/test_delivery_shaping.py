@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from deliverykit import free_port, message
 from relayproc import PASSWORD, USERNAME, RelayProcess
 from support.dnsserver import DnsServer
@@ -127,13 +128,16 @@ def test_two_destinations_each_get_their_own_connections_and_rate(tmp_path: Path
         assert not relay.spool_entries()
 
 
+TSS04 = "421 4.7.0 [TSS04] Messages temporarily deferred due to volume"
+
+
 def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp_path: Path,
                                                                              dns_server: DnsServer) -> None:
     with ExitStack() as stack:
         busy, calm = receivers(stack, 2)
         publish(dns_server, "busy.test", busy)
         publish(dns_server, "calm.test", calm)
-        rx_of(busy).script("mail", "421 4.7.0 [TSS04] Messages temporarily deferred due to volume", times=2)
+        rx_of(busy).script("mail", TSS04, times=2)
         shaping = {"suspendFirstSeconds": 1.0, "suspendMaxSeconds": 10,
                    "rules": [{"name": "busy", "domains": ["busy.test"], "maxConnections": 1}]}
         relay = stack.enter_context(_running(mx_relay(tmp_path, dns_server, busy.port, shaping)))
@@ -157,10 +161,87 @@ def test_a_throttling_destination_is_suspended_then_resumed_and_others_go_on(tmp
         assert '"bounced"' not in log  # never bounced for a throttle
         events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
         assert not [e for e in events if e.get("fields", e).get("event") == "deferred"]  # no failed try
+        # One line per suspension started, naming the destination, its rule, the length and the reply;
+        # one when a delivery there ended the row of suspensions.
+        suspended = [e for e in events if e.get("event") == "destination_suspended"]
+        assert [(e["destination"], e["rule"], e["suspended_seconds"], e["strikes"], e["code"], e["status"])
+                for e in suspended] == [("domain:busy.test", "busy", 1.0, 1, 421, "4.7.0"),
+                                        ("domain:busy.test", "busy", 2.0, 2, 421, "4.7.0")]
+        assert {e["reply"] for e in suspended} == {TSS04[4:]}
+        [ended] = [e for e in events if e.get("event") == "destination_suspension_ended"]
+        assert (ended["destination"], ended["rule"], ended["strikes"]) == ("domain:busy.test", "busy", 2)
+        assert ended["throttled_seconds"] >= 3.0 - 0.1  # 1 s, then 2 s
+        assert PASSWORD not in log
+        assert "see you" not in log  # the message's body
         # The delivery process's metrics at the front door: two suspensions under the rule's name, over now.
         assert relay.metric("mta_delivery_throttle_suspensions_total", rule="busy") == 2
         assert relay.metric("mta_delivery_destinations_suspended") == 0
         assert relay.metric("mta_queue_held_messages", reason="shaping") == 0
+
+
+def log_events(relay: RelayProcess, event: str) -> list[dict[str, Any]]:
+    """The relay's JSON log lines (both processes) of one ``event``."""
+    lines = [json.loads(line) for line in relay.log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == event]
+
+
+def reload_shaping(relay: RelayProcess, shaping: dict[str, Any]) -> None:
+    """Rewrite ``delivery.shaping`` as the operator would; return once the delivery process applied it."""
+    applied = len(log_events(relay, "delivery_config_applied"))
+    path = relay.dir / "relay.yaml"
+    settings = yaml.safe_load(path.read_text())
+    settings["delivery"]["shaping"] = shaping
+    path.write_text(yaml.safe_dump(settings))
+    wait_until(lambda: len(log_events(relay, "delivery_config_applied")) > applied, 10,
+               "the delivery process to apply the reload")
+    [*_, last] = log_events(relay, "delivery_config_applied")
+    assert last["route"] == "rebuilt"  # the shaping changed: a new deliverer, the same counters
+
+
+def test_a_reload_keeps_suspensions_and_rate_windows_and_applies_the_new_limits(
+        tmp_path: Path, dns_server: DnsServer) -> None:
+    suspension, period = 6.0, 8.0
+    with ExitStack() as stack:
+        busy, paced = receivers(stack, 2)
+        publish(dns_server, "busy.test", busy)
+        publish(dns_server, "paced.test", paced)
+        rx_of(busy).script("mail", TSS04)
+        shaping = {"suspendFirstSeconds": suspension, "suspendMaxSeconds": 60, "rules": [
+            {"name": "busy", "domains": ["busy.test"], "maxConnections": 1},
+            {"name": "paced", "domains": ["paced.test"], "rate": {"messages": 2, "periodSeconds": period}}]}
+        relay = stack.enter_context(_running(mx_relay(tmp_path, dns_server, busy.port, shaping)))
+        started = time.monotonic()  # the rate window's starts come after this
+        submit_many(relay, [("app@example.com", ["b@busy.test"]),
+                            ("app@example.com", ["p0@paced.test"]), ("app@example.com", ["p1@paced.test"])])
+        paced.wait_for(2, within=10)
+        wait_until(lambda: rx_of(busy).mail_times, 10, "the 421 at busy.test")
+        throttled_at = rx_of(busy).mail_times[0]
+        # Both rules change: busy.test's limits, paced.test's rate (3 in the period now, not 2).
+        reload_shaping(relay, {**shaping, "rules": [
+            {"name": "busy", "domains": ["busy.test"], "maxConnections": 2},
+            {"name": "paced", "domains": ["paced.test"], "rate": {"messages": 3, "periodSeconds": period}}]})
+        reloaded = time.monotonic()
+        assert reloaded < throttled_at + suspension - 2, "the reload came too late to show anything"
+        assert relay.metric("mta_delivery_destinations_suspended") == 1
+        submit_many(relay, [("app@example.com", [f"q{i}@paced.test"]) for i in range(3)])
+        # The window kept its two starts and takes the new rate: one more now, the others when it moves.
+        paced.wait_for(3, within=5)
+        while time.monotonic() < started + period - 0.5:
+            assert len(paced.transactions) == 3, "the reload opened a fresh rate window"
+            if time.monotonic() < throttled_at + suspension - 0.1:
+                assert not busy.transactions, "the reload ended busy.test's suspension"
+            time.sleep(0.05)
+        busy.wait_for(1, within=suspension + 5)
+        paced.wait_for(5, within=period + 5)
+        wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+    delivered_at = busy.transactions[0].at
+    print(f"busy.test: 421 at +0, reload at +{reloaded - throttled_at:.2f} s, "
+          f"delivered at +{delivered_at - throttled_at:.2f} s")
+    assert delivered_at >= throttled_at + suspension - 0.1
+    assert sorted(t.at for t in paced.transactions)[3] >= started + period - 0.25
+    assert len(log_events(relay, "destination_suspended")) == 1  # one suspension, across the reload
+    [ended] = log_events(relay, "destination_suspension_ended")
+    assert ended["destination"] == "domain:busy.test"
 
 
 def test_routes_by_recipient_and_sender_domain_with_smarthost_failover(tmp_path: Path) -> None:
@@ -197,6 +278,35 @@ def test_routes_by_recipient_and_sender_domain_with_smarthost_failover(tmp_path:
         assert got[partners] == ["b@partner.test", "d@partner.test", "f@partner.test"]
         assert got[news] == ["c@else.test"]
         wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+
+
+def test_smarthost_failover_past_a_421_greeting_and_a_4xx_to_ehlo(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        busy, refusing, taking = (stack.enter_context(ThreadedReceiver()) for _ in range(3))
+        rx_of(busy).script("greeting", "421 4.7.0 Too many connections, try again later", times=100)
+        rx_of(refusing).script("ehlo", "451 4.3.2 System not accepting network messages", times=100)
+        routes = [{"name": "partners", "recipientDomains": ["partner.test"], "mode": "Smarthost",
+                   "smarthosts": [{"host": "127.0.0.1", "port": rx.port, "tls": "None"}
+                                  for rx in (busy, refusing, taking)]}]
+        relay = RelayProcess(tmp_path, taking.port, delivery={
+            "mode": "Smarthost", "routes": routes,
+            "smarthost": {"host": "127.0.0.1", "port": taking.port, "tls": "None"}})
+        stack.enter_context(_running(relay))
+        submit_many(relay, [("app@example.com", ["a@partner.test"])])
+        [tx] = taking.wait_for(1, within=10)
+        wait_until(lambda: not relay.spool_entries(), 10, "the spool empty")
+        # Both refusing smarthosts were asked first, in order, and took nothing.
+        assert rx_of(busy).refused_greetings >= 1
+        assert rx_of(refusing).connections
+        assert all(log.commands("MAIL FROM") == 0 for log in rx_of(refusing).connections)
+        assert not busy.transactions
+        assert not refusing.transactions
+        assert tx.rcpt_tos == ("a@partner.test",)
+        # The first attempt delivered: no deferral, and a greeting refused by one smarthost of a route that
+        # another one took is not a throttle of the route.
+        assert not log_events(relay, "deferred")
+        assert not log_events(relay, "destination_suspended")
+        assert relay.metric("mta_delivery_throttle_suspensions_total", rule="default") is None
 
 
 class _running:

@@ -10,7 +10,10 @@ from mta_relay.delivery.router import Routes, route_groups, smarthost_route, sma
 from mta_relay.delivery.shaping import (
     Shaper,
     ShapingTable,
+    SuspensionEnded,
+    SuspensionStarted,
     TableError,
+    Throttle,
     builtin_table,
     host_matches,
     is_throttle,
@@ -19,6 +22,7 @@ from mta_relay.delivery.shaping import (
 
 pytestmark = pytest.mark.unit
 
+TSS04 = Throttle(421, "4.7.0", "4.7.0 [TSS04] Messages temporarily deferred")
 GMAIL_MX = ["gmail-smtp-in.l.google.com", "alt1.gmail-smtp-in.l.google.com"]
 
 
@@ -173,11 +177,12 @@ def test_throttle_suspends_growing_on_repeats_and_a_delivery_resets_it() -> None
     freed: list[int] = []
     shaper = Shaper(ShapingTable(), suspend_first=10, suspend_max=25, clock=clock)
     shaper.on_free = lambda: freed.append(1)
-    started: list[str] = []
-    shaper.on_suspend = started.append
+    started: list[SuspensionStarted] = []
+    ended: list[SuspensionEnded] = []
+    shaper.on_suspend, shaper.on_end = started.append, ended.append
     match = shaper.table.match("t.example", [])
-    assert shaper.throttled(match) == 10
-    assert shaper.throttled(match) == 10  # transactions in flight report it again: same suspension
+    assert shaper.throttled(match, TSS04) == 10
+    assert shaper.throttled(match, TSS04) == 10  # transactions in flight report it again: same suspension
     assert not shaper.try_acquire(match)
     assert shaper.free(match.key) == 0
     assert shaper.ready_at(match.key) == 10
@@ -185,13 +190,52 @@ def test_throttle_suspends_growing_on_repeats_and_a_delivery_resets_it() -> None
     assert shaper.try_acquire(match)
     shaper.release(match.key)
     assert freed == [1]
-    assert shaper.throttled(match) == 30  # second strike: 20 s
+    assert shaper.throttled(match, TSS04) == 30  # second strike: 20 s
     clock.now = 30
-    assert shaper.throttled(match) == 55  # capped at 25 s
+    assert shaper.throttled(match, TSS04) == 55  # capped at 25 s
     clock.now = 55
     shaper.delivered(match.key)
-    assert shaper.throttled(match) == 65  # back to the first step
-    assert started == ["default"] * 4  # once per suspension started (the metric), never per repeat
+    assert shaper.throttled(match, TSS04) == 65  # back to the first step
+    # Once per suspension started (the metric, the log line), never per repeat.
+    assert [(s.rule, s.seconds, s.strikes) for s in started] == [("default", 10, 1), ("default", 20, 2),
+                                                                  ("default", 25, 3), ("default", 10, 1)]
+    assert [(e.key, e.strikes, e.throttled_seconds) for e in ended] == [(match.key, 3, 55)]
+    assert started[0].log_fields() == {
+        "event": "destination_suspended", "destination": "domain:t.example", "rule": "default",
+        "suspended_seconds": 10, "strikes": 1, "code": 421, "status": "4.7.0",
+        "reply": "4.7.0 [TSS04] Messages temporarily deferred"}
+
+
+def test_a_reconfigured_shaper_keeps_its_counters_and_takes_the_new_limits() -> None:
+    clock = Clock()
+    old = ShapingTable(rc.Shaping(rules=[rule("paced", domains=["p.example"], max_connections=1,
+                                              rate={"messages": 2, "period_seconds": 10}),
+                                         rule("busy", domains=["b.example"])]))
+    shaper = Shaper(old, suspend_first=10, suspend_max=100, clock=clock)
+    paced, busy = old.match("p.example", []), old.match("b.example", [])
+    assert shaper.try_acquire(paced)  # in progress across the reload
+    shaper.throttled(busy, TSS04)
+    new = ShapingTable(rc.Shaping(rules=[rule("paced", domains=["p.example"], max_connections=3,
+                                              rate={"messages": 3, "period_seconds": 10}),
+                                         rule("busy", domains=["b.example"], max_connections=5)]))
+    shaper.reconfigure(new, suspend_first=20, suspend_max=100)
+    assert shaper.table is new
+    assert shaper.in_use(paced.key) == 1
+    assert shaper.free(busy.key) == 0  # still suspended, whatever its rule now
+    assert shaper.ready_at(busy.key) == 10
+    assert not shaper.try_acquire(new.match("b.example", []))
+    paced = new.match("p.example", [])
+    assert shaper.try_acquire(paced)  # the new limits: three at once, three starts in the window
+    assert shaper.try_acquire(paced)
+    assert not shaper.try_acquire(paced)  # the window kept the start made before the reload
+    assert shaper.in_use(paced.key) == 3
+    for _ in range(3):
+        shaper.release(paced.key)  # the first one releases what it took before the reload
+    assert shaper.free(paced.key) == 0
+    clock.now = 10
+    assert shaper.free(paced.key) == 3
+    shaper.throttled(busy, TSS04)
+    assert shaper.suspended() == [(busy.key, 50)]  # the second strike, of the new first step: 40 s
 
 
 def policy(port: int = 25) -> HopPolicy:

@@ -86,7 +86,40 @@ def test_retry_line_format(tmp_path: Path) -> None:
     [line] = (spool.outcomes_dir / f"{qid}.out").read_text().splitlines()
     record = json.loads(line)
     assert (record["attempts"], record["next_at"]) == (2, 1_800_000_000.5)
-    assert set(record) == {"attempts", "next_at", "at"}
+    assert set(record) == {"attempts", "next_at", "at"}  # no replies: the line as before they existed
+    spool.record_retry(qid, 3, 1_800_000_060.0, {"b@example.net": "451 4.3.0 later"})
+    record = json.loads((spool.outcomes_dir / f"{qid}.out").read_text().splitlines()[-1])
+    assert record["replies"] == {"b@example.net": "451 4.3.0 later"}
+
+
+async def test_deferral_replies_ride_on_the_retry_lines_latest_per_recipient(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    qid = await _put(spool)
+    spool.record_retry(qid, 1, 1_800_000_000.0, {"b@example.net": "451 4.3.0 later",
+                                                 "c@example.org": "452 4.2.2 full"})
+    first = spool.retry_state(qid)
+    spool.record_retry(qid, 2, 1_800_000_900.0, {"c@example.org": "421 4.7.0 slow down"})
+    state = spool.retry_state(qid)
+    assert first is not None
+    assert state is not None
+    assert state.attempts == 2
+    # Each line names the recipients of its attempt; the others keep their last reply and its time.
+    assert state.replies == {"b@example.net": ("451 4.3.0 later", first.at),
+                             "c@example.org": ("421 4.7.0 slow down", state.at)}
+
+
+async def test_retry_lines_without_replies_or_with_bad_ones_still_read(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    qid = await _put(spool)
+    path = spool.outcomes_dir / f"{qid}.out"
+    path.write_bytes(b'{"attempts":1,"next_at":1800000000.0,"at":1799999990.0}\n')  # before replies existed
+    assert spool.retry_state(qid) == RetryState(1, 1_800_000_000.0, 1_799_999_990.0)
+    path.write_bytes(path.read_bytes() + b'{"attempts":2,"next_at":1800000100.0,"at":1800000000.0,'
+                     b'"replies":{"b@example.net":["not","text"],"c@example.org":"451 later"}}\n')
+    state = spool.retry_state(qid)
+    assert state is not None
+    assert state.attempts == 2
+    assert state.replies == {"c@example.org": ("451 later", 1_800_000_000.0)}
 
 
 # --- rate window --------------------------------------------------------------------------------------

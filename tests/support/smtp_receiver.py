@@ -4,7 +4,9 @@ It records every transaction as the next hop saw it and, per connection, every b
 sent (decrypted after STARTTLS), so a test can count MAIL FROM commands on the wire to prove that
 nothing a sender wrote started a second transaction. Replies are scriptable per stage, e.g.
 ``receiver.script("data", "451 4.3.0 try later", times=3)`` answers DATA with 451 three times and
-then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering.
+then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering. Stage
+"greeting" answers a new connection with the reply (e.g. ``421 4.7.0 busy``) and closes it; "ehlo"
+answers EHLO with it.
 
 For shaping tests it also keeps the most connections open at once (``peak_connections``), the most
 transactions in progress at once, MAIL FROM to the end of DATA (``peak_transactions``), and when each
@@ -87,13 +89,6 @@ class _Handler:
     def __init__(self, receiver: SmtpReceiver) -> None:
         self.receiver = receiver
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
-                          responses: list[str]) -> list[str]:
-        session.host_name = hostname
-        if self.receiver.pipelining:  # aiosmtpd reads pipelined commands; it just does not say so
-            responses.insert(-1, "250-PIPELINING")
-        return responses
-
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           options: list[str]) -> str:
         self.receiver.mail_times.append(time.monotonic())
@@ -104,6 +99,16 @@ class _Handler:
             self.receiver._transaction(server, True)
             return "250 2.1.0 OK"
         return reply
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        reply = _hang_up_on(server, self.receiver._next_reply("ehlo"))
+        if reply is not None:
+            return [reply]
+        session.host_name = hostname  # this hook's job in aiosmtpd's 5-argument form
+        if self.receiver.pipelining:  # aiosmtpd reads pipelined commands; it just does not say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.receiver._transaction(server, False)
@@ -154,8 +159,17 @@ class _RecordingSMTP(SMTP):
         self._log: WireLog | None = None
         self._receiver = receiver
         self._data_verdict_due = False
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._log is None and (refusal := self._receiver._next_reply("greeting")) is not None:
+            # A server refusing the session (busy, throttling): its reply instead of 220, then it closes.
+            self._refused = True
+            self._receiver.refused_greetings += 1
+            if refusal != HANG_UP:
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
+            transport.close()
+            return
         if self._log is None:
             sock = transport.get_extra_info("sockname")
             self._log = WireLog(local=(sock[0], sock[1]))
@@ -164,6 +178,8 @@ class _RecordingSMTP(SMTP):
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
         self._receiver._connection(self, False)
         self._receiver._transaction(self, False)
         super().connection_lost(exc)
@@ -181,6 +197,8 @@ class _RecordingSMTP(SMTP):
         await super().push(status)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         assert self._log is not None
         self._log.data.extend(data)
         self._log.reads.append(data)
@@ -211,6 +229,7 @@ class SmtpReceiver:
         self._open: set[SMTP] = set()
         self._in_transaction: set[SMTP] = set()
         self.peak_connections = self.peak_transactions = 0
+        self.refused_greetings = 0  # connections answered with a scripted "greeting" refusal
 
     def _connection(self, protocol: SMTP, opened: bool) -> None:
         if opened:
@@ -227,8 +246,8 @@ class SmtpReceiver:
             self._in_transaction.discard(protocol)
 
     def script(self, stage: str, reply: str, times: int = 1) -> None:
-        """Answer ``stage`` ("mail", "rcpt", "rcpt:<address>", "data") with ``reply`` (or HANG_UP),
-        ``times`` times."""
+        """Answer ``stage`` ("greeting", "ehlo", "mail", "rcpt", "rcpt:<address>", "data") with ``reply``
+        (or HANG_UP), ``times`` times."""
         self._replies[stage].extend([reply] * times)
 
     def unscript(self, stage: str) -> None:

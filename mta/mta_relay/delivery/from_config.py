@@ -139,15 +139,23 @@ def routes(settings: RelaySettings, config_dir: Path, metrics: DeliveryMetrics |
     return Routes(_default_route(settings, config_dir, observer, mx), by_recipient, by_sender)
 
 
-def shaper(settings: RelaySettings) -> Shaper:
+def shaper(settings: RelaySettings, kept: Shaper | None = None) -> Shaper:
+    """The shaper of ``settings``; ``kept``, the one in force before a reload, is given the new settings
+    and keeps its counters and suspensions."""
     shaping = settings.delivery.shaping
-    return Shaper(ShapingTable(shaping), suspend_first=shaping.suspend_first_seconds,
-                  suspend_max=shaping.suspend_max_seconds)
+    if kept is None:
+        return Shaper(ShapingTable(shaping), suspend_first=shaping.suspend_first_seconds,
+                      suspend_max=shaping.suspend_max_seconds)
+    kept.reconfigure(ShapingTable(shaping), suspend_first=shaping.suspend_first_seconds,
+                     suspend_max=shaping.suspend_max_seconds)
+    return kept
 
 
-def deliverer(settings: RelaySettings, config_dir: Path, metrics: DeliveryMetrics | None = None) -> Deliverer:
+def deliverer(settings: RelaySettings, config_dir: Path, metrics: DeliveryMetrics | None = None,
+              kept: Shaper | None = None) -> Deliverer:
+    """``kept``: the shaper in force (a reload), which carries over with the new settings."""
     return Deliverer(routes(settings, config_dir, metrics), ConnectionPool(per_destination=PER_DESTINATION),
-                     shaper(settings))
+                     shaper(settings, kept))
 
 
 def signer(settings: RelaySettings, config_dir: Path) -> DkimSigner:

@@ -35,7 +35,7 @@ from mta_relay.delivery.client import (
 from mta_relay.delivery.mx import Hop, RouteError, resolve_hops
 from mta_relay.delivery.outcome import RecipientOutcome, Result, everyone, held, with_hop
 from mta_relay.delivery.pool import ConnectionPool
-from mta_relay.delivery.shaping import Limits, Match, Shaper, is_throttle
+from mta_relay.delivery.shaping import Limits, Match, Shaper, Throttle, is_throttle
 
 Resolve = Callable[[str], Awaitable[list[Hop]]]
 MATCH_TTL = 60.0  # seconds a destination keeps its shaping rule before its MX hosts are looked up again
@@ -183,8 +183,10 @@ class Deliverer:
             self.shaper.delivered(match.key)
         # Only a next hop's own reply is a throttle (it has a remote); our refusals, such as a TLS policy
         # not met (4.7.x too), are not: they defer and retry as usual.
-        if any(o.result is Result.DEFERRED and o.remote and is_throttle(*_reply(o)) for o in outcomes):
-            self.shaper.throttled(match)
+        throttle = next((o for o in outcomes
+                         if o.result is Result.DEFERRED and o.remote and is_throttle(*_reply(o))), None)
+        if throttle is not None:
+            self.shaper.throttled(match, Throttle(throttle.code, throttle.status, throttle.text))
             # Everyone not delivered or failed waits for the suspension to end; no failed try counted.
             outcomes = [dataclasses.replace(o, held=match.key) if o.result is Result.DEFERRED else o
                         for o in outcomes]

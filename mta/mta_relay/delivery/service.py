@@ -43,16 +43,20 @@ def reconfigure(runner: QueueRunner, settings: RelaySettings, config_dir: Path) 
     """Apply a reloaded config; if its delivery files cannot be read, keep delivering with the old one."""
     key = _route_key(settings)
     try:
-        # Same route: keep the deliverer and its open connections (reloads happen for credential edits).
-        deliverer = (None if _route_inputs.get(runner) == key
-                     else from_config.deliverer(settings, config_dir, runner.metrics))
         signer = from_config.signer(settings, config_dir)
+        # Same route: keep the deliverer and its open connections (reloads happen for credential edits).
+        # Another: a new deliverer, with the shaper in force (its counters and suspensions stay). Built
+        # last: the shaper takes the new settings only when nothing else of the reload is refused.
+        deliverer = (None if _route_inputs.get(runner) == key else
+                     from_config.deliverer(settings, config_dir, runner.metrics, runner.deliverer.shaper))
     except ConfigError as error:
         log.error("delivery config refused, previous one stays in force",
                   extra={"fields": {"event": "delivery_config_refused", "reason": str(error)}})
         return
     _route_inputs[runner] = key
     runner.reconfigure(deliverer or runner.deliverer, signer, from_config.queue_settings(settings))
+    log.info("delivery config applied", extra={"fields": {"event": "delivery_config_applied",
+                                                          "route": "rebuilt" if deliverer else "kept"}})
 
 
 def _route_key(settings: RelaySettings) -> tuple[object, ...]:

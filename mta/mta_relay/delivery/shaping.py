@@ -22,7 +22,11 @@ throttle reply (``is_throttle``: 421, or a 4xx with an enhanced 4.7.x code) susp
 ``suspend_first`` seconds, doubling on each further throttle up to ``suspend_max``; a delivery resets
 it. Nothing here waits or sleeps: ``try_acquire`` says yes or no, and the queue runner parks mail that
 got a no until ``ready_at`` or a release (``on_free``), so one throttled destination never holds up the
-others.
+others. A suspension started (``SuspensionStarted``) and one ended by a delivery (``SuspensionEnded``)
+are reported through ``on_suspend`` and ``on_end``; this module owns their log lines' fields.
+
+A config reload keeps the ``Shaper`` (``reconfigure``): transactions in progress, rate windows and
+suspensions carry over, and each destination takes its new rule's limits at its next attempt.
 """
 
 from __future__ import annotations
@@ -183,10 +187,53 @@ def is_throttle(code: int, text: str) -> bool:
     return code == 421 or (400 <= code < 500 and _ENHANCED.match(text) is not None)
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """The throttle reply a destination gave: code, enhanced status code ("4.7.0"; "4.0.0" derived
+    when the text has none) and the remote server's text. Never anything of the message."""
+
+    code: int
+    status: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SuspensionStarted:
+    """A destination was suspended after ``reply``: for ``seconds``, its ``strikes``-th in a row."""
+
+    key: str
+    rule: str
+    seconds: float
+    strikes: int
+    reply: Throttle
+
+    def log_fields(self) -> dict[str, object]:
+        return {"event": "destination_suspended", "destination": self.key, "rule": self.rule,
+                "suspended_seconds": round(self.seconds, 3), "strikes": self.strikes,
+                "code": self.reply.code, "status": self.reply.status, "reply": self.reply.text}
+
+
+@dataclass(frozen=True)
+class SuspensionEnded:
+    """A destination took mail again after ``strikes`` suspensions in a row, ``throttled_seconds`` after
+    the first of them started: the next throttle starts from the first step."""
+
+    key: str
+    rule: str
+    strikes: int
+    throttled_seconds: float
+
+    def log_fields(self) -> dict[str, object]:
+        return {"event": "destination_suspension_ended", "destination": self.key, "rule": self.rule,
+                "strikes": self.strikes, "throttled_seconds": round(self.throttled_seconds, 3)}
+
+
 @dataclass
 class _Suspension:
     until: float
     strikes: int
+    rule: str
+    since: float  # when the first suspension of this row started
 
 
 class Shaper:
@@ -202,10 +249,18 @@ class Shaper:
         self._windows: dict[str, SlidingWindowLimit] = {}
         self._suspended: dict[str, _Suspension] = {}
         self.on_free: Callable[[], None] | None = None  # a connection was released: parked mail may go
-        # A suspension started, with its rule's name (metrics: a label bounded by the rule table, where a
-        # destination key would name domains).
-        self.on_suspend: Callable[[str], None] | None = None
+        self.on_suspend: Callable[[SuspensionStarted], None] | None = None  # a suspension started
+        self.on_end: Callable[[SuspensionEnded], None] | None = None  # a delivery after suspensions
         self.throttles = 0  # suspensions started, for tests
+
+    def reconfigure(self, table: ShapingTable, *, suspend_first: float, suspend_max: float) -> None:
+        """A reload's rules and suspension steps. The counters stay: transactions in progress (they
+        release here), rate windows (their starts), suspensions (their end, and their count for the next
+        step). The limits remembered per destination are the old rules': they are dropped, and each
+        destination takes its new rule's limits at its next ``try_acquire``."""
+        self.table = table
+        self.suspend_first, self.suspend_max = suspend_first, suspend_max
+        self._limits.clear()
 
     def try_acquire(self, match: Match) -> bool:
         """Take a transaction slot at ``match``'s destination if it is not suspended and has a connection
@@ -249,11 +304,11 @@ class Shaper:
     def free(self, key: str, now: float | None = None) -> int:
         """How many transactions could start at ``key`` now (0 while suspended)."""
         now = self._clock() if now is None else now
-        limits = self._limits.get(key)
-        if limits is None:
-            return 1  # never seen: one attempt finds out
         if self.suspended_until(key, now) is not None:
             return 0
+        limits = self._limits.get(key)
+        if limits is None:
+            return 1  # never seen, or not since a reload: one attempt finds out
         free = limits.max_connections - self._in_use.get(key, 0)
         window = self._windows.get(key)
         if window is not None:
@@ -273,26 +328,30 @@ class Shaper:
             return window.next_free(now)
         return None
 
-    def throttled(self, match: Match) -> float:
-        """``match``'s destination answered a throttle reply: suspend it (longer on each repeat); returns
-        until when."""
+    def throttled(self, match: Match, reply: Throttle) -> float:
+        """``match``'s destination answered ``reply``, a throttle: suspend it (longer on each repeat);
+        returns until when."""
         key, now = match.key, self._clock()
         previous = self._suspended.get(key)
         if previous is not None and previous.until > now:
             return previous.until  # the transactions in flight when it was suspended report it again
         strikes = previous.strikes + 1 if previous is not None else 1
-        until = now + min(self.suspend_max, self.suspend_first * 2 ** (strikes - 1))
-        self._suspended[key] = _Suspension(until, strikes)
+        seconds = min(self.suspend_max, self.suspend_first * 2 ** (strikes - 1))
+        since = previous.since if previous is not None else now
+        self._suspended[key] = _Suspension(now + seconds, strikes, match.rule, since)
         self.throttles += 1
         if self.on_suspend is not None:
-            self.on_suspend(match.rule)
-        return until
+            self.on_suspend(SuspensionStarted(key, match.rule, seconds, strikes, reply))
+        return now + seconds
 
     def delivered(self, key: str) -> None:
         """A transaction went through: the next throttle starts from the first suspension again."""
+        now = self._clock()
         suspension = self._suspended.get(key)
-        if suspension is not None and suspension.until <= self._clock():
+        if suspension is not None and suspension.until <= now:
             del self._suspended[key]
+            if self.on_end is not None:
+                self.on_end(SuspensionEnded(key, suspension.rule, suspension.strikes, now - suspension.since))
 
     def suspended(self) -> list[tuple[str, float]]:
         """Destinations suspended now, with until when (the metrics count them at each scrape)."""
