@@ -9,7 +9,7 @@ from deliverykit import client_context, message, server_context
 from mta_relay.delivery.client import HopPolicy, TlsMode, open_session, transact
 from mta_relay.delivery.mx import Hop
 from mta_relay.delivery.outcome import Result
-from support.smtp_receiver import HANG_UP, SmtpReceiver
+from support.smtp_receiver import HANG_UP, SmtpReceiver, ThenHangUp
 
 HOP = Hop("localhost", "127.0.0.1")
 RCPTS = ["bob@example.net", "nobody@example.net", "busy@example.net"]
@@ -125,3 +125,27 @@ async def test_a_hang_up_part_way_defers_everyone_and_says_whether_the_message_c
     assert result.lost_at_mail is lost_at_mail
     assert not result.reusable
     assert not smtp.is_connected
+
+
+async def test_a_421_then_close_at_mail_from_keeps_the_421_as_postfix_sends_it() -> None:
+    async with SmtpReceiver() as rx:
+        rx.script("mail", ThenHangUp("421 4.7.0 closing: too many messages"))
+        smtp = await open_session(HOP, policy(rx.port))
+        result = await transact(smtp, "app@example.com", RCPTS[:2], message(), "localhost")
+    assert [(o.result, o.code, o.text) for o in result.outcomes] == [
+        (Result.DEFERRED, 421, "4.7.0 closing: too many messages")] * 2
+    assert result.lost_at_mail
+    assert not result.reusable
+    assert not smtp.is_connected
+
+
+async def test_a_recipient_refused_before_the_server_closes_keeps_its_refusal() -> None:
+    async with SmtpReceiver() as rx:
+        rx.script("rcpt:nobody@example.net", ThenHangUp("550 5.1.1 no such user, and goodbye"))
+        smtp = await open_session(HOP, policy(rx.port))
+        result = await transact(smtp, "app@example.com", RCPTS, message(), "localhost")
+    assert [(o.recipient, o.result, o.code) for o in result.outcomes] == [
+        ("bob@example.net", Result.DEFERRED, 451), ("nobody@example.net", Result.FAILED, 550),
+        ("busy@example.net", Result.DEFERRED, 451)]
+    assert not result.lost_at_mail
+    assert rx.connections[0].messages() == 0

@@ -4,7 +4,9 @@ It records every transaction as the next hop saw it and, per connection, every b
 sent (decrypted after STARTTLS), so a test can count MAIL FROM commands on the wire to prove that
 nothing a sender wrote started a second transaction. Replies are scriptable per stage, e.g.
 ``receiver.script("data", "451 4.3.0 try later", times=3)`` answers DATA with 451 three times and
-then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering. Stage
+then accepts; ``receiver.script("mail", HANG_UP)`` closes the connection instead of answering, and
+``receiver.script("mail", ThenHangUp("421 4.7.0 closing"))`` answers and then closes at once, reading
+nothing more (as Postfix does after a 421), even commands the client already pipelined. Stage
 "greeting" answers a new connection with the reply (e.g. ``421 4.7.0 busy``) and closes it; "ehlo"
 answers EHLO with it.
 
@@ -28,6 +30,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 
 HANG_UP = "hang up"  # a scripted "reply": close the connection without answering
+
+
+class ThenHangUp(str):
+    """A scripted reply after which the server closes the connection, answering nothing else."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,11 @@ class _Handler:
 
 
 def _hang_up_on(server: SMTP, reply: str | None) -> str | None:
-    """For HANG_UP, close the connection: the reply aiosmtpd then writes goes nowhere."""
-    if reply == HANG_UP and server.transport is not None:
+    """For HANG_UP, close the connection: the reply aiosmtpd then writes goes nowhere. For ThenHangUp,
+    write the reply first: closing flushes it, and whatever aiosmtpd answers after it goes nowhere."""
+    if server.transport is not None and (reply == HANG_UP or isinstance(reply, ThenHangUp)):
+        if isinstance(reply, ThenHangUp):
+            server.transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
         server.transport.close()
     return reply
 

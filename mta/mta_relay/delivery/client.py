@@ -360,16 +360,17 @@ async def _pipelined(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], 
     mail_command = b" ".join([b"MAIL FROM:" + quote_address(sender).encode(encoding),
                               *(option.encode("ascii") for option in options)])
     commands = [mail_command, *(b"RCPT TO:" + quote_address(r).encode(encoding) for r in recipients), b"DATA"]
-    results: dict[str, RecipientOutcome] = {}
     mail: SMTPResponse | None = None
+    answers: list[SMTPResponse] = []
     try:
         with pipelining.lent(smtp) as (transport, replies):
             transport.write(b"\r\n".join(commands) + b"\r\n")
             mail = await replies.next()
-            answers = [await replies.next() for _ in recipients]
+            for _ in recipients:
+                answers.append(await replies.next())
             data = await replies.next()
-            accepted = [r for r, reply in zip(recipients, answers, strict=True)
-                        if mail.code == SMTPStatus.completed and reply.code in _RCPT_TAKEN]
+            taken = [r for r, reply in zip(recipients, answers, strict=True) if reply.code in _RCPT_TAKEN]
+            accepted = taken if mail.code == SMTPStatus.completed else []
             final = None
             if data.code == SMTPStatus.start_input:
                 # With no recipient taken, an empty message ends DATA (RFC 2920 section 3.1): nobody gets it.
@@ -377,7 +378,14 @@ async def _pipelined(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], 
                 final = await replies.next()
     except (aiosmtplib.SMTPException, OSError) as error:
         smtp.close()
-        return TransactionResult(_lost(recipients, results, remote, error), reusable=False,
+        if mail is not None and mail.code != SMTPStatus.completed:  # MAIL's refusal stands (a 421 closes)
+            refusal = everyone(recipients, mail.code, _reply_text(mail), remote)
+            return TransactionResult(refusal, reusable=False,
+                                     lost_at_mail=mail.code == SMTPStatus.domain_unavailable)
+        # Recipients answered before the loss keep a refusal; the others (none got the message) are deferred.
+        refused = {r: outcome(r, reply.code, _reply_text(reply), remote)
+                   for r, reply in zip(recipients, answers, strict=False) if reply.code not in _RCPT_TAKEN}
+        return TransactionResult(_lost(recipients, refused, remote, error), reusable=False,
                                  lost_at_mail=mail is None)
     if mail.code != SMTPStatus.completed:
         outcomes = everyone(recipients, mail.code, _reply_text(mail), remote)
@@ -385,13 +393,11 @@ async def _pipelined(smtp: aiosmtplib.SMTP, sender: str, recipients: list[str], 
             smtp.close()
             return TransactionResult(outcomes, reusable=False, lost_at_mail=True)
         return TransactionResult(outcomes, await _reset(smtp))
-    for rcpt, reply in zip(recipients, answers, strict=True):
-        if rcpt not in accepted:
-            results[rcpt] = outcome(rcpt, reply.code, _reply_text(reply), remote)
-    # The message went out and was answered, or DATA was refused: the refusal stands for those taken.
+    # The message went out and was answered, or DATA was refused: that reply stands for those taken.
     last = final if final is not None and accepted else data
-    for rcpt in accepted:
-        results[rcpt] = outcome(rcpt, last.code, _reply_text(last), remote)
+    results = {r: outcome(r, last.code, _reply_text(last), remote) if r in accepted
+               else outcome(r, reply.code, _reply_text(reply), remote)
+               for r, reply in zip(recipients, answers, strict=True)}
     outcomes = [results[r] for r in recipients]
     if last is final and final.code == SMTPStatus.completed:
         return TransactionResult(outcomes, reusable=True)
