@@ -34,6 +34,9 @@ _RCPT_TAKEN = (SMTPStatus.completed, SMTPStatus.will_forward)
 def wire_form(message: bytes) -> bytes:
     """CRLF line ends only, ending in CRLF: what DATA carries (before dot-stuffing). DKIM signs this form,
     so what is signed is exactly what is sent."""
+    lines = message.count(b"\n")
+    if lines == message.count(b"\r\n") == message.count(b"\r") and message.endswith(b"\r\n"):
+        return message  # already so (every CR and LF in a pair): counting is 4x cheaper than rewriting
     message = _LINE_END.sub(b"\r\n", message)
     return message if message.endswith(b"\r\n") else message + b"\r\n"
 
