@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # '<' dot-atom '@' hostname '>', then the end or one space before a parameter (not a comment or more space)
@@ -27,5 +26,7 @@ def parse_path(arg: str) -> tuple[str | None, str | None]:
     try:
         address, rest = parse(arg)
         return address.addr_spec, rest
-    except HeaderParseError:  # its other crashes on garbage (IndexError...) reach aiosmtpd, as before
+    except Exception:
+        # HeaderParseError, and the parser's crashes on garbage (IndexError on "<", AttributeError on
+        # "<a@[b>"): a pure parser that fails means an unparseable path, a syntax error for the client
         return None, None

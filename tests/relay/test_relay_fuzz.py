@@ -115,6 +115,8 @@ def _alive(raw: RawSmtp) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(COMMAND, min_size=1, max_size=4))
 @example([b"VRFY (\x80"])  # found by this test: aiosmtpd echoed undecodable bytes and crashed the reply
+@example([b"MAIL FROM:<"])  # found by this test: the email package's path parser crashed (IndexError)
+@example([b"MAIL FROM:<a@[b>"])  # its AttributeError, on the same kind of garbage
 def test_live_commands_never_crash_the_session(fuzz_relay: RelayThread, ca: trustme.CA,
                                                lines: list[bytes]) -> None:
     raw = _session(fuzz_relay, ca, login=True)

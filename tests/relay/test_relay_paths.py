@@ -1,5 +1,6 @@
 """The MAIL/RCPT path parser's fast path must agree with the email package's parsers (what aiosmtpd
-uses) on every input: same address, same rest of the line, same refusals."""
+uses) on every input: same address, same rest of the line, same refusals. Where the email package
+crashes on garbage (IndexError, AttributeError), the path is refused, never an exception."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def reference(arg: str) -> tuple[str | None, str | None]:
     try:
         address, rest = parse(arg)
         return address.addr_spec, rest
-    except HeaderParseError:
+    except (HeaderParseError, IndexError, AttributeError):
         return None, None
 
 
@@ -55,6 +56,11 @@ def near_plain(draw: st.DrawFn) -> str:
                                  "<", " <", '"'])
 def test_known_forms_match_the_email_package(arg: str) -> None:
     assert outcome(parse_path, arg) == outcome(reference, arg)
+
+
+@pytest.mark.parametrize("arg", ["<", " <", '"', "<a@", "<a@[b>"])
+def test_garbage_that_crashes_the_email_package_is_refused(arg: str) -> None:
+    assert parse_path(arg) == (None, None)
 
 
 @given(st.one_of(near_plain(), st.text(ODD + "abc", max_size=30)))
