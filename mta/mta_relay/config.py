@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import urllib.parse
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -29,7 +29,7 @@ from mta_relay.events.classify import CATEGORIES
 from mta_relay.events.record import EventType
 from mta_relay.usernames import USERNAME_PATTERN
 
-CONFIG_VERSION = 1
+CONFIG_VERSION: Final = 1  # Final: its type is Literal[1], the models' version field
 # RFC 1035 names (lower-case enforced by the validators below), no trailing dot.
 DOMAIN_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
 
@@ -140,6 +140,10 @@ class Domains(_Model):
 Mechanism = Literal["PLAIN", "LOGIN", "CRAM-MD5"]
 
 
+def _default_mechanisms() -> list[Mechanism]:
+    return ["PLAIN", "LOGIN"]
+
+
 class PreviousVerifier(_Model):
     """A password the credential had before its newest one, still accepted until ``not_after`` (a
     rotation's grace period). The relay refuses it from ``not_after`` on by itself, so expiry holds while
@@ -177,7 +181,7 @@ class Credential(_Model):
     password_verifier: str | None = None
     previous_verifiers: list[PreviousVerifier] = Field(default_factory=list)
     suspended: bool = False
-    mechanisms: list[Mechanism] = Field(default_factory=lambda: ["PLAIN", "LOGIN"])
+    mechanisms: list[Mechanism] = Field(default_factory=_default_mechanisms)
     cram_md5_secret: str | None = Field(default=None, repr=False)
     domains: Domains = Field(default_factory=Domains)
     allowed_ips: list[IPNetwork] = Field(default_factory=list, alias="allowedIPs")  # empty = any source
@@ -190,9 +194,9 @@ class Credential(_Model):
 
     @field_validator("allowed_ips", mode="before")
     @classmethod
-    def _networks(cls, value: list[str]) -> list[IPNetwork]:
+    def _networks(cls, value: object) -> object:
         if not isinstance(value, list):
-            return value
+            return value  # pydantic reports what is not a list
         return [ipaddress.ip_network(str(item), strict=False) for item in value]
 
     @model_validator(mode="after")

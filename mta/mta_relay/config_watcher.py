@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import logging
 import threading
 import time
@@ -64,9 +65,10 @@ class ObjectSource:
 
 
 class TablePublisher:
-    """Turns manifests into published snapshots; ``fetch(secret_name) -> data dict or None`` is the API."""
+    """Turns manifests into published snapshots; ``fetch(secret_name) -> data dict or None`` is the API
+    (values in base64, as str or bytes: the kubernetes client's Secret model admits both)."""
 
-    def __init__(self, directory: Path, fetch: Callable[[str], Mapping[str, str] | None]) -> None:
+    def __init__(self, directory: Path, fetch: Callable[[str], Mapping[str, bytes | str] | None]) -> None:
         self.directory = directory
         self.fetch = fetch
         self.current: dict[str, tuple[str, bytes]] = {}  # file name → (sha256, content)
@@ -143,7 +145,7 @@ def object_files(kind: str, obj: Any) -> dict[str, bytes] | None:
     return {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
 
 
-def _follow(lister: Callable[..., Any], namespace: str, name: str, on_change: Callable[[Any], None],
+def _follow(lister: Callable[..., Any], namespace: str, name: str, on_change: Callable[[Any], object],
             stop: threading.Event) -> None:
     """List then watch one object by name, for ever; ``on_change(obj or None)`` on every state seen."""
     from kubernetes import watch
@@ -196,9 +198,9 @@ def run(namespace: str, kubeconfig: str | None, manifest: str | None, directory:
                     lambda obj: bundle.update(source, object_files(source.kind, obj)), stop)
 
         for source in sources:
-            start(lambda s=source: follow_source(s), f"watch-{source.name}")
+            start(functools.partial(follow_source, source), f"watch-{source.name}")
     if manifest and directory is not None:
-        def fetch(name: str) -> Mapping[str, str] | None:
+        def fetch(name: str) -> Mapping[str, bytes | str] | None:
             try:
                 return v1.read_namespaced_secret(name, namespace).data
             except client.ApiException as error:

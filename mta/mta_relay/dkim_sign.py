@@ -95,6 +95,8 @@ class DkimSigner:
         key = self.key_for(domain) if domain else None
         if key is None:
             return message
-        signature = dkim.sign(message, key.selector, key.domain, key.key, signature_algorithm=key.algorithm,
-                              canonicalize=(b"relaxed", b"relaxed"), include_headers=self._headers)
+        # dkimpy is unannotated; sign returns the DKIM-Signature field as bytes
+        signature: bytes = dkim.sign(message, key.selector, key.domain, key.key,
+                                     signature_algorithm=key.algorithm, canonicalize=(b"relaxed", b"relaxed"),
+                                     include_headers=self._headers)
         return signature + message

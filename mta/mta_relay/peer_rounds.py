@@ -9,6 +9,7 @@ subclass's (``peers``, ``pin``); what is asked is its ``ask``.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -58,5 +59,8 @@ class PeerRounds:
             if name not in self._asking:
                 self._asking[name] = task = asyncio.get_running_loop().create_task(
                     self.ask(name, url, token, pin))
-                task.add_done_callback(lambda _, name=name: self._asking.pop(name, None))
+                task.add_done_callback(functools.partial(self._answered, name))
         self.rounds += 1
+
+    def _answered(self, name: str, _task: asyncio.Task[None]) -> None:
+        self._asking.pop(name, None)

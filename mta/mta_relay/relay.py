@@ -5,16 +5,19 @@ Quota counts (own and the peers' last known, ``quota``) are loaded from and save
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 
 from mta_relay import config_loader, handoff, state_files
 from mta_relay.auth_throttle import AuthThrottle
+from mta_relay.config import RelaySettings
 from mta_relay.delivery.process import DeliveryProcess
 from mta_relay.events import from_config as events_config
 from mta_relay.events.record import EventSink
@@ -29,6 +32,16 @@ from mta_relay.usage import Exchange
 from mta_relay.workers.ledger import LocalLedger, QuotaLedger
 
 log = logging.getLogger("mta_relay")
+
+
+class OpenSession(Protocol):
+    """What a graceful shutdown needs of an open SMTP session (``smtp_session.RelaySession``, which
+    imports this module)."""
+
+    @property
+    def connection(self) -> asyncio.Transport | None: ...
+
+    def close_if_idle(self) -> bool: ...
 
 
 class Relay:
@@ -46,7 +59,8 @@ class Relay:
             quota_file = state_files.quota_path(spool.root)
             saver = self._quota_saver = state_files.Debounced(quota_file, lambda: state_files.encode_quota(
                 self.quota.snapshot()))
-            self.quota = QuotaTracker(saved=state_files.load(quota_file, state_files.decode_quota, ({}, {})),
+            empty: state_files.Counts = ({}, {})
+            self.quota = QuotaTracker(saved=state_files.load(quota_file, state_files.decode_quota, empty),
                                       on_change=saver.changed)
         else:
             self.quota = QuotaTracker()  # unused: the first process counts
@@ -61,7 +75,7 @@ class Relay:
         self.passwords = PasswordChecker()
         self.metrics = Metrics()
         self.connections: collections.Counter[str] = collections.Counter()  # open sessions per client IP
-        self.sessions: set[object] = set()  # open SMTP protocols, for graceful shutdown
+        self.sessions: set[OpenSession] = set()  # open SMTP protocols, for graceful shutdown
         self.draining = False
         self.delivery: DeliveryProcess | None = None  # the delivery process, started by the server
         self.events: EventSink | None = None  # Reception and Rejection events, started by the server
@@ -99,7 +113,7 @@ class Relay:
                 self._event_store = None
 
     @property
-    def settings(self):
+    def settings(self) -> RelaySettings:
         return self.gen.config.settings
 
     def install(self, generation: Generation) -> None:

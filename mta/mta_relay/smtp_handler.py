@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import Session
 
 from mta_relay import acceptance, replies, trace_headers
 from mta_relay.config import Credential
 from mta_relay.relay import Relay
 from mta_relay.replies import Reply
-from mta_relay.smtp_session import RelaySession, scanned_names
+from mta_relay.smtp_session import RelayEnvelope, RelaySession, scanned_names
 from mta_relay.spool import new_queue_id
 
 log = logging.getLogger("mta_relay.smtp")
@@ -27,7 +27,8 @@ class SubmissionHandler:
         self.relay = relay
 
     def __dir__(self) -> tuple[str, ...]:
-        return scanned_names(type(self), ("auth_", "handle_"))  # scanned per connection by aiosmtpd
+        cls: type = type(self)  # as plain ``type``: mypy takes type[SubmissionHandler] for unhashable
+        return scanned_names(cls, ("auth_", "handle_"))  # scanned per connection by aiosmtpd
 
     def _credential(self, server: RelaySession, session: Session) -> Credential | Reply:
         """Looked up per command, so a credential removed or narrowed by a reload stops at once."""
@@ -36,12 +37,12 @@ class SubmissionHandler:
             session.authenticated = False  # the client may AUTH again with a valid credential
         return result
 
-    def _refuse(self, server: RelaySession, envelope: Envelope, reply: Reply, **fields: Any) -> str:
+    def _refuse(self, server: RelaySession, envelope: RelayEnvelope, reply: Reply, **fields: Any) -> str:
         acceptance.rejected(self.relay, "smtp", reply, client_ip=server.client_ip, port=server.port_label,
-                            queue_id=getattr(envelope, "queue_id", None), **fields)
+                            queue_id=envelope.queue_id, **fields)
         return reply.smtp
 
-    def _refuse_session(self, server: RelaySession, session: Session, envelope: Envelope,
+    def _refuse_session(self, server: RelaySession, session: Session, envelope: RelayEnvelope,
                         reply: Reply) -> str:
         """The session's credential refused as the config now stands. One that still exists (suspended,
         or the address no longer allowed) owns the refusal, and its Rejection event says why; a removed
@@ -49,7 +50,7 @@ class SubmissionHandler:
         owner = {} if reply is replies.AUTH_REQUIRED else {"credential": str(session.auth_data)}
         return self._refuse(server, envelope, reply, **owner)
 
-    async def handle_MAIL(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
+    async def handle_MAIL(self, server: RelaySession, session: Session, envelope: RelayEnvelope, address: str,
                           mail_options: list[str]) -> str:
         envelope.queue_id = new_queue_id()  # assigned here so refusals carry an id too
         cred = self._credential(server, session)
@@ -65,7 +66,7 @@ class SubmissionHandler:
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
 
-    async def handle_RCPT(self, server: RelaySession, session: Session, envelope: Envelope, address: str,
+    async def handle_RCPT(self, server: RelaySession, session: Session, envelope: RelayEnvelope, address: str,
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.relay.settings.limits.max_recipients:
             return self._refuse(server, envelope, replies.TOO_MANY_RCPTS)
@@ -83,10 +84,14 @@ class SubmissionHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
 
-    async def handle_DATA(self, server: RelaySession, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: RelaySession, session: Session, envelope: RelayEnvelope) -> str:
         cred = self._credential(server, session)
         if isinstance(cred, Reply):
             return self._refuse_session(server, session, envelope, cred)
+        # RCPT follows an accepted MAIL (aiosmtpd's sequence checks), and DATA's content is read by now
+        assert envelope.queue_id is not None
+        assert envelope.mail_from is not None
+        assert envelope.original_content is not None
         protocol = trace_headers.smtp_protocol(tls=session.ssl is not None,
                                                smtp_auth=cred.authentication == "Password",
                                                smtputf8=envelope.smtp_utf8, extended=session.extended_smtp)

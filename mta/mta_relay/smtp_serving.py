@@ -5,6 +5,7 @@ first process and inherited by the others), serving them with the relay's sessio
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from dataclasses import dataclass
@@ -58,8 +59,7 @@ async def serve(relay: Relay, listeners: list[Listener]) -> list[asyncio.Server]
         # Implicit TLS (RFC 8314): the listening socket does the handshake, with the server context a
         # reload loads the new certificate into (a listening socket keeps the context it was made with)
         server = await loop.create_server(
-            lambda label=listener.label, implicit=listener.implicit_tls: RelaySession(  # type: ignore[misc]
-                relay, handler, label, implicit),
+            functools.partial(RelaySession, relay, handler, listener.label, listener.implicit_tls),
             sock=listener.sock, ssl=relay.http_tls if listener.implicit_tls else None, backlog=BACKLOG)
         servers.append(server)
     return servers
@@ -74,10 +74,10 @@ async def end_sessions(relay: Relay, servers: list[asyncio.Server], deadline: fl
         server.close()
     while relay.sessions and time.monotonic() < deadline:
         for session in list(relay.sessions):
-            session.close_if_idle()  # type: ignore[attr-defined]
+            session.close_if_idle()
         await asyncio.sleep(0.05)
     for session in list(relay.sessions):
-        transport = session.transport  # type: ignore[attr-defined]
+        transport = session.connection
         if transport is not None:
             transport.abort()  # grace is over: no TLS close_notify round trip either
     await asyncio.sleep(0.05)  # let the closed sessions' connection_lost run and end their tasks

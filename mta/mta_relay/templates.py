@@ -43,11 +43,12 @@ _FILTERS = ("abs", "capitalize", "center", "count", "d", "default", "dictsort", 
             "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse", "round", "safe",
             "select", "selectattr", "sort", "string", "striptags", "sum", "title", "tojson", "trim",
             "truncate", "unique", "upper", "urlencode", "urlize", "wordcount", "wordwrap", "batch", "slice")
-_METHODS = {str: frozenset({"capitalize", "casefold", "count", "endswith", "find", "isalnum", "isalpha",
-                            "isdigit", "islower", "isspace", "istitle", "isupper", "lower", "lstrip",
-                            "partition", "rfind", "rpartition", "rsplit", "rstrip", "split", "splitlines",
-                            "startswith", "strip", "swapcase", "title", "upper"}),
-            dict: frozenset({"get", "items", "keys", "values"})}
+_METHODS: dict[type[object], frozenset[str]] = {
+    str: frozenset({"capitalize", "casefold", "count", "endswith", "find", "isalnum", "isalpha", "isdigit",
+                    "islower", "isspace", "istitle", "isupper", "lower", "lstrip", "partition", "rfind",
+                    "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith", "strip",
+                    "swapcase", "title", "upper"}),
+    dict: frozenset({"get", "items", "keys", "values"})}
 
 
 class TemplateRefused(ValueError):

@@ -20,8 +20,9 @@ class RetryPolicy:
         Half fixed, half random ("equal jitter"): never sooner than half the step, and messages deferred
         together by one outage spread out instead of returning to the next hop all at once.
         """
-        step = min(self.cap, self.first * 2 ** max(0, failures - 1))
-        return step / 2 + (rng or random).uniform(0, step / 2)
+        step = min(self.cap, self.first * 2.0 ** max(0, failures - 1))
+        uniform = rng.uniform if rng is not None else random.uniform
+        return step / 2 + uniform(0, step / 2)
 
     def expired(self, age: float) -> bool:
         return age >= self.max_age

@@ -60,7 +60,8 @@ class Channel:
     async def request(self, message: Message) -> Message:
         """Send a request and wait for its reply (the caller bounds the wait)."""
         request_id = next(self._ids)
-        future = self._pending[request_id] = self._loop.create_future()
+        future: asyncio.Future[Message] = self._loop.create_future()
+        self._pending[request_id] = future
         self.send({**message, "id": request_id})
         try:
             return await future
@@ -82,9 +83,9 @@ class Channel:
             message: Message = json.loads(line)
             if message["op"] not in self._replies:
                 return message
-            future = self._pending.get(message["id"])
-            if future is not None and not future.done():
-                future.set_result(message)
+            waiting = self._pending.get(message["id"])
+            if waiting is not None and not waiting.done():
+                waiting.set_result(message)
 
     def close(self) -> None:
         self._writer.close()

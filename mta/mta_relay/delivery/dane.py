@@ -125,7 +125,7 @@ def _chains_to(chain: list[bytes], anchor: int, names: list[str], now: datetime.
         ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(), ee_policy=server)
     for name in names:
         try:
-            verifier = builder.build_server_verifier(verification.DNSName(name))
+            verifier = builder.build_server_verifier(x509.DNSName(name))
             verifier.verify(certs[0], certs[1:anchor])
         except (verification.VerificationError, ValueError):
             continue

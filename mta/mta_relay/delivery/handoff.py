@@ -14,7 +14,9 @@ import itertools
 import logging
 import sqlite3
 import time
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -111,7 +113,7 @@ class HandoffSender:
         if old is not None:
             self._background(old.close())
 
-    def _background(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -279,7 +281,7 @@ class HandoffSender:
         self._todo.pop(queue_id, None)
         self.runner.drop_claim(queue_id)
 
-    def _failed(self, peer: HandoffPeer, fields: dict[str, object], error: Exception) -> None:
+    def _failed(self, peer: HandoffPeer, fields: Mapping[str, object], error: Exception) -> None:
         self.failures += 1
         self.failed.inc()
         failures = self._rest.get(peer.url, (0, 0.0))[0] + 1

@@ -24,7 +24,8 @@ class Holds:
     @classmethod
     def load(cls, path: Path) -> Holds:
         """Blocking (a small file, read once at start); an unusable file is logged and reads as none."""
-        domains, credentials = state_files.load(path, state_files.decode_suspensions, ({}, {}))
+        empty: state_files.Suspensions = ({}, {})
+        domains, credentials = state_files.load(path, state_files.decode_suspensions, empty)
         return cls(path, domains, credentials)
 
     def held(self, credential: str, recipient: str) -> bool:

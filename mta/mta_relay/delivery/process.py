@@ -141,15 +141,20 @@ class DeliveryProcess:
             assert self._proc is not None
             while (message := await self._channel.receive()) is not None:
                 self._handle(message)
-            if self._stopping:
+            if self._stopped():
                 return
             code = await self._proc.wait()
             log.error("delivery process exited; starting it again", extra={"fields": {
                 "event": "delivery_process_exited", "exit_code": code}})
             await asyncio.sleep(RESTART_DELAY)
-            if self._stopping:
+            if self._stopped():
                 return
             await self._spawn()
+
+    def _stopped(self) -> bool:
+        """``drain`` has begun. Asked by a call: mypy would carry a check of the attribute across the
+        awaits after it, during which ``drain`` may run."""
+        return self._stopping
 
     def _handle(self, message: Message) -> None:
         op = message["op"]

@@ -148,15 +148,17 @@ class ShapingTable:
         """The rule for recipient ``domain`` whose MX hosts are ``hosts`` or, for a smarthost ``route``
         (``domain`` None), for the route whose smarthosts are ``hosts``."""
         scope = f"route:{route}" if route is not None else f"domain:{domain}"
-        for origin, rules in (("user", self.user_rules), ("builtin", self.builtin_rules)):
+        tables: tuple[tuple[Origin, Sequence[rc.ShapingRule]], ...] = (
+            ("user", self.user_rules), ("builtin", self.builtin_rules))
+        for origin, rules in tables:
             if domain is not None:
                 found = next((r for r in rules if domain in r.domains), None)
                 if found is not None:
-                    return Match(scope, found.name, origin, self.limits_of(found))  # type: ignore[arg-type]
+                    return Match(scope, found.name, origin, self.limits_of(found))
             found = _by_host(rules, hosts)
             if found is not None:
                 key = scope if route is not None else f"rule:{origin}:{found.name}"
-                return Match(key, found.name, origin, self.limits_of(found))  # type: ignore[arg-type]
+                return Match(key, found.name, origin, self.limits_of(found))
         return Match(scope, "default", "default", self.default)
 
 
@@ -336,7 +338,7 @@ class Shaper:
         if previous is not None and previous.until > now:
             return previous.until  # the transactions in flight when it was suspended report it again
         strikes = previous.strikes + 1 if previous is not None else 1
-        seconds = min(self.suspend_max, self.suspend_first * 2 ** (strikes - 1))
+        seconds = min(self.suspend_max, self.suspend_first * 2.0 ** (strikes - 1))
         since = previous.since if previous is not None else now
         self._suspended[key] = _Suspension(now + seconds, strikes, match.rule, since)
         self.throttles += 1

@@ -128,10 +128,11 @@ def _row(e: Entry) -> tuple[object, ...]:
             int(e.removed))
 
 
-def _entry(row: tuple[object, ...]) -> Entry:
+def _entry(row: tuple[Any, ...]) -> Entry:
+    """``row``: as sqlite3 returns it (untyped; the columns are the table's, ``_row``'s order)."""
     a, reason, source, by, detail, created, expires, updated, removed = row
-    return Entry(str(a), str(reason), str(source), str(by), str(detail), float(created),  # type: ignore[arg-type]
-                 None if expires is None else float(expires), float(updated), bool(removed))  # type: ignore[arg-type]
+    return Entry(str(a), str(reason), str(source), str(by), str(detail), float(created),
+                 None if expires is None else float(expires), float(updated), bool(removed))
 
 
 class SuppressionStore:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 SUMMED = frozenset({
@@ -26,7 +27,7 @@ def _key(sample: Sample) -> SampleKey:
     return sample.name, tuple(sorted(sample.labels.items()))
 
 
-class _Families:
+class _Families(Collector):
     def __init__(self, families: list[Metric]) -> None:
         self.families = families
 
@@ -54,19 +55,19 @@ def merged(own: bytes, others: Iterable[str]) -> bytes:
                     found[key] = known._replace(value=known.value + sample.value)
     families = list(text_string_to_metric_families(own.decode()))
     for family in families:
-        found = extra.get(family.name)
-        if not found:
+        theirs = extra.get(family.name)
+        if not theirs:
             continue
         samples = []
         for sample in family.samples:
-            other = found.pop(_key(sample), None)
+            other = theirs.pop(_key(sample), None)
             if other is None:
                 samples.append(sample)
             elif sample.name.endswith(_CREATED):
                 samples.append(sample._replace(value=min(sample.value, other.value)))
             else:
                 samples.append(sample._replace(value=sample.value + other.value))
-        family.samples = samples + list(found.values())  # label sets only another process has seen
+        family.samples = samples + list(theirs.values())  # label sets only another process has seen
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))  # type: ignore[arg-type]
+    registry.register(_Families(families))
     return generate_latest(registry)

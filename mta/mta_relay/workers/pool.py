@@ -57,7 +57,7 @@ class WorkerPool:
         return 1 + sum(1 for worker in self._workers.values() if worker.ready)
 
     async def _run(self, index: int) -> None:
-        while not self._stopping:
+        while not self._stopped():
             try:
                 worker = await self._spawn(index)
             except OSError as error:
@@ -72,12 +72,17 @@ class WorkerPool:
             worker.channel.close()
             worker.ready = False
             self._count()
-            if self._stopping:
+            if self._stopped():
                 return
             self.restarts += 1
             log.error("SMTP serving process exited; starting it again", extra={"fields": {
                 "event": "smtp_worker_exited", "worker": index, "exit_code": code}})
             await asyncio.sleep(RESTART_DELAY)
+
+    def _stopped(self) -> bool:
+        """``drain`` has begun. Asked by a call: mypy would carry a check of the attribute across the
+        awaits after it, during which ``drain`` may run."""
+        return self._stopping
 
     async def _spawn(self, index: int) -> _Worker:
         ours, theirs = socket.socketpair()

@@ -30,6 +30,7 @@ from mta_relay import child_process, config_loader, event_loop, generation, logs
 from mta_relay.config_loader import ConfigError
 from mta_relay.delivery.channel import Channel
 from mta_relay.events import from_config as events_config
+from mta_relay.events.store import EventWriter
 from mta_relay.relay import Relay
 from mta_relay.smtp_serving import Listener
 from mta_relay.spool import Spool
@@ -81,7 +82,7 @@ async def serve(config_dir: Path, index: int, sock: socket.socket, listeners: li
             channel.send({"op": "metrics_text", "id": message["id"],
                           "text": generate_latest(relay.metrics.registry).decode()})
         elif op == "reload":
-            await _reload(relay, config_dir)
+            await _reload(relay, config_dir, events)
         elif op == "drain":
             deadline = time.monotonic() + float(message["seconds"])
             break
@@ -93,16 +94,15 @@ async def serve(config_dir: Path, index: int, sock: socket.socket, listeners: li
     return 0
 
 
-async def _reload(relay: Relay, config_dir: Path) -> None:
+async def _reload(relay: Relay, config_dir: Path, events: EventWriter) -> None:
     """The first process found the config changed and took it: take it too, or keep the one in force."""
     try:
         gen = await asyncio.to_thread(generation.build, config_dir)
     except ConfigError:
         return  # the first process logged why
     relay.install(gen)
-    if relay.events is not None:
-        settings = gen.config.settings
-        relay.events.configure(events_config.filters(settings), events_config.limits(settings))
+    settings = gen.config.settings
+    events.configure(events_config.filters(settings), events_config.limits(settings))
 
 
 def main(argv: list[str] | None = None) -> int:
