@@ -115,7 +115,8 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     control = QueueControl(runner, spool, pod_name or "")
     reader = asyncio.create_task(_read(channel, config_dir, spool, runner, sender, registry, drain_until,
                                        events, webhooks, control))
-    await asyncio.wait({reader, drain_until}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {reader, drain_until}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if sender.active:  # leaving: nothing to deliver; what is not handed off yet waits for the next start
         await sender.stop(give_back=False)
         await runner.stop()
