@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from mta_relay.delivery.client import wire_form
 
@@ -21,7 +21,6 @@ def rewritten(message: bytes) -> bytes:
     return message if message.endswith(b"\r\n") else message + b"\r\n"
 
 
-@settings(deadline=None)  # a loaded machine's pauses are not what this checks
 @given(st.lists(_PIECES, max_size=40).map(b"".join))
 def test_wire_form_is_the_rewrite_on_any_mix_of_line_ends(message: bytes) -> None:
     assert wire_form(message) == rewritten(message)
