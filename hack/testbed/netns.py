@@ -8,25 +8,18 @@ it disappears with the last process in it, so nothing is left behind.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
+from . import services
 from .cluster import POD_CIDR, SERVICE_CIDR
 
 
 def pod_network_ready() -> bool:
     """True when pod IPs are bindable here (we are inside the test host)."""
-    probe = str(next(ipaddress.ip_network(POD_CIDR).hosts()))
-    with socket.socket() as s:
-        try:
-            s.bind((probe, 0))
-        except OSError:
-            return False
-    return True
+    return services.routed_here(POD_CIDR)
 
 
 def run(command: list[str]) -> int:

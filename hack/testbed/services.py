@@ -41,15 +41,21 @@ Backend = tuple[str, int]
 Key = tuple[str, int]  # (ClusterIP, Service port)
 
 
-def local() -> bool:
-    """Whether ClusterIPs are bindable here (the test host's namespace, see netns.py)."""
-    probe = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+def routed_here(cidr: str) -> bool:
+    """Whether ``cidr``'s first address can be bound here: the range is a local route (inside the test
+    host's network namespace, see netns.py)."""
+    probe = str(next(ipaddress.ip_network(cidr).hosts()))
     with socket.socket() as s:
         try:
             s.bind((probe, 0))
         except OSError:
             return False
     return True
+
+
+def local() -> bool:
+    """Whether ClusterIPs are bindable here (the test host's namespace, see netns.py)."""
+    return routed_here(SERVICE_CIDR)
 
 
 def backends(services: list[dict[str, Any]], slices: list[dict[str, Any]], api_server: Backend
