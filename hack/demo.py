@@ -58,15 +58,28 @@ def examples_for_testbed(namespace: str, smarthost_port: int, mtas: int | None =
 
 def relay_config_in_force(pod_dir: Path, want: str) -> bool:
     """Whether the relay of a pod the pod runner runs uses relay.yaml ``want``: the config watcher has
-    published it, and the relay started with it or has reloaded since."""
+    published it, and the relay's last start or reload was built from that generation (the relay logs
+    the settings snapshot it saw before each build; it reloads when it saw an older one)."""
     mounted = pod_dir / "volumes" / "config" / "relay.yaml"
     log_path = pod_dir / "relay.log"
-    if not mounted.exists() or mounted.read_text() != want or not log_path.exists():
+    try:
+        if mounted.read_text() != want:
+            return False
+        published = mounted.resolve(strict=True).parent.name
+        lines = log_path.read_text().splitlines()
+    except FileNotFoundError:  # not published yet, or swapped while we looked
         return False
-    synced = mounted.resolve().parent.stat().st_mtime
-    log = log_path.read_text()
-    started = (pod_dir / "relay.exec.json").stat().st_mtime if '"serving"' in log else float("inf")
-    return started >= synced or '"config_reloaded"' in log
+    built = [record["settings_snapshot"] for record in map(_record, lines)
+             if record.get("event") in ("serving", "config_reloaded") and "settings_snapshot" in record]
+    return bool(built) and built[-1] == published
+
+
+def _record(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _wait(what: str, check: Any, timeout: float = 180) -> Any:

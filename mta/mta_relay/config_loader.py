@@ -93,6 +93,14 @@ def fingerprint(config_dir: Path, settings: RelaySettings | None) -> tuple[Any, 
     return tuple(parts)
 
 
+def snapshot_name(fingerprint_: tuple[Any, ...]) -> str:
+    """The settings volume's generation a ``fingerprint`` saw (its snapshot directory's name; the
+    volume's own name when it is a plain directory); "" when it saw a swap half done. Logged with the
+    generation built after it, so a reader can tell which published files a relay uses."""
+    first = fingerprint_[0] if fingerprint_ else None
+    return Path(first[0]).name if isinstance(first, tuple) and first else ""
+
+
 def _settings_once(config_dir: Path) -> RelaySettings:
     settings_file = _settings_file(snapshot(config_dir))
     if settings_file is None:

@@ -97,9 +97,10 @@ class RelayServer:
             self.pool = WorkerPool(relay, self.config_dir, listeners, self.workers, self.pod_name)
             self.pool.start()
             relay.worker_metrics = self.pool.metrics_texts
-        log.info("serving", extra={"fields": {"event": "serving", "smtp": self.smtp_ports,
-                                              "http": settings.http.port if settings.http.enabled else None,
-                                              "workers": self.workers}})
+        log.info("serving", extra={"fields": {
+            "event": "serving", "smtp": self.smtp_ports,
+            "http": settings.http.port if settings.http.enabled else None, "workers": self.workers,
+            "settings_snapshot": config_loader.snapshot_name(self._fingerprint)}})
         return relay
 
     def _self_url(self, settings: RelaySettings) -> str | None:
@@ -143,8 +144,9 @@ class RelayServer:
         if self.pool is not None:
             self.pool.reload()
         self.relay.metrics.config_reloads.labels("applied").inc()
-        log.info("config reloaded", extra={"fields": {"event": "config_reloaded",
-                                                      "credentials": len(gen.config.credentials)}})
+        log.info("config reloaded", extra={"fields": {
+            "event": "config_reloaded", "credentials": len(gen.config.credentials),
+            "settings_snapshot": config_loader.snapshot_name(self._fingerprint)}})
         return True
 
     async def _watch_config(self) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mta_relay import config_loader
+from mta_relay import atomic_dir, config_loader
 from mta_relay.config import Credential, CredentialShard
 from mta_relay.passwords import argon2_verifier, fast_verifier, generate_password
 from mta_relay.shards import render_shards
@@ -40,6 +40,20 @@ def test_fingerprint_changes_on_swap(tmp_path: Path) -> None:
     assert before == config_loader.fingerprint(cfg_dir, cfg.settings)
     write_volume(cfg_dir / "credentials", {"credentials-000.json": json.dumps({"credentials": []})})
     assert before != config_loader.fingerprint(cfg_dir, cfg.settings)
+
+
+def test_the_fingerprint_names_the_settings_generation_it_saw(tmp_path: Path) -> None:
+    published = tmp_path / "published"
+    first = atomic_dir.publish(published, {"relay.yaml": b"hostname: a\n"})
+    seen = config_loader.fingerprint(published, None)
+    assert config_loader.snapshot_name(seen) == first.name != ""
+    second = atomic_dir.publish(published, {"relay.yaml": b"hostname: b\n"})
+    again = config_loader.fingerprint(published, None)
+    assert config_loader.snapshot_name(again) == second.name != first.name
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert config_loader.snapshot_name(config_loader.fingerprint(plain, None)) == "plain"
+    assert config_loader.snapshot_name(("changing",)) == ""
 
 
 def test_broken_config_names_file_and_field_never_the_secret(tmp_path: Path) -> None:
