@@ -344,7 +344,7 @@ class Runner:
         if image is not None:
             self._start_in_image(run, c, image, lookup)
             return
-        if (pod["spec"]["containers"][0].get("command") or [""])[0] not in stages.RUNNABLE:
+        if not stages.from_checkout(pod):
             # Ours only for imagePullPolicy Never: there is no checkout command to fall back on.
             raise ImageNotPresent(f'Container image "{spec.get("image", "")}" is not present with pull '
                                   "policy of Never")

@@ -38,8 +38,12 @@ _RUN_IMAGE = {"key": _PULL, "operator": "In", "values": [NEVER_PULL]}
 
 def runs(pod: dict) -> bool:
     """Whether the pod runner (not kwok) plays kubelet for this pod: the stages' selectors, in Python."""
-    first = pod["spec"]["containers"][0]
-    return (first.get("command") or [""])[0] in RUNNABLE or first.get("imagePullPolicy") == NEVER_PULL
+    return from_checkout(pod) or pod["spec"]["containers"][0].get("imagePullPolicy") == NEVER_PULL
+
+
+def from_checkout(pod: dict) -> bool:
+    """Whether the pod's command is one the runner can start from this checkout without an image."""
+    return (pod["spec"]["containers"][0].get("command") or [""])[0] in RUNNABLE
 
 
 _IP_FIELDS = (
