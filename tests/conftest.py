@@ -20,7 +20,7 @@ import pytest
 from hypothesis import settings
 from image import build as image_build
 from support.namespaces import temporary_namespace
-from testbed import cluster, netns, versions
+from testbed import cluster, images, netns, versions
 
 # Property tests check what the code returns, not how fast: on the shared, loaded machines CI runs on, a
 # per-example deadline fails examples for the machine's pauses.
@@ -109,6 +109,22 @@ def oci_image() -> image_build.Image:
             pytest.fail(f"image build required in CI: {reason}", pytrace=False)
         pytest.skip(reason)
     return image_build.build()
+
+
+# The name the suite's operators give their MTA pods' image (``--relay-image``), loaded onto the test bed's
+# node from the built archive, so those pods run from the image as they would on any cluster.
+RELAY_IMAGE = "mta-relay:suite"
+
+
+@pytest.fixture(scope="session")
+def relay_image(kube: ReachableCluster, oci_image: image_build.Image) -> str:
+    """``RELAY_IMAGE``, loaded on the test bed's node (as ``kind load image-archive`` would): the pod runner
+    runs the containers of pods that name it from the image with runc, as UID 10001 on its read-only root."""
+    if kube.testbed is None:
+        _unavailable("the image is loaded onto the test bed's node; an existing cluster loads its own")
+    images.load(Path(kube.testbed.dir), oci_image.archive, RELAY_IMAGE)
+    return RELAY_IMAGE
+
 
 
 # Fixtures that reach the test bed (directly or through another fixture) and what a test using them needs.

@@ -103,6 +103,14 @@ def container_id(pod: dict, container: str) -> str:
     return f"{pod['metadata']['uid'][:8]}-{container}"
 
 
+def running(state_dir: Path, pod: dict, container: str) -> bool:
+    """Whether the pod's container runs from its image here (a running runc container), not from the
+    checkout."""
+    state = subprocess.run(runc(state_dir, "state", container_id(pod, container)), capture_output=True,
+                           text=True, check=False)
+    return state.returncode == 0 and json.loads(state.stdout).get("status") == "running"
+
+
 def exec_argv(state_dir: Path, pod: dict, container: str, command: list[str]) -> list[str]:
     """``kubectl exec POD -c CONTAINER -- COMMAND``: a process in the running container, as its user."""
     return runc(state_dir, "exec", container_id(pod, container), *command)

@@ -34,7 +34,7 @@ from mta_operator import naming
 from mta_operator.api import KINDS
 from support.receiver_thread import ThreadedReceiver
 from support.waiting import wait_until
-from testbed import podrunner, storage
+from testbed import images, podrunner, storage
 
 if TYPE_CHECKING:
     from conftest import ReachableCluster
@@ -107,6 +107,11 @@ class Chain:
                 and any(c["type"] == "Ready" and c["status"] == "True"
                         for c in p["status"].get("conditions") or [])}
 
+    def runs_from_image(self) -> bool:
+        """Whether every Ready MTA's relay runs from the loaded image (a runc container), not the checkout."""
+        state_dir = Path(self.kube.testbed.dir)  # type: ignore[union-attr]
+        return all(images.running(state_dir, self.get("pod", name), "relay") for name in self.ready_pods())
+
     def pod_dir(self, pod: str) -> Path:
         """Where the test bed's pod runner keeps a pod's volumes and container logs."""
         [path] = (Path(self.kube.testbed.dir) / "pods").glob(f"{self.namespace}_{pod}_*")
@@ -144,7 +149,7 @@ def _receiver_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture(scope="module")
-def chain(kube: ReachableCluster, pod_network: str,
+def chain(kube: ReachableCluster, pod_network: str, relay_image: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     if kube.testbed is None:
         pytest.skip("needs the test bed's pod runner and cluster DNS, not an existing cluster")
@@ -160,7 +165,7 @@ def chain(kube: ReachableCluster, pod_network: str,
     trust.write_bytes(ca.cert_pem.bytes())
     log_dir = tmp_path_factory.mktemp("e2e")
     with ThreadedReceiver(tls=_receiver_tls(ca), require_tls=True) as rx:
-        operator = OperatorProcess(kube.kubeconfig, namespace, log_dir / "operator.log").start()
+        operator = OperatorProcess(kube.kubeconfig, namespace, log_dir / "operator.log", relay_image).start()
         chain = Chain(kube, namespace, rx, resolver(kube.testbed.ports["dns"]), operator)
         try:
             _bring_up(chain, rx.port, log_dir / "operator.log")
@@ -178,6 +183,7 @@ def _bring_up(chain: Chain, smarthost_port: int, operator_log: Path) -> None:
         chain.kubectl("wait", "--for=condition=Ready", "--timeout=120s", f"mtacluster/{CLUSTER}",
                       timeout=130)
         wait_until(lambda: len(chain.addresses()) == 1, timeout=60, what="the MTA in cluster DNS")
+        assert chain.runs_from_image(), "the MTA runs from the checkout, not from the loaded image"
         # A domain is in the settings only with its DKIM key, and the watcher carries both within a second.
         started = time.monotonic()
         wait_until(lambda: all(chain.config_in_force(pod) for pod in chain.ready_pods())

@@ -52,10 +52,9 @@ class OperatorProcess:
     kubeconfig: Path
     namespace: str
     log_path: Path
+    # The MTA pods' image: the suite's loaded image (the ``relay_image`` fixture), so they run from it.
+    image: str
     proc: subprocess.Popen[bytes] | None = None
-    # The MTA pods' image: a name only, run from this checkout by the pod runner, unless the test bed
-    # has an image of that name loaded (testbed.images), whose containers then run from it.
-    image: str = "mta-relay:e2e"
     metrics_port: int = field(default_factory=free_port)  # its /metrics, for the Prometheus test
 
     def start(self) -> OperatorProcess:

@@ -61,8 +61,8 @@ MTAS = 3
 BATCH = 120
 # Retries every 1-2 s once the smarthost is back: the scenarios wait seconds, not the default minutes.
 @pytest.fixture(scope="module")
-def durable(kube: ReachableCluster, pod_network: str, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[Chain, Smarthost]]:
+def durable(kube: ReachableCluster, pod_network: str, relay_image: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Chain, Smarthost]]:
     if kube.testbed is None:
         pytest.skip("needs the test bed's pod runner, volumes and cluster DNS, not an existing cluster")
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
@@ -76,7 +76,7 @@ def durable(kube: ReachableCluster, pod_network: str, tmp_path_factory: pytest.T
     trust.write_bytes(ca.cert_pem.bytes())
     log = tmp_path_factory.mktemp("durable") / "operator.log"
     smarthost = Smarthost(free_port(), _receiver_tls(ca), ca.cert_pem.bytes())
-    operator = OperatorProcess(kube.kubeconfig, namespace, log).start()
+    operator = OperatorProcess(kube.kubeconfig, namespace, log, relay_image).start()
     chain = Chain(kube, namespace, None, resolver(kube.testbed.ports["dns"]), operator)  # type: ignore[arg-type]
     try:
         docs = examples_for_testbed(namespace, smarthost.port)
@@ -90,6 +90,7 @@ def durable(kube: ReachableCluster, pod_network: str, tmp_path_factory: pytest.T
             chain.kubectl("wait", "--for=condition=Ready", "--timeout=180s", f"mtacluster/{CLUSTER}",
                           timeout=190)
             wait_ready(chain, MTAS)
+            assert chain.runs_from_image(), "the MTAs run from the checkout, not from the loaded image"
         except (AssertionError, subprocess.SubprocessError) as error:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise AssertionError(f"{error}\n--- operator log ---\n{tail}") from error
@@ -341,7 +342,7 @@ def test_node_crash(down: tuple[Chain, Smarthost]) -> None:
 
 
 def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost], kube: ReachableCluster,
-                                                    tmp_path: Path) -> None:
+                                                    relay_image: str, tmp_path: Path) -> None:
     """A Cluster laid out by the previous release (a Deployment, emptyDir spools) with mail queued: the
     new operator runs the StatefulSet beside it, takes the old pods out of the Services, and removes the
     Deployment only once its pods delivered their queue."""
@@ -350,7 +351,7 @@ def test_upgrade_from_a_deployment_with_queued_mail(down: tuple[Chain, Smarthost
     kube.kubectl("create", "namespace", namespace)
     trust = Path(kube.testbed.dir) / podrunner.TRUST_DIR / f"{namespace}.pem"  # type: ignore[union-attr]
     trust.write_bytes(smarthost.ca_pem)
-    operator = OperatorProcess(kube.kubeconfig, namespace, tmp_path / "operator.log")
+    operator = OperatorProcess(kube.kubeconfig, namespace, tmp_path / "operator.log", relay_image)
     chain = Chain(kube, namespace, None, resolver(kube.testbed.ports["dns"]), operator)  # type: ignore[arg-type,union-attr]
     try:
         docs = [d for d in examples_for_testbed(namespace, smarthost.port) if d["kind"] == "Cluster"]

@@ -190,6 +190,10 @@ def test_kubectl_mta_messages_shows_the_path_of_a_message_through_two_mtas(chain
     chain.receiver.receiver.unscript(f"rcpt:{recipient}")  # the next hop takes it from now on
     wait_until(lambda: kinds(of(hooks.everything.events(), token), recipient)[-1:] == ["Delivery"],
                timeout=60, what="delivered by the MTA that stayed")
+    # Its events moved with its mail: once its pod is gone, the one MTA left answers for the whole path (a
+    # pod still terminating, its relay stopped, would be listed as unanswered).
+    wait_until(lambda: leaving not in {p["metadata"]["name"] for p in chain.list("pods")}, timeout=60,
+               interval=0.5, what="the pod of the MTA that left gone")
     shown = kubectl_mta(chain, "messages", "--recipient", recipient)
     assert shown.returncode == 0, shown.stderr
     lines = [line for line in shown.stdout.splitlines() if line.startswith("  ")]

@@ -44,15 +44,16 @@ def token_kubeconfig(admin: Path, token: str, namespace: str, path: Path) -> Pat
     return path
 
 
-def operate(kube: Any, namespace: str, release: str, workdir: Path) -> Iterator[Operated]:
-    """Install the chart watching ``namespace``, run the operator as its ServiceAccount, apply examples."""
+def operate(kube: Any, namespace: str, release: str, workdir: Path, relay_image: str) -> Iterator[Operated]:
+    """Install the chart watching ``namespace``, run the operator as its ServiceAccount (its MTA pods
+    from ``relay_image``), apply examples."""
     helm("install", release, str(CHART), "--namespace", namespace, "--take-ownership",
          "--kubeconfig", str(kube.kubeconfig), *set_args({"watchNamespaces": [namespace]}), timeout=180)
     operated = Operated(namespace, release, kube.kubeconfig, workdir / "operator.log")
     token = kube.kubectl("create", "token", operated.service_account, "-n", namespace,
                          "--duration=1h").stdout.strip()
     sa_config = token_kubeconfig(kube.kubeconfig, token, namespace, workdir / "operator.kubeconfig")
-    proc = start_operator(sa_config, namespace, operated.operator_log, "--relay-image", "mta-operator:test",
+    proc = start_operator(sa_config, namespace, operated.operator_log, "--relay-image", relay_image,
                           "--log-level", "DEBUG", log_mode="wb")
     try:
         kube.kubectl("apply", "--server-side", "-f", "-",

@@ -24,6 +24,7 @@ from support.smtp_receiver import SmtpReceiver
 from support.tls import make_ca
 from support.waiting import wait_until
 from test_install_gitops_health import argocd_health
+from testbed import images
 
 pytestmark = pytest.mark.testbed
 
@@ -32,12 +33,12 @@ CREDENTIALS = ("billing", "newsletter", "helpdesk", "scanner-3rd-floor", "crm")
 
 
 @pytest.fixture(scope="module")
-def operated(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
+def operated(kube: Any, relay_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operated]:
     namespace = f"inst-op-{uuid.uuid4().hex[:6]}"
     kube.kubectl("create", "namespace", namespace)
     try:
         release = f"mta-{uuid.uuid4().hex[:6]}"
-        yield from operate(kube, namespace, release, tmp_path_factory.mktemp("operated"))
+        yield from operate(kube, namespace, release, tmp_path_factory.mktemp("operated"), relay_image)
     finally:
         kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -62,6 +63,11 @@ def converged(kube: Any, operated: Operated) -> Operated:
             wait_until(lambda n=name: _ready(_get(kube, ns, "sendingdomains.mta-operator.io", n)), 60, name)
         for name in CREDENTIALS:
             wait_until(lambda n=name: _ready(_get(kube, ns, "smtpcredentials.mta-operator.io", n)), 60, name)
+        pods = json.loads(kube.kubectl("get", "pods", "-n", ns, "-l", "mta-operator.io/cluster=main",
+                                       "-o", "json").stdout)["items"]
+        assert pods, "no MTA pods"
+        assert all(images.running(Path(kube.testbed.dir), pod, "relay") for pod in pods), \
+            "the MTAs run from the checkout, not from the loaded image"
     except AssertionError:
         print(operated.operator_log.read_text(errors="replace")[-6000:])
         raise
