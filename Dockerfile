@@ -5,12 +5,15 @@
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY requirements/runtime.txt requirements/
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY mta/ mta/
-# A non-editable install of this pyproject, the same distribution the tests install (without the test extra).
+# The dependencies at the locked versions, each file checked against its hash (`make lock` writes the lock;
+# the tests' venv takes the same versions), then a non-editable install of this pyproject without them.
 RUN python -m venv /opt/mta \
- && /opt/mta/bin/pip install . \
+ && /opt/mta/bin/pip install --require-hashes -r requirements/runtime.txt \
+ && /opt/mta/bin/pip install --no-deps . \
  && /opt/mta/bin/python -m compileall -q /opt/mta
 
 FROM python:3.11-slim

@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TESTBED = PYTHONPATH=hack $(BIN)/python -m testbed
+LOCK   := requirements/runtime.txt
 
-.PHONY: setup testbed-build image up down crds reasons lint unit test-local test demo demo-down
+.PHONY: setup testbed-build image lock up down crds reasons lint unit test-local test demo demo-down
 
-$(BIN)/.installed: pyproject.toml
+# The runtime dependencies at the versions the image ships (requirements/runtime.txt), so the tests run
+# what the pods run; its hashes are the image's business (pip refuses hashes beside an editable install).
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	sed -e 's/ *\\$$//' -e '/--hash=/d' $(LOCK) > $(VENV)/constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -27,6 +31,16 @@ up: testbed-build
 
 down: setup
 	$(TESTBED) down
+
+# The runtime dependencies pinned with their hashes, resolved from pyproject.toml by pip-tools (in a venv
+# of its own: it follows pip's internals, so it is pinned apart from the project's pip). Run after changing
+# [project].dependencies; a unit test refuses a lock that no longer satisfies them.
+PIP_TOOLS := build/pip-tools
+lock:
+	test -x $(PIP_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_TOOLS) && \
+		$(PIP_TOOLS)/bin/pip install -q 'pip==25.2' 'pip-tools==7.6.2'; }
+	$(PIP_TOOLS)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --output-file=$(LOCK) pyproject.toml
 
 # The CRDs in crds/ are generated from the pydantic models (one source of truth).
 # The chart carries its own copy (Argo CD and `helm package` refuse files outside the chart).
@@ -67,7 +81,10 @@ test-local: setup
 # The suite runs in its own network namespace (the test host), where pod IPs are local addresses; the image
 # is built before it enters (mmdebstrap and pip need the registries), and its tests find it in the cache.
 # Two pytest processes at once: the test bed's tests, and beside them every other (hack/suite.py).
-test: testbed-build lint $(NODE_DEPS) image
+# The set-up steps run side by side (the test bed's Go builds use the CPU, the image's mostly the network
+# and the disk); each step's output is printed together when it ends.
+test: setup
+	$(MAKE) --no-print-directory -j4 --output-sync=target testbed-build lint $(NODE_DEPS) image
 	$(TESTBED) run -- $(BIN)/python hack/suite.py
 
 # The whole chain on this machine (root: it uses the network namespace mta-demo); see hack/demo.py.

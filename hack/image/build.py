@@ -5,9 +5,11 @@ of exactly what goes into it:
 
 - ``base-<key>``: a minimal Debian (bookworm, ``--variant=essential``: dpkg, coreutils, bash and the
   other Essential packages, no apt) with Debian's ``python3.X`` for the Dockerfile's ``python:X.Y``,
-  CA certificates, the image's user in /etc/passwd, and the venv with this pyproject's dependencies
-  installed from wheels and compiled. Keyed by the Debian recipe and the ``[project].dependencies``;
-  cold it takes minutes (mmdebstrap downloads and unpacks ~100 packages), so it changes rarely.
+  CA certificates, the image's user in /etc/passwd, and the venv with the dependencies of the lock
+  (``requirements/runtime.txt``, the Dockerfile's) installed from wheels checked against its hashes and
+  compiled. Keyed by the Debian recipe and the lock's bytes; cold it takes minutes (mmdebstrap
+  downloads and unpacks ~100 packages), so it changes rarely. Debian's mirror is not a snapshot (none
+  is reachable here): the versions a build got are listed in ``contents.txt`` beside the archive.
 - the app layer: this pyproject's own wheel installed into that venv (no dependencies) and compiled.
   Keyed by the build context's bytes (the Dockerfile's COPY sources less .dockerignore); seconds.
 
@@ -56,6 +58,7 @@ MIRRORS = (
 # What a read-only relay needs and nothing for a person: no docs, man pages or translations.
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*")
 TOOLS = ("mmdebstrap", "umoci", "skopeo", "chroot")
+CONTENTS = "contents.txt"
 
 
 class ImageError(RuntimeError):
@@ -108,8 +111,9 @@ def _recipe_bytes() -> str:
 
 
 def base_key(facts: dockerfile.Facts) -> str:
-    return _digest(RECIPE, SUITE, MIRRORS, DPKG_EXCLUDES, _packages(facts), project()["dependencies"],
-                   facts.venv, facts.uid, facts.gid, facts.user_name, facts.home, facts.shell, EPOCH)
+    return _digest(RECIPE, SUITE, MIRRORS, DPKG_EXCLUDES, _packages(facts),
+                   (dockerfile.REPO / facts.lock).read_text(), facts.venv, facts.uid, facts.gid,
+                   facts.user_name, facts.home, facts.shell, EPOCH)
 
 
 def app_key(facts: dockerfile.Facts, base: str) -> str:
@@ -138,12 +142,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
 
 
-def _wheels(context: Path, out: Path, log: Path, with_deps: bool) -> Path:
-    """This pyproject's wheel (and, with_deps, every dependency's) from the package registry, plus pip's
-    own wheel, which runs from the wheel file inside the chroot (the image needs no pip)."""
+def _wheels(what: list[str], out: Path, log: Path) -> Path:
+    """Wheels of ``what`` (pip wheel's arguments) from the package registry, plus pip's own wheel, which
+    runs from the wheel file inside the chroot (the image needs no pip)."""
     out.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", *([] if with_deps else ["--no-deps"]),
-          "--wheel-dir", str(out), str(context)], log, env=_env())
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(out), *what], log, env=_env())
     _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
           "--dest", str(out), "pip"], log, env=_env())
     return next(out.glob("pip-*.whl"))
@@ -159,11 +162,11 @@ def _build_base(facts: dockerfile.Facts, key: str, work: Path, log: Path) -> Pat
     target = cache_root() / f"base-{key}"
     if (target / "layout" / "index.json").exists():
         return target / "layout"
-    context = _context(work)
     wheels = work / "wheels"
-    pip = _wheels(context, wheels, log, with_deps=True)
-    name = project()["name"].replace("-", "_")
-    deps = sorted(p.name for p in wheels.glob("*.whl") if not p.name.startswith((f"{name}-", "pip-")))
+    # Every download checked against the lock's hashes (a package without a wheel is built from its
+    # checked sdist).
+    pip = _wheels(["--require-hashes", "--no-deps", "-r", str(dockerfile.REPO / facts.lock)], wheels, log)
+    deps = sorted(p.name for p in wheels.glob("*.whl") if not p.name.startswith("pip-"))
     (wheels / "requirements.txt").write_text("".join(f"/tmp/wheels/{d}\n" for d in deps))
     user = (f"echo '{facts.user_name}:x:{facts.gid}:' >> \"$1/etc/group\" && echo "
             f"'{facts.user_name}:x:{facts.uid}:{facts.gid}::{facts.home}:{facts.shell}' >> \"$1/etc/passwd\"")
@@ -176,6 +179,8 @@ def _build_base(facts: dockerfile.Facts, key: str, work: Path, log: Path) -> Pat
         f'chroot "$1" {facts.venv}/bin/python -m compileall -q {facts.venv}',
         'rm -rf "$1/tmp/wheels"',
         user,
+        # What Debian put in (the mirror is not a snapshot: this records the versions this build got).
+        f'dpkg-query --admindir="$1/var/lib/dpkg" -W -f=\'${{Package}} ${{Version}}\\n\' > {work}/debian.txt',
     ]
     rootfs = work / "base.tar"
     argv = ["mmdebstrap", "--mode=root", "--variant=essential", f"--include={','.join(_packages(facts))}",
@@ -195,6 +200,7 @@ def _build_base(facts: dockerfile.Facts, key: str, work: Path, log: Path) -> Pat
     tmp.mkdir(parents=True)
     shutil.move(str(layout), tmp / "layout")
     shutil.copy(work / "requirements.txt", tmp / "wheels.txt")
+    shutil.copy(work / "debian.txt", tmp / "debian.txt")
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target / "layout"
@@ -214,7 +220,7 @@ def _iso() -> str:
 
 def _build_app(facts: dockerfile.Facts, base: Path, work: Path, log: Path) -> Path:
     """The base layout plus the app layer, configured as the Dockerfile's final stage."""
-    pip = _wheels(_context(work), work / "app-wheels", log, with_deps=False)
+    pip = _wheels(["--no-deps", str(_context(work))], work / "app-wheels", log)
     name = project()["name"].replace("-", "_")
     (wheel,) = (work / "app-wheels").glob(f"{name}-*.whl")
     layout = work / "image"
@@ -274,6 +280,13 @@ def _tar(layout: Path, out: Path) -> None:
                 tar.addfile(info, data if path.is_file() else None)
 
 
+def _contents(base: Path) -> str:
+    """What is in the image: Debian's packages and the venv's wheels, with their versions."""
+    debian = (base / "debian.txt").read_text()
+    wheels = "".join(f"{'-'.join(w.split('-')[:2])}\n" for w in (base / "wheels.txt").read_text().split())
+    return f"# Debian {SUITE} packages\n{debian}# Python wheels in the venv\n{wheels}"
+
+
 def _prune(keep: Path, images: int = 3) -> None:
     """Each source change makes an archive (~80 MiB): keep the newest few, and bases still in use."""
     built = sorted(cache_root().glob("image-*/"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -306,6 +319,7 @@ def build(out_dir: Path | None = None) -> Image:
             partial = archive.with_suffix(".partial")
             _tar(layout, partial)
             partial.rename(archive)
+            (target / CONTENTS).write_text(_contents(base.parent))
             shutil.move(str(log), target / "build.log")
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -319,4 +333,6 @@ def build(out_dir: Path | None = None) -> Image:
         except OSError:  # another file system
             shutil.copy(archive, copy)
         archive = copy
+        (out_dir / f"{project()['name']}-{project()['version']}.{CONTENTS}").write_text(
+            (target / CONTENTS).read_text())
     return Image(archive, reference(), time.monotonic() - started, cached)

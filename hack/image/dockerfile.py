@@ -29,6 +29,7 @@ class Facts:
     python: str  # "3.11": the minor of the python:X.Y-slim base
     context: tuple[str, ...]  # what the build stage copies in (pyproject.toml, README.md, operator, mta)
     venv: str  # where the build stage installs this pyproject
+    lock: str  # the hash-checked requirements file the build stage installs the dependencies from
     compiled: bool  # bytecode compiled at build time (nothing writes under a read-only root)
     uid: int
     gid: int
@@ -63,8 +64,12 @@ def facts(path: Path = DOCKERFILE) -> Facts:
     context = tuple(src.rstrip("/") for c in instructions(build, "COPY") for src in shlex.split(c)[:-1])
     run = " ".join(instructions(build, "RUN"))
     venv = _one(r"python -m venv (\S+)", run, "the venv")
-    if not re.search(rf"{re.escape(venv)}/bin/pip install \.(\s|$)", run):
-        raise DockerfileError("Dockerfile: the build stage must `pip install .` into its venv")
+    lock = _one(rf"{re.escape(venv)}/bin/pip install --require-hashes -r (\S+)", run,
+                "the dependencies installed with `pip install --require-hashes -r LOCK`")
+    if lock not in context:
+        raise DockerfileError(f"Dockerfile: the lock {lock} is not copied into the build stage")
+    if not re.search(rf"{re.escape(venv)}/bin/pip install --no-deps \.(\s|$)", run):
+        raise DockerfileError("Dockerfile: the build stage must `pip install --no-deps .` into its venv")
     users = " ".join(instructions(final, "RUN"))
     env: dict[str, str] = {}
     for line in instructions(final, "ENV"):
@@ -75,7 +80,7 @@ def facts(path: Path = DOCKERFILE) -> Facts:
     uid, _, gid = user.partition(":")
     (entrypoint,) = instructions(final, "ENTRYPOINT")
     result = Facts(
-        python=python, context=context, venv=venv,
+        python=python, context=context, venv=venv, lock=lock,
         compiled=bool(re.search(rf"python -m compileall -q {re.escape(venv)}", run)),
         uid=int(uid), gid=int(gid or uid),
         user_name=_one(r"useradd .*?(\S+)$", users, "the user's name"),

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from image import dockerfile
 from install_kit import REPO, by_kind, render
 from mta_operator.api import Cluster
 from mta_operator.render.workload import Image, statefulset
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from setuptools import find_packages
 
 DOCKERFILE = dockerfile.DOCKERFILE.read_text().replace("\\\n", " ")  # continuation lines joined
@@ -54,9 +58,12 @@ def test_context_holds_the_package_the_tests_install(context: Path) -> None:
 def test_build_copies_the_context_and_installs_this_pyproject(context: Path) -> None:
     build = _stages()[0]
     copied = {source.rstrip("/") for c in _instruction(build, "COPY") for source in shlex.split(c)[:-1]}
-    assert copied == {p.name for p in context.iterdir()}
+    assert {c.split("/")[0] for c in copied} == {p.name for p in context.iterdir()}
+    assert all((context / c).exists() for c in copied)
     run = " ".join(_instruction(DOCKERFILE, "RUN"))
-    assert re.search(r"pip install \.(\s|$)", run)  # this pyproject, no extras: what `.[test]` also installs
+    # The locked dependencies, hash-checked; then this pyproject, no extras: what `.[test]` also installs.
+    assert re.search(r"pip install --require-hashes -r requirements/runtime.txt\s", run)
+    assert re.search(r"pip install --no-deps \.(\s|$)", run)
     assert "compileall" in run  # bytecode at build time: nothing to write under a read-only root
 
 
@@ -94,3 +101,35 @@ def test_entry_points_and_user(context: Path) -> None:
     relay = next(c for c in relay_pod["containers"] if c["name"] == "relay")
     assert relay.get("command", ["mta-relay"])[0] == "mta-relay"
     assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in relay_pod["containers"])
+
+
+def _locked() -> dict[str, tuple[str, str, int]]:
+    """requirements/runtime.txt as name -> (version, marker, hashes)."""
+    pins: dict[str, tuple[str, str, int]] = {}
+    name = ""
+    for line in (REPO / "requirements" / "runtime.txt").read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$", line):
+            name = canonicalize_name(match.group(1))
+            pins[name] = (match.group(2), match.group(3) or "", 0)
+        elif line.strip().startswith("--hash=sha256:"):
+            version, marker, hashes = pins[name]
+            pins[name] = (version, marker, hashes + 1)
+    return pins
+
+
+def test_lock_pins_every_dependency_with_hashes_at_the_versions_the_tests_run() -> None:
+    """``make lock`` wrote requirements/runtime.txt from [project].dependencies: every dependency is pinned
+    there at a version its specifier allows, with its files' hashes; and the venv the tests run in has
+    those very versions (the Makefile installs it with the lock as constraints)."""
+    pins = _locked()
+    assert len(pins) > len(PYPROJECT["project"]["dependencies"])  # the transitive ones too
+    for dependency in map(Requirement, PYPROJECT["project"]["dependencies"]):
+        if dependency.marker is not None and not dependency.marker.evaluate():
+            continue
+        name = canonicalize_name(dependency.name)
+        assert name in pins, f"{dependency} is not in the lock: run `make lock`"
+        assert dependency.specifier.contains(pins[name][0]), f"{dependency}: locked {pins[name][0]}"
+    for name, (version, marker, hashes) in pins.items():
+        assert hashes, f"{name} has no hash in the lock"
+        if not marker or Marker(marker).evaluate():
+            assert metadata.version(name) == version, f"the venv has {name} {metadata.version(name)}"
