@@ -37,6 +37,7 @@ from mta_relay.delivery.queue_control import QueueControl
 from mta_relay.events import from_config as events_config
 from mta_relay.events.store import EventWriter
 from mta_relay.events.webhooks import WebhookSender
+from mta_relay.io_threads import LoopExecutor
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Envelope, Spool, SpoolError
 from mta_relay.suppressions import store as suppression_store
@@ -86,6 +87,8 @@ class WorkerSpool(Spool):
 
 async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = None) -> int:
     loop = asyncio.get_running_loop()
+    # Every message hops to a thread and back twice or more (read, remove, outcomes): the cheaper hop.
+    loop.set_default_executor(LoopExecutor(name="delivery_io"))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)  # the front door decides when delivery stops
     channel = await Channel.open(sock)
