@@ -1,17 +1,21 @@
 """What the delivery process does for every message, made cheaper and held to the plain version: the
-quoted MAIL/RCPT addresses (cached), dot-stuffing (skipped when no line starts with "."), and the
-pipelined exchange's reply timeout (a timer, not ``asyncio.wait_for``)."""
+quoted MAIL/RCPT addresses (cached), dot-stuffing (skipped when no line starts with "."), the pipelined
+exchange's reply timeout (a timer, not ``asyncio.wait_for``), and the channel's batched notices."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import socket
 
 import pytest
 from aiosmtplib import SMTPReadTimeoutError
 from aiosmtplib.email import quote_address
 from hypothesis import given
 from hypothesis import strategies as st
+from mta_relay.delivery import channel as channel_module
+from mta_relay.delivery.channel import Channel
 from mta_relay.delivery.client import _dot_stuffed, _quoted
 from mta_relay.delivery.pipelining import Replies
 
@@ -68,3 +72,72 @@ async def test_a_cancelled_wait_for_a_reply_leaves_no_timer_behind() -> None:
     await asyncio.sleep(0.08)  # past the timeout: nothing fires into the next wait
     replies.data_received(b"250 Ok\r\n")
     assert (await replies.next()).code == 250
+
+
+async def _channel_pair() -> tuple[Channel, socket.socket]:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    return await Channel.open(ours), theirs
+
+
+async def _writes(sock: socket.socket, wait: float, lines: int | None = None) -> list[bytes]:
+    """What arrived on ``sock`` within ``wait`` (or once ``lines`` lines came), one item per read."""
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    deadline = loop.time() + wait
+    while (left := deadline - loop.time()) > 0 and (lines is None or len(_ops(chunks)) < lines):
+        try:
+            async with asyncio.timeout(left):
+                chunks.append(await loop.sock_recv(sock, 1 << 16))
+        except TimeoutError:
+            break
+    return chunks
+
+
+def _ops(chunks: list[bytes]) -> list[str]:
+    return [json.loads(line)["op"] for line in b"".join(chunks).splitlines()]
+
+
+async def test_batched_notices_share_one_write_within_the_batch_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channel_module, "BATCH_SECONDS", 0.3)
+    channel, theirs = await _channel_pair()
+    try:
+        for slot in range(5):
+            channel.send_batched({"op": "released", "qid": f"q{slot}", "slot": slot})
+        assert _ops(await _writes(theirs, 0.1)) == []  # not written at once
+        chunks = await _writes(theirs, 5, lines=5)
+        assert len(chunks) == 1
+        assert _ops(chunks) == ["released"] * 5
+    finally:
+        channel.close()
+        theirs.close()
+
+
+async def test_a_plain_send_takes_the_waiting_notices_along_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channel_module, "BATCH_SECONDS", 30.0)  # only the plain send can write them
+    channel, theirs = await _channel_pair()
+    try:
+        channel.send_batched({"op": "released", "qid": "q1", "slot": 1})
+        channel.send({"op": "ready"})
+        channel.send_batched({"op": "released", "qid": "q2", "slot": 2})
+        assert _ops(await _writes(theirs, 5, lines=3)) == ["released", "ready", "released"]
+        channel.send_batched({"op": "released", "qid": "q3", "slot": 3})
+        assert _ops(await _writes(theirs, 0.1)) == []  # a fresh notice waits for its own timer again
+    finally:
+        channel.close()
+        theirs.close()
+
+
+async def test_notices_from_a_thread_and_flush_write_what_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channel_module, "BATCH_SECONDS", 30.0)
+    channel, theirs = await _channel_pair()
+    try:
+        await asyncio.to_thread(channel.send_threadsafe, {"op": "released", "qid": "q1", "slot": 1},
+                                batched=True)
+        await asyncio.sleep(0.01)  # the loop has run the call from the thread
+        assert _ops(await _writes(theirs, 0.05)) == []
+        channel.flush()
+        assert _ops(await _writes(theirs, 5, lines=1)) == ["released"]
+    finally:
+        channel.close()
+        theirs.close()

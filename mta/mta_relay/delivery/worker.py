@@ -78,7 +78,8 @@ class WorkerSpool(Spool):
 
     def _release(self, queue_id: str, slot: int) -> None:
         os.truncate(self._slot_file(slot), 0)
-        self.channel.send_threadsafe({"op": "released", "qid": queue_id, "slot": slot})
+        # Batched: one per message; the front door only takes the slot back (the entry is gone already).
+        self.channel.send_threadsafe({"op": "released", "qid": queue_id, "slot": slot}, batched=True)
 
     def quarantine(self, queue_id: str) -> None:
         super().quarantine(queue_id)
@@ -131,6 +132,7 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     await webhooks.stop()
     await asyncio.to_thread(events.close)  # what was emitted is in the store (and its outboxes)
     await asyncio.to_thread(suppressor.close)
+    channel.flush()  # the last slots released, if they still wait for company
     return 0
 
 
