@@ -1,6 +1,7 @@
 """What the delivery process does for every message, made cheaper and held to the plain version: the
 quoted MAIL/RCPT addresses (cached), dot-stuffing (skipped when no line starts with "."), the pipelined
-exchange's reply timeout (a timer, not ``asyncio.wait_for``), and the channel's batched notices."""
+exchange's reply timeout (a timer, not ``asyncio.wait_for``), the channel's batched notices, metric
+children looked up once, and a single destination delivered without a task of its own."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mta_relay.delivery import channel as channel_module
 from mta_relay.delivery.channel import Channel
-from mta_relay.delivery.client import _dot_stuffed, _quoted
+from mta_relay.delivery.client import HopPolicy, TlsMode, _dot_stuffed, _quoted
+from mta_relay.delivery.metrics import LabelledCounter
+from mta_relay.delivery.outcome import RecipientOutcome
 from mta_relay.delivery.pipelining import Replies
+from mta_relay.delivery.pool import ConnectionPool
+from mta_relay.delivery.router import Deliverer, Route, Routes, hold_route
+from prometheus_client import CollectorRegistry, Counter
 
 pytestmark = pytest.mark.unit
 
@@ -141,3 +147,52 @@ async def test_notices_from_a_thread_and_flush_write_what_waits(monkeypatch: pyt
     finally:
         channel.close()
         theirs.close()
+
+
+def test_a_labelled_counter_counts_as_a_plain_one_and_forgets_removed_children() -> None:
+    registry = CollectorRegistry()
+    plain = Counter("plain_results", "r", ["result", "reply_class"], registry=registry)
+    cached = LabelledCounter("cached_results", "r", ["result", "reply_class"], registry=registry)
+    for counter in (plain, cached):
+        for values in [("delivered", "2xx"), ("deferred", "4xx"), ("delivered", "2xx")]:
+            counter.labels(*values).inc()
+        counter.labels(result="failed", reply_class="5xx").inc()
+    assert cached.labels("delivered", "2xx") is cached.labels("delivered", "2xx")
+
+    def samples(name: str) -> list[tuple[dict[str, str], float]]:
+        return sorted(((s.labels, s.value) for m in registry.collect() if m.name == name
+                       for s in m.samples if s.name.endswith("_total")), key=repr)
+    assert samples("cached_results") == samples("plain_results")
+    cached.remove("delivered", "2xx")
+    cached.labels("delivered", "2xx").inc()  # a new child, registered again: counts from zero
+    assert registry.get_sample_value("cached_results_total",
+                                     {"result": "delivered", "reply_class": "2xx"}) == 1
+    cached.clear()
+    cached.labels("deferred", "4xx").inc()
+    assert registry.get_sample_value("cached_results_total",
+                                     {"result": "deferred", "reply_class": "4xx"}) == 1
+
+
+async def test_one_destination_is_delivered_in_the_caller_s_task_several_concurrently() -> None:
+    seen: list[tuple[str, asyncio.Task[object] | None]] = []
+
+    class Watching(Deliverer):
+        async def _deliver_group(self, route: Route, destination: str, sender: str, rcpts: list[str],
+                                 message: bytes) -> list[RecipientOutcome]:
+            seen.append((destination, asyncio.current_task()))
+            return await super()._deliver_group(route, destination, sender, rcpts, message)
+
+    policy = HopPolicy(helo_name="mta.example.org", port=25, tls=TlsMode.NONE)
+    routes = Routes(hold_route("default", "4.3.2 held", policy),
+                    by_recipient={"example.org": hold_route("org", "4.3.2 org held", policy)})
+    deliverer = Watching(routes, ConnectionPool())
+    one = await deliverer.deliver("a@example.com", ["b@example.net", "c@example.net"], b"x\r\n")
+    assert [(o.recipient, o.code, o.text) for o in one] == [("b@example.net", 451, "4.3.2 held"),
+                                                            ("c@example.net", 451, "4.3.2 held")]
+    assert seen == [("default", asyncio.current_task())]
+    seen.clear()
+    two = await deliverer.deliver("a@example.com", ["d@example.org", "b@example.net"], b"x\r\n")
+    assert [(o.recipient, o.text) for o in two] == [("d@example.org", "4.3.2 org held"),
+                                                    ("b@example.net", "4.3.2 held")]
+    assert sorted(d for d, _ in seen) == ["default", "org"]
+    assert all(task is not asyncio.current_task() for _, task in seen)  # gathered, each in its own task
