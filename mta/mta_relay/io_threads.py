@@ -20,14 +20,17 @@ next ``Spool.recover``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import os
 import queue
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
@@ -46,7 +49,16 @@ class IoThreads:
         self._max, self._name = threads, name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._counts = _Counts()
-        weakref.finalize(self, _stop_threads, self._jobs, self._counts)
+        self._threads: list[threading.Thread] = []
+        self._stop = weakref.finalize(self, _stop_threads, self._jobs, self._counts)
+
+    def close(self, wait: bool = True) -> None:
+        """End the threads once the jobs queued before have run; ``wait``: until they have ended."""
+        self._stop()
+        if wait:
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join()
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run ``fn(*args)`` in a pool thread; await the returned future for its result or exception."""
@@ -65,9 +77,56 @@ class IoThreads:
                 return future
             counts.threads += 1
             number = counts.threads
-        threading.Thread(target=_work, args=(self._jobs, counts), name=f"{self._name}_{number}",
-                         daemon=True).start()
+        thread = threading.Thread(target=_work, args=(self._jobs, counts), name=f"{self._name}_{number}",
+                                  daemon=True)
+        self._threads.append(thread)
+        thread.start()
         return future
+
+
+class LoopExecutor(concurrent.futures.ThreadPoolExecutor):
+    """An event loop's default executor (``asyncio.to_thread``, ``run_in_executor(None, ...)``) on
+    ``IoThreads``, for a process whose loop hops to threads for every message (the delivery process:
+    reading an entry, removing it, recording outcomes).
+
+    ``submit`` on the loop's thread returns the loop future ``IoThreads.run`` made, which
+    ``asyncio.wrap_future`` (in ``run_in_executor``, asyncio's and uvloop's alike) passes through as it
+    is: no concurrent future, no callback chain between two futures, no executor locks per call. From
+    any other thread, ``submit`` is the plain executor's. Jobs run in order on up to ``threads``
+    threads, a job whose future was cancelled before it started is skipped, and ``shutdown(wait=True)``
+    (the loop's ``shutdown_default_executor`` as ``asyncio.run`` ends) returns once the jobs queued
+    before it have run, as with the plain executor; ``cancel_futures`` applies to the plain
+    executor's jobs only."""
+
+    def __init__(self, threads: int | None = None, name: str = "loop_io") -> None:
+        """``threads`` None: as many as ``ThreadPoolExecutor`` would take (CPUs + 4, at most 32)."""
+        threads = threads or min(32, (os.cpu_count() or 1) + 4)
+        super().__init__(max_workers=threads, thread_name_prefix=name)
+        self._io = IoThreads(threads, name)
+        self._closed = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args,
+               **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        if not kwargs and _on_loop():
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            # A loop future where a concurrent one is declared: only run_in_executor sees it, and
+            # wrap_future returns it unchanged (asyncio.isfuture).
+            return cast("concurrent.futures.Future[T]", self._io.run(fn, *args))
+        return super().submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        super().shutdown(wait, cancel_futures=cancel_futures)
+        self._io.close(wait)
+
+
+def _on_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _work(jobs: queue.SimpleQueue[_Job | None], counts: _Counts) -> None:

@@ -337,12 +337,15 @@ class Spool:
 
     def path(self, queue_id: str) -> Path:
         """The slot file holding the entry (FileNotFoundError if there is none)."""
+        return Path(self._entry_file(queue_id))
+
+    def _entry_file(self, queue_id: str) -> str:
         _check_qid(queue_id)
         with self._lock:
             slot = self._entries.get(queue_id)
         if slot is None:
             raise FileNotFoundError(queue_id)
-        return self._slot_path(slot)
+        return self._slot_file(slot)
 
     def slot_of(self, queue_id: str) -> int | None:
         with self._lock:
@@ -402,7 +405,7 @@ class Spool:
         FileNotFoundError, and the entry forgotten, if its slot is empty or holds another entry: the
         delivery process can be handed an entry again that it already removed (after it restarted), and
         the slot may be a new message's by now. Never quarantine that: it is someone else's only copy."""
-        data = self.path(queue_id).read_bytes()
+        data = _read_file(self._entry_file(queue_id))
         entry = decode_entry(data) if data else None
         if entry is None or entry.envelope.queue_id != queue_id:
             self.forget(queue_id)
@@ -616,6 +619,19 @@ class Spool:
     def _outcome_path(self, queue_id: str) -> Path:
         _check_qid(queue_id)
         return self.outcomes_dir / f"{queue_id}.out"
+
+
+def _read_file(path: str) -> bytes:
+    """The whole file, as ``Path.read_bytes`` reads it, at a third of its cost (no Path, no buffered
+    file object): one read of its size, then reads until end of file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, os.fstat(fd).st_size + 1)
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
 
 
 def _check_qid(queue_id: str) -> None:

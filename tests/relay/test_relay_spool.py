@@ -41,6 +41,19 @@ async def test_put_then_read_gives_exact_bytes_and_envelope(tmp_path: Path) -> N
     assert len(_nonempty_slots(spool)) == 1
 
 
+async def test_a_large_entry_and_an_emptied_slot_read_as_path_read_bytes_would(tmp_path: Path) -> None:
+    spool = _spool(tmp_path)
+    message = os.urandom(3 << 20)  # past one read of a small buffer: read to the end of the file
+    qid = await _put(spool, message)
+    assert spool.read(qid).message == message
+    os.truncate(spool.path(qid), 0)  # emptied under us (removed, and the slot not yet reused)
+    with pytest.raises(FileNotFoundError):
+        spool.read(qid)
+    assert spool.queue_ids() == []  # forgotten, as for a stale hand-over
+    with pytest.raises(FileNotFoundError):
+        spool.read(qid)
+
+
 async def test_one_data_sync_per_message_and_slots_are_reused(tmp_path: Path) -> None:
     spool = _spool(tmp_path)
     before, files = spool.fsyncs, sorted(os.listdir(spool.slots))

@@ -23,6 +23,9 @@ from typing import Any
 from mta_relay import queue_admin
 
 REPLIES = frozenset({"stored", "store_failed", "metrics_text", "handoff_counts", queue_admin.REPLY})
+# How long a notice may wait for others to share its write (``send_batched``): delivery's ``released``,
+# one per message, took a write of its own (and a wake-up of the front door) at every message.
+BATCH_SECONDS = 0.005
 LINE_LIMIT = 1 << 27  # a DSN quotes the bounced message: room for the largest one, in base64
 Message = dict[str, Any]
 
@@ -37,6 +40,8 @@ class Channel:
         self._pending: dict[int, asyncio.Future[Message]] = {}
         self._ids = itertools.count(1)
         self._buffer: list[str] = []
+        self._flush_soon = False  # a flush is due in this loop iteration
+        self._flush_timer: asyncio.TimerHandle | None = None  # one due within BATCH_SECONDS
 
     @classmethod
     async def open(cls, sock: socket.socket, replies: frozenset[str] = REPLIES) -> Channel:
@@ -45,16 +50,32 @@ class Channel:
 
     def send(self, message: Message) -> None:
         """Queued and written once per loop iteration: a burst of acceptances is one write."""
-        if not self._buffer:
+        if not self._flush_soon:
+            self._flush_soon = True
             self._loop.call_soon(self._flush)
         self._buffer.append(json.dumps(message, separators=(",", ":")))
 
-    def send_threadsafe(self, message: Message) -> None:
-        self._loop.call_soon_threadsafe(self.send, message)
+    def send_batched(self, message: Message) -> None:
+        """A notice nobody waits on: written within ``BATCH_SECONDS``, with whatever else is sent
+        meanwhile (in the order sent, as with ``send``)."""
+        if not self._flush_soon and self._flush_timer is None:
+            self._flush_timer = self._loop.call_later(BATCH_SECONDS, self._flush)
+        self._buffer.append(json.dumps(message, separators=(",", ":")))
+
+    def send_threadsafe(self, message: Message, *, batched: bool = False) -> None:
+        self._loop.call_soon_threadsafe(self.send_batched if batched else self.send, message)
+
+    def flush(self) -> None:
+        """Write what is queued now (before the process ends: a batched notice may be waiting)."""
+        self._flush()
 
     def _flush(self) -> None:
+        self._flush_soon = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         lines, self._buffer = self._buffer, []
-        if not self._writer.is_closing():
+        if lines and not self._writer.is_closing():
             self._writer.write(("\n".join(lines) + "\n").encode())
 
     async def request(self, message: Message) -> Message:

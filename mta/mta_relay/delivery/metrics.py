@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -67,18 +68,44 @@ class _QueueCollector(Collector):
         yield suspensions
 
 
+class LabelledCounter(Counter):
+    """A counter whose child per label values is looked up in a dict of its own after the first time:
+    ``labels`` converts and checks the values and takes a lock at every call, and delivery calls it for
+    every recipient. Positional label values only (keywords go the usual way)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children: dict[tuple[Any, ...], Self] = {}
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        child = self._children.get(labelvalues)
+        if child is None:
+            child = self._children[labelvalues] = super().labels(*labelvalues)
+        return child
+
+    def remove(self, *labelvalues: Any) -> None:
+        self._children.clear()
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        self._children.clear()
+        super().clear()
+
+
 class DeliveryMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self._registry = registry
         self.attempts = Counter("mta_delivery_attempts", "Delivery attempts (one per message and try)",
                                 registry=registry)
-        self.results = Counter("mta_delivery_results", "Recipient outcomes of delivery attempts",
-                               ["result", "reply_class"], registry=registry)
+        self.results = LabelledCounter("mta_delivery_results", "Recipient outcomes of delivery attempts",
+                                       ["result", "reply_class"], registry=registry)
         self.latency = Histogram("mta_delivery_latency_seconds", "From acceptance to delivery at next hop",
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600,
                                           86400), registry=registry)
-        self.bounces = Counter("mta_delivery_bounces", "Recipients failed permanently or expired",
-                               ["reason"], registry=registry)
+        self.bounces = LabelledCounter("mta_delivery_bounces", "Recipients failed permanently or expired",
+                                       ["reason"], registry=registry)
         self.dsns = Counter("mta_dsn_generated", "Delivery status notifications queued to senders",
                             registry=registry)
         self.held = Counter("mta_ratelimit_held", "Times the rate limit made due mail wait",
@@ -91,13 +118,13 @@ class DeliveryMetrics:
                            ["policy", "result"], registry=registry)
         self.quarantined = Counter("mta_queue_quarantined", "Spool entries quarantined as corrupt",
                                    registry=registry)
-        self.events = Counter("mta_delivery_events", "Delivery events by type (Delivery, TransientFailure, "
-                              "Bounce, Expiration), bounce kind (hard, soft) and category", ["type", "kind",
-                                                                                           "category"],
-                              registry=registry)
+        self.events = LabelledCounter("mta_delivery_events", "Delivery events by type (Delivery, "
+                                      "TransientFailure, Bounce, Expiration), bounce kind (hard, soft) and "
+                                      "category", ["type", "kind", "category"], registry=registry)
         # Opt-in (events.credentialMetrics): one series per credential and type
-        self.by_credential = Counter("mta_credential_delivery_events", "Delivery events by SmtpCredential "
-                                     "username and type", ["credential", "type"], registry=registry)
+        self.by_credential = LabelledCounter("mta_credential_delivery_events", "Delivery events by "
+                                             "SmtpCredential username and type", ["credential", "type"],
+                                             registry=registry)
         self._collector: _QueueCollector | None = None
 
     def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:

@@ -143,8 +143,12 @@ class Deliverer:
     async def deliver(self, sender: str, recipients: list[str], message: bytes) -> list[RecipientOutcome]:
         """One attempt for every recipient; ``message`` goes out exactly as given (CRLF, signed)."""
         groups = route_groups(self.routes, sender, recipients)
-        results = await asyncio.gather(*(self._deliver_group(route, destination, sender, rcpts, message)
-                                         for (_name, destination), (route, rcpts) in groups.items()))
+        if len(groups) == 1:  # one destination, as most mail has: no task and gather to wait on it
+            [((_name, destination), (route, rcpts))] = groups.items()
+            results = [await self._deliver_group(route, destination, sender, rcpts, message)]
+        else:
+            results = await asyncio.gather(*(self._deliver_group(route, destination, sender, rcpts, message)
+                                             for (_name, destination), (route, rcpts) in groups.items()))
         by_rcpt = {o.recipient: o for group in results for o in group}
         return [by_rcpt[r] for r in recipients]
 

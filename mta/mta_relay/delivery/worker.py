@@ -37,6 +37,7 @@ from mta_relay.delivery.queue_control import QueueControl
 from mta_relay.events import from_config as events_config
 from mta_relay.events.store import EventWriter
 from mta_relay.events.webhooks import WebhookSender
+from mta_relay.io_threads import LoopExecutor
 from mta_relay.queue import QueueRunner
 from mta_relay.spool import Envelope, Spool, SpoolError
 from mta_relay.suppressions import store as suppression_store
@@ -77,7 +78,8 @@ class WorkerSpool(Spool):
 
     def _release(self, queue_id: str, slot: int) -> None:
         os.truncate(self._slot_file(slot), 0)
-        self.channel.send_threadsafe({"op": "released", "qid": queue_id, "slot": slot})
+        # Batched: one per message; the front door only takes the slot back (the entry is gone already).
+        self.channel.send_threadsafe({"op": "released", "qid": queue_id, "slot": slot}, batched=True)
 
     def quarantine(self, queue_id: str) -> None:
         super().quarantine(queue_id)
@@ -86,6 +88,8 @@ class WorkerSpool(Spool):
 
 async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = None) -> int:
     loop = asyncio.get_running_loop()
+    # Every message hops to a thread and back twice or more (read, remove, outcomes): the cheaper hop.
+    loop.set_default_executor(LoopExecutor(name="delivery_io"))
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, lambda: None)  # the front door decides when delivery stops
     channel = await Channel.open(sock)
@@ -128,6 +132,7 @@ async def serve(config_dir: Path, sock: socket.socket, pod_name: str | None = No
     await webhooks.stop()
     await asyncio.to_thread(events.close)  # what was emitted is in the store (and its outboxes)
     await asyncio.to_thread(suppressor.close)
+    channel.flush()  # the last slots released, if they still wait for company
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -112,8 +112,10 @@ class Event:
     event_id: str = field(default_factory=lambda: new_event_id())
 
     def to_json(self) -> dict[str, Any]:
-        # Field by field: dataclasses.asdict deep-copies recursively, ~10x the cost on the hot path.
-        data = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        # A copy of the instance dict (the fields, in their order), not dataclasses.asdict, which
+        # deep-copies recursively (~10x), nor a getattr per field (4x): twice per event (log line, row).
+        data = self.__dict__.copy()
+        del data["type"], data["queue_id"], data["response"], data["peer_address"]
         data["type"] = str(self.type)
         data["id"] = self.queue_id
         data["response"] = self.response.to_json() if self.response else None
@@ -127,10 +129,6 @@ class Event:
         fields["type"] = EventType(fields["type"])
         fields["response"] = Response.from_json(fields["response"]) if fields.get("response") else None
         return cls(**fields)
-
-
-_PLAIN_FIELDS = tuple(f.name for f in fields(Event) if f.name not in {"type", "queue_id", "response",
-                                                                      "peer_address"})
 
 
 def new_event_id() -> str:
