@@ -126,7 +126,6 @@ def relay_image(kube: ReachableCluster, oci_image: image_build.Image) -> str:
     return RELAY_IMAGE
 
 
-
 # Fixtures that reach the test bed (directly or through another fixture) and what a test using them needs.
 TESTBED_FIXTURES = {"kube", "api_client", "namespace"}
 ROOT_FIXTURES = {"pod_network"}  # the test bed's network namespace
